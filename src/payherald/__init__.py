@@ -1,0 +1,104 @@
+"""payherald: turn Stripe events into the right message, to the right person, exactly once."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from payherald.app import Payherald, build
+    from payherald.channels import Channel, ConsoleChannel, Message, TwilioSmsChannel
+    from payherald.clock import Clock, FrozenClock, SystemClock
+    from payherald.exceptions import (
+        ConfigurationError,
+        DeliveryError,
+        MalformedEvent,
+        PayheraldError,
+        PayloadTooLarge,
+        PermanentDeliveryError,
+        RecipientNotFound,
+        RenderError,
+        SchemaOutOfDate,
+        SignatureInvalid,
+        StoreUnavailable,
+        TransientDeliveryError,
+        WebhookRejected,
+    )
+    from payherald.settings import Settings, load_settings
+    from payherald.webhook import StripeEvent, WebhookVerifier, parse_event
+
+# Where each public name lives. Imported on first use (PEP 562), so that `payherald --help`
+# does not pay for FastAPI, Stripe and Twilio.
+_HOMES = {
+    "Payherald": "app",
+    "build": "app",
+    "Channel": "channels",
+    "ConsoleChannel": "channels",
+    "Message": "channels",
+    "TwilioSmsChannel": "channels",
+    "Clock": "clock",
+    "FrozenClock": "clock",
+    "SystemClock": "clock",
+    "ConfigurationError": "exceptions",
+    "DeliveryError": "exceptions",
+    "MalformedEvent": "exceptions",
+    "PayheraldError": "exceptions",
+    "PayloadTooLarge": "exceptions",
+    "PermanentDeliveryError": "exceptions",
+    "RecipientNotFound": "exceptions",
+    "RenderError": "exceptions",
+    "SchemaOutOfDate": "exceptions",
+    "SignatureInvalid": "exceptions",
+    "StoreUnavailable": "exceptions",
+    "TransientDeliveryError": "exceptions",
+    "WebhookRejected": "exceptions",
+    "Settings": "settings",
+    "load_settings": "settings",
+    "StripeEvent": "webhook",
+    "WebhookVerifier": "webhook",
+    "parse_event": "webhook",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'payherald' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"payherald.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Channel",
+    "Clock",
+    "ConfigurationError",
+    "ConsoleChannel",
+    "DeliveryError",
+    "FrozenClock",
+    "MalformedEvent",
+    "Message",
+    "Payherald",
+    "PayheraldError",
+    "PayloadTooLarge",
+    "PermanentDeliveryError",
+    "RecipientNotFound",
+    "RenderError",
+    "SchemaOutOfDate",
+    "Settings",
+    "SignatureInvalid",
+    "StoreUnavailable",
+    "StripeEvent",
+    "SystemClock",
+    "TransientDeliveryError",
+    "TwilioSmsChannel",
+    "WebhookRejected",
+    "WebhookVerifier",
+    "__version__",
+    "build",
+    "load_settings",
+    "parse_event",
+]

@@ -1,0 +1,162 @@
+"""The composition root: everything payherald is made of, built from the settings."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import stripe
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from payherald.channels import Channel, ConsoleChannel, TwilioSmsChannel, twilio_client
+from payherald.clock import Clock, SystemClock
+from payherald.database import create_store_engine, migrate
+from payherald.messages import MessageContext, TemplateRenderer
+from payherald.recipients import CustomerDirectory, StripeCustomerDirectory
+from payherald.rules import BUILTIN_RULES, RuleBook
+from payherald.server import create_http_app
+from payherald.settings import Settings
+from payherald.store import Store
+from payherald.wakeup import listen_for_work
+from payherald.webhook import WebhookVerifier
+from payherald.worker import ChannelRouter, Worker
+
+__all__ = ["Payherald", "build"]
+
+
+@dataclass
+class Payherald:
+    """A built payherald: the parts the commands start."""
+
+    settings: Settings
+    engine: Engine
+    store: Store
+    rules: RuleBook
+    worker: Worker
+    http_app: FastAPI
+    webhook_secrets: list[str]
+    development_secret: str | None
+    sms_channel: str
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def start_worker(self, stop: threading.Event) -> None:
+        """Run the worker (and, on PostgreSQL, its LISTEN wake-ups) in background threads."""
+        threads = [threading.Thread(target=self.worker.run, args=(stop,), name="payherald-worker")]
+        if self.settings.is_postgres:
+            conninfo = self.engine.url.set(drivername="postgresql").render_as_string(
+                hide_password=False
+            )
+            threads.append(
+                threading.Thread(
+                    target=listen_for_work,
+                    args=(conninfo, self.worker.wake, stop),
+                    name="payherald-listen",
+                    daemon=True,
+                )
+            )
+        for thread in threads:
+            thread.start()
+        self._threads.extend(threads)
+
+    def join(self, timeout: float = 30.0) -> None:
+        for thread in self._threads:
+            if not thread.daemon:
+                thread.join(timeout)
+
+
+def stripe_client(settings: Settings) -> stripe.StripeClient | None:
+    if settings.stripe_secret_key is None:
+        return None
+    base = {"api": settings.stripe_api_base.rstrip("/")} if settings.stripe_api_base else None
+    return stripe.StripeClient(
+        settings.stripe_secret_key.get_secret_value(),
+        base_addresses=base,  # type: ignore[arg-type]
+        max_network_retries=2,
+        http_client=stripe.RequestsClient(timeout=10),
+    )
+
+
+def build(
+    settings: Settings,
+    *,
+    migrate_schema: bool = False,
+    clock: Clock | None = None,
+    console: Channel | None = None,
+    channels: dict[str, Channel] | None = None,
+    customers: CustomerDirectory | None = None,
+) -> Payherald:
+    """Build payherald from ``settings``. With ``migrate_schema`` the database is migrated
+    first; otherwise it must already be (SchemaOutOfDate says what to run)."""
+    clock = clock or SystemClock()
+    engine = create_store_engine(settings.sqlalchemy_url)
+    store = Store(engine=engine, clock=clock)
+    if migrate_schema:
+        migrate(engine)
+    store.check_schema()
+
+    secrets = settings.webhook_secrets
+    development_secret = None
+    if not secrets:
+        development_secret = store.development_secret()
+        secrets = [development_secret]
+
+    console = console or ConsoleChannel()
+    if channels is None:
+        channels = {}
+        if settings.twilio_configured:
+            assert settings.twilio_account_sid is not None
+            assert settings.twilio_auth_token is not None
+            public = settings.public_url
+            channels["sms"] = TwilioSmsChannel(
+                client=twilio_client(
+                    settings.twilio_account_sid,
+                    settings.twilio_auth_token.get_secret_value(),
+                    api_base=settings.twilio_api_base,
+                ),
+                from_number=settings.twilio_from_number,
+                messaging_service_sid=settings.twilio_messaging_service_sid,
+                status_callback=f"{public.rstrip('/')}/webhooks/twilio/status" if public else None,
+            )
+    if customers is None:
+        client = stripe_client(settings)
+        customers = StripeCustomerDirectory(client=client) if client else None
+
+    renderer = TemplateRenderer(locale=settings.locale)
+    rules = RuleBook(BUILTIN_RULES, renderer=renderer)
+    worker = Worker(
+        store=store,
+        rules=rules,
+        router=ChannelRouter(
+            channels=channels, console=console, test_allowlist=settings.test_allowlist
+        ),
+        customers=customers,
+        renderer=renderer,
+        context=MessageContext(
+            business_name=settings.business_name,
+            locale=settings.locale,
+            update_card_url=settings.update_card_url,
+        ),
+        clock=clock,
+        default_region=settings.default_region,
+        concurrency=settings.worker_concurrency,
+        poll_interval=settings.poll_interval,
+        max_attempts=settings.max_attempts,
+    )
+    http_app = create_http_app(
+        store=store,
+        verifier=WebhookVerifier(secrets=secrets, clock=clock),
+        rules=rules,
+        on_queued=worker.wake,
+    )
+    return Payherald(
+        settings=settings,
+        engine=engine,
+        store=store,
+        rules=rules,
+        worker=worker,
+        http_app=http_app,
+        webhook_secrets=secrets,
+        development_secret=development_secret,
+        sms_channel="twilio" if "sms" in channels else "console",
+    )

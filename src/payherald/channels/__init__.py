@@ -1,0 +1,17 @@
+"""Channels: the ways a message reaches a person, all behind ``Channel``."""
+
+from __future__ import annotations
+
+from payherald.channels.base import Channel, Message, ReconcileOutcome, Reconciliation
+from payherald.channels.console import ConsoleChannel
+from payherald.channels.twilio_sms import TwilioSmsChannel, twilio_client
+
+__all__ = [
+    "Channel",
+    "ConsoleChannel",
+    "Message",
+    "ReconcileOutcome",
+    "Reconciliation",
+    "TwilioSmsChannel",
+    "twilio_client",
+]

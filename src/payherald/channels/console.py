@@ -1,0 +1,38 @@
+"""The console channel: prints the message instead of sending it.
+
+The default when no provider is configured, and where every test-mode event goes, so a
+developer sees exactly what live mode would send.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from datetime import datetime
+from typing import TextIO
+
+from payherald.channels.base import Message, ReconcileOutcome, Reconciliation
+
+__all__ = ["ConsoleChannel"]
+
+
+class ConsoleChannel:
+    name = "console"
+
+    def __init__(self, *, stream: TextIO | None = None, label: str = "SMS") -> None:
+        self._stream = stream
+        self._label = label
+        self._lock = threading.Lock()
+        self.sent: list[Message] = []
+
+    def send(self, message: Message) -> str:
+        stream = self._stream or sys.stdout
+        with self._lock:
+            stream.write(f"[console {self._label}] to {message.to}: {message.body}\n")
+            stream.flush()
+            self.sent.append(message)
+        return f"console-{message.notification_id}"
+
+    def reconcile(self, message: Message, attempt_started_at: datetime) -> Reconciliation:
+        # Nobody receives a console message, so printing it again harms no one.
+        return Reconciliation(ReconcileOutcome.NOT_DELIVERED)

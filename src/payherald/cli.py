@@ -1,0 +1,340 @@
+"""The `payherald` command."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from payherald.exceptions import PayheraldError
+from payherald.settings import Settings, load_settings
+from payherald.simulate import SIMULATED_EVENT_TYPES
+
+if TYPE_CHECKING:
+    from payherald.app import Payherald
+    from payherald.store import Store
+
+# Heavy modules (FastAPI, SQLAlchemy, the Stripe and Twilio SDKs) are imported inside the
+# commands that need them, so that `payherald --help` answers at once.
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="payherald: turn Stripe events into the right SMS, to the right person, exactly once.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+events_app = typer.Typer(help="Inspect received Stripe events.", no_args_is_help=True)
+notifications_app = typer.Typer(help="Inspect notifications.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+app.add_typer(notifications_app, name="notifications")
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+T = TypeVar("T")
+
+NOTIFICATION_FIELDS = (
+    "id",
+    "event_id",
+    "rule",
+    "recipient",
+    "channel",
+    "to",
+    "body",
+    "status",
+    "provider_id",
+    "error",
+    "error_code",
+    "attempts",
+    "livemode",
+    "created_at",
+    "updated_at",
+    "sent_at",
+)
+EVENT_FIELDS = ("id", "type", "livemode", "status", "error", "received_at", "stripe_created_at")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]payherald:[/] {message}")
+    return typer.Exit(code)
+
+
+def _guard(action: Callable[[], T]) -> T:
+    """Run ``action``, turning payherald's errors into a sentence and an exit status."""
+    try:
+        return action()
+    except PayheraldError as exc:
+        raise _fail(exc.message) from None
+
+
+def _settings() -> Settings:
+    from payherald.logs import configure_logging
+
+    settings = _guard(load_settings)
+    configure_logging(secrets=settings.secret_values(), log_format=settings.log_format)
+    return settings
+
+
+def _store(settings: Settings) -> Store:
+    from payherald.clock import SystemClock
+    from payherald.database import create_store_engine
+    from payherald.store import Store
+
+    store = Store(engine=create_store_engine(settings.sqlalchemy_url), clock=SystemClock())
+    _guard(store.check_schema)
+    return store
+
+
+def _announce(ph: Payherald, *, host: str, port: int, worker: bool) -> None:
+    settings = ph.settings
+    err.print(f"[bold]payherald[/] listening on http://{host}:{port}")
+    err.print(f"  Stripe webhook: POST http://{host}:{port}/webhooks/stripe")
+    err.print(f"  store: {ph.engine.url.render_as_string(hide_password=True)}")
+    if worker:
+        err.print(
+            f"  SMS channel: {ph.sms_channel}"
+            + (
+                ""
+                if ph.sms_channel == "twilio"
+                else " (no Twilio credentials: messages are printed here)"
+            )
+        )
+    if ph.development_secret:
+        err.print(
+            "  [yellow]No STRIPE_WEBHOOK_SECRET set: using the development secret "
+            f"{ph.development_secret}[/]\n"
+            "  (kept in the database; `payherald simulate` signs with it too). Set "
+            "STRIPE_WEBHOOK_SECRET before pointing Stripe here."
+        )
+    if settings.stripe_secret_key is None:
+        err.print("  No STRIPE_SECRET_KEY: customer phone numbers come from the event only.")
+
+
+def _serve(ph: Payherald, host: str, port: int, *, with_worker: bool) -> None:
+    import uvicorn
+
+    stop = threading.Event()
+    if with_worker:
+        ph.start_worker(stop)
+    config = uvicorn.Config(
+        ph.http_app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        log_level="warning",
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    finally:
+        stop.set()
+        ph.join()
+
+
+HostOption = Annotated[str, typer.Option(help="Address to listen on.")]
+PortOption = Annotated[int, typer.Option(help="Port to listen on.")]
+
+
+@app.command()
+def run(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
+    """Server, worker and schema in one process: the way to start on one machine."""
+    from payherald.app import build
+
+    settings = _settings()
+    ph = _guard(lambda: build(settings, migrate_schema=True))
+    _announce(ph, host=host, port=port, worker=True)
+    _serve(ph, host, port, with_worker=True)
+
+
+@app.command()
+def serve(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
+    """Only the HTTP server (webhooks and health); run `payherald worker` beside it."""
+    from payherald.app import build
+
+    settings = _settings()
+    ph = _guard(lambda: build(settings))
+    _announce(ph, host=host, port=port, worker=False)
+    _serve(ph, host, port, with_worker=False)
+
+
+@app.command()
+def worker() -> None:
+    """Only the worker: claims queued notifications and sends them."""
+    from payherald.app import build
+
+    settings = _settings()
+    ph = _guard(lambda: build(settings))
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    err.print(f"[bold]payherald worker[/] {ph.worker.worker_id}, SMS channel: {ph.sms_channel}")
+    ph.start_worker(stop)
+    while not stop.is_set():
+        stop.wait(0.5)
+    ph.join()
+
+
+@app.command(name="migrate")
+def migrate_command() -> None:
+    """Create or upgrade the database schema."""
+    from payherald.clock import SystemClock
+    from payherald.database import create_store_engine, head_revision, migrate
+    from payherald.store import Store
+
+    settings = _settings()
+    engine = create_store_engine(settings.sqlalchemy_url)
+    _guard(lambda: Store(engine=engine, clock=SystemClock()).ping())
+    migrate(engine)
+    err.print(f"Database schema is at revision {head_revision()}.")
+
+
+@app.command()
+def simulate(
+    event_type: Annotated[str, typer.Argument(help="One of: " + ", ".join(SIMULATED_EVENT_TYPES))],
+    url: Annotated[str, typer.Option(help="payherald's Stripe webhook URL.")] = (
+        "http://127.0.0.1:8000/webhooks/stripe"
+    ),
+    phone: Annotated[str, typer.Option(help="The customer's phone number.")] = "+14155550123",
+    amount: Annotated[int, typer.Option(help="In the currency's smallest unit.", min=0)] = 2000,
+    currency: Annotated[str, typer.Option(help="Three-letter currency code.")] = "usd",
+    livemode: Annotated[bool, typer.Option(help="Send as a live-mode event.")] = False,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the messages.")] = 10.0,
+) -> None:
+    """Send a realistic, signed Stripe event to a running payherald and show what it sent."""
+    import httpx
+
+    from payherald.clock import SystemClock
+    from payherald.simulate import build_event, sign_payload
+
+    if event_type not in SIMULATED_EVENT_TYPES:
+        raise _fail(
+            f"simulate does not know {event_type!r}; it knows "
+            + ", ".join(SIMULATED_EVENT_TYPES)
+            + "."
+        )
+    settings = _settings()
+    store = None if settings.webhook_secrets and wait <= 0 else _store(settings)
+    secret = settings.webhook_secrets[0] if settings.webhook_secrets else None
+    if secret is None:
+        assert store is not None
+        secret = _guard(store.development_secret)
+    now = SystemClock().now()
+    event = build_event(
+        event_type, now=now, phone=phone, amount=amount, currency=currency, livemode=livemode
+    )
+    body, header = sign_payload(event, secret, timestamp=int(now.timestamp()))
+    try:
+        response = httpx.post(
+            url,
+            content=body,
+            timeout=10.0,
+            headers={
+                "Stripe-Signature": header,
+                "Content-Type": "application/json; charset=utf-8",
+                "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks) payherald-simulate",
+            },
+        )
+    except httpx.HTTPError as exc:
+        raise _fail(
+            f"Could not reach payherald at {url} ({exc}). Is `payherald run` running?", code=1
+        ) from None
+    err.print(
+        f"Sent {event_type} {event['id']} ({'live' if livemode else 'test'} mode) "
+        f"to {url}: HTTP {response.status_code} {response.text}"
+    )
+    if response.status_code >= 300:
+        raise typer.Exit(1)
+    if store is not None and wait > 0:
+        _show_outcome(store, event["id"], wait)
+
+
+def _show_outcome(store: Store, event_id: str, wait: float) -> None:
+    from payherald.store import TERMINAL_STATUSES
+
+    deadline = time.monotonic() + wait
+    rows = store.list_notifications(event_id=event_id)
+    while time.monotonic() < deadline and (
+        not rows or any(row["status"] not in TERMINAL_STATUSES for row in rows)
+    ):
+        time.sleep(0.1)
+        rows = store.list_notifications(event_id=event_id)
+    if not rows:
+        err.print(
+            "No notification was recorded for it in this database "
+            "(is PAYHERALD_DATABASE_URL the same as the server's?)."
+        )
+        return
+    for row in rows:
+        outcome = row["status"] + (f" ({row['error']})" if row["error"] else "")
+        err.print(f"  {row['rule']}: {row['channel']} to {row['to']}: {outcome}")
+        if row["body"]:
+            err.print(f"    {row['body']}")
+
+
+def _jsonable(row: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        name: (row[name].isoformat() if isinstance(row[name], datetime) else row[name])
+        for name in fields
+    }
+
+
+def _print_rows(
+    rows: list[dict[str, Any]], fields: tuple[str, ...], as_json: bool, columns: tuple[str, ...]
+) -> None:
+    items = [_jsonable(row, fields) for row in rows]
+    if as_json:
+        sys.stdout.write(json.dumps(items, indent=2) + "\n")
+        return
+    table = Table(*columns)
+    for item in items:
+        table.add_row(*("" if item[c] is None else str(item[c]) for c in columns))
+    out.print(table)
+
+
+LimitOption = Annotated[int, typer.Option(help="At most this many, newest first.", min=1)]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON array.")]
+
+
+@events_app.command("list")
+def events_list(
+    type: Annotated[str | None, typer.Option(help="Only this event type.")] = None,
+    as_json: JsonOption = False,
+    limit: LimitOption = 100,
+) -> None:
+    """Received Stripe events, newest first."""
+    store = _store(_settings())
+    rows = _guard(lambda: store.list_events(type=type, limit=limit))
+    _print_rows(rows, EVENT_FIELDS, as_json, ("id", "type", "livemode", "status", "received_at"))
+
+
+@notifications_app.command("list")
+def notifications_list(
+    status: Annotated[str | None, typer.Option(help="Only this status (sent, failed...).")] = None,
+    as_json: JsonOption = False,
+    limit: LimitOption = 100,
+) -> None:
+    """Notifications and what became of them, newest first."""
+    store = _store(_settings())
+    rows = _guard(lambda: store.list_notifications(status=status, limit=limit))
+    _print_rows(
+        rows,
+        NOTIFICATION_FIELDS,
+        as_json,
+        ("id", "event_id", "rule", "channel", "to", "status", "body"),
+    )
+
+
+def main() -> None:
+    app()

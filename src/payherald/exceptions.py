@@ -1,0 +1,122 @@
+"""Every error payherald raises on purpose.
+
+The hierarchy::
+
+    PayheraldError
+    ├── ConfigurationError          settings are missing or wrong; fix them and restart
+    ├── WebhookRejected             an incoming webhook is refused; nothing is stored
+    │   ├── PayloadTooLarge         the body is over the size limit (HTTP 413)
+    │   ├── SignatureInvalid        the Stripe-Signature header does not verify (HTTP 400)
+    │   └── MalformedEvent          the body verifies but is not a Stripe event (HTTP 400)
+    ├── StoreUnavailable            the database cannot be reached or written; retryable
+    ├── SchemaOutOfDate             the database needs `payherald migrate`
+    ├── RecipientNotFound           no usable address for the recipient; permanent
+    ├── RenderError                 a message template cannot be rendered; permanent
+    └── DeliveryError               a channel did not deliver a message
+        ├── TransientDeliveryError  timeouts, 5xx, 429: retry later
+        └── PermanentDeliveryError  invalid number, unsubscribed: never retry
+
+Each class's docstring is its default message. ``retryable`` says whether doing the same
+thing again later can succeed.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "DeliveryError",
+    "MalformedEvent",
+    "PayheraldError",
+    "PayloadTooLarge",
+    "PermanentDeliveryError",
+    "RecipientNotFound",
+    "RenderError",
+    "SchemaOutOfDate",
+    "SignatureInvalid",
+    "StoreUnavailable",
+    "TransientDeliveryError",
+    "WebhookRejected",
+]
+
+
+class PayheraldError(Exception):
+    """payherald failed."""
+
+    retryable = False
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class ConfigurationError(PayheraldError):
+    """payherald is not configured correctly."""
+
+
+class WebhookRejected(PayheraldError):
+    """The webhook request was refused."""
+
+    status_code = 400
+
+
+class PayloadTooLarge(WebhookRejected):
+    """The request body is larger than 1 MiB; Stripe events are far smaller."""
+
+    status_code = 413
+
+
+class SignatureInvalid(WebhookRejected):
+    """The Stripe-Signature header does not verify."""
+
+
+class MalformedEvent(WebhookRejected):
+    """The body is not a Stripe event."""
+
+
+class StoreUnavailable(PayheraldError):
+    """The event store is unavailable."""
+
+    retryable = True
+
+
+class SchemaOutOfDate(PayheraldError):
+    """The database schema is not up to date: run `payherald migrate`."""
+
+
+class RecipientNotFound(PayheraldError):
+    """No usable address was found for the recipient."""
+
+
+class RenderError(PayheraldError):
+    """The message template could not be rendered."""
+
+
+class DeliveryError(PayheraldError):
+    """The message was not delivered."""
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TransientDeliveryError(DeliveryError):
+    """The provider is temporarily unavailable; the message will be retried."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class PermanentDeliveryError(DeliveryError):
+    """The provider refused the message; it will not be retried."""

@@ -1,0 +1,198 @@
+"""Who gets the message: the customer's phone number, found and normalised to E.164.
+
+The chain (PRODUCT.md F5): the Stripe customer's ``phone``; then the event object's own
+contact fields (``customer_details.phone``, ``billing_details.phone``, the latest charge's
+``billing_details.phone``, ``customer_phone``, ``shipping.phone``); then metadata keys
+(default ``phone``) on the object and on the customer. The customer's address country is
+the default region for numbers written without a country code.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import phonenumbers
+import stripe
+
+from payherald.exceptions import RecipientNotFound, TransientDeliveryError
+
+__all__ = [
+    "CustomerDirectory",
+    "InMemoryCustomerDirectory",
+    "ResolvedPhone",
+    "StripeCustomerDirectory",
+    "mask_phone",
+    "normalise_phone",
+    "resolve_phone",
+]
+
+
+class CustomerDirectory(Protocol):
+    def get(self, customer_id: str) -> Mapping[str, Any] | None:
+        """The Stripe customer, or None when it does not exist or cannot be looked up.
+
+        Raises TransientDeliveryError when Stripe is unreachable, so the send is retried.
+        """
+        ...
+
+
+class InMemoryCustomerDirectory:
+    """A directory of fixed customers, for tests and for running with no Stripe key."""
+
+    def __init__(self, customers: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self._customers = dict(customers or {})
+        self.lookups = 0
+
+    def get(self, customer_id: str) -> Mapping[str, Any] | None:
+        self.lookups += 1
+        return self._customers.get(customer_id)
+
+
+class StripeCustomerDirectory:
+    """Customers read through the Stripe API, cached for ``ttl`` seconds."""
+
+    def __init__(
+        self,
+        *,
+        client: stripe.StripeClient,
+        ttl: float = 300.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._ttl = ttl
+        self._monotonic = monotonic
+        self._cache: dict[str, tuple[float, Mapping[str, Any] | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, customer_id: str) -> Mapping[str, Any] | None:
+        now = self._monotonic()
+        with self._lock:
+            cached = self._cache.get(customer_id)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        try:
+            customer: Mapping[str, Any] | None = self._client.customers.retrieve(
+                customer_id
+            ).to_dict()
+        except stripe.InvalidRequestError:
+            customer = None  # deleted or unknown: fall through to the event's own fields
+        except stripe.AuthenticationError as exc:
+            raise TransientDeliveryError(
+                "Stripe refused STRIPE_SECRET_KEY while looking up the customer; check the key.",
+                code="stripe_auth",
+            ) from exc
+        except stripe.StripeError as exc:
+            raise TransientDeliveryError(
+                f"Could not look up customer {customer_id} at Stripe: {exc.user_message or exc}",
+                code="stripe_unavailable",
+            ) from exc
+        if customer is not None and customer.get("deleted"):
+            customer = None
+        with self._lock:
+            self._cache[customer_id] = (now, customer)
+        return customer
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedPhone:
+    number: str
+    source: str
+
+
+def normalise_phone(raw: str, default_region: str | None) -> str | None:
+    """``raw`` in E.164, or None when it is not a valid number."""
+    try:
+        parsed = phonenumbers.parse(raw, (default_region or "").upper() or None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        return None
+    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+def _dig(obj: Mapping[str, Any] | None, *path: str) -> Any:
+    for part in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(part)
+    return obj
+
+
+def _candidates(
+    obj: Mapping[str, Any],
+    customer: Mapping[str, Any] | None,
+    metadata_keys: Sequence[str],
+) -> Iterator[tuple[str, Any]]:
+    yield "customer.phone", _dig(customer, "phone")
+    yield "customer_details.phone", _dig(obj, "customer_details", "phone")
+    yield "billing_details.phone", _dig(obj, "billing_details", "phone")
+    yield (
+        "latest_charge.billing_details.phone",
+        _dig(obj, "latest_charge", "billing_details", "phone"),
+    )
+    charges = _dig(obj, "charges", "data")
+    if isinstance(charges, list) and charges:
+        yield "charges.billing_details.phone", _dig(charges[0], "billing_details", "phone")
+    yield "customer_phone", obj.get("customer_phone")
+    yield "shipping.phone", _dig(obj, "shipping", "phone")
+    for key in metadata_keys:
+        yield f"metadata.{key}", _dig(obj, "metadata", key)
+    for key in metadata_keys:
+        yield f"customer.metadata.{key}", _dig(customer, "metadata", key)
+
+
+def _region(obj: Mapping[str, Any], customer: Mapping[str, Any] | None, default: str) -> str:
+    for country in (
+        _dig(customer, "address", "country"),
+        _dig(customer, "shipping", "address", "country"),
+        _dig(obj, "customer_details", "address", "country"),
+        _dig(obj, "billing_details", "address", "country"),
+        _dig(obj, "shipping", "address", "country"),
+    ):
+        if isinstance(country, str) and len(country) == 2:
+            return country.upper()
+    return default
+
+
+def resolve_phone(
+    obj: Mapping[str, Any],
+    customer: Mapping[str, Any] | None,
+    *,
+    default_region: str = "US",
+    metadata_keys: Sequence[str] = ("phone",),
+) -> ResolvedPhone:
+    """The first valid phone number in the chain, in E.164, with where it came from.
+
+    Raises RecipientNotFound naming every place it looked, so the miss can be read and
+    fixed (for example by adding a phone to the Stripe customer).
+    """
+    region = _region(obj, customer, default_region)
+    rejected: list[str] = []
+    for source, value in _candidates(obj, customer, metadata_keys):
+        if not isinstance(value, str) or not value.strip():
+            continue
+        number = normalise_phone(value, region)
+        if number is not None:
+            return ResolvedPhone(number=number, source=source)
+        rejected.append(f"{source} ({mask_phone(value)}) is not a valid number")
+    looked = "customer.phone, the object's contact fields and metadata " + ", ".join(
+        f"'{key}'" for key in metadata_keys
+    )
+    detail = "; ".join(rejected) if rejected else f"none found in {looked}"
+    raise RecipientNotFound(
+        f"No usable phone number for this customer: {detail}. Add a phone number to the "
+        "Stripe customer, or collect one at checkout."
+    )
+
+
+def mask_phone(value: str) -> str:
+    """Hide all but the last 4 digits: +14155550123 -> +*******0123."""
+    digits = [index for index, char in enumerate(value) if char.isdigit()]
+    keep = set(digits[-4:])
+    return "".join(
+        char if (index in keep or not char.isdigit()) else "*" for index, char in enumerate(value)
+    )

@@ -1,0 +1,128 @@
+"""The HTTP face: Stripe's webhook endpoint and health checks.
+
+The webhook handler verifies, parses and commits; it never calls Stripe, Twilio or any
+other provider, so its answer does not wait on them. A store that cannot be written
+answers 503 so that Stripe retries; nothing is acknowledged that is not stored.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from payherald.exceptions import PayloadTooLarge, StoreUnavailable, WebhookRejected
+from payherald.rules import RuleBook
+from payherald.store import Store
+from payherald.webhook import MAX_BODY_BYTES, StripeEvent, WebhookVerifier, parse_event
+
+__all__ = ["create_http_app"]
+
+_log = structlog.get_logger("payherald.server")
+
+
+def create_http_app(
+    *,
+    store: Store,
+    verifier: WebhookVerifier,
+    rules: RuleBook,
+    on_queued: Callable[[], None] = lambda: None,
+) -> FastAPI:
+    """The ASGI application. ``on_queued`` is called after a commit that queued work (the
+    in-process worker's wake-up)."""
+    app = FastAPI(
+        title="payherald",
+        summary="Stripe events to SMS, exactly once.",
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+    )
+
+    def record(event: StripeEvent) -> dict[str, Any]:
+        try:
+            planned = rules.plan(event)
+        except Exception as exc:
+            # Our bug, not Stripe's: keep the event (with the traceback) for `replay`,
+            # and acknowledge it so Stripe does not retry into the same bug.
+            _log.exception("planning_failed", event_id=event.id, event_type=event.type)
+            result = store.record_event(
+                event,
+                [],
+                status="failed",
+                error="".join(traceback.format_exception(exc)),
+            )
+        else:
+            result = store.record_event(event, planned)
+        if result.queued:
+            on_queued()
+        return {
+            "received": True,
+            "event_id": event.id,
+            "duplicate": result.duplicate,
+            "queued": result.queued,
+        }
+
+    @app.post("/webhooks/stripe", summary="Receive a Stripe event")
+    async def stripe_webhook(request: Request) -> JSONResponse:
+        client = request.client.host if request.client else None
+        try:
+            body = await _read_body(request)
+            verifier.verify(body, request.headers.get("stripe-signature"))
+            event = parse_event(body)
+        except WebhookRejected as exc:
+            _log.warning(
+                "webhook_rejected", client=client, status=exc.status_code, reason=exc.message
+            )
+            return JSONResponse({"error": exc.message}, status_code=exc.status_code)
+        try:
+            answer = await run_in_threadpool(record, event)
+        except StoreUnavailable as exc:
+            _log.error("event_not_stored", event_id=event.id, error=exc.message)
+            return JSONResponse(
+                {
+                    "error": "The event store is unavailable, so the event was not stored; "
+                    "Stripe will retry it."
+                },
+                status_code=503,
+            )
+        _log.info(
+            "event_received",
+            event_id=event.id,
+            event_type=event.type,
+            livemode=event.livemode,
+            duplicate=answer["duplicate"],
+            queued=answer["queued"],
+        )
+        return JSONResponse(answer)
+
+    @app.get("/healthz", summary="Alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Ready: the store answers")
+    async def readyz() -> JSONResponse:
+        try:
+            await run_in_threadpool(store.ping)
+        except StoreUnavailable as exc:
+            return JSONResponse({"status": "unavailable", "error": exc.message}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    return app
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, refusing anything over MAX_BODY_BYTES without reading all of it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise PayloadTooLarge()
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge()
+    return bytes(body)

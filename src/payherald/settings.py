@@ -1,0 +1,203 @@
+"""The one settings object, read from the environment once and validated at start.
+
+Every name here is documented in the README's configuration table. A missing or
+placeholder secret fails fast with a sentence that says what to set.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import phonenumbers
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from payherald.exceptions import ConfigurationError
+
+__all__ = ["Settings", "load_settings"]
+
+_PLACEHOLDER_MARKERS = ("...", "xxxxxx", "changeme", "<", ">", "your_", "replace_me")
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+def _looks_like_placeholder(value: str) -> bool:
+    lowered = value.lower()
+    return any(marker in lowered for marker in _PLACEHOLDER_MARKERS)
+
+
+class Settings(BaseSettings):
+    """payherald's configuration, from environment variables (names as in PRODUCT.md)."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=False, frozen=True)
+
+    stripe_secret_key: SecretStr | None = Field(None, validation_alias=_env("STRIPE_SECRET_KEY"))
+    stripe_webhook_secret: SecretStr | None = Field(
+        None, validation_alias=_env("STRIPE_WEBHOOK_SECRET")
+    )
+    stripe_api_base: str | None = Field(None, validation_alias=_env("STRIPE_API_BASE"))
+
+    twilio_account_sid: str | None = Field(None, validation_alias=_env("TWILIO_ACCOUNT_SID"))
+    twilio_auth_token: SecretStr | None = Field(None, validation_alias=_env("TWILIO_AUTH_TOKEN"))
+    twilio_from_number: str | None = Field(None, validation_alias=_env("TWILIO_FROM_NUMBER"))
+    twilio_messaging_service_sid: str | None = Field(
+        None, validation_alias=_env("TWILIO_MESSAGING_SERVICE_SID")
+    )
+    twilio_api_base: str | None = Field(None, validation_alias=_env("TWILIO_API_BASE"))
+
+    database_url: str = Field(
+        "sqlite:///payherald.db", validation_alias=_env("PAYHERALD_DATABASE_URL")
+    )
+    config_path: str = Field("payherald.toml", validation_alias=_env("PAYHERALD_CONFIG"))
+    public_url: str | None = Field(None, validation_alias=_env("PAYHERALD_PUBLIC_URL"))
+    admin_token: SecretStr | None = Field(None, validation_alias=_env("PAYHERALD_ADMIN_TOKEN"))
+    smtp_url: SecretStr | None = Field(None, validation_alias=_env("SMTP_URL"))
+
+    business_name: str | None = Field(None, validation_alias=_env("PAYHERALD_BUSINESS_NAME"))
+    locale: str = Field("en_US", validation_alias=_env("PAYHERALD_LOCALE"))
+    default_region: str = Field("US", validation_alias=_env("PAYHERALD_DEFAULT_REGION"))
+    update_card_url: str | None = Field(None, validation_alias=_env("PAYHERALD_UPDATE_CARD_URL"))
+    test_allowlist_raw: str = Field("", validation_alias=_env("PAYHERALD_TEST_ALLOWLIST"))
+    worker_concurrency: int = Field(
+        8, ge=1, le=256, validation_alias=_env("PAYHERALD_WORKER_CONCURRENCY")
+    )
+    poll_interval: float = Field(1.0, gt=0, le=60, validation_alias=_env("PAYHERALD_POLL_INTERVAL"))
+    max_attempts: int = Field(8, ge=1, le=100, validation_alias=_env("PAYHERALD_MAX_ATTEMPTS"))
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", validation_alias=_env("PAYHERALD_LOG_FORMAT")
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        problems: list[str] = []
+        for index, secret in enumerate(self.webhook_secrets, start=1):
+            where = "STRIPE_WEBHOOK_SECRET" + (f" (entry {index})" if index > 1 else "")
+            if not secret.startswith("whsec_") or _looks_like_placeholder(secret):
+                problems.append(
+                    f"{where} does not look like a Stripe signing secret: it should start with "
+                    "whsec_. Copy it from the webhook endpoint's page in the Stripe Dashboard or "
+                    "from the output of `stripe listen`; separate several with commas."
+                )
+        key = self.stripe_secret_key.get_secret_value() if self.stripe_secret_key else None
+        if key is not None and (
+            not key.startswith(("sk_test_", "sk_live_", "rk_test_", "rk_live_"))
+            or _looks_like_placeholder(key)
+        ):
+            problems.append(
+                "STRIPE_SECRET_KEY does not look like a Stripe secret or restricted key: it "
+                "should start with sk_test_, sk_live_, rk_test_ or rk_live_. Copy it from the "
+                "Stripe Dashboard's API keys page, or unset it to run without customer lookups."
+            )
+        problems.extend(self._twilio_problems())
+        try:
+            self.test_allowlist  # noqa: B018 - parsing is the check
+        except ValueError as exc:
+            problems.append(str(exc))
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def _twilio_problems(self) -> list[str]:
+        sid, token = self.twilio_account_sid, self.twilio_auth_token
+        sender = self.twilio_from_number or self.twilio_messaging_service_sid
+        if not (sid or token or sender):
+            return []
+        problems = []
+        if not sid or not sid.startswith("AC") or _looks_like_placeholder(sid):
+            problems.append(
+                "TWILIO_ACCOUNT_SID must be your Twilio Account SID (it starts with AC); find it "
+                "on the Twilio Console's home page."
+            )
+        if not token or _looks_like_placeholder(token.get_secret_value()):
+            problems.append(
+                "TWILIO_AUTH_TOKEN must be set with TWILIO_ACCOUNT_SID; find it on the Twilio "
+                "Console's home page."
+            )
+        if not sender:
+            problems.append(
+                "Set TWILIO_FROM_NUMBER (a Twilio number in E.164 form, like +14155550123) or "
+                "TWILIO_MESSAGING_SERVICE_SID (it starts with MG) so payherald knows what to "
+                "send SMS from."
+            )
+        if self.twilio_from_number and not self.twilio_from_number.startswith("+"):
+            problems.append(
+                "TWILIO_FROM_NUMBER must be in E.164 form, with + and the country code, like "
+                "+14155550123."
+            )
+        sid_mg = self.twilio_messaging_service_sid
+        if sid_mg and not sid_mg.startswith("MG"):
+            problems.append("TWILIO_MESSAGING_SERVICE_SID must start with MG.")
+        return problems
+
+    @property
+    def webhook_secrets(self) -> list[str]:
+        """The configured Stripe signing secrets, in order; empty when none is set."""
+        if self.stripe_webhook_secret is None:
+            return []
+        raw = self.stripe_webhook_secret.get_secret_value()
+        return [part.strip() for part in raw.split(",") if part.strip()]
+
+    @property
+    def twilio_configured(self) -> bool:
+        return bool(self.twilio_account_sid and self.twilio_auth_token)
+
+    @property
+    def test_allowlist(self) -> frozenset[str]:
+        """Phone numbers (E.164) that test-mode events may really reach."""
+        numbers = set()
+        for raw in self.test_allowlist_raw.split(","):
+            if not raw.strip():
+                continue
+            try:
+                parsed = phonenumbers.parse(raw.strip(), None)
+            except phonenumbers.NumberParseException:
+                parsed = None
+            if parsed is None or not phonenumbers.is_possible_number(parsed):
+                raise ValueError(
+                    f"PAYHERALD_TEST_ALLOWLIST entry {raw.strip()!r} is not a phone number in "
+                    "E.164 form (like +14155550123); separate several with commas."
+                )
+            numbers.add(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+        return frozenset(numbers)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL with the driver SQLAlchemy should use (psycopg 3 for PostgreSQL)."""
+        url = self.database_url
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.sqlalchemy_url.startswith("postgresql")
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, so that logs can be scrubbed of them."""
+        values = list(self.webhook_secrets)
+        for secret in (
+            self.stripe_secret_key,
+            self.twilio_auth_token,
+            self.admin_token,
+            self.smtp_url,
+        ):
+            if secret is not None and secret.get_secret_value():
+                values.append(secret.get_secret_value())
+        return values
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings; raise ConfigurationError with what to fix."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            message = str(error.get("msg", ""))
+            message = message.removeprefix("Value error, ")
+            field = ".".join(str(part) for part in error.get("loc", ()))
+            lines.append(f"{field}: {message}" if field else message)
+        raise ConfigurationError("\n".join(lines)) from exc

@@ -1,0 +1,467 @@
+"""The event store and work queue, on SQLite or PostgreSQL.
+
+Recording an event and queueing the notifications it causes is one transaction (a
+transactional outbox): when ``record_event`` returns, both are durable, and only then is
+Stripe answered 2xx. Workers claim due notifications with a lease; on PostgreSQL the
+claim uses ``FOR UPDATE SKIP LOCKED`` so any number of workers share the queue, and a
+``NOTIFY`` on commit wakes them.
+
+A notification moves through::
+
+    pending -> claimed -> sending -> sent | failed | pending (retry later)
+                  |           `-> unknown (the process died during the provider call)
+                  `-> pending (the process died before calling the provider)
+
+A ``claimed`` row whose lease ran out is safe to retry: nothing was sent. A ``sending``
+row whose lease ran out may or may not have reached the provider, so it becomes
+``unknown`` and is reconciled against the provider before any resend.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, RowMapping, and_, func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from payherald.clock import Clock
+from payherald.database import current_revision, head_revision
+from payherald.exceptions import SchemaOutOfDate, StoreUnavailable
+from payherald.rules import PlannedNotification
+from payherald.tables import events, meta, notifications
+from payherald.webhook import StripeEvent
+
+__all__ = ["WAKE_CHANNEL", "ClaimedNotification", "RecordResult", "Store"]
+
+# The PostgreSQL NOTIFY channel that wakes workers when work is queued.
+WAKE_CHANNEL = "payherald_work"
+
+TERMINAL_STATUSES = frozenset({"sent", "failed"})
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    duplicate: bool
+    queued: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedNotification:
+    id: int
+    key: str
+    event_id: str
+    rule: str
+    recipient: str
+    channel: str
+    livemode: bool
+    to: str | None
+    body: str | None
+    status: str
+    attempts: int
+    attempt_started_at: datetime | None
+    event_payload: str
+
+
+class Store:
+    """All reads and writes of payherald's state."""
+
+    def __init__(self, *, engine: Engine, clock: Clock) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._postgres = engine.dialect.name == "postgresql"
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        try:
+            with self._engine.begin() as connection:
+                yield connection
+        except DBAPIError as exc:
+            raise StoreUnavailable(
+                f"The event store is unavailable: {type(exc.orig).__name__}: {exc.orig}"
+            ) from exc
+
+    def _insert(self, table: Any) -> Any:
+        return (postgresql.insert if self._postgres else sqlite.insert)(table)
+
+    # -- health -----------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+        try:
+            with self._engine.connect() as connection:
+                connection.execute(select(1))
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"The event store is unavailable: {exc}") from exc
+
+    def check_schema(self) -> None:
+        """Raise SchemaOutOfDate unless the database is migrated to the newest revision."""
+        try:
+            revision = current_revision(self._engine)
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"The event store is unavailable: {exc}") from exc
+        if revision != head_revision():
+            raise SchemaOutOfDate(
+                f"The database schema is at {revision or 'nothing'}, this payherald needs "
+                f"{head_revision()}: run `payherald migrate` first."
+            )
+
+    # -- ingest -----------------------------------------------------------------------
+
+    def record_event(
+        self,
+        event: StripeEvent,
+        planned: Sequence[PlannedNotification],
+        *,
+        status: str = "received",
+        error: str | None = None,
+    ) -> RecordResult:
+        """Store ``event`` and queue ``planned`` in one transaction.
+
+        A repeated event id stores nothing and queues nothing (``duplicate=True``). A
+        planned notification whose key is already queued (the same payment reported by
+        another event) is skipped. Raises StoreUnavailable when nothing could be written.
+        """
+        now = self._clock.now()
+        if not planned and status == "received":
+            status = "ignored"
+        with self._transaction() as connection:
+            inserted = connection.execute(
+                self._insert(events)
+                .values(
+                    id=event.id,
+                    type=event.type,
+                    livemode=event.livemode,
+                    api_version=event.api_version,
+                    stripe_created_at=event.created,
+                    payload=json.dumps(event.payload, separators=(",", ":")),
+                    status=status,
+                    error=error,
+                    received_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["id"])
+            ).rowcount
+            if not inserted:
+                return RecordResult(duplicate=True, queued=0)
+            queued = self._queue(connection, event.id, planned, now)
+        return RecordResult(duplicate=False, queued=queued)
+
+    def _queue(
+        self,
+        connection: Connection,
+        event_id: str,
+        planned: Sequence[PlannedNotification],
+        now: datetime,
+    ) -> int:
+        queued = 0
+        for item in planned:
+            queued += connection.execute(
+                self._insert(notifications)
+                .values(
+                    key=item.key,
+                    event_id=event_id,
+                    rule=item.rule,
+                    recipient=item.recipient,
+                    channel=item.channel,
+                    livemode=item.livemode,
+                    status="pending",
+                    attempts=0,
+                    created_at=now,
+                    updated_at=now,
+                    run_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["key"])
+            ).rowcount
+        if queued and self._postgres:
+            # Delivered on commit, so a woken worker always finds the rows.
+            connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL})
+        return queued
+
+    # -- the work queue ---------------------------------------------------------------
+
+    def claim(self, *, worker_id: str, limit: int, lease: float) -> list[ClaimedNotification]:
+        """Claim up to ``limit`` due notifications for ``worker_id`` until the lease ends."""
+        if limit <= 0:
+            return []
+        now = self._clock.now()
+        due = (
+            select(notifications.c.id)
+            .where(and_(notifications.c.status == "pending", notifications.c.run_at <= now))
+            .order_by(notifications.c.run_at, notifications.c.id)
+            .limit(limit)
+        )
+        if self._postgres:
+            due = due.with_for_update(skip_locked=True)
+        with self._transaction() as connection:
+            ids = list(connection.execute(due).scalars())
+            if not ids:
+                return []
+            connection.execute(
+                update(notifications)
+                .where(notifications.c.id.in_(ids))
+                .values(
+                    status="claimed",
+                    claimed_by=worker_id,
+                    lease_until=now + timedelta(seconds=lease),
+                    updated_at=now,
+                )
+            )
+            rows = connection.execute(
+                select(notifications, events.c.payload.label("event_payload"))
+                .join(events, events.c.id == notifications.c.event_id)
+                .where(notifications.c.id.in_(ids))
+                .order_by(notifications.c.run_at, notifications.c.id)
+            ).mappings()
+            return [_claimed(row) for row in rows]
+
+    def claim_unknown(
+        self, *, worker_id: str, limit: int, lease: float
+    ) -> list[ClaimedNotification]:
+        """Claim notifications whose outcome is unknown, for reconciliation.
+
+        They stay ``unknown`` while claimed, so a crash during reconciliation can never
+        turn them into a blind resend.
+        """
+        now = self._clock.now()
+        stale = (
+            select(notifications.c.id)
+            .where(
+                and_(
+                    notifications.c.status == "unknown",
+                    notifications.c.run_at <= now,
+                )
+            )
+            .order_by(notifications.c.run_at)
+            .limit(limit)
+        )
+        if self._postgres:
+            stale = stale.with_for_update(skip_locked=True)
+        with self._transaction() as connection:
+            ids = list(connection.execute(stale).scalars())
+            if not ids:
+                return []
+            connection.execute(
+                update(notifications)
+                .where(notifications.c.id.in_(ids))
+                .values(
+                    claimed_by=worker_id,
+                    run_at=now + timedelta(seconds=lease),
+                    updated_at=now,
+                )
+            )
+            rows = connection.execute(
+                select(notifications, events.c.payload.label("event_payload"))
+                .join(events, events.c.id == notifications.c.event_id)
+                .where(notifications.c.id.in_(ids))
+            ).mappings()
+            return [_claimed(row) for row in rows]
+
+    def expire_leases(self) -> tuple[int, int]:
+        """Return work whose worker vanished: ``claimed`` rows to ``pending`` (nothing was
+        sent) and ``sending`` rows to ``unknown`` (something may have been). Returns the
+        two counts."""
+        now = self._clock.now()
+        expired = and_(notifications.c.lease_until.is_not(None), notifications.c.lease_until < now)
+        with self._transaction() as connection:
+            released = connection.execute(
+                update(notifications)
+                .where(and_(notifications.c.status == "claimed", expired))
+                .values(status="pending", claimed_by=None, lease_until=None, updated_at=now)
+            ).rowcount
+            orphaned = connection.execute(
+                update(notifications)
+                .where(and_(notifications.c.status == "sending", expired))
+                .values(
+                    status="unknown",
+                    claimed_by=None,
+                    lease_until=None,
+                    run_at=now,
+                    error="The worker stopped during the provider call; reconciling.",
+                    updated_at=now,
+                )
+            ).rowcount
+        return released, orphaned
+
+    def _transition(self, notification_id: int, worker_id: str, **values: Any) -> bool:
+        """Update a notification this worker holds; False if it lost the claim meanwhile."""
+        values.setdefault("updated_at", self._clock.now())
+        with self._transaction() as connection:
+            return bool(
+                connection.execute(
+                    update(notifications)
+                    .where(
+                        and_(
+                            notifications.c.id == notification_id,
+                            notifications.c.claimed_by == worker_id,
+                        )
+                    )
+                    .values(**values)
+                ).rowcount
+            )
+
+    def mark_sending(
+        self, notification_id: int, worker_id: str, *, to: str, body: str, channel: str
+    ) -> bool:
+        """Record that the provider is about to be called. Must commit before the call."""
+        now = self._clock.now()
+        return self._transition(
+            notification_id,
+            worker_id,
+            status="sending",
+            to=to,
+            body=body,
+            channel=channel,
+            attempts=notifications.c.attempts + 1,
+            attempt_started_at=now,
+            error=None,
+            error_code=None,
+        )
+
+    def mark_sent(self, notification_id: int, worker_id: str, *, provider_id: str | None) -> bool:
+        now = self._clock.now()
+        return self._transition(
+            notification_id,
+            worker_id,
+            status="sent",
+            provider_id=provider_id,
+            sent_at=now,
+            lease_until=None,
+            error=None,
+            error_code=None,
+        )
+
+    def mark_failed(
+        self,
+        notification_id: int,
+        worker_id: str,
+        *,
+        error: str,
+        code: str | None = None,
+        to: str | None = None,
+    ) -> bool:
+        values: dict[str, Any] = {
+            "status": "failed",
+            "error": error,
+            "error_code": code,
+            "lease_until": None,
+        }
+        if to is not None:
+            values["to"] = to
+        return self._transition(notification_id, worker_id, **values)
+
+    def schedule_retry(
+        self,
+        notification_id: int,
+        worker_id: str,
+        *,
+        run_at: datetime,
+        error: str,
+        code: str | None = None,
+    ) -> bool:
+        return self._transition(
+            notification_id,
+            worker_id,
+            status="pending",
+            run_at=run_at,
+            error=error,
+            error_code=code,
+            lease_until=None,
+            claimed_by=None,
+        )
+
+    def mark_unknown(
+        self, notification_id: int, worker_id: str, *, error: str, recheck_at: datetime
+    ) -> bool:
+        return self._transition(
+            notification_id,
+            worker_id,
+            status="unknown",
+            error=error,
+            run_at=recheck_at,
+            lease_until=None,
+        )
+
+    # -- reading ----------------------------------------------------------------------
+
+    def list_events(self, *, type: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        query = (
+            select(
+                events.c.id,
+                events.c.type,
+                events.c.livemode,
+                events.c.status,
+                events.c.error,
+                events.c.received_at,
+                events.c.stripe_created_at,
+            )
+            .order_by(events.c.received_at.desc(), events.c.id)
+            .limit(limit)
+        )
+        if type:
+            query = query.where(events.c.type == type)
+        with self._transaction() as connection:
+            return [dict(row) for row in connection.execute(query).mappings()]
+
+    def list_notifications(
+        self, *, status: str | None = None, event_id: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        query = select(notifications).order_by(notifications.c.id.desc()).limit(limit)
+        if status:
+            query = query.where(notifications.c.status == status)
+        if event_id:
+            query = query.where(notifications.c.event_id == event_id)
+        with self._transaction() as connection:
+            return [dict(row) for row in connection.execute(query).mappings()]
+
+    def count_notifications(self, *, status: str | None = None) -> int:
+        query = select(func.count()).select_from(notifications)
+        if status:
+            query = query.where(notifications.c.status == status)
+        with self._transaction() as connection:
+            return int(connection.execute(query).scalar_one())
+
+    # -- meta -------------------------------------------------------------------------
+
+    def development_secret(self) -> str:
+        """The webhook secret used when STRIPE_WEBHOOK_SECRET is unset: random, made once
+        per database, so `run` and `simulate` agree and no two installs share one."""
+        candidate = "whsec_dev_" + secrets.token_hex(16)
+        with self._transaction() as connection:
+            connection.execute(
+                self._insert(meta)
+                .values(key="development_webhook_secret", value=candidate)
+                .on_conflict_do_nothing(index_elements=["key"])
+            )
+            return str(
+                connection.execute(
+                    select(meta.c.value).where(meta.c.key == "development_webhook_secret")
+                ).scalar_one()
+            )
+
+
+def _claimed(row: RowMapping) -> ClaimedNotification:
+    return ClaimedNotification(
+        id=row["id"],
+        key=row["key"],
+        event_id=row["event_id"],
+        rule=row["rule"],
+        recipient=row["recipient"],
+        channel=row["channel"],
+        livemode=row["livemode"],
+        to=row["to"],
+        body=row["body"],
+        status=row["status"],
+        attempts=row["attempts"],
+        attempt_started_at=row["attempt_started_at"],
+        event_payload=row["event_payload"],
+    )

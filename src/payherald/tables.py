@@ -1,0 +1,114 @@
+"""The database schema: events, the notifications they cause, and a small key-value table.
+
+The ``notifications`` table is the work queue (a transactional outbox): the notifications an
+event causes are inserted in the same transaction as the event, so an acknowledged event
+never loses its work, and a worker claims rows from it. Alembic migrations in
+``payherald/migrations`` create exactly this schema; a test checks that they agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+__all__ = ["UTCDateTime", "events", "meta", "metadata", "notifications"]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as naive UTC and read back as timezone-aware UTC.
+
+    SQLite has no time zones and compares timestamps as text, so every value is
+    normalised to UTC before it is written.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass a timezone-aware one")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC)
+
+
+metadata = MetaData()
+
+# A 64-bit key on PostgreSQL; SQLite's rowid alias must be spelt INTEGER.
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("type", String(128), nullable=False),
+    Column("livemode", Boolean, nullable=False),
+    Column("api_version", String(64)),
+    Column("stripe_created_at", UTCDateTime),
+    Column("payload", Text, nullable=False),
+    # received: stored, notifications queued; ignored: no rule for it; failed: planning failed
+    Column("status", String(16), nullable=False),
+    Column("error", Text),
+    Column("received_at", UTCDateTime, nullable=False),
+    Index("ix_events_type", "type"),
+    Index("ix_events_received_at", "received_at"),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    # What makes two notifications "the same message": a duplicate key is never inserted.
+    Column("key", String(255), nullable=False, unique=True),
+    Column("event_id", String(255), ForeignKey("events.id"), nullable=False),
+    Column("rule", String(128), nullable=False),
+    Column("recipient", String(128), nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("livemode", Boolean, nullable=False),
+    Column("to", String(255)),
+    Column("body", Text),
+    # pending -> claimed -> sending -> sent | failed | pending (retry) | unknown
+    Column("status", String(16), nullable=False),
+    Column("provider_id", String(255)),
+    Column("error", Text),
+    Column("error_code", String(64)),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("run_at", UTCDateTime, nullable=False),
+    Column("lease_until", UTCDateTime),
+    Column("claimed_by", String(128)),
+    Column("attempt_started_at", UTCDateTime),
+    Column("sent_at", UTCDateTime),
+    Index("ix_notifications_status_run_at", "status", "run_at"),
+    Index("ix_notifications_event_id", "event_id"),
+)
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(128), primary_key=True),
+    Column("value", Text, nullable=False),
+)

@@ -1,0 +1,40 @@
+"""Cross-process wake-ups on PostgreSQL: LISTEN for the NOTIFY that queueing work sends."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import psycopg
+import structlog
+
+from payherald.store import WAKE_CHANNEL
+
+__all__ = ["listen_for_work"]
+
+_log = structlog.get_logger("payherald.wakeup")
+
+
+def listen_for_work(
+    conninfo: str,
+    on_wake: Callable[[], None],
+    stop: threading.Event,
+    *,
+    reconnect_after: float = 2.0,
+) -> None:
+    """Call ``on_wake`` for every NOTIFY on the work channel until ``stop`` is set.
+
+    A lost connection is re-opened; meanwhile the worker's own polling keeps it going.
+    """
+    while not stop.is_set():
+        try:
+            with psycopg.connect(conninfo, autocommit=True) as connection:
+                connection.execute(f"LISTEN {WAKE_CHANNEL}")
+                # Work may have been queued while we were not listening.
+                on_wake()
+                while not stop.is_set():
+                    for _ in connection.notifies(timeout=1.0):
+                        on_wake()
+        except psycopg.Error as exc:
+            _log.warning("listen_failed", error=str(exc), retry_in=reconnect_after)
+            stop.wait(reconnect_after)

@@ -1,0 +1,339 @@
+"""The worker: claims queued notifications, resolves, renders, sends, records.
+
+Exactly-once is kept by the store's state machine (see ``store``): the row is marked
+``sending`` and committed *before* the provider is called, so a crash during the call
+leaves it ``unknown``, and an unknown notification is reconciled against the provider
+before it can ever be sent again.
+
+The worker waits on a wake-up (set by the server in the same process, or by PostgreSQL
+``NOTIFY`` from another) and otherwise polls every ``poll_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from payherald.channels.base import Channel, Message, ReconcileOutcome
+from payherald.clock import Clock
+from payherald.exceptions import (
+    PayheraldError,
+    PermanentDeliveryError,
+    RecipientNotFound,
+    RenderError,
+    StoreUnavailable,
+    TransientDeliveryError,
+)
+from payherald.messages import MessageContext, TemplateRenderer, message_context
+from payherald.recipients import CustomerDirectory, mask_phone, resolve_phone
+from payherald.rules import RuleBook
+from payherald.store import ClaimedNotification, Store
+from payherald.webhook import StripeEvent, parse_event
+
+__all__ = ["ChannelRouter", "Worker", "backoff_delay"]
+
+_log = structlog.get_logger("payherald.worker")
+
+# How often expired leases are looked for, in seconds.
+_REAP_EVERY = 5.0
+# How long to wait before asking the provider again about an undetermined outcome.
+_RECHECK_UNKNOWN = timedelta(minutes=2)
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    base: float = 2.0,
+    cap: float = 3600.0,
+    rng: Callable[[], float] = random.random,
+) -> float:
+    """Seconds before retry ``attempt`` (1-based): exponential with full jitter, capped."""
+    return float(min(cap, base * 2 ** (attempt - 1)) * (0.5 + rng() / 2))
+
+
+class ChannelRouter:
+    """Chooses the channel that really sends a notification.
+
+    Live/test separation (F4): a test-mode event goes to the console unless its
+    recipient is on the test allowlist, whatever channel the rule names.
+    """
+
+    def __init__(
+        self,
+        *,
+        channels: Mapping[str, Channel],
+        console: Channel,
+        test_allowlist: frozenset[str] = frozenset(),
+    ) -> None:
+        self._channels = dict(channels)
+        self._console = console
+        self._allowlist = test_allowlist
+
+    def route(self, channel: str, *, livemode: bool, to: str) -> Channel:
+        if not livemode and to not in self._allowlist:
+            return self._console
+        return self._channels.get(channel, self._console)
+
+    def by_name(self, name: str) -> Channel:
+        if name == self._console.name:
+            return self._console
+        return self._channels.get(name, self._console)
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        rules: RuleBook,
+        router: ChannelRouter,
+        customers: CustomerDirectory | None,
+        renderer: TemplateRenderer,
+        context: MessageContext,
+        clock: Clock,
+        default_region: str = "US",
+        concurrency: int = 8,
+        poll_interval: float = 1.0,
+        lease: float = 120.0,
+        max_attempts: int = 8,
+        worker_id: str | None = None,
+    ) -> None:
+        self._store = store
+        self._rules = rules
+        self._router = router
+        self._customers = customers
+        self._renderer = renderer
+        self._context = context
+        self._clock = clock
+        self._default_region = default_region
+        self._concurrency = concurrency
+        self._poll_interval = poll_interval
+        self._lease = lease
+        self._max_attempts = max_attempts
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._wake = threading.Event()
+        self._slots = threading.BoundedSemaphore(concurrency)
+
+    def wake(self) -> None:
+        """Tell the worker there is new work (thread-safe, cheap)."""
+        self._wake.set()
+
+    # -- loops ------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Work until ``stop`` is set; then finish what is in flight and return."""
+        _log.info("worker_started", worker_id=self.worker_id, concurrency=self._concurrency)
+        last_reap = 0.0
+        with ThreadPoolExecutor(self._concurrency, thread_name_prefix="payherald-send") as pool:
+            while not stop.is_set():
+                now = self._clock.now().timestamp()
+                if now - last_reap >= _REAP_EVERY:
+                    last_reap = now
+                    self._reap_and_reconcile()
+                self._wake.clear()
+                free = self._free_slots()
+                try:
+                    claimed = self._store.claim(
+                        worker_id=self.worker_id, limit=free, lease=self._lease
+                    )
+                except StoreUnavailable as exc:
+                    _log.error("store_unavailable", error=exc.message)
+                    claimed = []
+                for notification in claimed:
+                    self._slots.acquire()
+                    pool.submit(self._process_in_slot, notification)
+                if not claimed or len(claimed) == free:
+                    self._wake.wait(self._poll_interval)
+        _log.info("worker_stopped", worker_id=self.worker_id)
+
+    def _free_slots(self) -> int:
+        free = 0
+        while self._slots.acquire(blocking=False):
+            free += 1
+        for _ in range(free):
+            self._slots.release()
+        return free
+
+    def _process_in_slot(self, notification: ClaimedNotification) -> None:
+        try:
+            self.process(notification)
+        except Exception:
+            _log.exception("notification_crashed", notification_id=notification.id)
+        finally:
+            self._slots.release()
+            self._wake.set()
+
+    def run_until_idle(self) -> int:
+        """Process everything due now, one at a time; return how many were handled.
+        For tests and one-shot commands."""
+        handled = 0
+        self._reap_and_reconcile()
+        while claimed := self._store.claim(worker_id=self.worker_id, limit=10, lease=self._lease):
+            for notification in claimed:
+                self.process(notification)
+                handled += 1
+        return handled
+
+    # -- one notification -------------------------------------------------------------
+
+    def process(self, notification: ClaimedNotification) -> None:
+        log = _log.bind(
+            notification_id=notification.id, event_id=notification.event_id, rule=notification.rule
+        )
+        event = parse_event(notification.event_payload.encode())
+        try:
+            to, body = self._prepare(notification, event)
+        except RecipientNotFound as exc:
+            self._store.mark_failed(
+                notification.id, self.worker_id, error=exc.message, code="no_recipient"
+            )
+            log.warning("notification_failed", reason="no_recipient", error=exc.message)
+            return
+        except RenderError as exc:
+            self._store.mark_failed(
+                notification.id, self.worker_id, error=exc.message, code="render_error"
+            )
+            log.warning("notification_failed", reason="render_error", error=exc.message)
+            return
+        except TransientDeliveryError as exc:
+            self._retry_or_fail(notification, exc, log)
+            return
+        channel = self._router.route(notification.channel, livemode=notification.livemode, to=to)
+        if not self._store.mark_sending(
+            notification.id, self.worker_id, to=to, body=body, channel=channel.name
+        ):
+            log.warning("claim_lost", action="skip")
+            return
+        message = Message(notification_id=notification.id, to=to, body=body)
+        self._send(notification, channel, message, log)
+
+    def _prepare(self, notification: ClaimedNotification, event: StripeEvent) -> tuple[str, str]:
+        rule = self._rules.get(notification.rule)
+        if rule is None:
+            raise RenderError(f"No rule named {notification.rule!r} is configured any more.")
+        customer = self._customer(event.object)
+        resolved = resolve_phone(event.object, customer, default_region=self._default_region)
+        body = self._renderer.render(rule.template, message_context(event, customer, self._context))
+        return resolved.number, body
+
+    def _customer(self, obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        customer = obj.get("customer")
+        if isinstance(customer, Mapping):
+            return customer  # expanded in the payload
+        if isinstance(customer, str) and customer and self._customers is not None:
+            return self._customers.get(customer)
+        return None
+
+    def _send(
+        self, notification: ClaimedNotification, channel: Channel, message: Message, log: Any
+    ) -> None:
+        log = log.bind(channel=channel.name, to=mask_phone(message.to))
+        try:
+            provider_id = channel.send(message)
+        except PermanentDeliveryError as exc:
+            self._store.mark_failed(
+                notification.id, self.worker_id, error=exc.message, code=exc.code
+            )
+            log.warning("notification_failed", reason=exc.code, error=exc.message)
+        except TransientDeliveryError as exc:
+            self._retry_or_fail(notification, exc, log, attempts=notification.attempts + 1)
+        except Exception as exc:
+            # The provider may have accepted the message: never resend blindly.
+            self._store.mark_unknown(
+                notification.id,
+                self.worker_id,
+                error=f"Outcome unknown after {type(exc).__name__}: {exc}",
+                recheck_at=self._clock.now() + _RECHECK_UNKNOWN,
+            )
+            log.error("notification_outcome_unknown", error=str(exc))
+        else:
+            self._store.mark_sent(notification.id, self.worker_id, provider_id=provider_id)
+            log.info("notification_sent", provider_id=provider_id)
+
+    def _retry_or_fail(
+        self,
+        notification: ClaimedNotification,
+        exc: TransientDeliveryError,
+        log: Any,
+        attempts: int | None = None,
+    ) -> None:
+        attempts = notification.attempts + 1 if attempts is None else attempts
+        if attempts >= self._max_attempts:
+            self._store.mark_failed(
+                notification.id,
+                self.worker_id,
+                error=f"Gave up after {attempts} attempts: {exc.message}",
+                code=exc.code,
+            )
+            log.warning("notification_failed", reason="retries_exhausted", error=exc.message)
+            return
+        delay = exc.retry_after if exc.retry_after is not None else backoff_delay(attempts)
+        run_at = self._clock.now() + timedelta(seconds=delay)
+        self._store.schedule_retry(
+            notification.id, self.worker_id, run_at=run_at, error=exc.message, code=exc.code
+        )
+        log.info("notification_retry", delay_seconds=round(delay, 1), error=exc.message)
+
+    # -- crash recovery -----------------------------------------------------------------
+
+    def _reap_and_reconcile(self) -> None:
+        try:
+            released, orphaned = self._store.expire_leases()
+            if released or orphaned:
+                _log.warning("leases_expired", released=released, orphaned=orphaned)
+            for notification in self._store.claim_unknown(
+                worker_id=self.worker_id, limit=20, lease=self._lease
+            ):
+                self.reconcile(notification)
+        except StoreUnavailable as exc:
+            _log.error("store_unavailable", error=exc.message)
+
+    def reconcile(self, notification: ClaimedNotification) -> None:
+        """Settle a notification whose send may or may not have happened."""
+        log = _log.bind(notification_id=notification.id, event_id=notification.event_id)
+        if notification.to is None or notification.body is None:
+            # It never reached `sending`, so nothing can have been sent.
+            self._store.schedule_retry(
+                notification.id,
+                self.worker_id,
+                run_at=self._clock.now(),
+                error="Retrying: the previous attempt never sent.",
+            )
+            return
+        channel = self._router.by_name(notification.channel)
+        message = Message(
+            notification_id=notification.id, to=notification.to, body=notification.body
+        )
+        started = notification.attempt_started_at or self._clock.now()
+        try:
+            result = channel.reconcile(message, started)
+        except PayheraldError as exc:
+            result = None
+            log.warning("reconcile_failed", error=exc.message)
+        if result is not None and result.outcome is ReconcileOutcome.DELIVERED:
+            self._store.mark_sent(notification.id, self.worker_id, provider_id=result.provider_id)
+            log.info("reconciled", outcome="delivered", provider_id=result.provider_id)
+        elif result is not None and result.outcome is ReconcileOutcome.NOT_DELIVERED:
+            self._store.schedule_retry(
+                notification.id,
+                self.worker_id,
+                run_at=self._clock.now(),
+                error="The provider has no record of the previous attempt; sending again.",
+            )
+            log.info("reconciled", outcome="not_delivered")
+        else:
+            self._store.mark_unknown(
+                notification.id,
+                self.worker_id,
+                error="Outcome still unknown; the provider will be asked again.",
+                recheck_at=self._clock.now() + _RECHECK_UNKNOWN,
+            )
+            log.info("reconciled", outcome="undetermined")
