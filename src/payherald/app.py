@@ -39,9 +39,12 @@ class Payherald:
     development_secret: str | None
     sms_channel: str
     _threads: list[threading.Thread] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
 
-    def start_worker(self, stop: threading.Event) -> None:
-        """Run the worker (and, on PostgreSQL, its LISTEN wake-ups) in background threads."""
+    def start_worker(self) -> None:
+        """Run the worker (and, on PostgreSQL, its LISTEN wake-ups) in background threads
+        until ``stop`` is called."""
+        stop = self._stop
         threads = [threading.Thread(target=self.worker.run, args=(stop,), name="payherald-worker")]
         if self.settings.is_postgres:
             conninfo = self.engine.url.set(drivername="postgresql").render_as_string(
@@ -59,7 +62,10 @@ class Payherald:
             thread.start()
         self._threads.extend(threads)
 
-    def join(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the worker: it finishes the sends in flight, then its threads end."""
+        self._stop.set()
+        self.worker.wake()
         for thread in self._threads:
             if not thread.daemon:
                 thread.join(timeout)

@@ -123,9 +123,8 @@ def _announce(ph: Payherald, *, host: str, port: int, worker: bool) -> None:
 def _serve(ph: Payherald, host: str, port: int, *, with_worker: bool) -> None:
     import uvicorn
 
-    stop = threading.Event()
     if with_worker:
-        ph.start_worker(stop)
+        ph.start_worker()
     config = uvicorn.Config(
         ph.http_app,
         host=host,
@@ -139,8 +138,7 @@ def _serve(ph: Payherald, host: str, port: int, *, with_worker: bool) -> None:
     try:
         server.run()
     finally:
-        stop.set()
-        ph.join()
+        ph.stop()
 
 
 HostOption = Annotated[str, typer.Option(help="Address to listen on.")]
@@ -180,10 +178,10 @@ def worker() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     err.print(f"[bold]payherald worker[/] {ph.worker.worker_id}, SMS channel: {ph.sms_channel}")
-    ph.start_worker(stop)
+    ph.start_worker()
     while not stop.is_set():
         stop.wait(0.5)
-    ph.join()
+    ph.stop()
 
 
 @app.command(name="migrate")

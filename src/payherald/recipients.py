@@ -75,7 +75,7 @@ class StripeCustomerDirectory:
         if cached is not None and now - cached[0] < self._ttl:
             return cached[1]
         try:
-            customer: Mapping[str, Any] | None = self._client.customers.retrieve(
+            customer: Mapping[str, Any] | None = self._client.v1.customers.retrieve(
                 customer_id
             ).to_dict()
         except stripe.InvalidRequestError:

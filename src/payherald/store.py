@@ -150,8 +150,9 @@ class Store:
                     received_at=now,
                 )
                 .on_conflict_do_nothing(index_elements=["id"])
-            ).rowcount
-            if not inserted:
+                .returning(events.c.id)
+            ).first()
+            if inserted is None:
                 return RecordResult(duplicate=True, queued=0)
             queued = self._queue(connection, event.id, planned, now)
         return RecordResult(duplicate=False, queued=queued)
@@ -165,7 +166,7 @@ class Store:
     ) -> int:
         queued = 0
         for item in planned:
-            queued += connection.execute(
+            row = connection.execute(
                 self._insert(notifications)
                 .values(
                     key=item.key,
@@ -181,7 +182,9 @@ class Store:
                     run_at=now,
                 )
                 .on_conflict_do_nothing(index_elements=["key"])
-            ).rowcount
+                .returning(notifications.c.id)
+            ).first()
+            queued += row is not None
         if queued and self._postgres:
             # Delivered on commit, so a woken worker always finds the rows.
             connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL})

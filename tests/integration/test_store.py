@@ -1,0 +1,143 @@
+"""The store on SQLite and PostgreSQL: durable, deduplicated, claimable once."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from payherald import FrozenClock, StripeEvent, parse_event
+from payherald.database import create_store_engine, migrate
+from payherald.rules import PlannedNotification
+from payherald.store import Store
+from payherald.tables import metadata
+from tests.support import event_body
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def store(database_url: str, clock: FrozenClock) -> Iterator[Store]:
+    engine = create_store_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    migrate(engine)
+    yield Store(engine=engine, clock=clock)
+    engine.dispose()
+
+
+def event(event_id: str = "evt_1") -> StripeEvent:
+    return parse_event(event_body(event_id=event_id))
+
+
+def planned(key: str = "payment_confirmation:pi_1") -> PlannedNotification:
+    return PlannedNotification(
+        key=key, rule="payment_confirmation", recipient="customer", channel="sms", livemode=False
+    )
+
+
+def test_migrations_create_exactly_the_declared_schema(store: Store) -> None:
+    with store.engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), metadata)
+    assert diff == []
+
+
+def test_migrate_twice_is_harmless(store: Store) -> None:
+    migrate(store.engine)
+    store.check_schema()
+
+
+def test_an_event_and_its_notifications_are_stored_together(store: Store) -> None:
+    result = store.record_event(event(), [planned()])
+    assert (result.duplicate, result.queued) == (False, 1)
+    assert [e["id"] for e in store.list_events()] == ["evt_1"]
+    (row,) = store.list_notifications()
+    assert (row["event_id"], row["status"], row["attempts"]) == ("evt_1", "pending", 0)
+
+
+def test_a_repeated_event_stores_and_queues_nothing(store: Store) -> None:
+    store.record_event(event(), [planned()])
+    result = store.record_event(event(), [planned()])
+    assert (result.duplicate, result.queued) == (True, 0)
+    assert store.count_notifications() == 1
+
+
+def test_another_event_for_the_same_payment_queues_nothing_new(store: Store) -> None:
+    store.record_event(event("evt_1"), [planned()])
+    result = store.record_event(event("evt_2"), [planned()])
+    assert (result.duplicate, result.queued) == (False, 0)
+    assert len(store.list_events()) == 2
+    assert store.count_notifications() == 1
+
+
+def test_an_event_no_rule_handles_is_kept_as_ignored(store: Store) -> None:
+    store.record_event(parse_event(event_body("customer.created", event_id="evt_c")), [])
+    assert store.list_events()[0]["status"] == "ignored"
+
+
+def test_a_claim_is_given_to_one_worker_only(store: Store) -> None:
+    store.record_event(event(), [planned()])
+    first = store.claim(worker_id="a", limit=10, lease=60)
+    second = store.claim(worker_id="b", limit=10, lease=60)
+    assert [n.key for n in first] == ["payment_confirmation:pi_1"]
+    assert second == []
+
+
+def test_concurrent_claims_never_overlap(store: Store) -> None:
+    for index in range(60):
+        store.record_event(event(f"evt_{index}"), [planned(f"k:{index}")])
+    claimed: dict[str, list[int]] = {}
+
+    def claim_all(worker: str) -> None:
+        mine = claimed.setdefault(worker, [])
+        while batch := store.claim(worker_id=worker, limit=3, lease=60):
+            mine.extend(n.id for n in batch)
+
+    threads = [threading.Thread(target=claim_all, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [i for ids in claimed.values() for i in ids]
+    assert len(every) == 60
+    assert len(set(every)) == 60
+
+
+def test_an_expired_claim_returns_to_the_queue(store: Store, clock: FrozenClock) -> None:
+    store.record_event(event(), [planned()])
+    (claimed,) = store.claim(worker_id="a", limit=1, lease=60)
+    clock.advance(61)
+    assert store.expire_leases() == (1, 0)
+    (again,) = store.claim(worker_id="b", limit=1, lease=60)
+    assert again.id == claimed.id
+
+
+def test_an_expired_send_becomes_unknown_not_pending(store: Store, clock: FrozenClock) -> None:
+    store.record_event(event(), [planned()])
+    (claimed,) = store.claim(worker_id="a", limit=1, lease=60)
+    assert store.mark_sending(claimed.id, "a", to="+14155550123", body="hi", channel="sms")
+    clock.advance(61)
+    assert store.expire_leases() == (0, 1)
+    assert store.claim(worker_id="b", limit=1, lease=60) == []
+    assert store.list_notifications()[0]["status"] == "unknown"
+
+
+def test_a_worker_that_lost_its_claim_cannot_record_an_outcome(
+    store: Store, clock: FrozenClock
+) -> None:
+    store.record_event(event(), [planned()])
+    (claimed,) = store.claim(worker_id="a", limit=1, lease=60)
+    clock.advance(61)
+    store.expire_leases()
+    store.claim(worker_id="b", limit=1, lease=60)
+    assert not store.mark_sending(claimed.id, "a", to="+14155550123", body="hi", channel="sms")
+
+
+def test_the_development_secret_is_made_once(store: Store) -> None:
+    secret = store.development_secret()
+    assert secret.startswith("whsec_")
+    assert store.development_secret() == secret

@@ -1,0 +1,264 @@
+"""The worker on SQLite and PostgreSQL: one send per thing, whatever fails when."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from payherald import FrozenClock, PermanentDeliveryError, TransientDeliveryError, parse_event
+from payherald.channels import ConsoleChannel, ReconcileOutcome, Reconciliation
+from payherald.recipients import InMemoryCustomerDirectory
+from payherald.rules import BUILTIN_RULES
+from payherald.testing import ScriptedChannel
+from tests.support import build_for_tests, event_body
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def sms() -> ScriptedChannel:
+    return ScriptedChannel("sms")
+
+
+@pytest.fixture
+def console() -> ConsoleChannel:
+    import io
+
+    return ConsoleChannel(stream=io.StringIO())
+
+
+@pytest.fixture
+def ph(
+    database_url: str, clock: FrozenClock, sms: ScriptedChannel, console: ConsoleChannel
+) -> Iterator[Any]:
+    customers = InMemoryCustomerDirectory(
+        {"cus_1": {"id": "cus_1", "phone": "+14155550100", "address": {"country": "US"}}}
+    )
+    built = build_for_tests(
+        database_url, clock=clock, channels={"sms": sms}, console=console, customers=customers
+    )
+    yield built
+    built.engine.dispose()
+
+
+def receive(ph: Any, body: bytes) -> None:
+    event = parse_event(body)
+    ph.store.record_event(event, ph.rules.plan(event))
+
+
+def live(**changes: Any) -> bytes:
+    event = json.loads(event_body(livemode=True))
+    event["data"]["object"].update(changes)
+    return json.dumps(event).encode()
+
+
+def only(ph: Any) -> dict[str, Any]:
+    (row,) = ph.store.list_notifications()
+    return dict(row)
+
+
+def test_a_live_payment_sends_one_sms(ph: Any, sms: ScriptedChannel) -> None:
+    receive(ph, live())
+    assert ph.worker.run_until_idle() == 1
+    row = only(ph)
+    assert (row["status"], row["channel"], row["to"]) == ("sent", "sms", "+14155550123")
+    assert row["provider_id"] == "sms-1-1"
+    assert row["attempts"] == 1
+    assert [m.body for m in sms.delivered] == [row["body"]]
+    assert "$20.00" in row["body"]
+
+
+def test_a_test_mode_payment_goes_to_the_console(
+    ph: Any, sms: ScriptedChannel, console: ConsoleChannel
+) -> None:
+    receive(ph, event_body(livemode=False))
+    ph.worker.run_until_idle()
+    assert only(ph)["channel"] == "console"
+    assert only(ph)["status"] == "sent"
+    assert sms.attempts == []
+    assert len(console.sent) == 1
+
+
+def test_the_customers_own_phone_is_used(ph: Any, sms: ScriptedChannel) -> None:
+    receive(ph, live(customer="cus_1"))
+    ph.worker.run_until_idle()
+    assert sms.delivered[0].to == "+14155550100"
+
+
+def test_a_repeated_event_is_sent_once(ph: Any, sms: ScriptedChannel) -> None:
+    body = live()
+    for _ in range(3):
+        receive(ph, body)
+        ph.worker.run_until_idle()
+    assert len(sms.attempts) == 1
+
+
+def test_two_events_for_one_payment_intent_send_once(ph: Any, sms: ScriptedChannel) -> None:
+    receive(ph, live(id="pi_same"))
+    receive(ph, live(id="pi_same"))
+    ph.worker.run_until_idle()
+    assert len(sms.attempts) == 1
+    assert len(ph.store.list_events()) == 2
+
+
+def test_a_transient_failure_is_retried_later(
+    ph: Any, sms: ScriptedChannel, clock: FrozenClock
+) -> None:
+    sms._script.append(TransientDeliveryError("Twilio answered 503", code="http_503"))
+    receive(ph, live())
+    ph.worker.run_until_idle()
+    row = only(ph)
+    assert (row["status"], row["error_code"], row["attempts"]) == ("pending", "http_503", 1)
+    assert ph.worker.run_until_idle() == 0  # not due yet
+    clock.advance(3600)
+    ph.worker.run_until_idle()
+    row = only(ph)
+    assert (row["status"], row["attempts"], row["error"]) == ("sent", 2, None)
+    assert len(sms.delivered) == 1
+
+
+def test_retries_stop_at_the_limit(ph: Any, sms: ScriptedChannel, clock: FrozenClock) -> None:
+    sms._script.extend(TransientDeliveryError("busy", code="http_429") for _ in range(20))
+    receive(ph, live())
+    for _ in range(20):
+        ph.worker.run_until_idle()
+        clock.advance(3600)
+    row = only(ph)
+    assert row["status"] == "failed"
+    assert row["attempts"] == 8
+    assert row["error"].startswith("Gave up after 8 attempts")
+
+
+def test_a_permanent_failure_is_not_retried(
+    ph: Any, sms: ScriptedChannel, clock: FrozenClock
+) -> None:
+    sms._script.append(PermanentDeliveryError("not a mobile number", code="twilio_21614"))
+    receive(ph, live())
+    ph.worker.run_until_idle()
+    clock.advance(3600)
+    ph.worker.run_until_idle()
+    row = only(ph)
+    assert (row["status"], row["error_code"]) == ("failed", "twilio_21614")
+    assert len(sms.attempts) == 1
+
+
+def test_no_phone_is_a_recorded_failure(ph: Any, sms: ScriptedChannel) -> None:
+    receive(ph, live(shipping=None, metadata={}))
+    ph.worker.run_until_idle()
+    row = only(ph)
+    assert (row["status"], row["error_code"]) == ("failed", "no_recipient")
+    assert "No usable phone number" in row["error"]
+    assert sms.attempts == []
+
+
+def test_an_unknown_outcome_found_at_the_provider_is_not_resent(
+    ph: Any, sms: ScriptedChannel, clock: FrozenClock
+) -> None:
+    sms._script.append(ConnectionResetError("connection reset after the request was sent"))
+    sms.reconcile_answer = Reconciliation(ReconcileOutcome.DELIVERED, provider_id="SM123")
+    receive(ph, live())
+    ph.worker.run_until_idle()
+    assert only(ph)["status"] == "unknown"
+    clock.advance(600)
+    ph.worker.run_until_idle()
+    row = only(ph)
+    assert (row["status"], row["provider_id"]) == ("sent", "SM123")
+    assert len(sms.attempts) == 1
+
+
+def test_an_unknown_outcome_the_provider_never_saw_is_sent_once_more(
+    ph: Any, sms: ScriptedChannel, clock: FrozenClock
+) -> None:
+    sms._script.append(ConnectionResetError("reset"))
+    receive(ph, live())
+    ph.worker.run_until_idle()
+    clock.advance(600)
+    ph.worker.run_until_idle()
+    assert only(ph)["status"] == "sent"
+    assert len(sms.attempts) == 2
+    assert len(sms.delivered) == 1
+
+
+def test_an_undetermined_outcome_stays_unknown(
+    ph: Any, sms: ScriptedChannel, clock: FrozenClock
+) -> None:
+    sms._script.append(ConnectionResetError("reset"))
+    sms.reconcile_answer = Reconciliation(ReconcileOutcome.UNDETERMINED)
+    receive(ph, live())
+    for _ in range(3):
+        ph.worker.run_until_idle()
+        clock.advance(600)
+    assert only(ph)["status"] == "unknown"
+    assert len(sms.attempts) == 1
+
+
+def test_a_worker_that_died_mid_send_is_reconciled_not_resent(
+    ph: Any, sms: ScriptedChannel, clock: FrozenClock
+) -> None:
+    receive(ph, live())
+    # A worker claims, commits "sending", and dies before recording the provider's answer.
+    (claimed,) = ph.store.claim(worker_id="dead", limit=1, lease=60)
+    ph.store.mark_sending(claimed.id, "dead", to="+14155550123", body="hi", channel="sms")
+    sms.reconcile_answer = Reconciliation(ReconcileOutcome.DELIVERED, provider_id="SMdead")
+    clock.advance(61)
+    ph.worker.run_until_idle()
+    assert only(ph)["status"] == "sent"
+    assert only(ph)["provider_id"] == "SMdead"
+    assert sms.attempts == []
+
+
+def test_a_template_that_cannot_render_is_a_recorded_failure(ph: Any) -> None:
+    receive(ph, live())
+    rule = BUILTIN_RULES[0]
+    ph.worker._rules._rules[rule.name] = type(rule)(
+        name=rule.name,
+        event_types=rule.event_types,
+        subject=rule.subject,
+        template="{{ no_such_variable }}",
+    )
+    ph.worker.run_until_idle()
+    row = only(ph)
+    assert (row["status"], row["error_code"]) == ("failed", "render_error")
+    assert "no_such_variable" in row["error"]
+
+
+def test_a_running_worker_is_woken_not_polling(ph: Any, sms: ScriptedChannel) -> None:
+    ph.worker._poll_interval = 30.0
+    ph.start_worker()
+    try:
+        time.sleep(0.2)  # let it go to sleep on its 30 s poll
+        receive(ph, live())
+        ph.worker.wake()
+        deadline = time.monotonic() + 5
+        while not sms.delivered and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(sms.delivered) == 1
+    finally:
+        ph.stop()
+
+
+def test_several_workers_share_the_queue_without_double_sends(
+    database_url: str, clock: FrozenClock
+) -> None:
+    sms = ScriptedChannel("sms")
+    workers = [build_for_tests(database_url, clock=clock, channels={"sms": sms}) for _ in range(4)]
+    for index in range(80):
+        receive(workers[0], live(id=f"pi_{index}"))
+    for worker in workers:
+        worker.start_worker()
+    deadline = time.monotonic() + 30
+    while len(sms.attempts) < 80 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    for worker in workers:
+        worker.stop()
+        worker.engine.dispose()
+    assert len(sms.attempts) == 80
+    assert len({m.notification_id for m in sms.attempts}) == 80

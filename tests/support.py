@@ -1,0 +1,171 @@
+"""Helpers shared by the test tiers: signing, a loopback server, a TCP proxy, databases."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import stripe
+import uvicorn
+from sqlalchemy import create_engine, text
+
+from tests.peers import free_port
+
+SECRET = "whsec_test_secret_for_payherald_tests"
+OTHER_SECRET = "whsec_another_endpoint_secret_value"
+POSTGRES_ENV = "PAYHERALD_TEST_POSTGRES_URL"
+
+
+def sign(body: bytes | str, secret: str = SECRET, *, timestamp: int | None = None) -> str:
+    payload = body.decode() if isinstance(body, bytes) else body
+    return stripe.WebhookSignature.generate_signature_header(
+        payload, secret, timestamp=int(time.time()) if timestamp is None else timestamp
+    )
+
+
+def event_body(
+    event_type: str = "payment_intent.succeeded",
+    *,
+    event_id: str | None = None,
+    livemode: bool = False,
+    obj: dict[str, Any] | None = None,
+) -> bytes:
+    """A realistic event body; types simulate does not know get a payment intent object."""
+    from payherald.clock import SystemClock
+    from payherald.simulate import SIMULATED_EVENT_TYPES, build_event
+
+    known = event_type if event_type in SIMULATED_EVENT_TYPES else "payment_intent.succeeded"
+    event = build_event(known, now=SystemClock().now(), livemode=livemode)
+    event["type"] = event_type
+    if event_id:
+        event["id"] = event_id
+    if obj is not None:
+        event["data"]["object"] = obj
+    return json.dumps(event).encode()
+
+
+class LiveServer:
+    """An ASGI app served by uvicorn on 127.0.0.1 in a background thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            log_level="warning",
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start in 10 s")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)
+
+
+class TcpProxy:
+    """A loopback TCP proxy that can be cut, to make a real database unreachable."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self._target = (target_host, target_port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._open = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while self._open:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if not self._open:
+                client.close()
+                return
+            try:
+                upstream = socket.create_connection(self._target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def cut(self) -> None:
+        """Refuse new connections and drop open ones, like a stopped server."""
+        self._open = False
+        # close() alone does not wake a thread blocked in accept() on Linux; shutdown does.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test; dropped afterwards."""
+    base = os.environ[POSTGRES_ENV]
+    name = "payherald_t_" + secrets.token_hex(6)
+    admin = create_engine(_sqlalchemy(base), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = base.rsplit("/", 1)[0] + "/" + name
+    try:
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _sqlalchemy(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def build_for_tests(database_url: str, **kwargs: Any) -> Any:
+    """A payherald built on ``database_url`` with the test secret, migrated; keyword
+    arguments go to ``build`` (clock, console, channels, customers)."""
+    import io
+
+    from payherald import ConsoleChannel, build, load_settings
+
+    overrides = {"PAYHERALD_DATABASE_URL": database_url, "STRIPE_WEBHOOK_SECRET": SECRET}
+    overrides.update(kwargs.pop("settings", {}))
+    settings = load_settings(**overrides)
+    kwargs.setdefault("console", ConsoleChannel(stream=io.StringIO()))
+    return build(settings, migrate_schema=True, **kwargs)

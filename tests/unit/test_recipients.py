@@ -1,0 +1,72 @@
+"""Finding the customer's phone number (F5) and saying so when there is none (F6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from payherald import RecipientNotFound
+from payherald.recipients import mask_phone, resolve_phone
+
+CUSTOMER = {"id": "cus_1", "phone": "+14155550100", "address": {"country": "US"}}
+
+
+def test_customer_phone_comes_first() -> None:
+    obj = {"shipping": {"phone": "+14155550123"}}
+    resolved = resolve_phone(obj, CUSTOMER)
+    assert (resolved.number, resolved.source) == ("+14155550100", "customer.phone")
+
+
+@pytest.mark.parametrize(
+    ("obj", "source"),
+    [
+        ({"customer_details": {"phone": "+14155550123"}}, "customer_details.phone"),
+        ({"billing_details": {"phone": "+14155550123"}}, "billing_details.phone"),
+        (
+            {"latest_charge": {"billing_details": {"phone": "+14155550123"}}},
+            "latest_charge.billing_details.phone",
+        ),
+        (
+            {"charges": {"data": [{"billing_details": {"phone": "+14155550123"}}]}},
+            "charges.billing_details.phone",
+        ),
+        ({"customer_phone": "+14155550123"}, "customer_phone"),
+        ({"shipping": {"phone": "+14155550123"}}, "shipping.phone"),
+        ({"metadata": {"phone": "+14155550123"}}, "metadata.phone"),
+    ],
+)
+def test_each_object_field_is_a_source(obj: dict[str, Any], source: str) -> None:
+    resolved = resolve_phone(obj, None)
+    assert (resolved.number, resolved.source) == ("+14155550123", source)
+
+
+def test_customer_metadata_is_the_last_source() -> None:
+    customer = {"id": "cus_1", "metadata": {"mobile": "+14155550123"}}
+    resolved = resolve_phone({}, customer, metadata_keys=("mobile",))
+    assert resolved.source == "customer.metadata.mobile"
+
+
+def test_national_numbers_use_the_customers_country() -> None:
+    customer = {"id": "cus_1", "phone": "020 7183 8750", "address": {"country": "GB"}}
+    assert resolve_phone({}, customer).number == "+442071838750"
+
+
+def test_national_numbers_fall_back_to_the_default_region() -> None:
+    obj = {"shipping": {"phone": "(415) 555-0123"}}
+    assert resolve_phone(obj, None, default_region="US").number == "+14155550123"
+
+
+def test_an_invalid_number_is_skipped_for_the_next_source() -> None:
+    obj = {"customer_phone": "12", "shipping": {"phone": "+14155550123"}}
+    assert resolve_phone(obj, None).source == "shipping.phone"
+
+
+def test_no_phone_anywhere_says_where_it_looked() -> None:
+    with pytest.raises(RecipientNotFound, match=r"customer\.phone") as caught:
+        resolve_phone({"customer_phone": "12345"}, None)
+    assert "not a valid number" in caught.value.message
+
+
+def test_mask_phone_keeps_the_last_four_digits() -> None:
+    assert mask_phone("+14155550123") == "+*******0123"

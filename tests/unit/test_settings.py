@@ -1,0 +1,82 @@
+"""Settings fail fast with a sentence that says what to set (STYLE 7)."""
+
+from __future__ import annotations
+
+import pytest
+
+from payherald import ConfigurationError, load_settings
+
+ENV_NAMES = (
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_FROM_NUMBER",
+    "TWILIO_MESSAGING_SERVICE_SID",
+    "PAYHERALD_DATABASE_URL",
+    "PAYHERALD_TEST_ALLOWLIST",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_run_on_sqlite_with_no_provider() -> None:
+    settings = load_settings()
+    assert settings.database_url == "sqlite:///payherald.db"
+    assert settings.webhook_secrets == []
+    assert not settings.twilio_configured
+
+
+def test_several_webhook_secrets_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_one, whsec_two,")
+    assert load_settings().webhook_secrets == ["whsec_one", "whsec_two"]
+
+
+@pytest.mark.parametrize("value", ["sk_test_abc", "whsec_...", "whsec_<your secret>"])
+def test_a_webhook_secret_that_is_not_one_says_where_to_find_it(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", value)
+    with pytest.raises(ConfigurationError, match="should start with whsec_"):
+        load_settings()
+
+
+def test_a_bad_stripe_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STRIPE_SECRET_KEY", "pk_test_123")
+    with pytest.raises(ConfigurationError, match="STRIPE_SECRET_KEY"):
+        load_settings()
+
+
+def test_twilio_needs_a_token_and_a_sender(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "0" * 32)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert "TWILIO_AUTH_TOKEN" in caught.value.message
+    assert "TWILIO_FROM_NUMBER" in caught.value.message
+
+
+def test_twilio_with_a_messaging_service_is_complete(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "0" * 32)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "f" * 32)
+    monkeypatch.setenv("TWILIO_MESSAGING_SERVICE_SID", "MG" + "0" * 32)
+    assert load_settings().twilio_configured
+
+
+def test_postgres_urls_use_psycopg_3(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAYHERALD_DATABASE_URL", "postgresql://u@db/payherald")
+    assert load_settings().sqlalchemy_url == "postgresql+psycopg://u@db/payherald"
+
+
+def test_test_allowlist_is_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAYHERALD_TEST_ALLOWLIST", "+1 415 555 0123, +442071838750")
+    assert load_settings().test_allowlist == {"+14155550123", "+442071838750"}
+
+
+def test_a_bad_allowlist_entry_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAYHERALD_TEST_ALLOWLIST", "+14155550123,call me")
+    with pytest.raises(ConfigurationError, match="'call me'"):
+        load_settings()
