@@ -47,8 +47,9 @@ def wait_for(condition: Any, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-def provider_settings(localstripe: peers.LocalStripe, twilio: peers.TwilioMock,
-                      **extra: str) -> dict[str, str]:
+def provider_settings(
+    localstripe: peers.LocalStripe, twilio: peers.TwilioMock, **extra: str
+) -> dict[str, str]:
     return {
         "STRIPE_SECRET_KEY": "sk_test_payherald",
         "STRIPE_API_BASE": localstripe.url,
@@ -61,8 +62,12 @@ def provider_settings(localstripe: peers.LocalStripe, twilio: peers.TwilioMock,
 
 
 @pytest.fixture
-def running(sqlite_url: str, localstripe: peers.LocalStripe, twilio: peers.TwilioMock,
-            request: pytest.FixtureRequest) -> Iterator[Any]:
+def running(
+    sqlite_url: str,
+    localstripe: peers.LocalStripe,
+    twilio: peers.TwilioMock,
+    request: pytest.FixtureRequest,
+) -> Iterator[Any]:
     """payherald on real HTTP with real Stripe and Twilio clients, webhook registered."""
     allowlist = getattr(request, "param", CUSTOMER_PHONE)
     settings = provider_settings(localstripe, twilio, PAYHERALD_TEST_ALLOWLIST=allowlist)
@@ -70,8 +75,9 @@ def running(sqlite_url: str, localstripe: peers.LocalStripe, twilio: peers.Twili
     twilio.clear()
     with LiveServer(ph.http_app) as server:
         name = f"payherald-{server.port}"
-        localstripe.register_webhook(name, f"{server.url}/webhooks/stripe", SECRET,
-                                     events=["payment_intent.succeeded"])
+        localstripe.register_webhook(
+            name, f"{server.url}/webhooks/stripe", SECRET, events=["payment_intent.succeeded"]
+        )
         ph.start_worker()
         try:
             yield ph
@@ -94,8 +100,7 @@ def test_a_payment_delivered_by_localstripe_reaches_twilio_with_the_right_to_and
     assert message.form["Body"] == f"Payment of $20.00 received, thank you! Ref: {intent}"
     assert message.path == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
     (row,) = running.store.list_notifications()
-    assert (row["channel"], row["to"], row["body"]) == ("sms", CUSTOMER_PHONE,
-                                                        message.form["Body"])
+    assert (row["channel"], row["to"], row["body"]) == ("sms", CUSTOMER_PHONE, message.form["Body"])
     assert row["provider_id"].startswith(("SM", "MM"))
 
 
@@ -120,8 +125,11 @@ def test_the_sms_channel_can_send_through_a_messaging_service(twilio: peers.Twil
     sid = channel.send(Message(notification_id=7, to=CUSTOMER_PHONE, body="Hello"))
     assert sid.startswith(("SM", "MM"))
     (message,) = twilio.messages()
-    assert message.form == {"To": CUSTOMER_PHONE, "Body": "Hello",
-                            "MessagingServiceSid": "MG" + "0123456789abcdef" * 2}
+    assert message.form == {
+        "To": CUSTOMER_PHONE,
+        "Body": "Hello",
+        "MessagingServiceSid": "MG" + "0123456789abcdef" * 2,
+    }
 
 
 def test_a_request_twilio_refuses_is_a_permanent_failure(twilio: peers.TwilioMock) -> None:

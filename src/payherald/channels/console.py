@@ -1,7 +1,9 @@
 """The console channel: prints the message instead of sending it.
 
 The default when no provider is configured, and where every test-mode event goes, so a
-developer sees exactly what live mode would send.
+developer sees exactly what live mode would send. The number is masked to its last four
+digits, like every phone number payherald writes to an output stream: in production,
+test-mode events for real customers land here too. The store keeps the full number.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from datetime import datetime
 from typing import TextIO
 
 from payherald.channels.base import Message, ReconcileOutcome, Reconciliation
+from payherald.recipients import mask_phone
 
 __all__ = ["ConsoleChannel"]
 
@@ -28,7 +31,7 @@ class ConsoleChannel:
     def send(self, message: Message) -> str:
         stream = self._stream or sys.stdout
         with self._lock:
-            stream.write(f"[console {self._label}] to {message.to}: {message.body}\n")
+            stream.write(f"[console {self._label}] to {mask_phone(message.to)}: {message.body}\n")
             stream.flush()
             self.sent.append(message)
         return f"console-{message.notification_id}"
