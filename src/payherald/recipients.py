@@ -182,10 +182,10 @@ def resolve_phone(
     looked = "customer.phone, the object's contact fields and metadata " + ", ".join(
         f"'{key}'" for key in metadata_keys
     )
-    detail = "; ".join(rejected) if rejected else f"none found in {looked}"
+    invalid = "".join(f"; {reason}" for reason in rejected)
     raise RecipientNotFound(
-        f"No usable phone number for this customer: {detail}. Add a phone number to the "
-        "Stripe customer, or collect one at checkout."
+        f"No usable phone number for this customer (looked in {looked}{invalid}). Add a "
+        "phone number to the Stripe customer, or collect one at checkout."
     )
 
 

@@ -194,12 +194,30 @@ class Store:
 
     def claim(self, *, worker_id: str, limit: int, lease: float) -> list[ClaimedNotification]:
         """Claim up to ``limit`` due notifications for ``worker_id`` until the lease ends."""
+        lease_until = self._clock.now() + timedelta(seconds=lease)
+        return self._claim(
+            "pending", limit, status="claimed", claimed_by=worker_id, lease_until=lease_until
+        )
+
+    def claim_unknown(
+        self, *, worker_id: str, limit: int, lease: float
+    ) -> list[ClaimedNotification]:
+        """Claim notifications whose outcome is unknown, for reconciliation.
+
+        They stay ``unknown`` while claimed (their next check is pushed back by the lease
+        instead), so a crash during reconciliation can never turn them into a blind resend.
+        """
+        recheck = self._clock.now() + timedelta(seconds=lease)
+        return self._claim("unknown", limit, claimed_by=worker_id, run_at=recheck)
+
+    def _claim(self, from_status: str, limit: int, **changes: Any) -> list[ClaimedNotification]:
+        """Take up to ``limit`` due rows in ``from_status``, apply ``changes``, return them."""
         if limit <= 0:
             return []
         now = self._clock.now()
         due = (
             select(notifications.c.id)
-            .where(and_(notifications.c.status == "pending", notifications.c.run_at <= now))
+            .where(and_(notifications.c.status == from_status, notifications.c.run_at <= now))
             .order_by(notifications.c.run_at, notifications.c.id)
             .limit(limit)
         )
@@ -212,60 +230,13 @@ class Store:
             connection.execute(
                 update(notifications)
                 .where(notifications.c.id.in_(ids))
-                .values(
-                    status="claimed",
-                    claimed_by=worker_id,
-                    lease_until=now + timedelta(seconds=lease),
-                    updated_at=now,
-                )
+                .values(updated_at=now, **changes)
             )
             rows = connection.execute(
                 select(notifications, events.c.payload.label("event_payload"))
                 .join(events, events.c.id == notifications.c.event_id)
                 .where(notifications.c.id.in_(ids))
                 .order_by(notifications.c.run_at, notifications.c.id)
-            ).mappings()
-            return [_claimed(row) for row in rows]
-
-    def claim_unknown(
-        self, *, worker_id: str, limit: int, lease: float
-    ) -> list[ClaimedNotification]:
-        """Claim notifications whose outcome is unknown, for reconciliation.
-
-        They stay ``unknown`` while claimed, so a crash during reconciliation can never
-        turn them into a blind resend.
-        """
-        now = self._clock.now()
-        stale = (
-            select(notifications.c.id)
-            .where(
-                and_(
-                    notifications.c.status == "unknown",
-                    notifications.c.run_at <= now,
-                )
-            )
-            .order_by(notifications.c.run_at)
-            .limit(limit)
-        )
-        if self._postgres:
-            stale = stale.with_for_update(skip_locked=True)
-        with self._transaction() as connection:
-            ids = list(connection.execute(stale).scalars())
-            if not ids:
-                return []
-            connection.execute(
-                update(notifications)
-                .where(notifications.c.id.in_(ids))
-                .values(
-                    claimed_by=worker_id,
-                    run_at=now + timedelta(seconds=lease),
-                    updated_at=now,
-                )
-            )
-            rows = connection.execute(
-                select(notifications, events.c.payload.label("event_payload"))
-                .join(events, events.c.id == notifications.c.event_id)
-                .where(notifications.c.id.in_(ids))
             ).mappings()
             return [_claimed(row) for row in rows]
 
