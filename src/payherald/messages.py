@@ -71,7 +71,7 @@ def message_context(
     metadata: Mapping[str, Any] = _mapping(obj.get("metadata"))
     shipping: Mapping[str, Any] = _mapping(obj.get("shipping"))
     customer = customer or {}
-    amount = obj.get("amount_received") or obj.get("amount") or 0
+    amount = obj.get("amount_received") or obj.get("amount")
     customer_name = customer.get("name") or shipping.get("name") or ""
     fix_url = (
         metadata.get("update_card_url")
@@ -82,7 +82,8 @@ def message_context(
     return {
         "event_type": event.type,
         "livemode": event.livemode,
-        "amount": amount if isinstance(amount, int) else 0,
+        # Not an integer: left as it is, so that `money` refuses it rather than print $0.00.
+        "amount": amount,
         "currency": str(obj.get("currency") or "usd"),
         "reference": str(obj.get("id") or event.id),
         "description": str(obj.get("description") or ""),
@@ -107,9 +108,16 @@ class TemplateRenderer:
         self._env = SandboxedEnvironment(
             undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
         )
-        self._env.filters["money"] = lambda amount, currency: format_money(
-            int(amount), str(currency), locale
-        )
+
+        def money(amount: Any, currency: Any) -> str:
+            if isinstance(amount, bool) or not isinstance(amount, int):
+                raise RenderError(
+                    f"The event has no amount in Stripe's integer form (got {amount!r}), so "
+                    "the message would state a wrong amount."
+                )
+            return format_money(amount, str(currency), locale)
+
+        self._env.filters["money"] = money
 
     def check(self, template: str) -> None:
         """Raise RenderError if ``template`` does not compile."""

@@ -36,7 +36,7 @@ from payherald.messages import MessageContext, TemplateRenderer, message_context
 from payherald.recipients import CustomerDirectory, mask_phone, resolve_phone
 from payherald.rules import RuleBook
 from payherald.store import ClaimedNotification, Store
-from payherald.webhook import StripeEvent, parse_event
+from payherald.webhook import parse_event
 
 __all__ = ["ChannelRouter", "Worker", "backoff_delay"]
 
@@ -188,9 +188,8 @@ class Worker:
         log = _log.bind(
             notification_id=notification.id, event_id=notification.event_id, rule=notification.rule
         )
-        event = parse_event(notification.event_payload.encode())
         try:
-            to, body = self._prepare(notification, event)
+            to, body = self._prepare(notification)
         except RecipientNotFound as exc:
             self._store.mark_failed(
                 notification.id, self.worker_id, error=exc.message, code="no_recipient"
@@ -206,6 +205,17 @@ class Worker:
         except TransientDeliveryError as exc:
             self._retry_or_fail(notification, exc, log)
             return
+        except Exception as exc:
+            # A bug or a payload nobody foresaw. Nothing was sent, so record it and move on:
+            # leaving the row claimed would retry the same crash after every lease.
+            log.exception("notification_failed", reason="internal_error")
+            self._store.mark_failed(
+                notification.id,
+                self.worker_id,
+                code="internal_error",
+                error=f"Could not prepare the message: {type(exc).__name__}: {exc}",
+            )
+            return
         channel = self._router.route(notification.channel, livemode=notification.livemode, to=to)
         if not self._store.mark_sending(
             notification.id, self.worker_id, to=to, body=body, channel=channel.name
@@ -215,7 +225,9 @@ class Worker:
         message = Message(notification_id=notification.id, to=to, body=body)
         self._send(notification, channel, message, log)
 
-    def _prepare(self, notification: ClaimedNotification, event: StripeEvent) -> tuple[str, str]:
+    def _prepare(self, notification: ClaimedNotification) -> tuple[str, str]:
+        """The recipient's address and the message text."""
+        event = parse_event(notification.event_payload.encode())
         rule = self._rules.get(notification.rule)
         if rule is None:
             raise RenderError(f"No rule named {notification.rule!r} is configured any more.")

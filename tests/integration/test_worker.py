@@ -262,3 +262,54 @@ def test_several_workers_share_the_queue_without_double_sends(
         worker.engine.dispose()
     assert len(sms.attempts) == 80
     assert len({m.notification_id for m in sms.attempts}) == 80
+
+
+def test_a_worker_elsewhere_is_woken_by_postgres_notify(postgres_url: str) -> None:
+    """A worker that shares nothing with the server but the database hears about new
+    work through LISTEN/NOTIFY instead of waiting for its next poll."""
+    sms = ScriptedChannel("sms")
+    server_side = build_for_tests(postgres_url)
+    worker_side = build_for_tests(postgres_url, channels={"sms": sms})
+    worker_side.worker._poll_interval = 30.0
+    worker_side.start_worker()
+    try:
+        time.sleep(1.0)  # the worker is now asleep on its 30 s poll, and listening
+        receive(server_side, live())
+        deadline = time.monotonic() + 10
+        while not sms.delivered and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(sms.delivered) == 1
+    finally:
+        worker_side.stop()
+        worker_side.engine.dispose()
+        server_side.engine.dispose()
+
+
+def test_an_amount_that_is_not_stripes_integer_is_never_sent_as_zero(
+    ph: Any, sms: ScriptedChannel
+) -> None:
+    receive(ph, live(amount="twenty dollars", amount_received=None))
+    ph.worker.run_until_idle()
+    row = only(ph)
+    assert (row["status"], row["error_code"]) == ("failed", "render_error")
+    assert "'twenty dollars'" in row["error"]
+    assert sms.attempts == []
+
+
+class BrokenDirectory:
+    def get(self, customer_id: str) -> None:
+        raise KeyError("a bug nobody foresaw")
+
+
+def test_an_unforeseen_error_is_a_recorded_failure_not_a_crash_loop(
+    ph: Any, sms: ScriptedChannel, clock: FrozenClock
+) -> None:
+    ph.worker._customers = BrokenDirectory()
+    receive(ph, live(customer="cus_1"))
+    ph.worker.run_until_idle()
+    clock.advance(3600)
+    assert ph.worker.run_until_idle() == 0
+    row = only(ph)
+    assert (row["status"], row["error_code"]) == ("failed", "internal_error")
+    assert row["error"].startswith("Could not prepare the message: KeyError")
+    assert sms.attempts == []
