@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from payherald.exceptions import (
         ConfigurationError,
         DeliveryError,
+        DeliveryOutcomeUnknown,
         MalformedEvent,
         PayheraldError,
         PayloadTooLarge,
@@ -40,6 +41,7 @@ _HOMES = {
     "SystemClock": "clock",
     "ConfigurationError": "exceptions",
     "DeliveryError": "exceptions",
+    "DeliveryOutcomeUnknown": "exceptions",
     "MalformedEvent": "exceptions",
     "PayheraldError": "exceptions",
     "PayloadTooLarge": "exceptions",
@@ -78,6 +80,7 @@ __all__ = [
     "ConfigurationError",
     "ConsoleChannel",
     "DeliveryError",
+    "DeliveryOutcomeUnknown",
     "FrozenClock",
     "MalformedEvent",
     "Message",

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 import stripe
 from fastapi import FastAPI
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from payherald.channels import Channel, ConsoleChannel, TwilioSmsChannel, twilio_client
 from payherald.clock import Clock, SystemClock
 from payherald.database import create_store_engine, migrate
+from payherald.exceptions import StoreUnavailable
 from payherald.messages import MessageContext, TemplateRenderer
 from payherald.recipients import CustomerDirectory, StripeCustomerDirectory
 from payherald.rules import BUILTIN_RULES, RuleBook
@@ -98,7 +100,14 @@ def build(
     engine = create_store_engine(settings.sqlalchemy_url)
     store = Store(engine=engine, clock=clock)
     if migrate_schema:
-        migrate(engine)
+        try:
+            migrate(engine)
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(
+                f"Cannot open the database at {settings.database_url}: "
+                f"{getattr(exc, 'orig', None) or exc}. Check PAYHERALD_DATABASE_URL: for "
+                "SQLite, the directory must exist and be writable."
+            ) from exc
     store.check_schema()
 
     secrets = settings.webhook_secrets

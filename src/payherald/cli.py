@@ -142,7 +142,7 @@ def _serve(ph: Payherald, host: str, port: int, *, with_worker: bool) -> None:
 
 
 HostOption = Annotated[str, typer.Option(help="Address to listen on.")]
-PortOption = Annotated[int, typer.Option(help="Port to listen on.")]
+PortOption = Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)]
 
 
 @app.command()

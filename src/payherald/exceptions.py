@@ -13,8 +13,10 @@ The hierarchy::
     ├── RecipientNotFound           no usable address for the recipient; permanent
     ├── RenderError                 a message template cannot be rendered; permanent
     └── DeliveryError               a channel did not deliver a message
-        ├── TransientDeliveryError  timeouts, 5xx, 429: retry later
-        └── PermanentDeliveryError  invalid number, unsubscribed: never retry
+        ├── TransientDeliveryError  not accepted, try again later: 429, cannot connect
+        ├── PermanentDeliveryError  invalid number, unsubscribed: never retry
+        └── DeliveryOutcomeUnknown  may have been accepted (5xx, dropped connection):
+                                    ask the provider before any resend
 
 Each class's docstring is its default message. ``retryable`` says whether doing the same
 thing again later can succeed.
@@ -25,6 +27,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigurationError",
     "DeliveryError",
+    "DeliveryOutcomeUnknown",
     "MalformedEvent",
     "PayheraldError",
     "PayloadTooLarge",
@@ -120,3 +123,8 @@ class TransientDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """The provider refused the message; it will not be retried."""
+
+
+class DeliveryOutcomeUnknown(DeliveryError):
+    """The provider may or may not have accepted the message; it is reconciled with the
+    provider before any resend."""

@@ -90,6 +90,17 @@ def create_http_app(
                 },
                 status_code=503,
             )
+        except Exception:
+            # A bug of ours. Answer 5xx so that Stripe retries (a retry that finds the event
+            # already stored is harmless), and keep the traceback in the log.
+            _log.exception("event_not_stored", event_id=event.id)
+            return JSONResponse(
+                {
+                    "error": "payherald could not record the event (see its log); Stripe will "
+                    "retry it."
+                },
+                status_code=503,
+            )
         _log.info(
             "event_received",
             event_id=event.id,

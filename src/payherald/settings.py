@@ -64,7 +64,7 @@ class Settings(BaseSettings):
         8, ge=1, le=256, validation_alias=_env("PAYHERALD_WORKER_CONCURRENCY")
     )
     poll_interval: float = Field(1.0, gt=0, le=60, validation_alias=_env("PAYHERALD_POLL_INTERVAL"))
-    max_attempts: int = Field(8, ge=1, le=100, validation_alias=_env("PAYHERALD_MAX_ATTEMPTS"))
+    max_attempts: int = Field(12, ge=1, le=100, validation_alias=_env("PAYHERALD_MAX_ATTEMPTS"))
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", validation_alias=_env("PAYHERALD_LOG_FORMAT")
     )
@@ -89,6 +89,13 @@ class Settings(BaseSettings):
                 "STRIPE_SECRET_KEY does not look like a Stripe secret or restricted key: it "
                 "should start with sk_test_, sk_live_, rk_test_ or rk_live_. Copy it from the "
                 "Stripe Dashboard's API keys page, or unset it to run without customer lookups."
+            )
+        if not self.database_url.startswith(
+            ("sqlite:///", "postgresql://", "postgres://", "postgresql+psycopg://")
+        ):
+            problems.append(
+                "PAYHERALD_DATABASE_URL must be sqlite:///path/to/payherald.db or "
+                "postgresql://user:password@host:5432/database."
             )
         problems.extend(self._twilio_problems())
         try:

@@ -67,6 +67,7 @@ class ClaimedNotification:
     attempts: int
     attempt_started_at: datetime | None
     event_payload: str
+    claim: str
 
 
 class Store:
@@ -90,6 +91,8 @@ class Store:
             raise StoreUnavailable(
                 f"The event store is unavailable: {type(exc.orig).__name__}: {exc.orig}"
             ) from exc
+        except SQLAlchemyError as exc:  # pool exhausted, connection invalidated...
+            raise StoreUnavailable(f"The event store is unavailable: {exc}") from exc
 
     def _insert(self, table: Any) -> Any:
         return (postgresql.insert if self._postgres else sqlite.insert)(table)
@@ -193,10 +196,19 @@ class Store:
     # -- the work queue ---------------------------------------------------------------
 
     def claim(self, *, worker_id: str, limit: int, lease: float) -> list[ClaimedNotification]:
-        """Claim up to ``limit`` due notifications for ``worker_id`` until the lease ends."""
+        """Claim up to ``limit`` due notifications for ``worker_id`` until the lease ends.
+
+        Each claim carries a token of its own: only the holder of the current token can
+        move the row on, so a thread that stalled past its lease cannot act on a row that
+        was claimed again meanwhile.
+        """
         lease_until = self._clock.now() + timedelta(seconds=lease)
         return self._claim(
-            "pending", limit, status="claimed", claimed_by=worker_id, lease_until=lease_until
+            "pending",
+            limit,
+            status="claimed",
+            claimed_by=_token(worker_id),
+            lease_until=lease_until,
         )
 
     def claim_unknown(
@@ -208,7 +220,7 @@ class Store:
         instead), so a crash during reconciliation can never turn them into a blind resend.
         """
         recheck = self._clock.now() + timedelta(seconds=lease)
-        return self._claim("unknown", limit, claimed_by=worker_id, run_at=recheck)
+        return self._claim("unknown", limit, claimed_by=_token(worker_id), run_at=recheck)
 
     def _claim(self, from_status: str, limit: int, **changes: Any) -> list[ClaimedNotification]:
         """Take up to ``limit`` due rows in ``from_status``, apply ``changes``, return them."""
@@ -266,8 +278,11 @@ class Store:
             ).rowcount
         return released, orphaned
 
-    def _transition(self, notification_id: int, worker_id: str, **values: Any) -> bool:
-        """Update a notification this worker holds; False if it lost the claim meanwhile."""
+    def _transition(
+        self, held: ClaimedNotification, from_statuses: tuple[str, ...], **values: Any
+    ) -> bool:
+        """Move a notification on, if ``held`` is still the current claim and the row is in
+        one of ``from_statuses``; False when the claim was lost meanwhile."""
         values.setdefault("updated_at", self._clock.now())
         with self._transaction() as connection:
             return bool(
@@ -275,8 +290,9 @@ class Store:
                     update(notifications)
                     .where(
                         and_(
-                            notifications.c.id == notification_id,
-                            notifications.c.claimed_by == worker_id,
+                            notifications.c.id == held.id,
+                            notifications.c.claimed_by == held.claim,
+                            notifications.c.status.in_(from_statuses),
                         )
                     )
                     .values(**values)
@@ -284,31 +300,32 @@ class Store:
             )
 
     def mark_sending(
-        self, notification_id: int, worker_id: str, *, to: str, body: str, channel: str
+        self, held: ClaimedNotification, *, to: str, body: str, channel: str, lease: float
     ) -> bool:
-        """Record that the provider is about to be called. Must commit before the call."""
+        """Record that the provider is about to be called; must commit before the call.
+        The lease starts afresh, to cover the provider call."""
         now = self._clock.now()
         return self._transition(
-            notification_id,
-            worker_id,
+            held,
+            ("claimed",),
             status="sending",
             to=to,
             body=body,
             channel=channel,
             attempts=notifications.c.attempts + 1,
             attempt_started_at=now,
+            lease_until=now + timedelta(seconds=lease),
             error=None,
             error_code=None,
         )
 
-    def mark_sent(self, notification_id: int, worker_id: str, *, provider_id: str | None) -> bool:
-        now = self._clock.now()
+    def mark_sent(self, held: ClaimedNotification, *, provider_id: str | None) -> bool:
         return self._transition(
-            notification_id,
-            worker_id,
+            held,
+            ("sending", "unknown"),
             status="sent",
             provider_id=provider_id,
-            sent_at=now,
+            sent_at=self._clock.now(),
             lease_until=None,
             error=None,
             error_code=None,
@@ -316,12 +333,11 @@ class Store:
 
     def mark_failed(
         self,
-        notification_id: int,
-        worker_id: str,
+        held: ClaimedNotification,
         *,
         error: str,
         code: str | None = None,
-        to: str | None = None,
+        attempts: int | None = None,
     ) -> bool:
         values: dict[str, Any] = {
             "status": "failed",
@@ -329,36 +345,37 @@ class Store:
             "error_code": code,
             "lease_until": None,
         }
-        if to is not None:
-            values["to"] = to
-        return self._transition(notification_id, worker_id, **values)
+        if attempts is not None:
+            values["attempts"] = attempts
+        return self._transition(held, ("claimed", "sending", "unknown"), **values)
 
     def schedule_retry(
         self,
-        notification_id: int,
-        worker_id: str,
+        held: ClaimedNotification,
         *,
         run_at: datetime,
         error: str,
         code: str | None = None,
+        attempts: int | None = None,
     ) -> bool:
-        return self._transition(
-            notification_id,
-            worker_id,
-            status="pending",
-            run_at=run_at,
-            error=error,
-            error_code=code,
-            lease_until=None,
-            claimed_by=None,
-        )
+        """Back to the queue, due at ``run_at``; ``attempts`` counts tries that failed
+        before reaching the provider too, so that they back off and give up like sends."""
+        values: dict[str, Any] = {
+            "status": "pending",
+            "run_at": run_at,
+            "error": error,
+            "error_code": code,
+            "lease_until": None,
+            "claimed_by": None,
+        }
+        if attempts is not None:
+            values["attempts"] = attempts
+        return self._transition(held, ("claimed", "sending", "unknown"), **values)
 
-    def mark_unknown(
-        self, notification_id: int, worker_id: str, *, error: str, recheck_at: datetime
-    ) -> bool:
+    def mark_unknown(self, held: ClaimedNotification, *, error: str, recheck_at: datetime) -> bool:
         return self._transition(
-            notification_id,
-            worker_id,
+            held,
+            ("sending", "unknown"),
             status="unknown",
             error=error,
             run_at=recheck_at,
@@ -438,4 +455,9 @@ def _claimed(row: RowMapping) -> ClaimedNotification:
         attempts=row["attempts"],
         attempt_started_at=row["attempt_started_at"],
         event_payload=row["event_payload"],
+        claim=row["claimed_by"],
     )
+
+
+def _token(worker_id: str) -> str:
+    return f"{worker_id}/{secrets.token_hex(6)}"

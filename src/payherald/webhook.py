@@ -121,7 +121,7 @@ def parse_event(payload: bytes) -> StripeEvent:
     """Parse a verified body into a StripeEvent, or raise MalformedEvent saying what is wrong."""
     try:
         data = json.loads(payload)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise MalformedEvent("The body is not valid JSON.") from exc
     if not isinstance(data, dict):
         raise MalformedEvent("The body is not a JSON object, so it is not a Stripe event.")
@@ -139,12 +139,16 @@ def parse_event(payload: bytes) -> StripeEvent:
     if not isinstance(livemode, bool):
         raise MalformedEvent("The event has no boolean 'livemode'.")
     created = data.get("created")
+    try:
+        created_at = datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None
+    except (OverflowError, OSError, ValueError) as exc:
+        raise MalformedEvent("The event's 'created' is not a valid Unix timestamp.") from exc
     api_version = data.get("api_version")
     return StripeEvent(
         id=event_id,
         type=event_type,
         livemode=livemode,
-        created=datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None,
+        created=created_at,
         api_version=api_version if isinstance(api_version, str) else None,
         object=obj,
         payload=data,

@@ -25,7 +25,6 @@ import structlog
 from payherald.channels.base import Channel, Message, ReconcileOutcome
 from payherald.clock import Clock
 from payherald.exceptions import (
-    PayheraldError,
     PermanentDeliveryError,
     RecipientNotFound,
     RenderError,
@@ -51,11 +50,12 @@ _RECHECK_UNKNOWN = timedelta(minutes=2)
 def backoff_delay(
     attempt: int,
     *,
-    base: float = 2.0,
+    base: float = 5.0,
     cap: float = 3600.0,
     rng: Callable[[], float] = random.random,
 ) -> float:
-    """Seconds before retry ``attempt`` (1-based): exponential with full jitter, capped."""
+    """Seconds before retry ``attempt`` (1-based): exponential, capped, and jittered to
+    between half and all of it so that a burst of failures does not retry in step."""
     return float(min(cap, base * 2 ** (attempt - 1)) * (0.5 + rng() / 2))
 
 
@@ -134,22 +134,25 @@ class Worker:
         last_reap = 0.0
         with ThreadPoolExecutor(self._concurrency, thread_name_prefix="payherald-send") as pool:
             while not stop.is_set():
-                now = self._clock.now().timestamp()
-                if now - last_reap >= _REAP_EVERY:
-                    last_reap = now
-                    self._reap_and_reconcile()
-                self._wake.clear()
-                free = self._free_slots()
+                free, claimed = 0, []
                 try:
+                    now = self._clock.now().timestamp()
+                    if now - last_reap >= _REAP_EVERY:
+                        last_reap = now
+                        self._reap_and_reconcile()
+                    self._wake.clear()
+                    free = self._free_slots()
                     claimed = self._store.claim(
                         worker_id=self.worker_id, limit=free, lease=self._lease
                     )
+                    for notification in claimed:
+                        self._slots.acquire()
+                        pool.submit(self._process_in_slot, notification)
                 except StoreUnavailable as exc:
                     _log.error("store_unavailable", error=exc.message)
-                    claimed = []
-                for notification in claimed:
-                    self._slots.acquire()
-                    pool.submit(self._process_in_slot, notification)
+                except Exception:
+                    # The loop must outlive any one failure, or the queue silently stops.
+                    _log.exception("worker_loop_error")
                 if not claimed or len(claimed) == free:
                     self._wake.wait(self._poll_interval)
         _log.info("worker_stopped", worker_id=self.worker_id)
@@ -191,15 +194,11 @@ class Worker:
         try:
             to, body = self._prepare(notification)
         except RecipientNotFound as exc:
-            self._store.mark_failed(
-                notification.id, self.worker_id, error=exc.message, code="no_recipient"
-            )
+            self._store.mark_failed(notification, error=exc.message, code="no_recipient")
             log.warning("notification_failed", reason="no_recipient", error=exc.message)
             return
         except RenderError as exc:
-            self._store.mark_failed(
-                notification.id, self.worker_id, error=exc.message, code="render_error"
-            )
+            self._store.mark_failed(notification, error=exc.message, code="render_error")
             log.warning("notification_failed", reason="render_error", error=exc.message)
             return
         except TransientDeliveryError as exc:
@@ -210,15 +209,14 @@ class Worker:
             # leaving the row claimed would retry the same crash after every lease.
             log.exception("notification_failed", reason="internal_error")
             self._store.mark_failed(
-                notification.id,
-                self.worker_id,
+                notification,
                 code="internal_error",
                 error=f"Could not prepare the message: {type(exc).__name__}: {exc}",
             )
             return
         channel = self._router.route(notification.channel, livemode=notification.livemode, to=to)
         if not self._store.mark_sending(
-            notification.id, self.worker_id, to=to, body=body, channel=channel.name
+            notification, to=to, body=body, channel=channel.name, lease=self._lease
         ):
             log.warning("claim_lost", action="skip")
             return
@@ -251,23 +249,20 @@ class Worker:
         try:
             provider_id = channel.send(message)
         except PermanentDeliveryError as exc:
-            self._store.mark_failed(
-                notification.id, self.worker_id, error=exc.message, code=exc.code
-            )
+            self._store.mark_failed(notification, error=exc.message, code=exc.code)
             log.warning("notification_failed", reason=exc.code, error=exc.message)
         except TransientDeliveryError as exc:
             self._retry_or_fail(notification, exc, log, attempts=notification.attempts + 1)
         except Exception as exc:
             # The provider may have accepted the message: never resend blindly.
             self._store.mark_unknown(
-                notification.id,
-                self.worker_id,
+                notification,
                 error=f"Outcome unknown after {type(exc).__name__}: {exc}",
                 recheck_at=self._clock.now() + _RECHECK_UNKNOWN,
             )
             log.error("notification_outcome_unknown", error=str(exc))
         else:
-            self._store.mark_sent(notification.id, self.worker_id, provider_id=provider_id)
+            self._store.mark_sent(notification, provider_id=provider_id)
             log.info("notification_sent", provider_id=provider_id)
 
     def _retry_or_fail(
@@ -280,17 +275,17 @@ class Worker:
         attempts = notification.attempts + 1 if attempts is None else attempts
         if attempts >= self._max_attempts:
             self._store.mark_failed(
-                notification.id,
-                self.worker_id,
+                notification,
                 error=f"Gave up after {attempts} attempts: {exc.message}",
                 code=exc.code,
+                attempts=attempts,
             )
             log.warning("notification_failed", reason="retries_exhausted", error=exc.message)
             return
         delay = exc.retry_after if exc.retry_after is not None else backoff_delay(attempts)
         run_at = self._clock.now() + timedelta(seconds=delay)
         self._store.schedule_retry(
-            notification.id, self.worker_id, run_at=run_at, error=exc.message, code=exc.code
+            notification, run_at=run_at, error=exc.message, code=exc.code, attempts=attempts
         )
         log.info("notification_retry", delay_seconds=round(delay, 1), error=exc.message)
 
@@ -314,8 +309,7 @@ class Worker:
         if notification.to is None or notification.body is None:
             # It never reached `sending`, so nothing can have been sent.
             self._store.schedule_retry(
-                notification.id,
-                self.worker_id,
+                notification,
                 run_at=self._clock.now(),
                 error="Retrying: the previous attempt never sent.",
             )
@@ -327,24 +321,23 @@ class Worker:
         started = notification.attempt_started_at or self._clock.now()
         try:
             result = channel.reconcile(message, started)
-        except PayheraldError as exc:
+        except Exception as exc:
+            # Whatever went wrong, we still do not know: never resend on a guess.
             result = None
-            log.warning("reconcile_failed", error=exc.message)
+            log.warning("reconcile_failed", error=f"{type(exc).__name__}: {exc}")
         if result is not None and result.outcome is ReconcileOutcome.DELIVERED:
-            self._store.mark_sent(notification.id, self.worker_id, provider_id=result.provider_id)
+            self._store.mark_sent(notification, provider_id=result.provider_id)
             log.info("reconciled", outcome="delivered", provider_id=result.provider_id)
         elif result is not None and result.outcome is ReconcileOutcome.NOT_DELIVERED:
             self._store.schedule_retry(
-                notification.id,
-                self.worker_id,
+                notification,
                 run_at=self._clock.now(),
                 error="The provider has no record of the previous attempt; sending again.",
             )
             log.info("reconciled", outcome="not_delivered")
         else:
             self._store.mark_unknown(
-                notification.id,
-                self.worker_id,
+                notification,
                 error="Outcome still unknown; the provider will be asked again.",
                 recheck_at=self._clock.now() + _RECHECK_UNKNOWN,
             )

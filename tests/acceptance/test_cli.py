@@ -196,3 +196,17 @@ def test_lists_on_an_unmigrated_database_say_to_migrate(tmp_path: Path) -> None:
     result = cli(tmp_path, "notifications", "list", "--json")
     assert result.returncode == 2
     assert "run `payherald migrate`" in result.stderr
+
+
+def test_run_on_a_database_path_that_cannot_exist_says_so(tmp_path: Path) -> None:
+    result = cli(tmp_path, "run", PAYHERALD_DATABASE_URL="sqlite:////nonexistent-dir/x.db")
+    assert result.returncode == 2
+    assert "Cannot open the database at sqlite:////nonexistent-dir/x.db" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_port_out_of_range_is_refused(tmp_path: Path) -> None:
+    result = cli(tmp_path, "run", "--port", "99999")
+    assert result.returncode == 2
+    assert "--port" in result.stderr
+    assert "65535" in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -119,7 +120,7 @@ def test_an_expired_claim_returns_to_the_queue(store: Store, clock: FrozenClock)
 def test_an_expired_send_becomes_unknown_not_pending(store: Store, clock: FrozenClock) -> None:
     store.record_event(event(), [planned()])
     (claimed,) = store.claim(worker_id="a", limit=1, lease=60)
-    assert store.mark_sending(claimed.id, "a", to="+14155550123", body="hi", channel="sms")
+    assert store.mark_sending(claimed, to="+14155550123", body="hi", channel="sms", lease=60)
     clock.advance(61)
     assert store.expire_leases() == (0, 1)
     assert store.claim(worker_id="b", limit=1, lease=60) == []
@@ -134,10 +135,47 @@ def test_a_worker_that_lost_its_claim_cannot_record_an_outcome(
     clock.advance(61)
     store.expire_leases()
     store.claim(worker_id="b", limit=1, lease=60)
-    assert not store.mark_sending(claimed.id, "a", to="+14155550123", body="hi", channel="sms")
+    assert not store.mark_sending(claimed, to="+14155550123", body="hi", channel="sms", lease=60)
 
 
 def test_the_development_secret_is_made_once(store: Store) -> None:
     secret = store.development_secret()
     assert secret.startswith("whsec_")
     assert store.development_secret() == secret
+
+
+def test_a_stalled_thread_of_the_same_worker_cannot_act_on_a_reclaimed_row(
+    store: Store, clock: FrozenClock
+) -> None:
+    store.record_event(event(), [planned()])
+    (stalled,) = store.claim(worker_id="same", limit=1, lease=60)
+    clock.advance(61)
+    store.expire_leases()
+    (fresh,) = store.claim(worker_id="same", limit=1, lease=60)
+    assert store.mark_sending(fresh, to="+14155550123", body="hi", channel="sms", lease=60)
+    assert store.mark_sent(fresh, provider_id="SM1")
+    # The first thread wakes up: the row is sent and no longer its claim.
+    assert not store.mark_sending(stalled, to="+14155550123", body="hi", channel="sms", lease=60)
+    assert not store.mark_sent(stalled, provider_id="SM2")
+    (row,) = store.list_notifications()
+    assert (row["status"], row["provider_id"], row["attempts"]) == ("sent", "SM1", 1)
+
+
+def test_a_sent_notification_cannot_be_moved_back(store: Store) -> None:
+    store.record_event(event(), [planned()])
+    (held,) = store.claim(worker_id="a", limit=1, lease=60)
+    store.mark_sending(held, to="+14155550123", body="hi", channel="sms", lease=60)
+    store.mark_sent(held, provider_id="SM1")
+    assert not store.mark_sending(held, to="+14155550123", body="hi", channel="sms", lease=60)
+    assert not store.schedule_retry(held, run_at=datetime.now(UTC), error="late")
+    assert not store.mark_unknown(held, error="late", recheck_at=datetime.now(UTC))
+    assert store.list_notifications()[0]["status"] == "sent"
+
+
+def test_sending_starts_a_fresh_lease(store: Store, clock: FrozenClock) -> None:
+    store.record_event(event(), [planned()])
+    (held,) = store.claim(worker_id="a", limit=1, lease=60)
+    clock.advance(50)  # a slow customer lookup
+    store.mark_sending(held, to="+14155550123", body="hi", channel="sms", lease=60)
+    clock.advance(50)  # a slow provider: 100 s after the claim, 50 s into the send
+    assert store.expire_leases() == (0, 0)

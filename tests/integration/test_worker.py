@@ -125,15 +125,15 @@ def test_a_transient_failure_is_retried_later(
 
 
 def test_retries_stop_at_the_limit(ph: Any, sms: ScriptedChannel, clock: FrozenClock) -> None:
-    sms._script.extend(TransientDeliveryError("busy", code="http_429") for _ in range(20))
+    sms._script.extend(TransientDeliveryError("busy", code="http_429") for _ in range(30))
     receive(ph, live())
-    for _ in range(20):
+    for _ in range(30):
         ph.worker.run_until_idle()
         clock.advance(3600)
     row = only(ph)
     assert row["status"] == "failed"
-    assert row["attempts"] == 8
-    assert row["error"].startswith("Gave up after 8 attempts")
+    assert row["attempts"] == 12
+    assert row["error"].startswith("Gave up after 12 attempts")
 
 
 def test_a_permanent_failure_is_not_retried(
@@ -205,7 +205,7 @@ def test_a_worker_that_died_mid_send_is_reconciled_not_resent(
     receive(ph, live())
     # A worker claims, commits "sending", and dies before recording the provider's answer.
     (claimed,) = ph.store.claim(worker_id="dead", limit=1, lease=60)
-    ph.store.mark_sending(claimed.id, "dead", to="+14155550123", body="hi", channel="sms")
+    ph.store.mark_sending(claimed, to="+14155550123", body="hi", channel="sms", lease=60)
     sms.reconcile_answer = Reconciliation(ReconcileOutcome.DELIVERED, provider_id="SMdead")
     clock.advance(61)
     ph.worker.run_until_idle()
@@ -313,3 +313,42 @@ def test_an_unforeseen_error_is_a_recorded_failure_not_a_crash_loop(
     assert (row["status"], row["error_code"]) == ("failed", "internal_error")
     assert row["error"].startswith("Could not prepare the message: KeyError")
     assert sms.attempts == []
+
+
+def test_a_failing_customer_lookup_backs_off_and_gives_up(
+    ph: Any, sms: ScriptedChannel, clock: FrozenClock
+) -> None:
+    class DownDirectory:
+        lookups = 0
+
+        def get(self, customer_id: str) -> None:
+            DownDirectory.lookups += 1
+            raise TransientDeliveryError("Stripe answered 503", code="stripe_unavailable")
+
+    ph.worker._customers = DownDirectory()
+    receive(ph, live(customer="cus_1"))
+    for _ in range(50):
+        ph.worker.run_until_idle()
+        clock.advance(3600)
+    row = only(ph)
+    assert (row["status"], row["attempts"]) == ("failed", 12)
+    assert DownDirectory.lookups == 12
+    assert sms.attempts == []
+
+
+def test_a_reconcile_that_raises_leaves_the_notification_unknown(
+    ph: Any, sms: ScriptedChannel, clock: FrozenClock
+) -> None:
+    class Unreachable(ScriptedChannel):
+        def reconcile(self, message: Any, attempt_started_at: Any) -> Any:
+            raise OSError("network unreachable")
+
+    broken = Unreachable("sms")
+    ph.worker._router._channels["sms"] = broken
+    broken._script.append(ConnectionResetError("reset"))
+    receive(ph, live(id="pi_first"))
+    ph.worker.run_until_idle()  # -> unknown
+    clock.advance(600)
+    ph.worker.run_until_idle()  # the reconcile raises: still unknown, nothing resent
+    assert {n["status"] for n in ph.store.list_notifications()} == {"unknown"}
+    assert len(broken.attempts) == 1

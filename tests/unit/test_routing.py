@@ -30,7 +30,7 @@ def test_an_unconfigured_channel_falls_back_to_the_console() -> None:
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
-    assert backoff_delay(1, rng=lambda: 0.0) == 1.0
-    assert backoff_delay(1, rng=lambda: 1.0) == 2.0
-    assert backoff_delay(4, rng=lambda: 1.0) == 16.0
+    assert backoff_delay(1, rng=lambda: 0.0) == 2.5
+    assert backoff_delay(1, rng=lambda: 1.0) == 5.0
+    assert backoff_delay(4, rng=lambda: 1.0) == 40.0
     assert backoff_delay(40, rng=lambda: 1.0) == 3600.0

@@ -80,3 +80,12 @@ def test_a_bad_allowlist_entry_is_named(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("PAYHERALD_TEST_ALLOWLIST", "+14155550123,call me")
     with pytest.raises(ConfigurationError, match="'call me'"):
         load_settings()
+
+
+@pytest.mark.parametrize("url", ["payherald.db", "mysql://root@localhost/x"])
+def test_an_unsupported_database_url_says_what_is_supported(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("PAYHERALD_DATABASE_URL", url)
+    with pytest.raises(ConfigurationError, match=r"sqlite:///path/to/payherald\.db"):
+        load_settings()

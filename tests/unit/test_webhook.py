@@ -132,3 +132,26 @@ def test_parse_event_reads_the_fields_payherald_needs() -> None:
 def test_parse_event_says_what_is_missing(body: bytes, words: str) -> None:
     with pytest.raises(MalformedEvent, match=words):
         parse_event(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (
+            json.dumps(
+                {
+                    "id": "evt_1",
+                    "type": "x",
+                    "livemode": False,
+                    "created": 10**20,
+                    "data": {"object": {}},
+                }
+            ).encode(),
+            "created",
+        ),
+        (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
+    ],
+)
+def test_parse_event_refuses_absurd_values_with_a_sentence(body: bytes, words: str) -> None:
+    with pytest.raises(MalformedEvent, match=words):
+        parse_event(body)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -10,7 +10,11 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from payherald.channels.base import Message, ReconcileOutcome, Reconciliation
-from payherald.exceptions import PermanentDeliveryError, TransientDeliveryError
+from payherald.exceptions import (
+    DeliveryOutcomeUnknown,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
 
 __all__ = ["TwilioSmsChannel", "twilio_client"]
 
@@ -26,6 +30,16 @@ _PERMANENT_CODES = {
     30005: "the number is unknown or no longer in service",
     30006: "the number is a landline or unreachable carrier",
 }
+
+
+# Twilio errors that a later attempt can get past: credentials being fixed, a full queue.
+_RETRYABLE_CODES = {
+    20003: "authentication failed; check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
+    20429: "too many requests",
+    21611: "the sender's queue of unsent messages is full",
+}
+# How long after an attempt a message missing from Twilio's list really was never sent.
+_RECONCILE_GRACE = timedelta(minutes=5)
 
 
 def twilio_client(
@@ -76,24 +90,42 @@ class TwilioSmsChannel:
                 raise TransientDeliveryError(
                     f"Could not connect to Twilio: {exc}", code="connect_error"
                 ) from exc
-            raise  # the request may have reached Twilio: the outcome is unknown
+            raise DeliveryOutcomeUnknown(
+                f"The connection to Twilio broke after the request was sent: {exc}",
+                code="connection_lost",
+            ) from exc
         return str(sent.sid)
 
     def reconcile(self, message: Message, attempt_started_at: datetime) -> Reconciliation:
-        """Look for the message at Twilio: same recipient and body, sent since the attempt."""
-        since = attempt_started_at - timedelta(minutes=5)
+        """Look for the message at Twilio: the newest messages to the same number, created
+        since the attempt, with the same text.
+
+        Not finding it counts as "not delivered" only once the attempt is older than
+        ``_RECONCILE_GRACE``; before that, and on any error, the answer is "undetermined".
+        """
+        since = attempt_started_at - timedelta(minutes=1)
         try:
-            candidates = self._client.messages.list(to=message.to, date_sent_after=since, limit=50)
-        except TwilioRestException as exc:
-            if exc.status in (429,) or exc.status >= 500:
-                return Reconciliation(ReconcileOutcome.UNDETERMINED)
-            raise _classify(exc) from exc
-        except TwilioException:
+            # Newest first. Not filtered on DateSent: it stays empty while a message waits
+            # in Twilio's queue, and such a message must be found.
+            candidates = self._client.messages.list(to=message.to, limit=100)
+        except (TwilioException, requests.exceptions.RequestException):
             return Reconciliation(ReconcileOutcome.UNDETERMINED)
+        wanted = _comparable(message.body)
         for candidate in candidates:
-            if candidate.body == message.body:
+            created = candidate.date_created
+            if created is not None and created < since:
+                break
+            if _comparable(candidate.body or "") == wanted:
                 return Reconciliation(ReconcileOutcome.DELIVERED, provider_id=str(candidate.sid))
+        if datetime.now(UTC) - attempt_started_at < _RECONCILE_GRACE:
+            return Reconciliation(ReconcileOutcome.UNDETERMINED)
         return Reconciliation(ReconcileOutcome.NOT_DELIVERED)
+
+
+def _comparable(body: str) -> str:
+    """The text with only its ASCII letters and digits: Twilio's Smart Encoding may have
+    replaced curly quotes and dashes, which must not hide a message that was sent."""
+    return "".join(char for char in body if char.isascii() and char.isalnum())
 
 
 def _never_connected(exc: requests.exceptions.RequestException) -> bool:
@@ -111,12 +143,15 @@ def _never_connected(exc: requests.exceptions.RequestException) -> bool:
     return False
 
 
-def _classify(exc: TwilioRestException) -> TransientDeliveryError | PermanentDeliveryError:
+def _classify(
+    exc: TwilioRestException,
+) -> TransientDeliveryError | PermanentDeliveryError | DeliveryOutcomeUnknown:
     code = f"twilio_{exc.code}" if exc.code else f"http_{exc.status}"
-    if exc.status == 429 or exc.status >= 500:
-        return TransientDeliveryError(
-            f"Twilio answered {exc.status}: {exc.msg}",
-            code=code,
-        )
+    if exc.status >= 500:
+        # An error from Twilio's edge can come after the message was created.
+        return DeliveryOutcomeUnknown(f"Twilio answered {exc.status}: {exc.msg}", code=code)
+    if exc.status == 429 or exc.code in _RETRYABLE_CODES or exc.status in (401, 403):
+        reason = _RETRYABLE_CODES.get(exc.code or 0, exc.msg)
+        return TransientDeliveryError(f"Twilio answered {exc.status}: {reason}", code=code)
     reason = _PERMANENT_CODES.get(exc.code or 0, exc.msg or "Twilio refused the message")
     return PermanentDeliveryError(f"Twilio refused the message: {reason}", code=code)
