@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from payherald import PermanentDeliveryError
-from payherald.channels import Message, TwilioSmsChannel, twilio_client
+from payherald.channels import Message, ReconcileOutcome, TwilioSmsChannel, twilio_client
 from tests import peers
 from tests.support import SECRET, LiveServer, build_for_tests
 
@@ -139,3 +140,18 @@ def test_a_request_twilio_refuses_is_a_permanent_failure(twilio: peers.TwilioMoc
     )
     with pytest.raises(PermanentDeliveryError, match="Twilio refused"):
         channel.send(Message(notification_id=8, to=CUSTOMER_PHONE, body="Hello"))
+
+
+def test_reconciliation_asks_twilio_a_question_its_spec_accepts(twilio: peers.TwilioMock) -> None:
+    twilio.clear()
+    client = twilio_client(ACCOUNT_SID, "f" * 32, api_base=twilio.url)
+    client.messages.list(to=CUSTOMER_PHONE, limit=100)  # raises if Prism refuses the request
+    channel = TwilioSmsChannel(client=client, from_number=FROM_NUMBER)
+    message = Message(notification_id=9, to=CUSTOMER_PHONE, body="A text Prism never invents")
+    recent = datetime.now(UTC) - timedelta(seconds=30)
+    long_ago = datetime.now(UTC) - timedelta(minutes=30)
+    assert channel.reconcile(message, recent).outcome is ReconcileOutcome.UNDETERMINED
+    assert channel.reconcile(message, long_ago).outcome is ReconcileOutcome.NOT_DELIVERED
+    listed = [r for r in twilio.requests if r.method == "GET"]
+    assert listed
+    assert all(f"To={CUSTOMER_PHONE.replace('+', '%2B')}" in r.path for r in listed)
