@@ -252,7 +252,7 @@ class Worker:
             self._store.mark_failed(notification, error=exc.message, code=exc.code)
             log.warning("notification_failed", reason=exc.code, error=exc.message)
         except TransientDeliveryError as exc:
-            self._retry_or_fail(notification, exc, log, attempts=notification.attempts + 1)
+            self._retry_or_fail(notification, exc, log)
         except Exception as exc:
             # The provider may have accepted the message: never resend blindly.
             self._store.mark_unknown(
@@ -270,9 +270,10 @@ class Worker:
         notification: ClaimedNotification,
         exc: TransientDeliveryError,
         log: Any,
-        attempts: int | None = None,
     ) -> None:
-        attempts = notification.attempts + 1 if attempts is None else attempts
+        # This attempt: a send (already counted in the store by mark_sending) or a failed
+        # preparation (counted now), so that both back off and give up alike.
+        attempts = notification.attempts + 1
         if attempts >= self._max_attempts:
             self._store.mark_failed(
                 notification,

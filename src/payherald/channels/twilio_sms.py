@@ -104,19 +104,21 @@ class TwilioSmsChannel:
         ``_RECONCILE_GRACE``; before that, and on any error, the answer is "undetermined".
         """
         since = attempt_started_at - timedelta(minutes=1)
+        wanted = _comparable(message.body)
         try:
-            # Newest first. Not filtered on DateSent: it stays empty while a message waits
-            # in Twilio's queue, and such a message must be found.
-            candidates = self._client.messages.list(to=message.to, limit=100)
+            # Newest first, a page at a time, until messages older than the attempt. Not
+            # filtered on DateSent: it stays empty while a message waits in Twilio's queue,
+            # and such a message must be found.
+            for candidate in self._client.messages.stream(to=message.to, limit=200, page_size=20):
+                created = candidate.date_created
+                if created is not None and created < since:
+                    break
+                if _comparable(candidate.body or "") == wanted:
+                    return Reconciliation(
+                        ReconcileOutcome.DELIVERED, provider_id=str(candidate.sid)
+                    )
         except (TwilioException, requests.exceptions.RequestException):
             return Reconciliation(ReconcileOutcome.UNDETERMINED)
-        wanted = _comparable(message.body)
-        for candidate in candidates:
-            created = candidate.date_created
-            if created is not None and created < since:
-                break
-            if _comparable(candidate.body or "") == wanted:
-                return Reconciliation(ReconcileOutcome.DELIVERED, provider_id=str(candidate.sid))
         if datetime.now(UTC) - attempt_started_at < _RECONCILE_GRACE:
             return Reconciliation(ReconcileOutcome.UNDETERMINED)
         return Reconciliation(ReconcileOutcome.NOT_DELIVERED)
