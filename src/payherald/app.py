@@ -10,19 +10,27 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from payherald.channels import Channel, ConsoleChannel, TwilioSmsChannel, twilio_client
+from payherald.channels import (
+    Channel,
+    ChannelRouter,
+    ConsoleChannel,
+    TwilioSmsChannel,
+    twilio_client,
+)
 from payherald.clock import Clock, SystemClock
+from payherald.compose import Composer
+from payherald.config import load_config
 from payherald.database import create_store_engine, migrate
 from payherald.exceptions import StoreUnavailable
 from payherald.messages import MessageContext, TemplateRenderer
 from payherald.recipients import CustomerDirectory, StripeCustomerDirectory
-from payherald.rules import BUILTIN_RULES, RuleBook
+from payherald.rules import RuleBook
 from payherald.server import create_http_app
 from payherald.settings import Settings
 from payherald.store import Store
 from payherald.wakeup import listen_for_work
 from payherald.webhook import WebhookVerifier
-from payherald.worker import ChannelRouter, Worker
+from payherald.worker import Worker
 
 __all__ = ["Payherald", "build"]
 
@@ -137,23 +145,30 @@ def build(
         client = stripe_client(settings)
         customers = StripeCustomerDirectory(client=client) if client else None
 
-    renderer = TemplateRenderer(locale=settings.locale)
-    rules = RuleBook(BUILTIN_RULES, renderer=renderer)
-    worker = Worker(
-        store=store,
+    path, required = settings.rules_file
+    config = load_config(path, required=required)
+    rules = config.rule_book(TemplateRenderer(locale=settings.locale))
+    router = ChannelRouter(
+        channels=channels, console=console, test_allowlist=settings.test_allowlist
+    )
+    composer = Composer(
         rules=rules,
-        router=ChannelRouter(
-            channels=channels, console=console, test_allowlist=settings.test_allowlist
-        ),
+        router=router,
         customers=customers,
-        renderer=renderer,
         context=MessageContext(
             business_name=settings.business_name,
             locale=settings.locale,
             update_card_url=settings.update_card_url,
+            timezone=config.timezone or settings.timezone,
         ),
-        clock=clock,
         default_region=settings.default_region,
+        metadata_keys=config.phone_metadata_keys,
+    )
+    worker = Worker(
+        store=store,
+        composer=composer,
+        router=router,
+        clock=clock,
         concurrency=settings.worker_concurrency,
         poll_interval=settings.poll_interval,
         max_attempts=settings.max_attempts,

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -35,9 +36,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 events_app = typer.Typer(help="Inspect received Stripe events.", no_args_is_help=True)
+config_app = typer.Typer(help="Check the rules file.", no_args_is_help=True)
 notifications_app = typer.Typer(help="Inspect notifications.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 app.add_typer(notifications_app, name="notifications")
+app.add_typer(config_app, name="config")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -332,6 +335,28 @@ def notifications_list(
         as_json,
         ("id", "event_id", "rule", "channel", "to", "status", "body"),
     )
+
+
+@config_app.command("check")
+def config_check(
+    path: Annotated[
+        str | None,
+        typer.Argument(help="The rules file (default: PAYHERALD_CONFIG or payherald.toml)."),
+    ] = None,
+) -> None:
+    """Validate the rules file and show every rule's message for a sample event."""
+    from payherald.config_check import render_samples
+
+    settings = _settings()
+    file, required = (Path(path), True) if path else settings.rules_file
+    lines, warnings = _guard(
+        lambda: render_samples(file, required=required, locale=settings.locale)
+    )
+    for line in lines:
+        out.print(line, markup=False)
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
+    out.print(f"{file}: OK" if file.exists() else "No rules file: the built-in rules are in use.")
 
 
 def main() -> None:

@@ -1,25 +1,39 @@
-"""Message templates: Jinja2 in a sandbox with strict undefined, and what they can see.
+"""What a message says: the variables a template sees, and the sandbox that renders it.
 
-A template sees a flat context built from the event (``amount``, ``currency``,
-``reference``, ``customer_name``...) and the filter ``money``. The sandbox keeps a
-template from reaching Python internals; strict undefined turns a misspelt variable into
-a RenderError instead of an empty gap in a customer's message.
+Templates and conditions are Jinja2 in a ``SandboxedEnvironment`` with ``StrictUndefined``:
+the sandbox keeps them away from Python internals, and a misspelt variable is an error,
+never an empty gap in a customer's message. The variables are flat and the same for every
+event type (``amount``, ``currency``, ``plan_name``...); a field an event does not have is
+``None`` or empty, so that ``{% if ... %}`` can test for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from jinja2 import StrictUndefined, TemplateError
+from babel.dates import format_date, format_datetime
+from jinja2 import StrictUndefined, TemplateError, meta, pass_context
+from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
 from payherald.exceptions import RenderError
 from payherald.money import format_money
 from payherald.webhook import StripeEvent
 
-__all__ = ["MessageContext", "TemplateRenderer", "decline_reason", "message_context"]
+__all__ = [
+    "CONDITION_VARIABLES",
+    "CUSTOMER_VARIABLES",
+    "MESSAGE_VARIABLES",
+    "MessageContext",
+    "TemplateRenderer",
+    "condition_context",
+    "decline_reason",
+    "message_context",
+]
 
 # Stripe decline codes in words a customer understands. Fraud-related codes are
 # deliberately vague: Stripe advises not to tell a possible fraudster why.
@@ -41,93 +55,290 @@ _DECLINE_REASONS = {
     "currency_not_supported": "the card does not support this currency",
 }
 _GENERIC_DECLINE = "the card was declined by the bank"
+_DISPUTE_REASONS = {
+    "fraudulent": "reported as fraud",
+    "product_not_received": "product not received",
+    "product_unacceptable": "product unacceptable",
+    "duplicate": "duplicate charge",
+    "subscription_canceled": "subscription cancelled",
+    "unrecognized": "charge not recognised",
+    "credit_not_processed": "credit not processed",
+}
 
 
 def decline_reason(error: Mapping[str, Any] | None) -> str:
-    """Plain words for a PaymentIntent's ``last_payment_error`` (or a charge's outcome)."""
+    """Plain words for a ``last_payment_error`` (or a charge's outcome and failure code)."""
     if not error:
         return _GENERIC_DECLINE
-    for field in ("decline_code", "code"):
+    for field in ("decline_code", "reason", "code", "failure_code"):
         code = error.get(field)
         if isinstance(code, str) and code in _DECLINE_REASONS:
             return _DECLINE_REASONS[code]
     return _GENERIC_DECLINE
 
 
-@dataclass(frozen=True, slots=True)
-class MessageContext:
-    """What a template may use, beyond the event itself."""
-
-    business_name: str | None
-    locale: str
-    update_card_url: str | None
-
-
-def message_context(
-    event: StripeEvent, customer: Mapping[str, Any] | None, context: MessageContext
-) -> dict[str, Any]:
-    """The variables a template sees for ``event`` (and its customer, when known)."""
-    obj = event.object
-    metadata: Mapping[str, Any] = _mapping(obj.get("metadata"))
-    shipping: Mapping[str, Any] = _mapping(obj.get("shipping"))
-    customer = customer or {}
-    amount = obj.get("amount_received") or obj.get("amount")
-    customer_name = customer.get("name") or shipping.get("name") or ""
-    fix_url = (
-        metadata.get("update_card_url")
-        or obj.get("hosted_invoice_url")
-        or context.update_card_url
-        or ""
-    )
-    return {
-        "event_type": event.type,
-        "livemode": event.livemode,
-        # Not an integer: left as it is, so that `money` refuses it rather than print $0.00.
-        "amount": amount,
-        "currency": str(obj.get("currency") or "usd"),
-        "reference": str(obj.get("id") or event.id),
-        "description": str(obj.get("description") or ""),
-        "order": str(metadata.get("order_id") or metadata.get("order") or ""),
-        "customer_name": str(customer_name),
-        "first_name": str(customer_name).split(" ")[0] if customer_name else "",
-        "business": context.business_name or "",
-        "decline_reason": decline_reason(obj.get("last_payment_error")),
-        "fix_url": str(fix_url),
-        "metadata": dict(metadata),
-    }
-
-
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def _first(items: Any) -> Mapping[str, Any]:
+    data = _mapping(items).get("data")
+    return _mapping(data[0]) if isinstance(data, list) and data else {}
+
+
+def _timestamp(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _amount(obj: Mapping[str, Any]) -> Any:
+    """The amount a person would call "the amount", in Stripe's smallest unit."""
+    kind = obj.get("object")
+    if kind == "payment_intent":
+        return obj.get("amount_received") or obj.get("amount")
+    if kind == "charge":
+        return obj.get("amount_captured") or obj.get("amount")
+    if kind == "checkout.session":
+        return obj.get("amount_total")
+    if kind == "invoice":
+        return obj.get("amount_paid") or obj.get("amount_due") or obj.get("total")
+    if kind == "subscription":
+        price = _mapping(_first(obj.get("items")).get("price"))
+        return price.get("unit_amount") or _mapping(obj.get("plan")).get("amount")
+    return obj.get("amount")
+
+
+def _plan(obj: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """The object's (price, plan): a subscription's first item, an invoice's first line."""
+    item = _first(obj.get("items")) or _first(obj.get("lines"))
+    return _mapping(item.get("price") or obj.get("price")), _mapping(
+        item.get("plan") or obj.get("plan")
+    )
+
+
+def _plan_name(price: Mapping[str, Any], plan: Mapping[str, Any]) -> str:
+    product = price.get("product") or plan.get("product")
+    product_name = _mapping(product).get("name")
+    return str(price.get("nickname") or plan.get("nickname") or product_name or "")
+
+
+def condition_context(
+    event: StripeEvent, *, high_value: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """The variables known from the event alone: what conditions see on arrival."""
+    obj = event.object
+    metadata = _mapping(obj.get("metadata"))
+    price, plan = _plan(obj)
+    previous = _mapping(_mapping(event.payload.get("data")).get("previous_attributes"))
+    previous_price, previous_plan = _plan(previous)
+    currency = str(obj.get("currency") or price.get("currency") or "usd").lower()
+    amount = _amount(obj)
+    lines = _mapping(obj.get("lines")).get("data") or _mapping(obj.get("items")).get("data")
+    products = [
+        str(_mapping(line.get("price")).get("product") or "")
+        for line in lines or ()
+        if isinstance(line, Mapping)
+    ]
+    plan_id = str(plan.get("id") or price.get("id") or "")
+    previous_id = str(previous_plan.get("id") or previous_price.get("id") or "")
+    error = obj.get("last_payment_error") or {
+        "reason": _mapping(obj.get("outcome")).get("reason"),
+        "failure_code": obj.get("failure_code"),
+    }
+    return {
+        "event_type": event.type,
+        "livemode": event.livemode,
+        "object": obj,
+        "metadata": dict(metadata),
+        "amount": amount,
+        "currency": currency,
+        "refund_amount": obj.get("amount_refunded") or obj.get("amount"),
+        "reference": str(obj.get("number") or obj.get("id") or event.id),
+        "description": str(obj.get("description") or ""),
+        "order": str(metadata.get("order_id") or metadata.get("order") or ""),
+        "invoice_number": str(obj.get("number") or ""),
+        "customer_id": str(_mapping(obj.get("customer")).get("id") or obj.get("customer") or ""),
+        "products": [p for p in products if p],
+        "prices": [
+            str(_mapping(line.get("price")).get("id"))
+            for line in lines or ()
+            if isinstance(line, Mapping) and _mapping(line.get("price")).get("id")
+        ],
+        "plan": plan_id,
+        "plan_name": _plan_name(price, plan),
+        "previous_plan_name": _plan_name(previous_price, previous_plan),
+        "plan_changed": bool(previous_id) and previous_id != plan_id,
+        "interval": str(
+            _mapping(price.get("recurring")).get("interval") or plan.get("interval") or "month"
+        ),
+        "decline_reason": decline_reason(_mapping(error)),
+        "dispute_reason": _DISPUTE_REASONS.get(str(obj.get("reason")), "no reason given"),
+        "evidence_due": _timestamp(_mapping(obj.get("evidence_details")).get("due_by")),
+        "cancel_date": _timestamp(
+            obj.get("canceled_at") or obj.get("ended_at") or obj.get("cancel_at")
+        ),
+        "trial_end": _timestamp(obj.get("trial_end")),
+        "renewal_date": _timestamp(
+            obj.get("next_payment_attempt")
+            or obj.get("period_end")
+            or obj.get("current_period_end")
+        ),
+        "hosted_invoice_url": str(obj.get("hosted_invoice_url") or ""),
+        "high_value_threshold": (high_value or {}).get(currency),
+    }
+
+
+# Variables that need the customer, looked up when the message is sent.
+CUSTOMER_VARIABLES = frozenset(
+    {"customer", "tags", "customer_name", "first_name", "customer_email"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageContext:
+    """What a template may use beyond the event: the operator's settings."""
+
+    business_name: str | None
+    locale: str
+    update_card_url: str | None
+    timezone: str = "UTC"
+
+
+def message_context(
+    event: StripeEvent,
+    customer: Mapping[str, Any] | None,
+    context: MessageContext,
+    *,
+    high_value: Mapping[str, int] | None = None,
+    timezone: str | None = None,
+) -> dict[str, Any]:
+    """Every variable a template sees for ``event`` and its customer (when known)."""
+    variables = condition_context(event, high_value=high_value)
+    obj = event.object
+    customer = customer or {}
+    details = _mapping(obj.get("customer_details"))
+    name = (
+        customer.get("name")
+        or details.get("name")
+        or _mapping(obj.get("shipping")).get("name")
+        or _mapping(obj.get("billing_details")).get("name")
+        or obj.get("customer_name")
+        or ""
+    )
+    tags = _mapping(customer.get("metadata")).get("tags") or ""
+    variables.update(
+        customer=dict(customer),
+        tags=[tag.strip() for tag in str(tags).split(",") if tag.strip()],
+        customer_name=str(name),
+        first_name=str(name).split(" ")[0] if name else "",
+        customer_email=str(
+            customer.get("email")
+            or details.get("email")
+            or obj.get("receipt_email")
+            or obj.get("customer_email")
+            or ""
+        ),
+        business=context.business_name or "",
+        fix_url=str(
+            variables["metadata"].get("update_card_url")
+            or variables["hosted_invoice_url"]
+            or context.update_card_url
+            or ""
+        ),
+        timezone=timezone or context.timezone,
+    )
+    return variables
+
+
+def _known_variables() -> frozenset[str]:
+    sample = StripeEvent(
+        id="evt", type="x", livemode=False, created=None, api_version=None, object={}, payload={}
+    )
+    context = MessageContext(business_name=None, locale="en_US", update_card_url=None)
+    return frozenset(message_context(sample, None, context))
+
+
+MESSAGE_VARIABLES = _known_variables()
+CONDITION_VARIABLES = MESSAGE_VARIABLES
+
+
 class TemplateRenderer:
-    """Compiles and renders message templates in a sandbox."""
+    """Compiles and renders templates and conditions in one sandbox."""
 
     def __init__(self, *, locale: str = "en_US") -> None:
+        self._locale = locale
         self._env = SandboxedEnvironment(
             undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
         )
+        self._env.filters["money"] = self._money
+        self._env.filters["date"] = self._date
+        self._env.filters["datetime"] = self._datetime
 
-        def money(amount: Any, currency: Any) -> str:
-            if isinstance(amount, bool) or not isinstance(amount, int):
-                raise RenderError(
-                    f"The event has no amount in Stripe's integer form (got {amount!r}), so "
-                    "the message would state a wrong amount."
-                )
-            return format_money(amount, str(currency), locale)
+    def _money(self, amount: Any, currency: Any) -> str:
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise RenderError(
+                f"The event has no amount in Stripe's integer form (got {amount!r}), so the "
+                "message would state a wrong amount."
+            )
+        return format_money(amount, str(currency), self._locale)
 
-        self._env.filters["money"] = money
-
-    def check(self, template: str) -> None:
-        """Raise RenderError if ``template`` does not compile."""
+    def _when(self, context: Context, value: Any) -> datetime:
+        if _timestamp(value) is None:
+            raise RenderError(f"Expected a Unix timestamp for a date, got {value!r}.")
         try:
-            self._env.from_string(template)
+            zone = ZoneInfo(str(context.get("timezone") or "UTC"))
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = ZoneInfo("UTC")
+        return datetime.fromtimestamp(value, UTC).astimezone(zone)
+
+    @pass_context
+    def _date(self, context: Context, value: Any) -> str:
+        """A date in the recipient's time zone: ``Nov 29, 2026``."""
+        return str(format_date(self._when(context, value), format="medium", locale=self._locale))
+
+    @pass_context
+    def _datetime(self, context: Context, value: Any) -> str:
+        """A date and time in the recipient's time zone, with the zone."""
+        when = self._when(context, value)
+        return (
+            str(format_datetime(when, format="medium", tzinfo=when.tzinfo, locale=self._locale))
+            + f" {when.tzname()}"
+        )
+
+    def variables(self, template: str) -> frozenset[str]:
+        """The variables ``template`` uses (it must compile)."""
+        try:
+            return frozenset(meta.find_undeclared_variables(self._env.parse(template)))
         except TemplateError as exc:
             raise RenderError(f"The template does not compile: {exc}") from exc
 
+    def check(self, template: str) -> None:
+        """Raise RenderError if ``template`` does not compile or uses an unknown variable."""
+        unknown = self.variables(template) - MESSAGE_VARIABLES
+        if unknown:
+            raise RenderError(
+                f"The template uses {', '.join(sorted(unknown))}, which payherald does not "
+                f"provide; it can use {', '.join(sorted(MESSAGE_VARIABLES - {'object'}))}."
+            )
+
+    def compile_condition(self, expression: str) -> tuple[Callable[..., Any], frozenset[str]]:
+        """A condition as a callable of the variables, and the names it uses."""
+        try:
+            names = frozenset(
+                meta.find_undeclared_variables(self._env.parse("{{ (" + expression + ") }}"))
+            )
+            compiled = self._env.compile_expression(expression, undefined_to_none=False)
+        except TemplateError as exc:
+            raise RenderError(f"The condition does not compile: {exc}") from exc
+        unknown = names - CONDITION_VARIABLES
+        if unknown:
+            raise RenderError(
+                f"The condition uses {', '.join(sorted(unknown))}, which payherald does not "
+                "provide."
+            )
+        return compiled, names
+
     def render(self, template: str, variables: Mapping[str, Any]) -> str:
-        """Render ``template``; collapse runs of white space so that a template can be
+        """Render ``template``; runs of white space collapse, so that a template can be
         written over several lines and still yield one SMS."""
         try:
             text = self._env.from_string(template).render(variables)

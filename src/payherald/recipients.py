@@ -3,7 +3,8 @@
 The chain (PRODUCT.md F5): the Stripe customer's ``phone``; then the event object's own
 contact fields (``customer_details.phone``, ``billing_details.phone``, the latest charge's
 ``billing_details.phone``, ``customer_phone``, ``shipping.phone``); then metadata keys
-(default ``phone``) on the object and on the customer. The customer's address country is
+(default ``phone``) on the object, on its subscription (an expanded ``subscription`` or an
+invoice's ``subscription_details``) and on the customer. The customer's address country is
 the default region for numbers written without a country code.
 """
 
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import phonenumbers
@@ -27,29 +29,62 @@ __all__ = [
     "StripeCustomerDirectory",
     "mask_phone",
     "normalise_phone",
+    "resolve_email",
     "resolve_phone",
 ]
 
 
 class CustomerDirectory(Protocol):
-    def get(self, customer_id: str) -> Mapping[str, Any] | None:
-        """The Stripe customer, or None when it does not exist or cannot be looked up.
+    """What payherald asks Stripe about customers. Both methods raise
+    TransientDeliveryError when Stripe cannot be asked, so that the send is retried."""
 
-        Raises TransientDeliveryError when Stripe is unreachable, so the send is retried.
-        """
+    def get(self, customer_id: str) -> Mapping[str, Any] | None:
+        """The Stripe customer, or None when it does not exist."""
         ...
+
+    def has_earlier_payment(
+        self, customer_id: str, *, payment: set[str], before: datetime | None
+    ) -> bool:
+        """Whether the customer paid successfully before, other than ``payment`` (the
+        identifiers of the payment in hand) and before ``before``."""
+        ...
+
+
+def _earlier(
+    charges: Iterable[Mapping[str, Any]], payment: set[str], before: datetime | None
+) -> bool:
+    for charge in charges:
+        if charge.get("status") != "succeeded":
+            continue
+        if {charge.get("id"), charge.get("payment_intent"), charge.get("invoice")} & payment:
+            continue
+        created = charge.get("created")
+        if before is not None and isinstance(created, int) and created >= before.timestamp():
+            continue
+        return True
+    return False
 
 
 class InMemoryCustomerDirectory:
     """A directory of fixed customers, for tests and for running with no Stripe key."""
 
-    def __init__(self, customers: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        customers: Mapping[str, Mapping[str, Any]] | None = None,
+        charges: Mapping[str, list[Mapping[str, Any]]] | None = None,
+    ) -> None:
         self._customers = dict(customers or {})
+        self._charges = dict(charges or {})
         self.lookups = 0
 
     def get(self, customer_id: str) -> Mapping[str, Any] | None:
         self.lookups += 1
         return self._customers.get(customer_id)
+
+    def has_earlier_payment(
+        self, customer_id: str, *, payment: set[str], before: datetime | None
+    ) -> bool:
+        return _earlier(self._charges.get(customer_id, []), payment, before)
 
 
 class StripeCustomerDirectory:
@@ -95,6 +130,19 @@ class StripeCustomerDirectory:
         with self._lock:
             self._cache[customer_id] = (now, customer)
         return customer
+
+    def has_earlier_payment(
+        self, customer_id: str, *, payment: set[str], before: datetime | None
+    ) -> bool:
+        try:
+            charges = self._client.v1.charges.list(params={"customer": customer_id, "limit": 20})
+        except stripe.StripeError as exc:
+            raise TransientDeliveryError(
+                f"Could not list customer {customer_id}'s payments at Stripe: "
+                f"{exc.user_message or exc}",
+                code="stripe_unavailable",
+            ) from exc
+        return _earlier((charge.to_dict() for charge in charges.data), payment, before)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +190,12 @@ def _candidates(
     for key in metadata_keys:
         yield f"metadata.{key}", _dig(obj, "metadata", key)
     for key in metadata_keys:
+        yield f"subscription.metadata.{key}", _dig(obj, "subscription", "metadata", key)
+        yield (
+            f"subscription_details.metadata.{key}",
+            _dig(obj, "subscription_details", "metadata", key),
+        )
+    for key in metadata_keys:
         yield f"customer.metadata.{key}", _dig(customer, "metadata", key)
 
 
@@ -186,6 +240,24 @@ def resolve_phone(
     raise RecipientNotFound(
         f"No usable phone number for this customer (looked in {looked}{invalid}). Add a "
         "phone number to the Stripe customer, or collect one at checkout."
+    )
+
+
+def resolve_email(obj: Mapping[str, Any], customer: Mapping[str, Any] | None) -> str:
+    """The customer's email address: the customer's own, then the object's contact fields."""
+    for value in (
+        _dig(customer, "email"),
+        _dig(obj, "customer_details", "email"),
+        _dig(obj, "billing_details", "email"),
+        _dig(obj, "latest_charge", "billing_details", "email"),
+        obj.get("receipt_email"),
+        obj.get("customer_email"),
+    ):
+        if isinstance(value, str) and "@" in value.strip():
+            return value.strip()
+    raise RecipientNotFound(
+        "No email address for this customer (looked in customer.email, customer_details, "
+        "billing_details, receipt_email and customer_email)."
     )
 
 

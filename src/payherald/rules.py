@@ -1,129 +1,356 @@
-"""The rule registry: which Stripe events cause which notifications.
+"""Rules: which Stripe events cause which messages, to whom, on which channels.
 
-A rule names the event types it handles, who receives the message, the channels to try
-in order, the template, and the *subject* of the message: the Stripe object that makes
-two notifications "the same" (a payment intent for a confirmation, the failed charge for
-a failure). The notification key is ``rule:subject``, unique in the store, so a repeated
-or replayed event can never queue a second message for the same thing.
+A rule names the event types it handles, an optional condition (``when``), the recipient
+(``customer`` or ``team:NAME``), the channels to try in order, the template, and its
+*subject* (see ``subjects``): what makes two notifications "the same message". The
+built-in catalogue below covers PRODUCT.md F7-F14; ``payherald.toml`` can change any field
+of a built-in rule, turn it off, or add rules (see ``config``).
 
-The registry is checked when this module is imported: every template compiles and no
-two rules share a name.
+Conditions are Jinja2 expressions in the same sandbox as the templates (never ``eval``).
+A condition that mentions the customer (``customer``, ``tags``) is checked when the
+message is sent, after the customer is looked up; any other is checked on arrival.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from payherald.messages import TemplateRenderer
+from payherald.exceptions import ConfigurationError, RenderError
+from payherald.messages import CUSTOMER_VARIABLES, TemplateRenderer, condition_context
+from payherald.subjects import SUBJECTS
 from payherald.webhook import StripeEvent
 
-__all__ = ["BUILTIN_RULES", "PlannedNotification", "Rule", "RuleBook"]
+__all__ = [
+    "BUILTIN_RULES",
+    "CHANNELS",
+    "LINKED_SUBJECTS",
+    "PlannedNotification",
+    "Rule",
+    "RuleBook",
+    "Team",
+]
+
+CHANNELS = ("sms", "whatsapp", "voice", "email", "slack")
+# Subjects whose aliases the store links across events (one payment, many events).
+LINKED_SUBJECTS = frozenset({"payment", "failed_attempt", "refund"})
+_PREFIX = "{% if business %}{{ business }}: {% endif %}"
+
+
+@dataclass(frozen=True, slots=True)
+class Team:
+    """People to alert: numbers for SMS and calls, addresses, a Slack incoming webhook."""
+
+    name: str
+    sms: tuple[str, ...] = ()
+    email: tuple[str, ...] = ()
+    slack_webhook: str | None = None
+    timezone: str | None = None
+
+    def addresses(self, channel: str) -> tuple[str, ...]:
+        if channel in ("sms", "whatsapp", "voice"):
+            return self.sms
+        if channel == "email":
+            return self.email
+        if channel == "slack":
+            return (f"slack:{self.name}",) if self.slack_webhook else ()
+        return ()
 
 
 @dataclass(frozen=True, slots=True)
 class PlannedNotification:
-    """A notification an event causes, before its recipient is resolved."""
+    """A notification an event causes; the store turns its subject into its key."""
 
-    key: str
     rule: str
     recipient: str
     channel: str
     livemode: bool
+    subject_kind: str
+    subject: tuple[str, ...]
+    to: str | None = None  # set for team members; customers are resolved when sending
+
+    def key(self, canonical: str) -> str:
+        suffix = f":{self.channel}:{self.to}" if self.to else ""
+        return f"{self.rule}:{canonical}{suffix}"
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
     name: str
-    event_types: frozenset[str]
+    events: frozenset[str]
     template: str
-    subject: Callable[[StripeEvent], str]
-    recipient: str = "customer"
-    channels: tuple[str, ...] = ("sms",)
+    to: str = "customer"
+    channels: tuple[str, ...] = ("sms", "email")
+    subject: str = "object"
+    when: str | None = None
+    fallback: str | None = None
+    first_payment_only: bool = False
+    enabled: bool = True
+    description: str = ""
+    # Compiled by RuleBook; None when there is no condition.
+    _condition: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+    _condition_needs_customer: bool = field(default=False, compare=False, repr=False)
 
-    def plan(self, event: StripeEvent) -> PlannedNotification:
-        return PlannedNotification(
-            key=f"{self.name}:{self.subject(event)}",
-            rule=self.name,
-            recipient=self.recipient,
-            channel=self.channels[0],
-            livemode=event.livemode,
-        )
-
-
-def _object_id(event: StripeEvent) -> str:
-    return str(event.object.get("id") or event.id)
-
-
-def _failed_attempt(event: StripeEvent) -> str:
-    """A failed payment attempt: the charge that failed, else this event.
-
-    A payment intent can fail several times (one card, then another); each failure is
-    its own message, but the same failure reported twice is not.
-    """
-    obj = event.object
-    error = obj.get("last_payment_error")
-    charge = error.get("charge") if isinstance(error, dict) else None
-    charge = charge or obj.get("latest_charge")
-    if isinstance(charge, dict):
-        charge = charge.get("id")
-    return f"{_object_id(event)}:{charge or event.id}"
+    @property
+    def team(self) -> str | None:
+        return self.to.removeprefix("team:") if self.to.startswith("team:") else None
 
 
 BUILTIN_RULES: tuple[Rule, ...] = (
     Rule(
         name="payment_confirmation",
-        event_types=frozenset({"payment_intent.succeeded"}),
-        subject=_object_id,
-        template=(
-            "{% if business %}{{ business }}: {% endif %}"
-            "Payment of {{ amount | money(currency) }} received, thank you!"
-            "{% if order %} Order {{ order }}.{% endif %}"
-            " Ref: {{ reference }}"
+        description="Customer: one confirmation per payment, whichever events report it (F7).",
+        events=frozenset(
+            {
+                "payment_intent.succeeded",
+                "charge.succeeded",
+                "checkout.session.completed",
+                "invoice.paid",
+                "invoice.payment_succeeded",
+            }
         ),
+        subject="payment",
+        template=_PREFIX + "Payment of {{ amount | money(currency) }} received, thank you!"
+        "{% if order %} Order {{ order }}.{% endif %} Ref: {{ reference }}",
+        fallback=_PREFIX + "Your payment was received, thank you! Ref: {{ reference }}",
     ),
     Rule(
         name="payment_failed",
-        event_types=frozenset({"payment_intent.payment_failed"}),
-        subject=_failed_attempt,
-        template=(
-            "{% if business %}{{ business }}: {% endif %}"
-            "Your payment of {{ amount | money(currency) }} did not go through: "
-            "{{ decline_reason }}."
-            "{% if fix_url %} Update your card: {{ fix_url }}"
-            "{% else %} Please try another card.{% endif %}"
+        description="Customer: a declined payment, with the reason and a link (F8).",
+        events=frozenset({"payment_intent.payment_failed", "charge.failed"}),
+        subject="failed_attempt",
+        template=_PREFIX + "Your payment of {{ amount | money(currency) }} did not go through: "
+        "{{ decline_reason }}.{% if fix_url %} Update your card: {{ fix_url }}"
+        "{% else %} Please try another card.{% endif %}",
+        fallback=_PREFIX + "Your payment did not go through: {{ decline_reason }}. "
+        "Please try another card.",
+    ),
+    Rule(
+        name="invoice_payment_failed",
+        description="Customer: an invoice could not be collected; first dunning message (F9).",
+        events=frozenset({"invoice.payment_failed"}),
+        subject="failed_attempt",
+        template=_PREFIX + "We could not collect {{ amount | money(currency) }}"
+        "{% if invoice_number %} for invoice {{ invoice_number }}{% endif %}: "
+        "{{ decline_reason }}.{% if fix_url %} Pay or update your card: {{ fix_url }}"
+        "{% endif %}",
+        fallback=_PREFIX + "We could not collect your payment.{% if fix_url %} Pay or update "
+        "your card: {{ fix_url }}{% endif %}",
+    ),
+    Rule(
+        name="refund_customer",
+        description="Customer: refund acknowledgement with amount and timeline (F10).",
+        events=frozenset({"charge.refunded", "refund.created"}),
+        subject="refund",
+        template=_PREFIX + "We have refunded {{ refund_amount | money(currency) }} to your "
+        "card. It usually appears within 5-10 business days. Ref: {{ reference }}",
+    ),
+    Rule(
+        name="refund_team",
+        description="Finance: a refund was issued (F10).",
+        events=frozenset({"charge.refunded", "refund.created"}),
+        to="team:finance",
+        channels=("slack", "sms", "email"),
+        subject="refund",
+        template="Refund issued: {{ refund_amount | money(currency) }}"
+        "{% if customer_name %} to {{ customer_name }}{% endif %}. Ref: {{ reference }}",
+    ),
+    Rule(
+        name="dispute_alert",
+        description="Finance: urgent dispute alert with reason and evidence deadline (F11).",
+        events=frozenset({"charge.dispute.created"}),
+        to="team:finance",
+        channels=("sms", "slack", "email"),
+        template="URGENT: dispute opened on {{ amount | money(currency) }} ({{ dispute_reason }})."
+        " Evidence due {{ evidence_due | date }}. Dispute {{ reference }}",
+        fallback="URGENT: a dispute was opened. Dispute {{ reference }}",
+    ),
+    Rule(
+        name="dispute_customer",
+        description="Customer: a dispute was opened (off by default) (F11).",
+        events=frozenset({"charge.dispute.created"}),
+        enabled=False,
+        template=_PREFIX
+        + "We received a dispute from your bank for {{ amount | money(currency) }}."
+        " Reply or contact us if this was a mistake.",
+    ),
+    Rule(
+        name="subscription_cancelled",
+        description="Customer: subscription cancelled, with the effective date (F12).",
+        events=frozenset({"customer.subscription.deleted"}),
+        template=_PREFIX + "Your {{ plan_name }} subscription is cancelled, effective "
+        "{{ cancel_date | date }}. We are sorry to see you go.",
+        fallback=_PREFIX + "Your subscription is cancelled.",
+    ),
+    Rule(
+        name="trial_ending",
+        description="Customer: the trial ends soon (F12).",
+        events=frozenset({"customer.subscription.trial_will_end"}),
+        subject="trial",
+        template=_PREFIX + "Your {{ plan_name }} trial ends on {{ trial_end | date }}. "
+        "Your card will then be charged {{ amount | money(currency) }}.",
+        fallback=_PREFIX + "Your trial ends soon.",
+    ),
+    Rule(
+        name="renewal_reminder",
+        description="Customer: the subscription renews soon (F12).",
+        events=frozenset({"invoice.upcoming"}),
+        subject="renewal",
+        template=_PREFIX + "Reminder: your {{ plan_name }} subscription renews on "
+        "{{ renewal_date | date }} for {{ amount | money(currency) }}.",
+        fallback=_PREFIX + "Reminder: your subscription renews soon.",
+    ),
+    Rule(
+        name="plan_changed",
+        description="Customer: the subscription moved to another plan (F12).",
+        events=frozenset({"customer.subscription.updated"}),
+        subject="event",
+        when="plan_changed",
+        template=_PREFIX + "Your plan changed from {{ previous_plan_name }} to {{ plan_name }}: "
+        "{{ amount | money(currency) }} per {{ interval }}.",
+    ),
+    Rule(
+        name="welcome",
+        description="Customer: welcome on the first successful payment (F13).",
+        events=frozenset(
+            {"payment_intent.succeeded", "checkout.session.completed", "invoice.paid"}
         ),
+        subject="payment",
+        first_payment_only=True,
+        template=_PREFIX + "Welcome{% if first_name %}, {{ first_name }}{% endif %}! "
+        "Thank you for your first payment{% if plan_name %} for {{ plan_name }}{% endif %}.",
+    ),
+    Rule(
+        name="high_value_alert",
+        description="Finance: a payment above the currency's threshold (F14).",
+        events=frozenset(
+            {
+                "payment_intent.succeeded",
+                "charge.succeeded",
+                "checkout.session.completed",
+                "invoice.paid",
+            }
+        ),
+        to="team:finance",
+        channels=("sms", "slack", "email"),
+        subject="payment",
+        when="high_value_threshold is not none and amount is number "
+        "and amount >= high_value_threshold",
+        template="High-value payment: {{ amount | money(currency) }}"
+        "{% if customer_name %} from {{ customer_name }}{% endif %}. Ref: {{ reference }}",
     ),
 )
 
 
 class RuleBook:
-    """The active rules, indexed by event type."""
+    """The active rules and teams, indexed by event type; every template and condition is
+    compiled here, so that a broken one fails at start, not in a customer's message."""
 
-    def __init__(self, rules: Iterable[Rule], *, renderer: TemplateRenderer) -> None:
+    def __init__(
+        self,
+        rules: Iterable[Rule],
+        *,
+        renderer: TemplateRenderer,
+        teams: Mapping[str, Team] | None = None,
+        high_value: Mapping[str, int] | None = None,
+    ) -> None:
+        self.renderer = renderer
+        self.teams = dict(teams or {})
+        self.high_value = {code.lower(): value for code, value in (high_value or {}).items()}
         self._rules: dict[str, Rule] = {}
         self._by_type: dict[str, list[Rule]] = {}
         for rule in rules:
-            if rule.name in self._rules:
-                raise ValueError(f"two rules are named {rule.name!r}; rule names must differ")
-            if not rule.channels:
-                raise ValueError(f"rule {rule.name!r} lists no channels")
-            renderer.check(rule.template)
+            rule = self._compile(rule)
             self._rules[rule.name] = rule
-            for event_type in rule.event_types:
+            if not rule.enabled:
+                continue
+            for event_type in sorted(rule.events):
                 self._by_type.setdefault(event_type, []).append(rule)
+
+    def _compile(self, rule: Rule) -> Rule:
+        if rule.name in self._rules:
+            raise ConfigurationError(f"Two rules are named {rule.name!r}; rule names must differ.")
+        if not rule.channels:
+            raise ConfigurationError(f"Rule {rule.name!r} lists no channels.")
+        if rule.subject not in SUBJECTS:
+            raise ConfigurationError(
+                f"Rule {rule.name!r}: subject {rule.subject!r} is not one of "
+                + ", ".join(sorted(SUBJECTS))
+                + "."
+            )
+        self.renderer.check(rule.template)
+        if rule.fallback:
+            self.renderer.check(rule.fallback)
+        if rule.when is None:
+            return rule
+        condition, names = self.renderer.compile_condition(rule.when)
+        return _replace(
+            rule, _condition=condition, _condition_needs_customer=bool(names & CUSTOMER_VARIABLES)
+        )
 
     def plan(self, event: StripeEvent) -> list[PlannedNotification]:
         """The notifications ``event`` causes; empty for an event no rule handles."""
-        return [rule.plan(event) for rule in self._by_type.get(event.type, ())]
+        rules = self._by_type.get(event.type, ())
+        if not rules:
+            return []
+        variables = condition_context(event, high_value=self.high_value)
+        planned: list[PlannedNotification] = []
+        for rule in rules:
+            checked_now = rule._condition is not None and not rule._condition_needs_customer
+            if checked_now and not self.condition_holds(rule, variables):
+                continue
+            if rule.first_payment_only and not variables["customer_id"]:
+                continue  # no customer, so no "first payment" of theirs to welcome
+            subject = tuple(SUBJECTS[rule.subject](event))
+            planned.extend(self._recipients(rule, event, subject))
+        return planned
+
+    def _recipients(
+        self, rule: Rule, event: StripeEvent, subject: tuple[str, ...]
+    ) -> list[PlannedNotification]:
+        common = {
+            "rule": rule.name,
+            "livemode": event.livemode,
+            "subject_kind": rule.subject,
+            "subject": subject,
+        }
+        if rule.team is None:
+            return [PlannedNotification(recipient="customer", channel=rule.channels[0], **common)]  # type: ignore[arg-type]
+        team = self.teams.get(rule.team)
+        if team is None:
+            return []  # the team is not configured: `payherald config check` says so
+        for channel in rule.channels:  # the first channel the team can be reached on
+            if addresses := team.addresses(channel):
+                return [
+                    PlannedNotification(recipient=rule.to, channel=channel, to=address, **common)  # type: ignore[arg-type]
+                    for address in addresses
+                ]
+        return []
+
+    @staticmethod
+    def condition_holds(rule: Rule, variables: Mapping[str, Any]) -> bool:
+        assert rule._condition is not None
+        try:
+            return bool(rule._condition(**variables))
+        except RenderError:
+            raise
+        except Exception as exc:
+            raise RenderError(f"Rule {rule.name!r}: its condition failed: {exc}") from exc
 
     def get(self, name: str) -> Rule | None:
         return self._rules.get(name)
+
+    @property
+    def rules(self) -> Sequence[Rule]:
+        return list(self._rules.values())
 
     @property
     def event_types(self) -> Sequence[str]:
         return sorted(self._by_type)
 
 
-# Checked at import: a broken built-in template fails here, not in a customer's message.
-RuleBook(BUILTIN_RULES, renderer=TemplateRenderer())
+def _replace(rule: Rule, **changes: Any) -> Rule:
+    values = {name: getattr(rule, name) for name in Rule.__dataclass_fields__}
+    values.update(changes)
+    return Rule(**values)

@@ -6,7 +6,9 @@ placeholder secret fails fast with a sentence that says what to set.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
@@ -50,7 +52,7 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "sqlite:///payherald.db", validation_alias=_env("PAYHERALD_DATABASE_URL")
     )
-    config_path: str = Field("payherald.toml", validation_alias=_env("PAYHERALD_CONFIG"))
+    config_path: str | None = Field(None, validation_alias=_env("PAYHERALD_CONFIG"))
     public_url: str | None = Field(None, validation_alias=_env("PAYHERALD_PUBLIC_URL"))
     admin_token: SecretStr | None = Field(None, validation_alias=_env("PAYHERALD_ADMIN_TOKEN"))
     smtp_url: SecretStr | None = Field(None, validation_alias=_env("SMTP_URL"))
@@ -58,6 +60,7 @@ class Settings(BaseSettings):
     business_name: str | None = Field(None, validation_alias=_env("PAYHERALD_BUSINESS_NAME"))
     locale: str = Field("en_US", validation_alias=_env("PAYHERALD_LOCALE"))
     default_region: str = Field("US", validation_alias=_env("PAYHERALD_DEFAULT_REGION"))
+    timezone: str = Field("UTC", validation_alias=_env("PAYHERALD_TIMEZONE"))
     update_card_url: str | None = Field(None, validation_alias=_env("PAYHERALD_UPDATE_CARD_URL"))
     test_allowlist_raw: str = Field("", validation_alias=_env("PAYHERALD_TEST_ALLOWLIST"))
     worker_concurrency: int = Field(
@@ -96,6 +99,13 @@ class Settings(BaseSettings):
             problems.append(
                 "PAYHERALD_DATABASE_URL must be sqlite:///path/to/payherald.db or "
                 "postgresql://user:password@host:5432/database."
+            )
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.append(
+                f"PAYHERALD_TIMEZONE {self.timezone!r} is not a time zone; use a name like "
+                "America/New_York or Europe/Paris."
             )
         problems.extend(self._twilio_problems())
         try:
@@ -145,6 +155,13 @@ class Settings(BaseSettings):
             return []
         raw = self.stripe_webhook_secret.get_secret_value()
         return [part.strip() for part in raw.split(",") if part.strip()]
+
+    @property
+    def rules_file(self) -> tuple[Path, bool]:
+        """The rules file, and whether it must exist (it must when named explicitly)."""
+        if self.config_path:
+            return Path(self.config_path), True
+        return Path("payherald.toml"), False
 
     @property
     def twilio_configured(self) -> bool:

@@ -34,8 +34,8 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from payherald.clock import Clock
 from payherald.database import current_revision, head_revision
 from payherald.exceptions import SchemaOutOfDate, StoreUnavailable
-from payherald.rules import PlannedNotification
-from payherald.tables import events, meta, notifications
+from payherald.rules import LINKED_SUBJECTS, PlannedNotification
+from payherald.tables import events, meta, notifications, subject_aliases
 from payherald.webhook import StripeEvent
 
 __all__ = ["WAKE_CHANNEL", "ClaimedNotification", "RecordResult", "Store"]
@@ -43,7 +43,13 @@ __all__ = ["WAKE_CHANNEL", "ClaimedNotification", "RecordResult", "Store"]
 # The PostgreSQL NOTIFY channel that wakes workers when work is queued.
 WAKE_CHANNEL = "payherald_work"
 
-TERMINAL_STATUSES = frozenset({"sent", "failed"})
+TERMINAL_STATUSES = frozenset({"sent", "failed", "skipped"})
+# How often recording an event is tried again when a concurrent one linked the same payment.
+_ALIAS_RACE_RETRIES = 5
+
+
+class _AliasRace(Exception):
+    """Another transaction linked one of this event's aliases first; record it again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +138,29 @@ class Store:
         """Store ``event`` and queue ``planned`` in one transaction.
 
         A repeated event id stores nothing and queues nothing (``duplicate=True``). A
-        planned notification whose key is already queued (the same payment reported by
-        another event) is skipped. Raises StoreUnavailable when nothing could be written.
+        planned notification about something already notified (the same payment reported
+        by another event) is not queued again. Raises StoreUnavailable when nothing could
+        be written.
         """
+        for attempt in range(_ALIAS_RACE_RETRIES):
+            try:
+                return self._record_event(event, planned, status=status, error=error)
+            except _AliasRace:
+                if attempt == _ALIAS_RACE_RETRIES - 1:
+                    raise StoreUnavailable(
+                        "The event store is too busy linking this event to others; "
+                        "Stripe will retry it."
+                    ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _record_event(
+        self,
+        event: StripeEvent,
+        planned: Sequence[PlannedNotification],
+        *,
+        status: str,
+        error: str | None,
+    ) -> RecordResult:
         now = self._clock.now()
         if not planned and status == "received":
             status = "ignored"
@@ -160,6 +186,44 @@ class Store:
             queued = self._queue(connection, event.id, planned, now)
         return RecordResult(duplicate=False, queued=queued)
 
+    def _canonical(self, connection: Connection, kind: str, subject: Sequence[str]) -> str:
+        """The one identifier that everything known about ``subject`` is keyed on.
+
+        Links every alias of ``subject`` to it. If a concurrent transaction linked one of
+        them to another identifier first, raises _AliasRace so that the whole event is
+        recorded again, seeing that link.
+        """
+        if kind not in LINKED_SUBJECTS:
+            return subject[0]
+        aliases = [f"{kind}:{alias}" for alias in subject]
+        known: dict[str, str] = {
+            alias: canonical
+            for alias, canonical in connection.execute(
+                select(subject_aliases.c.alias, subject_aliases.c.canonical).where(
+                    subject_aliases.c.alias.in_(aliases)
+                )
+            )
+        }
+        # The most telling alias already known wins (the list is in order of preference).
+        canonical = next((known[a] for a in aliases if a in known), subject[0])
+        missing = [alias for alias in aliases if alias not in known]
+        if missing:
+            connection.execute(
+                self._insert(subject_aliases)
+                .values([{"alias": alias, "canonical": canonical} for alias in missing])
+                .on_conflict_do_nothing(index_elements=["alias"])
+            )
+            linked = (
+                connection.execute(
+                    select(subject_aliases.c.canonical).where(subject_aliases.c.alias.in_(missing))
+                )
+                .scalars()
+                .all()
+            )
+            if any(other != canonical for other in linked):
+                raise _AliasRace()
+        return canonical
+
     def _queue(
         self,
         connection: Connection,
@@ -168,16 +232,21 @@ class Store:
         now: datetime,
     ) -> int:
         queued = 0
+        canonicals: dict[tuple[str, tuple[str, ...]], str] = {}
         for item in planned:
+            subject = (item.subject_kind, item.subject)
+            if subject not in canonicals:
+                canonicals[subject] = self._canonical(connection, *subject)
             row = connection.execute(
                 self._insert(notifications)
                 .values(
-                    key=item.key,
+                    key=item.key(canonicals[subject]),
                     event_id=event_id,
                     rule=item.rule,
                     recipient=item.recipient,
                     channel=item.channel,
                     livemode=item.livemode,
+                    to=item.to,
                     status="pending",
                     attempts=0,
                     created_at=now,
@@ -300,7 +369,14 @@ class Store:
             )
 
     def mark_sending(
-        self, held: ClaimedNotification, *, to: str, body: str, channel: str, lease: float
+        self,
+        held: ClaimedNotification,
+        *,
+        to: str,
+        body: str,
+        channel: str,
+        lease: float,
+        notes: str | None = None,
     ) -> bool:
         """Record that the provider is about to be called; must commit before the call.
         The lease starts afresh, to cover the provider call."""
@@ -312,11 +388,18 @@ class Store:
             to=to,
             body=body,
             channel=channel,
+            notes=notes,
             attempts=notifications.c.attempts + 1,
             attempt_started_at=now,
             lease_until=now + timedelta(seconds=lease),
             error=None,
             error_code=None,
+        )
+
+    def mark_skipped(self, held: ClaimedNotification, *, reason: str) -> bool:
+        """Deliberately not sent (a condition on the customer, not a first payment...)."""
+        return self._transition(
+            held, ("claimed",), status="skipped", error=reason, lease_until=None
         )
 
     def mark_sent(self, held: ClaimedNotification, *, provider_id: str | None) -> bool:

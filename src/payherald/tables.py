@@ -27,7 +27,7 @@ from sqlalchemy import (
     TypeDecorator,
 )
 
-__all__ = ["UTCDateTime", "events", "meta", "metadata", "notifications"]
+__all__ = ["UTCDateTime", "events", "meta", "metadata", "notifications", "subject_aliases"]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -102,8 +102,19 @@ notifications = Table(
     Column("claimed_by", String(128)),
     Column("attempt_started_at", UTCDateTime),
     Column("sent_at", UTCDateTime),
+    # Why the message went where it went: channels skipped in the fallback chain, and why.
+    Column("notes", Text),
     Index("ix_notifications_status_run_at", "status", "run_at"),
     Index("ix_notifications_event_id", "event_id"),
+)
+
+# Every identifier seen for one thing (a payment: its intent, charge, invoice, Checkout
+# session), mapped to the one identifier notifications about it are keyed on.
+subject_aliases = Table(
+    "subject_aliases",
+    metadata,
+    Column("alias", String(255), primary_key=True),
+    Column("canonical", String(255), nullable=False),
 )
 
 meta = Table(

@@ -1,4 +1,4 @@
-"""The worker: claims queued notifications, resolves, renders, sends, records.
+"""The worker: claims queued notifications, composes them, sends them, records the outcome.
 
 Exactly-once is kept by the store's state machine (see ``store``): the row is marked
 ``sending`` and committed *before* the provider is called, so a crash during the call
@@ -15,7 +15,7 @@ import os
 import random
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -23,7 +23,9 @@ from typing import Any
 import structlog
 
 from payherald.channels.base import Channel, Message, ReconcileOutcome
+from payherald.channels.router import ChannelRouter
 from payherald.clock import Clock
+from payherald.compose import Composer, NotificationSkipped
 from payherald.exceptions import (
     PermanentDeliveryError,
     RecipientNotFound,
@@ -31,13 +33,10 @@ from payherald.exceptions import (
     StoreUnavailable,
     TransientDeliveryError,
 )
-from payherald.messages import MessageContext, TemplateRenderer, message_context
-from payherald.recipients import CustomerDirectory, mask_phone, resolve_phone
-from payherald.rules import RuleBook
+from payherald.recipients import mask_phone
 from payherald.store import ClaimedNotification, Store
-from payherald.webhook import parse_event
 
-__all__ = ["ChannelRouter", "Worker", "backoff_delay"]
+__all__ = ["Worker", "backoff_delay"]
 
 _log = structlog.get_logger("payherald.worker")
 
@@ -59,61 +58,24 @@ def backoff_delay(
     return float(min(cap, base * 2 ** (attempt - 1)) * (0.5 + rng() / 2))
 
 
-class ChannelRouter:
-    """Chooses the channel that really sends a notification.
-
-    Live/test separation (F4): a test-mode event goes to the console unless its
-    recipient is on the test allowlist, whatever channel the rule names.
-    """
-
-    def __init__(
-        self,
-        *,
-        channels: Mapping[str, Channel],
-        console: Channel,
-        test_allowlist: frozenset[str] = frozenset(),
-    ) -> None:
-        self._channels = dict(channels)
-        self._console = console
-        self._allowlist = test_allowlist
-
-    def route(self, channel: str, *, livemode: bool, to: str) -> Channel:
-        if not livemode and to not in self._allowlist:
-            return self._console
-        return self._channels.get(channel, self._console)
-
-    def by_name(self, name: str) -> Channel:
-        if name == self._console.name:
-            return self._console
-        return self._channels.get(name, self._console)
-
-
 class Worker:
     def __init__(
         self,
         *,
         store: Store,
-        rules: RuleBook,
+        composer: Composer,
         router: ChannelRouter,
-        customers: CustomerDirectory | None,
-        renderer: TemplateRenderer,
-        context: MessageContext,
         clock: Clock,
-        default_region: str = "US",
         concurrency: int = 8,
         poll_interval: float = 1.0,
         lease: float = 120.0,
-        max_attempts: int = 8,
+        max_attempts: int = 12,
         worker_id: str | None = None,
     ) -> None:
         self._store = store
-        self._rules = rules
+        self._composer = composer
         self._router = router
-        self._customers = customers
-        self._renderer = renderer
-        self._context = context
         self._clock = clock
-        self._default_region = default_region
         self._concurrency = concurrency
         self._poll_interval = poll_interval
         self._lease = lease
@@ -192,7 +154,11 @@ class Worker:
             notification_id=notification.id, event_id=notification.event_id, rule=notification.rule
         )
         try:
-            to, body = self._prepare(notification)
+            composed = self._composer.compose(notification)
+        except NotificationSkipped as exc:
+            self._store.mark_skipped(notification, reason=exc.reason)
+            log.info("notification_skipped", reason=exc.reason)
+            return
         except RecipientNotFound as exc:
             self._store.mark_failed(notification, error=exc.message, code="no_recipient")
             log.warning("notification_failed", reason="no_recipient", error=exc.message)
@@ -214,33 +180,28 @@ class Worker:
                 error=f"Could not prepare the message: {type(exc).__name__}: {exc}",
             )
             return
-        channel = self._router.route(notification.channel, livemode=notification.livemode, to=to)
+        if composed.notes:
+            log.info("channel_fallback", notes=composed.notes)
+        channel = self._router.route(
+            composed.channel, livemode=notification.livemode, to=composed.to
+        )
         if not self._store.mark_sending(
-            notification, to=to, body=body, channel=channel.name, lease=self._lease
+            notification,
+            to=composed.to,
+            body=composed.body,
+            channel=channel.name,
+            lease=self._lease,
+            notes=composed.notes,
         ):
             log.warning("claim_lost", action="skip")
             return
-        message = Message(notification_id=notification.id, to=to, body=body)
+        message = Message(
+            notification_id=notification.id,
+            to=composed.to,
+            body=composed.body,
+            channel=composed.channel,
+        )
         self._send(notification, channel, message, log)
-
-    def _prepare(self, notification: ClaimedNotification) -> tuple[str, str]:
-        """The recipient's address and the message text."""
-        event = parse_event(notification.event_payload.encode())
-        rule = self._rules.get(notification.rule)
-        if rule is None:
-            raise RenderError(f"No rule named {notification.rule!r} is configured any more.")
-        customer = self._customer(event.object)
-        resolved = resolve_phone(event.object, customer, default_region=self._default_region)
-        body = self._renderer.render(rule.template, message_context(event, customer, self._context))
-        return resolved.number, body
-
-    def _customer(self, obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
-        customer = obj.get("customer")
-        if isinstance(customer, Mapping):
-            return customer  # expanded in the payload
-        if isinstance(customer, str) and customer and self._customers is not None:
-            return self._customers.get(customer)
-        return None
 
     def _send(
         self, notification: ClaimedNotification, channel: Channel, message: Message, log: Any

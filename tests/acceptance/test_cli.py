@@ -210,3 +210,101 @@ def test_a_port_out_of_range_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "--port" in result.stderr
     assert "65535" in result.stderr
+
+
+def test_config_check_renders_every_rule_with_its_segments(tmp_path: Path) -> None:
+    (tmp_path / "payherald.toml").write_text(
+        '[teams.finance]\nsms = ["+14155550100"]\n\n'
+        "[rules.payment_confirmation]\n"
+        # TOML's \u2019 escape: a curly quote, which forces UCS-2 (67 per segment).
+        'template = "\\u2019{{ amount | money(currency) }} received.' + " \\u2019" * 70 + '"\n'
+    )
+    result = cli(tmp_path, "config", "check")
+    assert result.returncode == 0, result.stderr
+    assert "dispute_alert (charge.dispute.created -> team:finance, sms > slack > email)" in (
+        result.stdout
+    )
+    assert "[GSM-7, " in result.stdout
+    assert "warning: rule payment_confirmation: 3 SMS segments (UCS-2)" in result.stderr
+    assert result.stdout.rstrip().endswith("payherald.toml: OK")
+
+
+def test_config_check_names_the_line_of_a_mistake(tmp_path: Path) -> None:
+    (tmp_path / "payherald.toml").write_text('[rules.welcome]\n\nchanels = ["sms"]\n')
+    result = cli(tmp_path, "config", "check")
+    assert result.returncode == 2
+    assert (
+        "payherald.toml:3: rules.welcome.chanels: unknown rule setting (did you mean "
+        "'channels'?)" in result.stderr
+    )
+
+
+def test_run_refuses_to_start_with_a_broken_rules_file(tmp_path: Path) -> None:
+    (tmp_path / "payherald.toml").write_text('[rules.welcome]\ntemplate = "{{ nope }}"\n')
+    result = cli(tmp_path, "run")
+    assert result.returncode == 2
+    assert "payherald.toml:2: rules.welcome.template: The template uses nope" in result.stderr
+
+
+CATALOGUE = {
+    # event type -> (rule, recipient, start of the message)
+    "payment_intent.succeeded": ("payment_confirmation", "+14155550123", "Payment of $20.00"),
+    "charge.succeeded": ("payment_confirmation", "+14155550123", "Payment of $20.00"),
+    "checkout.session.completed": ("payment_confirmation", "+14155550123", "Payment of $20.00"),
+    "invoice.paid": ("payment_confirmation", "+14155550123", "Payment of $20.00"),
+    "invoice.payment_succeeded": ("payment_confirmation", "+14155550123", "Payment of $20.00"),
+    "payment_intent.payment_failed": ("payment_failed", "+14155550123", "Your payment of $20.00"),
+    "charge.failed": ("payment_failed", "+14155550123", "Your payment of $20.00 did not"),
+    "invoice.payment_failed": ("invoice_payment_failed", "+14155550123", "We could not collect"),
+    "charge.refunded": ("refund_customer", "+14155550123", "We have refunded $20.00"),
+    "refund.created": ("refund_customer", "+14155550123", "We have refunded $20.00"),
+    "charge.dispute.created": ("dispute_alert", "+14155550100", "URGENT: dispute opened"),
+    "customer.subscription.deleted": ("subscription_cancelled", "+14155550123", "Your Pro"),
+    "customer.subscription.trial_will_end": ("trial_ending", "+14155550123", "Your Pro monthly"),
+    "customer.subscription.updated": ("plan_changed", "+14155550123", "Your plan changed"),
+    "invoice.upcoming": ("renewal_reminder", "+14155550123", "Reminder: your Pro monthly"),
+}
+
+
+def test_simulate_gives_the_documented_message_for_every_catalogue_event(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "payherald.toml").write_text('[teams.finance]\nsms = ["+14155550100"]\n')
+    port = free_port()
+    log = (tmp_path / "run.log").open("w")
+    process = subprocess.Popen(
+        [*PAYHERALD, "run", "--port", str(port)],
+        cwd=tmp_path,
+        env=clean_env(tmp_path),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()
+                time.sleep(0.1)
+        for event_type, (rule, to, start) in CATALOGUE.items():
+            result = cli(
+                tmp_path,
+                "simulate",
+                event_type,
+                "--url",
+                f"http://127.0.0.1:{port}/webhooks/stripe",
+            )
+            assert result.returncode == 0, result.stderr
+            event_id = result.stderr.split()[2]
+            mine = [n for n in notifications(tmp_path) if n["event_id"] == event_id]
+            sent = [n for n in mine if n["rule"] == rule]
+            assert len(sent) == 1, (event_type, mine)
+            assert sent[0]["status"] == "sent", sent
+            assert sent[0]["to"] == to, sent
+            assert sent[0]["body"].startswith(start), sent
+    finally:
+        process.terminate()
+        process.wait(15)
+        log.close()

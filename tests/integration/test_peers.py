@@ -89,20 +89,50 @@ def running(
             ph.engine.dispose()
 
 
+def settled(ph: Any, count: int) -> bool:
+    rows = ph.store.list_notifications()
+    return len(rows) == count and all(r["status"] in ("sent", "skipped", "failed") for r in rows)
+
+
 def test_a_payment_delivered_by_localstripe_reaches_twilio_with_the_right_to_and_body(
     running: Any, localstripe: peers.LocalStripe, twilio: peers.TwilioMock
 ) -> None:
     client = localstripe.stripe_client()
-    _customer, intent = peers.create_customer_and_succeeded_payment(client, CUSTOMER_PHONE)
-    wait_for(lambda: any(n["status"] == "sent" for n in running.store.list_notifications()))
-    (message,) = twilio.messages()
+    customer, intent = peers.create_customer_and_succeeded_payment(client, CUSTOMER_PHONE)
+    wait_for(lambda: settled(running, 2))  # the confirmation, and a first-payment welcome
+    messages = {m.form["Body"]: m for m in twilio.messages()}
+    assert set(messages) == {
+        f"Payment of $20.00 received, thank you! Ref: {intent}",
+        "Welcome, Ada! Thank you for your first payment.",
+    }
+    message = messages[f"Payment of $20.00 received, thank you! Ref: {intent}"]
     assert message.form["To"] == CUSTOMER_PHONE  # from the customer, via the Stripe API
     assert message.form["From"] == FROM_NUMBER
-    assert message.form["Body"] == f"Payment of $20.00 received, thank you! Ref: {intent}"
     assert message.path == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
-    (row,) = running.store.list_notifications()
-    assert (row["channel"], row["to"], row["body"]) == ("sms", CUSTOMER_PHONE, message.form["Body"])
+    (row,) = running.store.list_notifications(status="sent", limit=1)
     assert row["provider_id"].startswith(("SM", "MM"))
+
+    # A second payment: confirmed, but Stripe's records say it is not the first.
+    second = client.v1.payment_intents.create(
+        params={
+            "amount": 500,
+            "currency": "usd",
+            "customer": customer,
+            "payment_method": "pm_card_visa",
+            "confirm": True,
+        }
+    )
+    wait_for(lambda: settled(running, 4))
+    welcomes = sorted(
+        (r["status"], r["error"])
+        for r in running.store.list_notifications()
+        if r["rule"] == "welcome"
+    )
+    assert welcomes == [("sent", None), ("skipped", "Not the customer's first successful payment.")]
+    assert f"Payment of $5.00 received, thank you! Ref: {second.id}" in {
+        m.form["Body"] for m in twilio.messages()
+    }
+    assert len(twilio.messages()) == 3
 
 
 @pytest.mark.parametrize("running", [""], indirect=True)
@@ -111,9 +141,9 @@ def test_a_test_mode_payment_never_reaches_twilio_unless_allowlisted(
 ) -> None:
     client = localstripe.stripe_client()
     peers.create_customer_and_succeeded_payment(client, CUSTOMER_PHONE)
-    wait_for(lambda: any(n["status"] == "sent" for n in running.store.list_notifications()))
-    (row,) = running.store.list_notifications()
-    assert (row["channel"], row["to"]) == ("console", CUSTOMER_PHONE)
+    wait_for(lambda: settled(running, 2))
+    rows = running.store.list_notifications()
+    assert {(row["channel"], row["to"]) for row in rows} == {("console", CUSTOMER_PHONE)}
     assert twilio.messages() == []
 
 

@@ -35,9 +35,14 @@ def event(event_id: str = "evt_1") -> StripeEvent:
     return parse_event(event_body(event_id=event_id))
 
 
-def planned(key: str = "payment_confirmation:pi_1") -> PlannedNotification:
+def planned(*subject: str, kind: str = "payment") -> PlannedNotification:
     return PlannedNotification(
-        key=key, rule="payment_confirmation", recipient="customer", channel="sms", livemode=False
+        rule="payment_confirmation",
+        recipient="customer",
+        channel="sms",
+        livemode=False,
+        subject_kind=kind,
+        subject=subject or ("pi_1",),
     )
 
 
@@ -90,7 +95,7 @@ def test_a_claim_is_given_to_one_worker_only(store: Store) -> None:
 
 def test_concurrent_claims_never_overlap(store: Store) -> None:
     for index in range(60):
-        store.record_event(event(f"evt_{index}"), [planned(f"k:{index}")])
+        store.record_event(event(f"evt_{index}"), [planned(f"pi_{index}")])
     claimed: dict[str, list[int]] = {}
 
     def claim_all(worker: str) -> None:
@@ -179,3 +184,20 @@ def test_sending_starts_a_fresh_lease(store: Store, clock: FrozenClock) -> None:
     store.mark_sending(held, to="+14155550123", body="hi", channel="sms", lease=60)
     clock.advance(50)  # a slow provider: 100 s after the claim, 50 s into the send
     assert store.expire_leases() == (0, 0)
+
+
+def test_aliases_link_events_that_name_a_payment_differently(store: Store) -> None:
+    store.record_event(event("evt_1"), [planned("pi_1", "ch_1")])
+    store.record_event(event("evt_2"), [planned("in_1")])  # knows nothing of pi_1 yet
+    store.record_event(event("evt_3"), [planned("in_1", "cs_1")])
+    assert store.count_notifications() == 2  # pi_1 and in_1 looked like two payments
+    store.record_event(event("evt_4"), [planned("pi_2", "in_2")])
+    store.record_event(event("evt_5"), [planned("in_2", "ch_2")])
+    store.record_event(event("evt_6"), [planned("cs_2", "ch_2")])
+    assert store.count_notifications() == 3  # the second payment was linked from the start
+    keys = sorted(row["key"] for row in store.list_notifications())
+    assert keys == [
+        "payment_confirmation:in_1",
+        "payment_confirmation:pi_1",
+        "payment_confirmation:pi_2",
+    ]

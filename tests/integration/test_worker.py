@@ -12,7 +12,7 @@ import pytest
 from payherald import FrozenClock, PermanentDeliveryError, TransientDeliveryError, parse_event
 from payherald.channels import ConsoleChannel, ReconcileOutcome, Reconciliation
 from payherald.recipients import InMemoryCustomerDirectory
-from payherald.rules import BUILTIN_RULES
+from payherald.rules import Rule
 from payherald.testing import ScriptedChannel
 from tests.support import build_for_tests, event_body
 
@@ -59,8 +59,9 @@ def live(**changes: Any) -> bytes:
     return json.dumps(event).encode()
 
 
-def only(ph: Any) -> dict[str, Any]:
-    (row,) = ph.store.list_notifications()
+def only(ph: Any, rule: str = "payment_confirmation") -> dict[str, Any]:
+    """The one notification of ``rule`` (payments with a customer also get a welcome)."""
+    (row,) = [row for row in ph.store.list_notifications() if row["rule"] == rule]
     return dict(row)
 
 
@@ -89,7 +90,7 @@ def test_a_test_mode_payment_goes_to_the_console(
 def test_the_customers_own_phone_is_used(ph: Any, sms: ScriptedChannel) -> None:
     receive(ph, live(customer="cus_1"))
     ph.worker.run_until_idle()
-    assert sms.delivered[0].to == "+14155550100"
+    assert {m.to for m in sms.delivered} == {"+14155550100"}
 
 
 def test_a_repeated_event_is_sent_once(ph: Any, sms: ScriptedChannel) -> None:
@@ -216,17 +217,26 @@ def test_a_worker_that_died_mid_send_is_reconciled_not_resent(
 
 def test_a_template_that_cannot_render_is_a_recorded_failure(ph: Any) -> None:
     receive(ph, live())
-    rule = BUILTIN_RULES[0]
-    ph.worker._rules._rules[rule.name] = type(rule)(
-        name=rule.name,
-        event_types=rule.event_types,
-        subject=rule.subject,
-        template="{{ no_such_variable }}",
+    ph.rules._rules["payment_confirmation"] = Rule(
+        name="payment_confirmation",
+        events=frozenset({"payment_intent.succeeded"}),
+        template="{{ amount | money('no such currency') }} {{ 1 / 0 }}",
     )
     ph.worker.run_until_idle()
     row = only(ph)
-    assert (row["status"], row["error_code"]) == ("failed", "render_error")
-    assert "no_such_variable" in row["error"]
+    assert (row["status"], row["error_code"]) == ("failed", "internal_error")
+
+
+def test_a_template_that_lacks_a_field_uses_the_fallback_text(
+    ph: Any, sms: ScriptedChannel
+) -> None:
+    receive(ph, live(amount="twenty dollars", amount_received=None, id="pi_odd"))
+    ph.worker.run_until_idle()
+    row = only(ph)
+    assert row["status"] == "sent"
+    assert row["body"] == "Your payment was received, thank you! Ref: pi_odd"
+    assert "fallback text used" in row["notes"]
+    assert "$0.00" not in sms.delivered[0].body
 
 
 def test_a_running_worker_is_woken_not_polling(ph: Any, sms: ScriptedChannel) -> None:
@@ -288,6 +298,11 @@ def test_a_worker_elsewhere_is_woken_by_postgres_notify(postgres_url: str) -> No
 def test_an_amount_that_is_not_stripes_integer_is_never_sent_as_zero(
     ph: Any, sms: ScriptedChannel
 ) -> None:
+    ph.rules._rules["payment_confirmation"] = Rule(
+        name="payment_confirmation",
+        events=frozenset({"payment_intent.succeeded"}),
+        template="Paid {{ amount | money(currency) }}",
+    )
     receive(ph, live(amount="twenty dollars", amount_received=None))
     ph.worker.run_until_idle()
     row = only(ph)
@@ -300,11 +315,14 @@ class BrokenDirectory:
     def get(self, customer_id: str) -> None:
         raise KeyError("a bug nobody foresaw")
 
+    def has_earlier_payment(self, customer_id: str, **_: Any) -> bool:
+        raise KeyError("a bug nobody foresaw")
+
 
 def test_an_unforeseen_error_is_a_recorded_failure_not_a_crash_loop(
     ph: Any, sms: ScriptedChannel, clock: FrozenClock
 ) -> None:
-    ph.worker._customers = BrokenDirectory()
+    ph.worker._composer._customers = BrokenDirectory()
     receive(ph, live(customer="cus_1"))
     ph.worker.run_until_idle()
     clock.advance(3600)
@@ -325,14 +343,18 @@ def test_a_failing_customer_lookup_backs_off_and_gives_up(
             DownDirectory.lookups += 1
             raise TransientDeliveryError("Stripe answered 503", code="stripe_unavailable")
 
-    ph.worker._customers = DownDirectory()
+        def has_earlier_payment(self, customer_id: str, **_: Any) -> bool:
+            raise TransientDeliveryError("Stripe answered 503", code="stripe_unavailable")
+
+    ph.worker._composer._customers = DownDirectory()
     receive(ph, live(customer="cus_1"))
     for _ in range(50):
         ph.worker.run_until_idle()
         clock.advance(3600)
     row = only(ph)
     assert (row["status"], row["attempts"]) == ("failed", 12)
-    assert DownDirectory.lookups == 12
+    assert only(ph, "welcome")["status"] == "failed"
+    assert DownDirectory.lookups == 24  # 12 tries for each of the two messages
     assert sms.attempts == []
 
 

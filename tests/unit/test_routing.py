@@ -1,16 +1,17 @@
-"""Live/test separation (F4) and retry spacing."""
+"""Live/test separation (F4), channel availability, and retry spacing."""
 
 from __future__ import annotations
 
-from payherald import ConsoleChannel
-from payherald.worker import ChannelRouter, backoff_delay
+from payherald.channels import ChannelRouter, ConsoleChannel
+from payherald.testing import ScriptedChannel
+from payherald.worker import backoff_delay
 
-SMS = ConsoleChannel(label="fake-sms")
-SMS.name = "sms"  # type: ignore[misc]
+SMS = ScriptedChannel("sms")
 CONSOLE = ConsoleChannel()
 ROUTER = ChannelRouter(
     channels={"sms": SMS}, console=CONSOLE, test_allowlist=frozenset({"+14155550100"})
 )
+DEVELOPER = ChannelRouter(channels={}, console=CONSOLE)
 
 
 def test_live_events_use_the_rules_channel() -> None:
@@ -25,8 +26,15 @@ def test_test_events_reach_allowlisted_numbers() -> None:
     assert ROUTER.route("sms", livemode=False, to="+14155550100") is SMS
 
 
-def test_an_unconfigured_channel_falls_back_to_the_console() -> None:
-    assert ROUTER.route("whatsapp", livemode=True, to="+14155550123") is CONSOLE
+def test_an_unconfigured_channel_is_unavailable_once_a_provider_is_configured() -> None:
+    assert ROUTER.available("sms", livemode=True)
+    assert not ROUTER.available("email", livemode=True)
+
+
+def test_test_mode_and_a_developer_machine_can_use_every_channel_on_the_console() -> None:
+    assert ROUTER.available("email", livemode=False)
+    assert DEVELOPER.available("email", livemode=True)
+    assert DEVELOPER.route("email", livemode=True, to="jenny@example.com") is CONSOLE
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:

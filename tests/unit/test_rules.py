@@ -1,93 +1,214 @@
-"""Built-in rules for payment_intent.* (F7, F8): which notifications, which key, which text."""
+"""The built-in catalogue (F7-F14): which events cause which messages, in which words."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
-from payherald import RenderError
+from payherald import ConfigurationError, FrozenClock, RenderError, parse_event
+from payherald.config import Config
 from payherald.messages import MessageContext, TemplateRenderer, message_context
-from payherald.rules import BUILTIN_RULES, Rule, RuleBook
-from payherald.webhook import parse_event
-from tests.support import event_body
+from payherald.rules import BUILTIN_RULES, Rule, RuleBook, Team
+from payherald.simulate import build_event
+from payherald.webhook import StripeEvent
 
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 RENDERER = TemplateRenderer()
-BOOK = RuleBook(BUILTIN_RULES, renderer=RENDERER)
-PLAIN = MessageContext(business_name=None, locale="en_US", update_card_url=None)
+TEAMS = {"finance": Team(name="finance", sms=("+14155550100",))}
+BOOK = Config(teams=TEAMS, high_value={"usd": 100_000}).rule_book(RENDERER)
+PLAIN = MessageContext(
+    business_name=None, locale="en_US", update_card_url=None, timezone="America/New_York"
+)
+CUSTOMER = {"id": "cus_1", "name": "Jenny Rosen", "metadata": {"tags": "vip"}}
 
 
-def render(body: bytes, context: MessageContext = PLAIN) -> str:
-    event = parse_event(body)
-    (planned,) = BOOK.plan(event)
-    rule = BOOK.get(planned.rule)
-    assert rule is not None
-    return RENDERER.render(rule.template, message_context(event, None, context))
+def event(event_type: str, **changes: Any) -> StripeEvent:
+    payload = build_event(event_type, now=FrozenClock(NOW).now())
+    payload["data"]["object"].update(changes)
+    return parse_event(json.dumps(payload).encode())
 
 
-def with_object(body: bytes, **changes: object) -> bytes:
-    event = json.loads(body)
-    event["data"]["object"].update(changes)
-    return json.dumps(event).encode()
+def messages(ev: StripeEvent, context: MessageContext = PLAIN) -> dict[tuple[str, str], str]:
+    """(rule, recipient) -> text, for every notification ``ev`` causes."""
+    rendered = {}
+    for planned in BOOK.plan(ev):
+        rule = BOOK.get(planned.rule)
+        assert rule is not None
+        variables = message_context(ev, CUSTOMER, context, high_value=BOOK.high_value)
+        rendered[(planned.rule, planned.recipient)] = RENDERER.render(rule.template, variables)
+    return rendered
 
 
-def test_payment_succeeded_confirmation_text() -> None:
-    body = with_object(event_body("payment_intent.succeeded"), id="pi_123")
-    assert render(body) == "Payment of $20.00 received, thank you! Order 1001. Ref: pi_123"
+def test_payment_intent_succeeded() -> None:
+    ev = event("payment_intent.succeeded", id="pi_1", customer="cus_1")
+    assert messages(ev) == {
+        (
+            "payment_confirmation",
+            "customer",
+        ): "Payment of $20.00 received, thank you! Order 1001. Ref: pi_1",
+        ("welcome", "customer"): "Welcome, Jenny! Thank you for your first payment.",
+    }
 
 
-def test_payment_succeeded_with_business_name_and_no_order() -> None:
-    body = with_object(event_body(), id="pi_123", metadata={}, amount=5000, amount_received=5000)
+def test_a_business_name_prefixes_customer_messages() -> None:
     context = MessageContext(business_name="Acme", locale="en_US", update_card_url=None)
-    assert render(body, context) == "Acme: Payment of $50.00 received, thank you! Ref: pi_123"
+    ev = event("payment_intent.succeeded", id="pi_1", metadata={})
+    assert messages(ev, context) == {
+        ("payment_confirmation", "customer"): "Acme: Payment of $20.00 received, thank you! "
+        "Ref: pi_1",
+    }
 
 
-def test_payment_failed_text_has_the_reason_in_plain_words() -> None:
-    body = event_body("payment_intent.payment_failed")
-    assert render(body) == (
-        "Your payment of $20.00 did not go through: the card has insufficient funds. "
-        "Please try another card."
-    )
+@pytest.mark.parametrize("event_type", ["payment_intent.payment_failed", "charge.failed"])
+def test_payment_failed_in_plain_words(event_type: str) -> None:
+    assert messages(event(event_type)) == {
+        ("payment_failed", "customer"): "Your payment of $20.00 did not go through: the card "
+        "has insufficient funds. Please try another card.",
+    }
 
 
 def test_payment_failed_links_to_fix_the_card_when_configured() -> None:
     context = MessageContext(
         business_name=None, locale="en_US", update_card_url="https://billing.example.com/card"
     )
-    text = render(event_body("payment_intent.payment_failed"), context)
+    (text,) = messages(event("payment_intent.payment_failed"), context).values()
     assert text.endswith("Update your card: https://billing.example.com/card")
 
 
 def test_an_unknown_decline_code_is_a_generic_decline() -> None:
-    body = with_object(
-        event_body("payment_intent.payment_failed"),
+    ev = event(
+        "payment_intent.payment_failed",
         last_payment_error={"code": "card_declined", "decline_code": "fraudulent"},
     )
-    assert "the card was declined by the bank" in render(body)
+    (text,) = messages(ev).values()
+    assert "the card was declined by the bank" in text
 
 
-def test_confirmation_key_is_the_payment_intent() -> None:
-    first = parse_event(with_object(event_body(), id="pi_same"))
-    second = parse_event(with_object(event_body(), id="pi_same"))
-    assert first.id != second.id
-    assert [p.key for p in BOOK.plan(first)] == [p.key for p in BOOK.plan(second)]
-    assert BOOK.plan(first)[0].key == "payment_confirmation:pi_same"
+def test_invoice_payment_failed_links_to_the_invoice() -> None:
+    ev = event(
+        "invoice.payment_failed",
+        number="INV-7",
+        hosted_invoice_url="https://invoice.stripe.com/i/x",
+    )
+    assert messages(ev) == {
+        ("invoice_payment_failed", "customer"): "We could not collect $20.00 for invoice INV-7:"
+        " the card was declined by the bank. Pay or update your card: "
+        "https://invoice.stripe.com/i/x",
+    }
+
+
+@pytest.mark.parametrize("event_type", ["charge.refunded", "refund.created"])
+def test_a_refund_tells_the_customer_and_the_team(event_type: str) -> None:
+    ev = event(event_type, id="re_or_ch_1")
+    assert messages(ev) == {
+        ("refund_customer", "customer"): "We have refunded $20.00 to your card. It usually "
+        "appears within 5-10 business days. Ref: re_or_ch_1",
+        ("refund_team", "team:finance"): "Refund issued: $20.00 to Jenny Rosen. Ref: re_or_ch_1",
+    }
+
+
+def test_a_dispute_alerts_the_team_with_reason_and_deadline() -> None:
+    due = int(datetime(2026, 11, 29, 3, 0, tzinfo=UTC).timestamp())  # Nov 28 in New York
+    ev = event("charge.dispute.created", id="dp_1", evidence_details={"due_by": due})
+    assert messages(ev) == {
+        ("dispute_alert", "team:finance"): "URGENT: dispute opened on $20.00 (reported as "
+        "fraud). Evidence due Nov 28, 2026. Dispute dp_1",
+    }
+
+
+def test_subscription_lifecycle_messages() -> None:
+    day = int(datetime(2026, 12, 1, 17, 0, tzinfo=UTC).timestamp())
+    assert messages(event("customer.subscription.deleted", canceled_at=day)) == {
+        ("subscription_cancelled", "customer"): "Your Pro monthly subscription is cancelled, "
+        "effective Dec 1, 2026. We are sorry to see you go.",
+    }
+    assert messages(event("customer.subscription.trial_will_end", trial_end=day)) == {
+        ("trial_ending", "customer"): "Your Pro monthly trial ends on Dec 1, 2026. Your card "
+        "will then be charged $20.00.",
+    }
+    assert messages(event("invoice.upcoming", next_payment_attempt=day)) == {
+        ("renewal_reminder", "customer"): "Reminder: your Pro monthly subscription renews on "
+        "Dec 1, 2026 for $20.00.",
+    }
+    assert messages(event("customer.subscription.updated")) == {
+        ("plan_changed", "customer"): "Your plan changed from Basic monthly to Pro monthly: "
+        "$20.00 per month.",
+    }
+
+
+def test_a_subscription_update_that_is_not_a_plan_change_says_nothing() -> None:
+    payload = build_event("customer.subscription.updated", now=NOW)
+    payload["data"]["previous_attributes"] = {"metadata": {}}
+    assert BOOK.plan(parse_event(json.dumps(payload).encode())) == []
+
+
+def test_a_high_value_payment_alerts_the_team() -> None:
+    ev = event(
+        "payment_intent.succeeded",
+        id="pi_big",
+        amount=250_000,
+        amount_received=250_000,
+        metadata={},
+    )
+    assert messages(ev)[("high_value_alert", "team:finance")] == (
+        "High-value payment: $2,500.00 from Jenny Rosen. Ref: pi_big"
+    )
+    assert ("high_value_alert", "team:finance") not in messages(event("payment_intent.succeeded"))
+
+
+def test_the_four_events_of_one_payment_share_the_confirmations_subject() -> None:
+    from payherald.simulate import build_payment_events
+
+    subjects = set()
+    for payload in build_payment_events(
+        now=NOW, phone="+14155550123", amount=2000, currency="usd", livemode=False
+    ):
+        ev = parse_event(json.dumps(payload).encode())
+        (confirmation,) = [p for p in BOOK.plan(ev) if p.rule == "payment_confirmation"]
+        subjects.add(confirmation.subject[0])
+    assert len(subjects) == 1
+    assert next(iter(subjects)).startswith("pi_")
 
 
 def test_each_failed_charge_is_its_own_failure() -> None:
-    body = event_body("payment_intent.payment_failed")
-    first = parse_event(
-        with_object(body, id="pi_1", last_payment_error={"charge": "ch_a", "code": "x"})
+    first = event(
+        "payment_intent.payment_failed",
+        id="pi_1",
+        last_payment_error={"charge": "ch_a", "code": "x"},
     )
-    second = parse_event(
-        with_object(body, id="pi_1", last_payment_error={"charge": "ch_b", "code": "x"})
+    second = event(
+        "payment_intent.payment_failed",
+        id="pi_1",
+        last_payment_error={"charge": "ch_b", "code": "x"},
     )
-    assert BOOK.plan(first)[0].key == "payment_failed:pi_1:ch_a"
-    assert BOOK.plan(second)[0].key == "payment_failed:pi_1:ch_b"
+    assert BOOK.plan(first)[0].subject == ("ch_a",)
+    assert BOOK.plan(second)[0].subject == ("ch_b",)
+
+
+def test_team_messages_go_to_every_member_on_the_first_channel_they_have() -> None:
+    teams = {
+        "finance": Team(
+            name="finance", sms=("+14155550100", "+14155550101"), email=("f@example.com",)
+        )
+    }
+    book = Config(teams=teams).rule_book(RENDERER)
+    planned = book.plan(event("charge.dispute.created"))
+    assert [(p.channel, p.to) for p in planned] == [
+        ("sms", "+14155550100"),
+        ("sms", "+14155550101"),
+    ]
+
+
+def test_a_rule_for_an_undefined_team_plans_nothing() -> None:
+    book = RuleBook(BUILTIN_RULES, renderer=RENDERER)
+    assert book.plan(event("charge.dispute.created")) == []
 
 
 def test_events_without_a_rule_plan_nothing() -> None:
-    assert BOOK.plan(parse_event(event_body("customer.created"))) == []
+    assert BOOK.plan(event("customer.created")) == []
 
 
 def test_a_misspelt_variable_is_a_render_error_not_an_empty_gap() -> None:
@@ -102,13 +223,11 @@ def test_the_sandbox_refuses_python_internals() -> None:
 
 def test_a_rule_book_refuses_two_rules_with_one_name() -> None:
     rule = BUILTIN_RULES[0]
-    with pytest.raises(ValueError, match="two rules"):
+    with pytest.raises(ConfigurationError, match="Two rules"):
         RuleBook([rule, rule], renderer=RENDERER)
 
 
 def test_a_rule_book_refuses_a_template_that_does_not_compile() -> None:
-    broken = Rule(
-        name="x", event_types=frozenset({"x"}), template="{% if %}", subject=lambda event: event.id
-    )
+    broken = Rule(name="x", events=frozenset({"x"}), template="{% if %}")
     with pytest.raises(RenderError, match="does not compile"):
         RuleBook([broken], renderer=RENDERER)

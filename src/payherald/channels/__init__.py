@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from payherald.channels.base import Channel, Message, ReconcileOutcome, Reconciliation
 from payherald.channels.console import ConsoleChannel
+from payherald.channels.router import ChannelRouter
 from payherald.channels.twilio_sms import TwilioSmsChannel, twilio_client
 
 __all__ = [
     "Channel",
+    "ChannelRouter",
     "ConsoleChannel",
     "Message",
     "ReconcileOutcome",

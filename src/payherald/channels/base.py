@@ -17,6 +17,7 @@ class Message:
     notification_id: int
     to: str
     body: str
+    channel: str = "sms"  # the channel the rule meant, shown by the console
 
 
 class ReconcileOutcome(Enum):

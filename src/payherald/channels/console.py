@@ -18,20 +18,24 @@ from payherald.recipients import mask_phone
 
 __all__ = ["ConsoleChannel"]
 
+_LABELS = {"sms": "SMS", "whatsapp": "WhatsApp", "voice": "voice call", "slack": "Slack"}
+
 
 class ConsoleChannel:
     name = "console"
 
-    def __init__(self, *, stream: TextIO | None = None, label: str = "SMS") -> None:
+    def __init__(self, *, stream: TextIO | None = None) -> None:
         self._stream = stream
-        self._label = label
         self._lock = threading.Lock()
         self.sent: list[Message] = []
 
     def send(self, message: Message) -> str:
         stream = self._stream or sys.stdout
         with self._lock:
-            stream.write(f"[console {self._label}] to {mask_phone(message.to)}: {message.body}\n")
+            stream.write(
+                f"[console {_LABELS.get(message.channel, message.channel)}] to "
+                f"{mask_phone(message.to)}: {message.body}\n"
+            )
             stream.flush()
             self.sent.append(message)
         return f"console-{message.notification_id}"

@@ -1,0 +1,163 @@
+"""Composing a message: who receives it, on which channel, in which words.
+
+For a customer, the rule's channels are tried in order (F6): SMS, WhatsApp and calls need a
+phone number (``recipients.resolve_phone``), email an address; the first channel that can
+reach the customer is used, and each one passed over is noted on the notification. A team
+member's address was fixed when the event arrived. Conditions that need the customer, and
+the first-payment check of the welcome message, are decided here, with Stripe's data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import phonenumbers
+from phonenumbers import timezone as phone_timezones
+
+from payherald.channels.router import ChannelRouter
+from payherald.exceptions import RecipientNotFound, RenderError
+from payherald.messages import MessageContext, message_context
+from payherald.recipients import CustomerDirectory, resolve_email, resolve_phone
+from payherald.rules import Rule, RuleBook
+from payherald.store import ClaimedNotification
+from payherald.subjects import payment_aliases
+from payherald.webhook import StripeEvent, parse_event
+
+__all__ = ["Composed", "Composer", "NotificationSkipped"]
+
+_PHONE_CHANNELS = frozenset({"sms", "whatsapp", "voice"})
+
+
+class NotificationSkipped(Exception):
+    """The notification is deliberately not sent; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Composed:
+    to: str
+    channel: str
+    body: str
+    notes: str | None = None
+
+
+class Composer:
+    def __init__(
+        self,
+        *,
+        rules: RuleBook,
+        router: ChannelRouter,
+        customers: CustomerDirectory | None,
+        context: MessageContext,
+        default_region: str = "US",
+        metadata_keys: tuple[str, ...] = ("phone",),
+    ) -> None:
+        self._rules = rules
+        self._router = router
+        self._customers = customers
+        self._context = context
+        self._default_region = default_region
+        self._metadata_keys = metadata_keys
+
+    def compose(self, notification: ClaimedNotification) -> Composed:
+        """Raises NotificationSkipped, RecipientNotFound, RenderError, or
+        TransientDeliveryError (Stripe could not be asked)."""
+        event = parse_event(notification.event_payload.encode())
+        rule = self._rules.get(notification.rule)
+        if rule is None:
+            raise RenderError(f"No rule named {notification.rule!r} is configured any more.")
+        customer = self._customer(event)
+        notes: list[str] = []
+        if notification.recipient == "customer":
+            to, channel = self._reach_customer(rule, event, customer, notification.livemode, notes)
+            zone = _phone_timezone(to) if channel in _PHONE_CHANNELS else None
+        else:
+            assert notification.to is not None
+            to, channel = notification.to, notification.channel
+            team = self._rules.teams.get(rule.team or "")
+            zone = team.timezone if team else None
+        variables = message_context(
+            event, customer, self._context, high_value=self._rules.high_value, timezone=zone
+        )
+        if rule._condition_needs_customer and not self._rules.condition_holds(rule, variables):
+            raise NotificationSkipped(f"The rule's condition is not met: {rule.when}")
+        if rule.first_payment_only:
+            self._check_first_payment(event, variables["customer_id"])
+        body = self._render(rule, variables, notes)
+        return Composed(to=to, channel=channel, body=body, notes="; ".join(notes) or None)
+
+    def _customer(self, event: StripeEvent) -> Mapping[str, Any] | None:
+        customer = event.object.get("customer")
+        if isinstance(customer, Mapping):
+            return customer  # expanded in the payload
+        if isinstance(customer, str) and customer and self._customers is not None:
+            return self._customers.get(customer)
+        return None
+
+    def _reach_customer(
+        self,
+        rule: Rule,
+        event: StripeEvent,
+        customer: Mapping[str, Any] | None,
+        livemode: bool,
+        notes: list[str],
+    ) -> tuple[str, str]:
+        for channel in rule.channels:
+            if not self._router.available(channel, livemode=livemode):
+                notes.append(f"{channel}: not configured")
+                continue
+            try:
+                if channel in _PHONE_CHANNELS:
+                    return resolve_phone(
+                        event.object,
+                        customer,
+                        default_region=self._default_region,
+                        metadata_keys=self._metadata_keys,
+                    ).number, channel
+                if channel == "email":
+                    return resolve_email(event.object, customer), channel
+                notes.append(f"{channel}: cannot reach a customer")
+            except RecipientNotFound as exc:
+                notes.append(f"{channel}: {exc.message}")
+        raise RecipientNotFound(
+            "No channel of the rule could reach the customer: " + "; ".join(notes)
+        )
+
+    def _check_first_payment(self, event: StripeEvent, customer_id: str) -> None:
+        if not customer_id:
+            raise NotificationSkipped(
+                "The payment has no Stripe customer, so it cannot be "
+                "told whether it is their first."
+            )
+        if self._customers is None:
+            raise NotificationSkipped(
+                "Set STRIPE_SECRET_KEY so that payherald can tell a "
+                "customer's first payment from Stripe's records."
+            )
+        if self._customers.has_earlier_payment(
+            customer_id, payment=set(payment_aliases(event)), before=event.created
+        ):
+            raise NotificationSkipped("Not the customer's first successful payment.")
+
+    def _render(self, rule: Rule, variables: Mapping[str, Any], notes: list[str]) -> str:
+        try:
+            return self._rules.renderer.render(rule.template, variables)
+        except RenderError as exc:
+            if not rule.fallback:
+                raise
+            notes.append(f"fallback text used: {exc.message}")
+            return self._rules.renderer.render(rule.fallback, variables)
+
+
+def _phone_timezone(number: str) -> str | None:
+    """The time zone of a phone number, when the number has only one."""
+    try:
+        zones = phone_timezones.time_zones_for_number(phonenumbers.parse(number, None))
+    except phonenumbers.NumberParseException:
+        return None
+    return zones[0] if len(zones) == 1 and zones[0] != "Etc/Unknown" else None

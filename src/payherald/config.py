@@ -1,0 +1,340 @@
+"""The rules file, ``payherald.toml``: teams, thresholds, and changes to the rules.
+
+Everything in it is optional; without a file the built-in rules run as they are. Every
+mistake is reported with the file's line and a sentence that says what to fix, and all of
+them at once; payherald refuses to start with any. The file's shape::
+
+    timezone = "America/New_York"      # for dates in team messages and unplaceable numbers
+    phone_metadata_keys = ["phone", "mobile"]
+
+    [high_value]                        # F14 thresholds, in the currency's smallest unit
+    usd = 100000
+
+    [teams.finance]
+    sms = ["+14155550100"]
+    email = ["finance@example.com"]
+    slack_webhook = "https://hooks.slack.com/services/..."
+
+    [rules.payment_confirmation]        # a built-in rule: change any field, or turn it off
+    template = "Thanks! {{ amount | money(currency) }} received."
+
+    [rules.vip_payment]                 # a rule of your own
+    events = ["payment_intent.succeeded"]
+    when = "'vip' in tags and amount >= 50000"
+    to = "team:sales"
+    channels = ["sms"]
+    template = "VIP {{ customer_name }} paid {{ amount | money(currency) }}"
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+
+from payherald.event_types import STRIPE_EVENT_TYPES
+from payherald.exceptions import ConfigurationError, RenderError
+from payherald.messages import TemplateRenderer
+from payherald.rules import BUILTIN_RULES, CHANNELS, Rule, RuleBook, Team
+from payherald.subjects import SUBJECTS
+
+__all__ = ["Config", "load_config"]
+
+_TOP_KEYS = {"timezone", "phone_metadata_keys", "high_value", "teams", "rules"}
+_TEAM_KEYS = {"sms", "email", "slack_webhook", "timezone"}
+_RULE_KEYS = {
+    "events",
+    "to",
+    "channels",
+    "template",
+    "when",
+    "fallback",
+    "subject",
+    "first_payment_only",
+    "enabled",
+    "description",
+}
+_BUILTINS = {rule.name: rule for rule in BUILTIN_RULES}
+
+
+@dataclass(frozen=True)
+class Config:
+    rules: tuple[Rule, ...] = BUILTIN_RULES
+    teams: dict[str, Team] = field(default_factory=dict)
+    high_value: dict[str, int] = field(default_factory=dict)
+    timezone: str | None = None
+    phone_metadata_keys: tuple[str, ...] = ("phone",)
+    path: Path | None = None
+
+    def rule_book(self, renderer: TemplateRenderer) -> RuleBook:
+        return RuleBook(self.rules, renderer=renderer, teams=self.teams, high_value=self.high_value)
+
+
+def load_config(path: Path, *, required: bool = False) -> Config:
+    """Read ``path``; a missing file is the built-in configuration unless ``required``.
+    Raises ConfigurationError listing every problem with its line."""
+    if not path.exists():
+        if required:
+            raise ConfigurationError(
+                f"{path}: no such file. Create it, or unset PAYHERALD_CONFIG to run with the "
+                "built-in rules."
+            )
+        return Config()
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path}: not valid TOML: {exc}.") from exc
+    reader = _Reader(path, text)
+    config = reader.read(data)
+    if reader.problems:
+        raise ConfigurationError("\n".join(reader.problems))
+    return config
+
+
+class _Reader:
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+        self.problems: list[str] = []
+        self.renderer = TemplateRenderer()
+
+    def problem(self, where: tuple[str, ...], key: str | None, sentence: str) -> None:
+        line = _line_of(self.lines, where, key)
+        dotted = ".".join((*where, key) if key else where)
+        self.problems.append(f"{self.path}:{line or '?'}: {dotted}: {sentence}")
+
+    def read(self, data: dict[str, Any]) -> Config:
+        for key in data.keys() - _TOP_KEYS:
+            self.problem(
+                (), key, "unknown setting; the file can have " + ", ".join(sorted(_TOP_KEYS)) + "."
+            )
+        timezone = self._timezone((), "timezone", data.get("timezone"))
+        keys = data.get("phone_metadata_keys", ["phone"])
+        if not (isinstance(keys, list) and keys and all(isinstance(k, str) for k in keys)):
+            self.problem((), "phone_metadata_keys", 'must be a list of names, like ["phone"].')
+            keys = ["phone"]
+        teams = {
+            name: self._team(name, value)
+            for name, value in self._table((), "teams", data.get("teams", {})).items()
+        }
+        high_value = self._high_value(data.get("high_value", {}))
+        rules = self._rules(self._table((), "rules", data.get("rules", {})), teams)
+        return Config(
+            rules=rules,
+            teams=teams,
+            high_value=high_value,
+            timezone=timezone,
+            phone_metadata_keys=tuple(keys),
+            path=self.path,
+        )
+
+    def _table(self, where: tuple[str, ...], key: str, value: Any) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return value
+        self.problem(where, key, "must be a table.")
+        return {}
+
+    def _timezone(self, where: tuple[str, ...], key: str, value: Any) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(str(value))
+        except (ZoneInfoNotFoundError, ValueError):
+            self.problem(
+                where, key, f'{value!r} is not a time zone; use a name like "Europe/Paris".'
+            )
+            return None
+        return str(value)
+
+    def _team(self, name: str, value: Any) -> Team:
+        where = ("teams", name)
+        table = self._table(("teams",), name, value)
+        for key in table.keys() - _TEAM_KEYS:
+            self.problem(
+                where,
+                key,
+                "unknown team setting; a team can have " + ", ".join(sorted(_TEAM_KEYS)) + ".",
+            )
+        numbers = []
+        for raw in self._strings(where, "sms", table.get("sms", [])):
+            try:
+                parsed = phonenumbers.parse(raw, None)
+                valid = phonenumbers.is_valid_number(parsed)
+            except phonenumbers.NumberParseException:
+                valid = False
+            if not valid:
+                self.problem(
+                    where, "sms", f"{raw!r} is not a phone number in E.164 form, like +14155550123."
+                )
+                continue
+            numbers.append(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+        emails = self._strings(where, "email", table.get("email", []))
+        for address in emails:
+            if "@" not in address:
+                self.problem(where, "email", f"{address!r} is not an email address.")
+        slack = table.get("slack_webhook")
+        if slack is not None and not (isinstance(slack, str) and slack.startswith("https://")):
+            self.problem(
+                where,
+                "slack_webhook",
+                "must be a Slack incoming webhook URL (https://hooks.slack.com/services/...).",
+            )
+            slack = None
+        return Team(
+            name=name,
+            sms=tuple(numbers),
+            email=tuple(emails),
+            slack_webhook=slack,
+            timezone=self._timezone(where, "timezone", table.get("timezone")),
+        )
+
+    def _strings(self, where: tuple[str, ...], key: str, value: Any) -> list[str]:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return list(value)
+        self.problem(where, key, "must be a list of strings.")
+        return []
+
+    def _high_value(self, value: Any) -> dict[str, int]:
+        thresholds = {}
+        for currency, amount in self._table((), "high_value", value).items():
+            if not re.fullmatch(r"[A-Za-z]{3}", currency):
+                self.problem(("high_value",), currency, "is not a three-letter currency code.")
+            elif isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+                self.problem(
+                    ("high_value",),
+                    currency,
+                    "must be a whole amount in the "
+                    "currency's smallest unit (cents for usd: 100000 is $1,000.00).",
+                )
+            else:
+                thresholds[currency.lower()] = amount
+        return thresholds
+
+    def _rules(self, tables: dict[str, Any], teams: dict[str, Team]) -> tuple[Rule, ...]:
+        rules = dict(_BUILTINS)
+        for name, value in tables.items():
+            table = self._table(("rules",), name, value)
+            rule = self._rule(name, table, _BUILTINS.get(name), teams)
+            if rule is not None:
+                rules[name] = rule
+        return tuple(rules.values())
+
+    def _rule(
+        self, name: str, table: dict[str, Any], base: Rule | None, teams: dict[str, Team]
+    ) -> Rule | None:
+        where = ("rules", name)
+        problems_before = len(self.problems)
+        for key in table.keys() - _RULE_KEYS:
+            close = difflib.get_close_matches(key, _RULE_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            self.problem(
+                where,
+                key,
+                f"unknown rule setting{hint}; a rule can have "
+                + ", ".join(sorted(_RULE_KEYS))
+                + ".",
+            )
+        if base is None:
+            for required in ("events", "template"):
+                if required not in table:
+                    self.problem(where, None, f"a new rule needs {required!r}.")
+        values: dict[str, Any] = {}
+        if "events" in table:
+            events = self._strings(where, "events", table["events"])
+            for event_type in events:
+                if event_type not in STRIPE_EVENT_TYPES:
+                    close = difflib.get_close_matches(event_type, STRIPE_EVENT_TYPES, n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    self.problem(
+                        where, "events", f"{event_type!r} is not a Stripe event type{hint}."
+                    )
+            values["events"] = frozenset(events)
+        if "to" in table:
+            to = table["to"]
+            if not isinstance(to, str) or not (to == "customer" or to.startswith("team:")):
+                self.problem(where, "to", 'must be "customer" or "team:NAME".')
+            elif to.startswith("team:") and to[5:] not in teams:
+                self.problem(
+                    where,
+                    "to",
+                    f"no team {to[5:]!r} is defined; add "
+                    f"[teams.{to[5:]}] with its sms, email or slack_webhook.",
+                )
+            values["to"] = to
+        if "channels" in table:
+            channels = self._strings(where, "channels", table["channels"])
+            for channel in channels:
+                if channel not in CHANNELS:
+                    self.problem(
+                        where,
+                        "channels",
+                        f"{channel!r} is not a channel; use " + ", ".join(CHANNELS) + ".",
+                    )
+            if not channels:
+                self.problem(where, "channels", "must list at least one channel.")
+            values["channels"] = tuple(channels)
+        for key in ("template", "fallback", "when", "description"):
+            if key in table:
+                if not isinstance(table[key], str):
+                    self.problem(where, key, "must be a string.")
+                    continue
+                values[key] = table[key]
+                try:
+                    if key in ("template", "fallback"):
+                        self.renderer.check(table[key])
+                    elif key == "when":
+                        self.renderer.compile_condition(table[key])
+                except RenderError as exc:
+                    self.problem(where, key, exc.message)
+        if "subject" in table:
+            if table["subject"] not in SUBJECTS:
+                self.problem(
+                    where, "subject", "must be one of " + ", ".join(sorted(SUBJECTS)) + "."
+                )
+            values["subject"] = table["subject"]
+        for key in ("first_payment_only", "enabled"):
+            if key in table:
+                if not isinstance(table[key], bool):
+                    self.problem(where, key, "must be true or false.")
+                values[key] = bool(table[key])
+        if len(self.problems) > problems_before:
+            return None
+        if base is None:
+            return Rule(name=name, **values)
+        merged = {f: getattr(base, f) for f in Rule.__dataclass_fields__ if not f.startswith("_")}
+        merged.update(values)
+        return Rule(**merged)
+
+
+def _line_of(lines: list[str], where: tuple[str, ...], key: str | None) -> int | None:
+    """The line of ``key`` in the table ``where`` (or of the table's header)."""
+    start = 0
+    if where:
+        parts = [rf'(?:"{re.escape(p)}"|{re.escape(p)})' for p in where]
+        header = re.compile(r"^\s*\[\s*" + r"\s*\.\s*".join(parts) + r"\s*\]")
+        found = next((i for i, line in enumerate(lines) if header.match(line)), None)
+        if found is None:
+            return None
+        start = found
+        if key is None:
+            return found + 1
+    elif key is None:
+        return None
+    pattern = re.compile(rf"^\s*(?:\"{re.escape(key)}\"|{re.escape(key)})\s*=")
+    for index in range(start + (1 if where else 0), len(lines)):
+        if index > start and lines[index].lstrip().startswith("[") and where:
+            break
+        if not where and lines[index].lstrip().startswith("["):
+            break
+        if pattern.match(lines[index]):
+            return index + 1
+    return start + 1 if where else None

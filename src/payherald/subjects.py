@@ -1,0 +1,121 @@
+"""What a notification is *about*, so that two events about one thing notify once.
+
+A card payment can reach payherald as ``payment_intent.succeeded``, ``charge.succeeded``,
+``checkout.session.completed`` and ``invoice.paid``, in any order. Each event names some of
+the payment's identifiers: the payment intent, the charge, the invoice, the Checkout
+session. ``payment_aliases`` lists the ones an event knows, most telling first (the payment
+intent). The store links the aliases of every event it sees into one canonical subject
+(``Store.record_event``), so that a confirmation keyed on it is queued once, whichever
+event arrives first and whichever identifiers it carries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from payherald.webhook import StripeEvent
+
+__all__ = ["SUBJECTS", "Subject", "payment_aliases"]
+
+# A subject function returns the identifiers of what the event is about, most telling
+# first; the first one is also the notification key's subject when none is known yet.
+Subject = Callable[[StripeEvent], list[str]]
+
+
+def _id(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
+
+
+def payment_aliases(event: StripeEvent) -> list[str]:
+    """Identifiers of the payment an event is about: ``pi_``, then ``in_``, ``cs_``, ``ch_``."""
+    obj = event.object
+    kind = obj.get("object")
+    intent = charge = invoice = session = None
+    if kind == "payment_intent":
+        intent, charge, invoice = _id(obj), _id(obj.get("latest_charge")), _id(obj.get("invoice"))
+    elif kind == "charge":
+        intent, charge, invoice = _id(obj.get("payment_intent")), _id(obj), _id(obj.get("invoice"))
+    elif kind == "invoice":
+        intent, charge, invoice = _id(obj.get("payment_intent")), _id(obj.get("charge")), _id(obj)
+        payments = obj.get("payments")
+        if intent is None and isinstance(payments, Mapping):  # API versions from 2025-03-31
+            for payment in payments.get("data") or ():
+                intent = intent or _id((payment.get("payment") or {}).get("payment_intent"))
+    elif kind == "checkout.session":
+        intent, invoice, session = (
+            _id(obj.get("payment_intent")),
+            _id(obj.get("invoice")),
+            _id(obj),
+        )
+    aliases = [alias for alias in (intent, invoice, session, charge) if alias]
+    return aliases or [_id(obj) or event.id]
+
+
+def failed_attempt(event: StripeEvent) -> list[str]:
+    """A failed payment attempt: the charge that failed (a payment intent can fail several
+    times, once per card tried; each failure is its own message, each only once)."""
+    obj = event.object
+    if obj.get("object") == "charge":
+        return [alias for alias in (_id(obj),) if alias] or [event.id]
+    error = obj.get("last_payment_error")
+    charge = _id(error.get("charge")) if isinstance(error, Mapping) else None
+    charge = charge or _id(obj.get("latest_charge"))
+    if charge:
+        return [charge]
+    if obj.get("object") == "invoice":
+        # Each failed collection attempt of an invoice is its own failure.
+        return [f"{_id(obj) or event.id}:attempt:{obj.get('attempt_count') or 0}"]
+    return [f"{_id(obj) or event.id}:{event.id}"]
+
+
+def refund(event: StripeEvent) -> list[str]:
+    """A refund. ``refund.created`` names the refund; ``charge.refunded`` names the charge
+    and, in older API versions, its refunds. Both also give ``<charge>:<amount>``, which
+    matches for a charge's first (usually only) refund."""
+    obj = event.object
+    if obj.get("object") == "refund":
+        charge = _id(obj.get("charge"))
+        return [a for a in (_id(obj), charge and f"{charge}:refunded:{obj.get('amount')}") if a]
+    refunds = obj.get("refunds")
+    ids = (
+        [r for r in (_id(item) for item in (refunds or {}).get("data") or ()) if r]
+        if (isinstance(refunds, Mapping))
+        else []
+    )
+    return [*ids, f"{_id(obj) or event.id}:refunded:{obj.get('amount_refunded')}"]
+
+
+def the_object(event: StripeEvent) -> list[str]:
+    """The event's object itself (a dispute, a cancelled subscription)."""
+    return [_id(event.object) or event.id]
+
+
+def the_event(event: StripeEvent) -> list[str]:
+    """The event itself: every event is its own message (a plan change)."""
+    return [event.id]
+
+
+def trial(event: StripeEvent) -> list[str]:
+    """A subscription's trial, by when it ends: one reminder per trial."""
+    return [f"{_id(event.object) or event.id}:trial:{event.object.get('trial_end')}"]
+
+
+def renewal(event: StripeEvent) -> list[str]:
+    """An upcoming renewal, by subscription and date (upcoming invoices have no id)."""
+    obj = event.object
+    when = obj.get("next_payment_attempt") or obj.get("period_end")
+    return [f"{_id(obj.get('subscription')) or event.id}:renewal:{when}"]
+
+
+SUBJECTS: dict[str, Subject] = {
+    "payment": payment_aliases,
+    "failed_attempt": failed_attempt,
+    "refund": refund,
+    "object": the_object,
+    "event": the_event,
+    "trial": trial,
+    "renewal": renewal,
+}

@@ -1,0 +1,252 @@
+"""The catalogue end to end through the store and worker, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from payherald import FrozenClock, parse_event
+from payherald.channels import ConsoleChannel
+from payherald.recipients import InMemoryCustomerDirectory
+from payherald.simulate import build_event, build_failure_events, build_payment_events
+from payherald.testing import ScriptedChannel
+from tests.support import build_for_tests
+
+PHONE = "+14155550123"
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def sms() -> ScriptedChannel:
+    return ScriptedChannel("sms")
+
+
+@pytest.fixture
+def email() -> ScriptedChannel:
+    return ScriptedChannel("email")
+
+
+@pytest.fixture
+def ph(
+    database_url: str,
+    clock: FrozenClock,
+    sms: ScriptedChannel,
+    email: ScriptedChannel,
+    tmp_path: Any,
+) -> Iterator[Any]:
+    rules = tmp_path / "payherald.toml"
+    rules.write_text('[teams.finance]\nsms = ["+14155550100"]\n')
+    customers = InMemoryCustomerDirectory(
+        {"cus_new": {"id": "cus_new", "name": "Ada Lovelace", "email": "ada@example.com"}},
+        charges={"cus_old": [{"id": "ch_earlier", "status": "succeeded", "created": 1}]},
+    )
+    built = build_for_tests(
+        database_url,
+        clock=clock,
+        channels={"sms": sms, "email": email},
+        customers=customers,
+        settings={"PAYHERALD_CONFIG": str(rules)},
+    )
+    yield built
+    built.engine.dispose()
+
+
+def receive(ph: Any, payload: dict[str, Any]) -> None:
+    event = parse_event(json.dumps(payload).encode())
+    ph.store.record_event(event, ph.rules.plan(event))
+
+
+def rows(ph: Any, rule: str) -> list[dict[str, Any]]:
+    return [row for row in ph.store.list_notifications(limit=1000) if row["rule"] == rule]
+
+
+def payment(clock: FrozenClock, **kwargs: Any) -> list[dict[str, Any]]:
+    return build_payment_events(
+        now=clock.now(), phone=PHONE, amount=2000, currency="usd", livemode=True, **kwargs
+    )
+
+
+ORDERS = list(itertools.permutations(range(4)))
+
+
+def test_four_events_of_one_payment_confirm_once_in_every_order(
+    ph: Any, clock: FrozenClock, sms: ScriptedChannel
+) -> None:
+    for order in ORDERS:  # all 24, each a new payment
+        events = payment(clock)
+        for index in order:
+            receive(ph, events[index])
+    ph.worker.run_until_idle()
+    assert len(rows(ph, "payment_confirmation")) == len(ORDERS)
+    assert len(rows(ph, "welcome")) == len(ORDERS)  # one welcome per payment too
+    bodies = [m.body for m in sms.delivered]
+    assert sum(body.startswith("Payment of $20.00 received") for body in bodies) == len(ORDERS)
+    assert len(ph.store.list_events(limit=1000)) == 4 * len(ORDERS)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(deliveries=st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=12))
+def test_any_mix_of_repeats_and_orders_confirms_once(
+    ph: Any, clock: FrozenClock, deliveries: list[int]
+) -> None:
+    events = payment(clock)
+    for index in deliveries:
+        receive(ph, events[index])
+    intent = events[0]["data"]["object"]["id"]
+    assert len([r for r in rows(ph, "payment_confirmation") if intent in r["key"]]) == 1
+
+
+def test_four_events_delivered_at_once_confirm_once(ph: Any, clock: FrozenClock) -> None:
+    events = payment(clock)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda payload: receive(ph, payload), events * 3))
+    assert len(rows(ph, "payment_confirmation")) == 1
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_a_failure_reported_twice_is_told_once(
+    ph: Any, clock: FrozenClock, order: tuple[int, int]
+) -> None:
+    events = build_failure_events(
+        now=clock.now(), phone=PHONE, amount=2000, currency="usd", livemode=True
+    )
+    for index in order:
+        receive(ph, events[index])
+    assert len(rows(ph, "payment_failed")) == 1
+
+
+def test_a_customer_with_no_phone_falls_back_to_email_and_it_is_noted(
+    ph: Any, clock: FrozenClock, sms: ScriptedChannel, email: ScriptedChannel
+) -> None:
+    payload = build_event("payment_intent.succeeded", now=clock.now(), livemode=True)
+    payload["data"]["object"].update(shipping=None, customer="cus_new")
+    receive(ph, payload)
+    ph.worker.run_until_idle()
+    (row,) = rows(ph, "payment_confirmation")
+    assert (row["status"], row["channel"], row["to"]) == ("sent", "email", "ada@example.com")
+    assert row["notes"].startswith("sms: No usable phone number")
+    assert sms.attempts == [] or all(m.channel != "sms" for m in sms.attempts)
+    assert email.delivered[0].to == "ada@example.com"
+
+
+def test_a_customer_no_channel_can_reach_is_a_recorded_failure(ph: Any, clock: FrozenClock) -> None:
+    payload = build_event("payment_intent.succeeded", now=clock.now(), livemode=True)
+    payload["data"]["object"].update(shipping=None, receipt_email=None)
+    receive(ph, payload)
+    ph.worker.run_until_idle()
+    (row,) = rows(ph, "payment_confirmation")
+    assert (row["status"], row["error_code"]) == ("failed", "no_recipient")
+    assert "sms: No usable phone number" in row["error"]
+    assert "email: No email address" in row["error"]
+
+
+def test_welcome_goes_to_a_customers_first_payment_only(
+    ph: Any, clock: FrozenClock, sms: ScriptedChannel
+) -> None:
+    for customer in ("cus_new", "cus_old"):
+        payload = build_event("payment_intent.succeeded", now=clock.now(), livemode=True)
+        payload["data"]["object"]["customer"] = customer
+        receive(ph, payload)
+    ph.worker.run_until_idle()
+    outcome = sorted((row["status"], row["error"]) for row in rows(ph, "welcome"))
+    assert outcome == [("sent", None), ("skipped", "Not the customer's first successful payment.")]
+
+
+def test_a_condition_on_the_customer_is_decided_when_sending(
+    database_url: str, clock: FrozenClock, tmp_path: Any
+) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        "[rules.vip_thanks]\n"
+        'events = ["payment_intent.succeeded"]\n'
+        "when = \"'vip' in tags\"\n"
+        'template = "Thank you, VIP!"\n'
+    )
+    sms = ScriptedChannel("sms")
+    customers = InMemoryCustomerDirectory(
+        {
+            "cus_vip": {"id": "cus_vip", "metadata": {"tags": "vip, early"}},
+            "cus_plain": {"id": "cus_plain", "metadata": {}},
+        }
+    )
+    ph = build_for_tests(
+        database_url,
+        clock=clock,
+        channels={"sms": sms},
+        customers=customers,
+        settings={"PAYHERALD_CONFIG": str(rules)},
+    )
+    for customer in ("cus_vip", "cus_plain"):
+        payload = build_event("payment_intent.succeeded", now=clock.now(), livemode=True)
+        payload["data"]["object"]["customer"] = customer
+        receive(ph, payload)
+    ph.worker.run_until_idle()
+    outcome = sorted((row["status"], row["body"]) for row in rows(ph, "vip_thanks"))
+    assert outcome == [("sent", "Thank you, VIP!"), ("skipped", None)]
+    ph.engine.dispose()
+
+
+def test_team_alerts_reach_the_team_not_the_customer(
+    ph: Any, clock: FrozenClock, sms: ScriptedChannel
+) -> None:
+    receive(ph, build_event("charge.dispute.created", now=clock.now(), livemode=True))
+    ph.worker.run_until_idle()
+    (row,) = rows(ph, "dispute_alert")
+    assert (row["status"], row["to"], row["recipient"]) == ("sent", "+14155550100", "team:finance")
+    assert row["body"].startswith("URGENT: dispute opened on $20.00")
+
+
+def test_every_simulated_type_in_test_mode_goes_to_the_console(
+    database_url: str, clock: FrozenClock, tmp_path: Any
+) -> None:
+    from payherald.simulate import SIMULATED_EVENT_TYPES
+
+    rules = tmp_path / "payherald.toml"
+    rules.write_text('[teams.finance]\nsms = ["+14155550100"]\n')
+    sms = ScriptedChannel("sms")
+    console = ConsoleChannel(stream=__import__("io").StringIO())
+    ph = build_for_tests(
+        database_url,
+        clock=clock,
+        channels={"sms": sms},
+        console=console,
+        settings={"PAYHERALD_CONFIG": str(rules)},
+    )
+    for event_type in SIMULATED_EVENT_TYPES:
+        receive(ph, build_event(event_type, now=clock.now(), livemode=False))
+    ph.worker.run_until_idle()
+    statuses = {
+        (r["rule"], r["status"], r["channel"]) for r in ph.store.list_notifications(limit=1000)
+    }
+    assert sms.attempts == []
+    # Welcomes are skipped: with no STRIPE_SECRET_KEY no first payment can be told.
+    assert {(rule, status) for rule, status, _ in statuses if status != "sent"} <= {
+        ("welcome", "skipped")
+    }
+    assert {channel for _, status, channel in statuses if status == "sent"} == {"console"}
+    assert {rule for rule, _, _ in statuses} >= {
+        "payment_confirmation",
+        "payment_failed",
+        "invoice_payment_failed",
+        "refund_customer",
+        "refund_team",
+        "dispute_alert",
+        "subscription_cancelled",
+        "trial_ending",
+        "renewal_reminder",
+        "plan_changed",
+    }
+    ph.engine.dispose()

@@ -1,0 +1,144 @@
+"""The rules file: every mistake named with its line and what to fix (F16, issue 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from payherald import ConfigurationError
+from payherald.config import load_config
+
+
+def load(tmp_path: Path, text: str) -> object:
+    path = tmp_path / "payherald.toml"
+    path.write_text(text)
+    return load_config(path)
+
+
+def problem(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigurationError) as caught:
+        load(tmp_path, text)
+    return caught.value.message
+
+
+def test_no_file_means_the_built_in_rules(tmp_path: Path) -> None:
+    config = load_config(tmp_path / "absent.toml")
+    assert "payment_confirmation" in {rule.name for rule in config.rules}
+
+
+def test_a_named_file_that_is_missing_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="no such file"):
+        load_config(tmp_path / "absent.toml", required=True)
+
+
+def test_a_built_in_rule_can_be_changed_and_another_turned_off(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+[rules.payment_confirmation]
+template = "Thanks! {{ amount | money(currency) }}"
+
+[rules.welcome]
+enabled = false
+""",
+    )
+    rules = {rule.name: rule for rule in config.rules}  # type: ignore[attr-defined]
+    assert rules["payment_confirmation"].template == "Thanks! {{ amount | money(currency) }}"
+    assert "invoice.paid" in rules["payment_confirmation"].events  # the rest is kept
+    assert rules["welcome"].enabled is False
+
+
+def test_a_new_rule_with_a_team(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+[teams.sales]
+sms = ["+1 415 555 0100"]
+
+[rules.vip]
+events = ["payment_intent.succeeded"]
+when = "'vip' in tags and amount >= 50000"
+to = "team:sales"
+channels = ["sms"]
+template = "VIP {{ customer_name }} paid {{ amount | money(currency) }}"
+""",
+    )
+    assert config.teams["sales"].sms == ("+14155550100",)  # type: ignore[attr-defined]
+
+
+def test_toml_syntax_errors_name_the_line(tmp_path: Path) -> None:
+    assert "line 2" in problem(tmp_path, '[rules.x]\ntemplate = "unclosed\n')
+
+
+def test_an_unknown_setting_names_its_line(tmp_path: Path) -> None:
+    message = problem(tmp_path, 'timezone = "UTC"\ncolour = "blue"\n')
+    assert message.startswith(f"{tmp_path / 'payherald.toml'}:2: colour: unknown setting")
+
+
+def test_an_unknown_rule_key_suggests_the_right_one(tmp_path: Path) -> None:
+    message = problem(tmp_path, '[rules.payment_confirmation]\n\ntempalte = "Hi"\n')
+    assert (
+        ":3: rules.payment_confirmation.tempalte: unknown rule setting (did you mean "
+        "'template'?)" in message
+    )
+
+
+def test_a_bad_condition_names_its_line(tmp_path: Path) -> None:
+    message = problem(tmp_path, '[rules.payment_confirmation]\nwhen = "amount >>> 5"\n')
+    assert ":2: rules.payment_confirmation.when: The condition does not compile" in message
+
+
+def test_a_condition_on_an_unknown_variable(tmp_path: Path) -> None:
+    message = problem(tmp_path, '[rules.payment_confirmation]\nwhen = "amont > 5"\n')
+    assert "The condition uses amont, which payherald does not provide" in message
+
+
+def test_an_undefined_template_variable_names_its_line(tmp_path: Path) -> None:
+    message = problem(tmp_path, '[rules.payment_confirmation]\n\n\ntemplate = "{{ amout }}"\n')
+    assert (
+        ":4: rules.payment_confirmation.template: The template uses amout, which "
+        "payherald does not provide" in message
+    )
+
+
+def test_an_unknown_event_type_suggests_the_right_one(tmp_path: Path) -> None:
+    message = problem(
+        tmp_path, '[rules.x]\nevents = ["payment_intent.succeded"]\ntemplate = "Hi"\n'
+    )
+    assert (
+        ":2: rules.x.events: 'payment_intent.succeded' is not a Stripe event type "
+        "(did you mean 'payment_intent.succeeded'?)" in message
+    )
+
+
+def test_a_rule_for_an_undefined_team(tmp_path: Path) -> None:
+    message = problem(tmp_path, '[rules.dispute_alert]\nto = "team:legal"\n')
+    assert "no team 'legal' is defined; add [teams.legal]" in message
+
+
+def test_an_unknown_channel(tmp_path: Path) -> None:
+    message = problem(tmp_path, '[rules.welcome]\nchannels = ["pigeon"]\n')
+    assert "'pigeon' is not a channel" in message
+
+
+def test_a_new_rule_needs_events_and_a_template(tmp_path: Path) -> None:
+    message = problem(tmp_path, '[rules.mine]\nto = "customer"\n')
+    assert ":1: rules.mine: a new rule needs 'events'" in message
+    assert "a new rule needs 'template'" in message
+
+
+def test_bad_team_entries(tmp_path: Path) -> None:
+    message = problem(tmp_path, '[teams.finance]\nsms = ["call me"]\nslack_webhook = "x"\n')
+    assert ":2: teams.finance.sms: 'call me' is not a phone number" in message
+    assert ":3: teams.finance.slack_webhook: must be a Slack incoming webhook URL" in message
+
+
+def test_every_mistake_is_reported_at_once(tmp_path: Path) -> None:
+    message = problem(tmp_path, 'colour = 1\n[rules.welcome]\nchannels = ["pigeon"]\n')
+    assert len(message.splitlines()) == 2
+
+
+def test_a_bad_threshold(tmp_path: Path) -> None:
+    message = problem(tmp_path, '[high_value]\nusd = "lots"\n')
+    assert ":2: high_value.usd: must be a whole amount" in message
