@@ -28,6 +28,7 @@ them at once; payherald refuses to start with any. The file's shape::
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 import tomllib
@@ -310,9 +311,7 @@ class _Reader:
             return None
         if base is None:
             return Rule(name=name, **values)
-        merged = {f: getattr(base, f) for f in Rule.__dataclass_fields__ if not f.startswith("_")}
-        merged.update(values)
-        return Rule(**merged)
+        return dataclasses.replace(base, **values)
 
 
 def _line_of(lines: list[str], where: tuple[str, ...], key: str | None) -> int | None:

@@ -14,7 +14,7 @@ message is sent, after the customer is looked up; any other is checked on arriva
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from payherald.exceptions import ConfigurationError, RenderError
@@ -285,7 +285,7 @@ class RuleBook:
         if rule.when is None:
             return rule
         condition, names = self.renderer.compile_condition(rule.when)
-        return _replace(
+        return replace(
             rule, _condition=condition, _condition_needs_customer=bool(names & CUSTOMER_VARIABLES)
         )
 
@@ -348,9 +348,3 @@ class RuleBook:
     @property
     def event_types(self) -> Sequence[str]:
         return sorted(self._by_type)
-
-
-def _replace(rule: Rule, **changes: Any) -> Rule:
-    values = {name: getattr(rule, name) for name in Rule.__dataclass_fields__}
-    values.update(changes)
-    return Rule(**values)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -48,35 +49,43 @@ class Running:
         self.url = f"http://127.0.0.1:{port}"
 
 
+@contextlib.contextmanager
+def payherald_run(cwd: Path) -> Iterator[Running]:
+    """`payherald run` in ``cwd`` on a free port, until it answers /healthz; stopped after."""
+    port = free_port()
+    with (cwd / "run.log").open("w") as log:
+        process = subprocess.Popen(
+            [*PAYHERALD, "run", "--port", str(port)],
+            cwd=cwd,
+            env=clean_env(cwd),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        server = Running(cwd, port, process)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(
+                        "payherald run did not start:\n" + (cwd / "run.log").read_text()
+                    )
+                time.sleep(0.1)
+            yield server
+        finally:
+            process.terminate()
+            process.wait(15)
+
+
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[Running]:
-    port = free_port()
-    log = (tmp_path / "run.log").open("w")
-    process = subprocess.Popen(
-        [*PAYHERALD, "run", "--port", str(port)],
-        cwd=tmp_path,
-        env=clean_env(tmp_path),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    server = Running(tmp_path, port, process)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(
-                "payherald run did not start:\n" + (tmp_path / "run.log").read_text()
-            )
-        time.sleep(0.1)
-    yield server
-    process.terminate()
-    process.wait(15)
-    log.close()
+    with payherald_run(tmp_path) as server:
+        yield server
 
 
 def notifications(cwd: Path) -> list[dict[str, Any]]:
@@ -270,32 +279,9 @@ def test_simulate_gives_the_documented_message_for_every_catalogue_event(
     tmp_path: Path,
 ) -> None:
     (tmp_path / "payherald.toml").write_text('[teams.finance]\nsms = ["+14155550100"]\n')
-    port = free_port()
-    log = (tmp_path / "run.log").open("w")
-    process = subprocess.Popen(
-        [*PAYHERALD, "run", "--port", str(port)],
-        cwd=tmp_path,
-        env=clean_env(tmp_path),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()
-                time.sleep(0.1)
+    with payherald_run(tmp_path) as server:
         for event_type, (rule, to, start) in CATALOGUE.items():
-            result = cli(
-                tmp_path,
-                "simulate",
-                event_type,
-                "--url",
-                f"http://127.0.0.1:{port}/webhooks/stripe",
-            )
+            result = cli(tmp_path, "simulate", event_type, "--url", f"{server.url}/webhooks/stripe")
             assert result.returncode == 0, result.stderr
             event_id = result.stderr.split()[2]
             mine = [n for n in notifications(tmp_path) if n["event_id"] == event_id]
@@ -304,7 +290,3 @@ def test_simulate_gives_the_documented_message_for_every_catalogue_event(
             assert sent[0]["status"] == "sent", sent
             assert sent[0]["to"] == to, sent
             assert sent[0]["body"].startswith(start), sent
-    finally:
-        process.terminate()
-        process.wait(15)
-        log.close()
