@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from payherald import RecipientNotFound
-from payherald.recipients import mask_phone, resolve_phone
+from payherald.recipients import mask_phone, resolve_email, resolve_phone
 
 CUSTOMER = {"id": "cus_1", "phone": "+14155550100", "address": {"country": "US"}}
 
@@ -34,6 +34,14 @@ def test_customer_phone_comes_first() -> None:
         ({"customer_phone": "+14155550123"}, "customer_phone"),
         ({"shipping": {"phone": "+14155550123"}}, "shipping.phone"),
         ({"metadata": {"phone": "+14155550123"}}, "metadata.phone"),
+        (
+            {"subscription": {"id": "sub_1", "metadata": {"phone": "+14155550123"}}},
+            "subscription.metadata.phone",
+        ),
+        (
+            {"subscription_details": {"metadata": {"phone": "+14155550123"}}},
+            "subscription_details.metadata.phone",
+        ),
     ],
 )
 def test_each_object_field_is_a_source(obj: dict[str, Any], source: str) -> None:
@@ -70,3 +78,18 @@ def test_no_phone_anywhere_says_where_it_looked() -> None:
 
 def test_mask_phone_keeps_the_last_four_digits() -> None:
     assert mask_phone("+14155550123") == "+*******0123"
+
+
+def test_email_comes_from_the_customer_then_the_object() -> None:
+    assert resolve_email({"receipt_email": "r@example.com"}, {"email": "c@example.com"}) == (
+        "c@example.com"
+    )
+    assert resolve_email({"customer_details": {"email": "d@example.com"}}, None) == (
+        "d@example.com"
+    )
+    assert resolve_email({"customer_email": "i@example.com"}, None) == "i@example.com"
+
+
+def test_no_email_says_where_it_looked() -> None:
+    with pytest.raises(RecipientNotFound, match="receipt_email"):
+        resolve_email({"receipt_email": "not an address"}, None)
