@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import phonenumbers
@@ -28,6 +29,7 @@ from payherald.webhook import StripeEvent, parse_event
 __all__ = ["Composed", "Composer", "NotificationSkipped"]
 
 _PHONE_CHANNELS = frozenset({"sms", "whatsapp", "voice"})
+_OWN_CHARGE_WINDOW = timedelta(minutes=10)
 
 
 class NotificationSkipped(Exception):
@@ -80,12 +82,21 @@ class Composer:
             assert notification.to is not None
             to, channel = notification.to, notification.channel
             team = self._rules.teams.get(rule.team or "")
-            zone = team.timezone if team else None
+            if team is None or to not in team.addresses(channel):
+                raise NotificationSkipped(
+                    f"{to} is no longer on team {rule.team!r} in the rules file."
+                )
+            zone = team.timezone
         variables = message_context(
             event, customer, self._context, high_value=self._rules.high_value, timezone=zone
         )
-        if rule._condition_needs_customer and not self._rules.condition_holds(rule, variables):
-            raise NotificationSkipped(f"The rule's condition is not met: {rule.when}")
+        if rule._condition_needs_customer:
+            try:
+                holds = self._rules.condition_holds(rule, variables)
+            except RenderError as exc:
+                raise NotificationSkipped(f"The rule's condition failed: {exc.message}") from exc
+            if not holds:
+                raise NotificationSkipped(f"The rule's condition is not met: {rule.when}")
         if rule.first_payment_only:
             self._check_first_payment(event, variables["customer_id"])
         body = self._render(rule, variables, notes)
@@ -139,9 +150,14 @@ class Composer:
                 "Set STRIPE_SECRET_KEY so that payherald can tell a "
                 "customer's first payment from Stripe's records."
             )
-        if self._customers.has_earlier_payment(
-            customer_id, payment=set(payment_aliases(event)), before=event.created
-        ):
+        payment = set(payment_aliases(event))
+        before = event.created
+        if before is not None and not any(alias.startswith("ch_") for alias in payment):
+            # From API version 2025-03-31 an invoice's events do not name its charge, so this
+            # payment's own charge cannot be told apart; charges just before it are taken
+            # to be it.
+            before -= _OWN_CHARGE_WINDOW
+        if self._customers.has_earlier_payment(customer_id, payment=payment, before=before):
             raise NotificationSkipped("Not the customer's first successful payment.")
 
     def _render(self, rule: Rule, variables: Mapping[str, Any], notes: list[str]) -> str:

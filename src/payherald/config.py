@@ -297,7 +297,7 @@ class _Reader:
                 except RenderError as exc:
                     self.problem(where, key, exc.message)
         if "subject" in table:
-            if table["subject"] not in SUBJECTS:
+            if not isinstance(table["subject"], str) or table["subject"] not in SUBJECTS:
                 self.problem(
                     where, "subject", "must be one of " + ", ".join(sorted(SUBJECTS)) + "."
                 )
@@ -314,26 +314,51 @@ class _Reader:
         return dataclasses.replace(base, **values)
 
 
+def _name(part: str) -> str:
+    """A TOML key as it may be written: bare, "double" or 'single' quoted."""
+    return rf"""(?:"{re.escape(part)}"|'{re.escape(part)}'|{re.escape(part)})"""
+
+
+def _code_lines(lines: list[str]) -> list[tuple[int, str]]:
+    """(line number, text) of the lines that are not inside a multi-line string."""
+    code, inside = [], None
+    for number, line in enumerate(lines, start=1):
+        if inside is None:
+            code.append((number, line))
+        for quote in ('"""', "'''"):
+            if line.count(quote) % 2 and inside in (None, quote):
+                inside = None if inside == quote else quote
+    return code
+
+
 def _line_of(lines: list[str], where: tuple[str, ...], key: str | None) -> int | None:
-    """The line of ``key`` in the table ``where`` (or of the table's header)."""
-    start = 0
+    """The line of ``key`` in the table ``where``, or of the table's header (or of a dotted
+    ``name.key =`` under the parent table); None when it cannot be found."""
+    code = _code_lines(lines)
+    dot = r"\s*\.\s*"
+    sections: list[tuple[tuple[str, ...], str | None]] = [(where, key)]
     if where:
-        parts = [rf'(?:"{re.escape(p)}"|{re.escape(p)})' for p in where]
-        header = re.compile(r"^\s*\[\s*" + r"\s*\.\s*".join(parts) + r"\s*\]")
-        found = next((i for i, line in enumerate(lines) if header.match(line)), None)
-        if found is None:
+        # `[rules]` with `name.key = ...`, or `[rules]` with `name = { ... }`.
+        sections.append((where[:-1], where[-1] + ("." + key if key else "")))
+    for table, name in sections:
+        start = 0
+        if table:
+            header = re.compile(r"^\s*\[\s*" + dot.join(_name(p) for p in table) + r"\s*\]")
+            found = next((i for i, (_, text) in enumerate(code) if header.match(text)), None)
+            if found is None:
+                continue
+            if name is None:
+                return code[found][0]
+            start = found + 1
+        elif name is None:
             return None
-        start = found
-        if key is None:
-            return found + 1
-    elif key is None:
-        return None
-    pattern = re.compile(rf"^\s*(?:\"{re.escape(key)}\"|{re.escape(key)})\s*=")
-    for index in range(start + (1 if where else 0), len(lines)):
-        if index > start and lines[index].lstrip().startswith("[") and where:
-            break
-        if not where and lines[index].lstrip().startswith("["):
-            break
-        if pattern.match(lines[index]):
-            return index + 1
-    return start + 1 if where else None
+        parts = name.split(".")
+        pattern = re.compile(r"^\s*" + dot.join(_name(p) for p in parts) + r"\s*[=.]")
+        for number, text in code[start:]:
+            if text.lstrip().startswith("["):
+                break
+            if pattern.match(text):
+                return number
+    if where and key is not None:
+        return _line_of(lines, where, None)
+    return None

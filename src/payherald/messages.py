@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel.dates import format_date, format_datetime
-from jinja2 import StrictUndefined, TemplateError, meta, pass_context
+from jinja2 import ChainableUndefined, StrictUndefined, TemplateError, meta, pass_context
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -90,6 +90,11 @@ def _timestamp(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _present(*values: Any) -> Any:
+    """The first value that is there: a real 0 counts, a missing field does not."""
+    return next((value for value in values if value is not None), None)
+
+
 def _amount(obj: Mapping[str, Any]) -> Any:
     """The amount a person would call "the amount", in Stripe's smallest unit."""
     kind = obj.get("object")
@@ -100,11 +105,46 @@ def _amount(obj: Mapping[str, Any]) -> Any:
     if kind == "checkout.session":
         return obj.get("amount_total")
     if kind == "invoice":
-        return obj.get("amount_paid") or obj.get("amount_due") or obj.get("total")
+        if obj.get("status") == "paid" or obj.get("paid"):
+            return _present(obj.get("amount_paid"), obj.get("total"))
+        return _present(obj.get("amount_due"), obj.get("total"))
     if kind == "subscription":
-        price = _mapping(_first(obj.get("items")).get("price"))
-        return price.get("unit_amount") or _mapping(obj.get("plan")).get("amount")
+        items = _mapping(obj.get("items")).get("data")
+        if isinstance(items, list) and items:
+            total = 0
+            for item in items:
+                price = _mapping(_mapping(item).get("price") or _mapping(item).get("plan"))
+                unit = _present(price.get("unit_amount"), price.get("amount"))
+                if not isinstance(unit, int):
+                    return None  # metered or tiered: no single amount to state
+                total += unit * int(_mapping(item).get("quantity") or 1)
+            return total
+        return _mapping(obj.get("plan")).get("amount")
     return obj.get("amount")
+
+
+def _refund_amount(event: StripeEvent) -> Any:
+    """This refund's amount: ``charge.refunded`` carries the running total, so the refund
+    is what it grew by."""
+    obj = event.object
+    if obj.get("object") != "charge":
+        return obj.get("amount")
+    previous = _mapping(_mapping(event.payload.get("data")).get("previous_attributes"))
+    total, before = obj.get("amount_refunded"), previous.get("amount_refunded")
+    if isinstance(total, int) and isinstance(before, int):
+        return total - before
+    return total
+
+
+def _price_ids(obj: Mapping[str, Any]) -> frozenset[str]:
+    items = _mapping(obj.get("items")).get("data")
+    ids = {
+        str(_mapping(_mapping(item).get("price") or _mapping(item).get("plan")).get("id"))
+        for item in items or ()
+        if isinstance(item, Mapping)
+    }
+    plan = _mapping(obj.get("plan")).get("id")
+    return frozenset(ids or ({str(plan)} if plan else set()))
 
 
 def _plan(obj: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
@@ -139,7 +179,8 @@ def condition_context(
         if isinstance(line, Mapping)
     ]
     plan_id = str(plan.get("id") or price.get("id") or "")
-    previous_id = str(previous_plan.get("id") or previous_price.get("id") or "")
+    # A plan change shows in previous_attributes as the items (or plan) before it.
+    previous_prices = _price_ids(previous)
     error = obj.get("last_payment_error") or {
         "reason": _mapping(obj.get("outcome")).get("reason"),
         "failure_code": obj.get("failure_code"),
@@ -151,7 +192,7 @@ def condition_context(
         "metadata": dict(metadata),
         "amount": amount,
         "currency": currency,
-        "refund_amount": obj.get("amount_refunded") or obj.get("amount"),
+        "refund_amount": _refund_amount(event),
         "reference": str(obj.get("number") or obj.get("id") or event.id),
         "description": str(obj.get("description") or ""),
         "order": str(metadata.get("order_id") or metadata.get("order") or ""),
@@ -166,7 +207,7 @@ def condition_context(
         "plan": plan_id,
         "plan_name": _plan_name(price, plan),
         "previous_plan_name": _plan_name(previous_price, previous_plan),
-        "plan_changed": bool(previous_id) and previous_id != plan_id,
+        "plan_changed": bool(previous_prices) and previous_prices != _price_ids(obj),
         "interval": str(
             _mapping(price.get("recurring")).get("interval") or plan.get("interval") or "month"
         ),
@@ -258,7 +299,23 @@ def _known_variables() -> frozenset[str]:
 
 
 MESSAGE_VARIABLES = _known_variables()
-CONDITION_VARIABLES = MESSAGE_VARIABLES
+# Conditions see the event's variables, and the customer's (decided when sending).
+CONDITION_VARIABLES = (
+    frozenset(
+        condition_context(
+            StripeEvent(
+                id="evt",
+                type="x",
+                livemode=False,
+                created=None,
+                api_version=None,
+                object={},
+                payload={},
+            )
+        )
+    )
+    | CUSTOMER_VARIABLES
+)
 
 
 class TemplateRenderer:
@@ -272,6 +329,10 @@ class TemplateRenderer:
         self._env.filters["money"] = self._money
         self._env.filters["date"] = self._date
         self._env.filters["datetime"] = self._datetime
+        # Conditions test for fields that an event may not have (`metadata.tier == 'gold'`):
+        # there, a missing field is simply undefined, and false. Unknown top-level names
+        # are still refused when the condition is compiled.
+        self._conditions = SandboxedEnvironment(undefined=ChainableUndefined)
 
     def _money(self, amount: Any, currency: Any) -> str:
         if isinstance(amount, bool) or not isinstance(amount, int):
@@ -326,7 +387,7 @@ class TemplateRenderer:
             names = frozenset(
                 meta.find_undeclared_variables(self._env.parse("{{ (" + expression + ") }}"))
             )
-            compiled = self._env.compile_expression(expression, undefined_to_none=False)
+            compiled = self._conditions.compile_expression(expression)
         except TemplateError as exc:
             raise RenderError(f"The condition does not compile: {exc}") from exc
         unknown = names - CONDITION_VARIABLES

@@ -17,10 +17,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import structlog
+
 from payherald.exceptions import ConfigurationError, RenderError
 from payherald.messages import CUSTOMER_VARIABLES, TemplateRenderer, condition_context
 from payherald.subjects import SUBJECTS
 from payherald.webhook import StripeEvent
+
+_log = structlog.get_logger("payherald.rules")
 
 __all__ = [
     "BUILTIN_RULES",
@@ -111,6 +115,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             }
         ),
         subject="payment",
+        when="amount != 0",  # a $0 invoice (a trial, a full coupon) is not a payment
         template=_PREFIX + "Payment of {{ amount | money(currency) }} received, thank you!"
         "{% if order %} Order {{ order }}.{% endif %} Ref: {{ reference }}",
         fallback=_PREFIX + "Your payment was received, thank you! Ref: {{ reference }}",
@@ -120,6 +125,8 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         description="Customer: a declined payment, with the reason and a link (F8).",
         events=frozenset({"payment_intent.payment_failed", "charge.failed"}),
         subject="failed_attempt",
+        # An invoice's failed payment is told by invoice_payment_failed, with its link.
+        when="not object.invoice",
         template=_PREFIX + "Your payment of {{ amount | money(currency) }} did not go through: "
         "{{ decline_reason }}.{% if fix_url %} Update your card: {{ fix_url }}"
         "{% else %} Please try another card.{% endif %}",
@@ -141,7 +148,9 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     Rule(
         name="refund_customer",
         description="Customer: refund acknowledgement with amount and timeline (F10).",
-        events=frozenset({"charge.refunded", "refund.created"}),
+        # Not charge.refunded as well: from API version 2022-11-15 it no longer names the
+        # refund, so the two could not be told to be the same refund.
+        events=frozenset({"refund.created"}),
         subject="refund",
         template=_PREFIX + "We have refunded {{ refund_amount | money(currency) }} to your "
         "card. It usually appears within 5-10 business days. Ref: {{ reference }}",
@@ -149,7 +158,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     Rule(
         name="refund_team",
         description="Finance: a refund was issued (F10).",
-        events=frozenset({"charge.refunded", "refund.created"}),
+        events=frozenset({"refund.created"}),
         to="team:finance",
         channels=("slack", "sms", "email"),
         subject="refund",
@@ -217,6 +226,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             {"payment_intent.succeeded", "checkout.session.completed", "invoice.paid"}
         ),
         subject="payment",
+        when="amount != 0",
         first_payment_only=True,
         template=_PREFIX + "Welcome{% if first_name %}, {{ first_name }}{% endif %}! "
         "Thank you for your first payment{% if plan_name %} for {{ plan_name }}{% endif %}.",
@@ -298,7 +308,14 @@ class RuleBook:
         planned: list[PlannedNotification] = []
         for rule in rules:
             checked_now = rule._condition is not None and not rule._condition_needs_customer
-            if checked_now and not self.condition_holds(rule, variables):
+            try:
+                if checked_now and not self.condition_holds(rule, variables):
+                    continue
+            except RenderError as exc:
+                # One rule's broken condition must not cost the event its other messages.
+                _log.warning(
+                    "condition_failed", rule=rule.name, event_id=event.id, error=exc.message
+                )
                 continue
             if rule.first_payment_only and not variables["customer_id"]:
                 continue  # no customer, so no "first payment" of theirs to welcome

@@ -56,36 +56,37 @@ def payment_aliases(event: StripeEvent) -> list[str]:
 
 def failed_attempt(event: StripeEvent) -> list[str]:
     """A failed payment attempt: the charge that failed (a payment intent can fail several
-    times, once per card tried; each failure is its own message, each only once)."""
+    times, once per card tried; each failure is its own message, each only once). A
+    failure with no charge (an authentication that was not completed) is its own event."""
     obj = event.object
     if obj.get("object") == "charge":
         return [alias for alias in (_id(obj),) if alias] or [event.id]
     error = obj.get("last_payment_error")
     charge = _id(error.get("charge")) if isinstance(error, Mapping) else None
-    charge = charge or _id(obj.get("latest_charge"))
     if charge:
         return [charge]
     if obj.get("object") == "invoice":
         # Each failed collection attempt of an invoice is its own failure.
         return [f"{_id(obj) or event.id}:attempt:{obj.get('attempt_count') or 0}"]
+    # Not latest_charge: that may be an earlier failure, already told.
     return [f"{_id(obj) or event.id}:{event.id}"]
 
 
 def refund(event: StripeEvent) -> list[str]:
-    """A refund. ``refund.created`` names the refund; ``charge.refunded`` names the charge
-    and, in older API versions, its refunds. Both also give ``<charge>:<amount>``, which
-    matches for a charge's first (usually only) refund."""
+    """A refund, by its id. ``charge.refunded`` names the charge; its newest refund is in
+    ``refunds`` in API versions before 2022-11-15, and otherwise the charge's running refund
+    total tells one refund from the next."""
     obj = event.object
     if obj.get("object") == "refund":
-        charge = _id(obj.get("charge"))
-        return [a for a in (_id(obj), charge and f"{charge}:refunded:{obj.get('amount')}") if a]
-    refunds = obj.get("refunds")
-    ids = (
-        [r for r in (_id(item) for item in (refunds or {}).get("data") or ()) if r]
-        if (isinstance(refunds, Mapping))
-        else []
-    )
-    return [*ids, f"{_id(obj) or event.id}:refunded:{obj.get('amount_refunded')}"]
+        return [_id(obj) or event.id]
+    refunds = _mapping(obj.get("refunds")).get("data")
+    if isinstance(refunds, list) and refunds and _id(refunds[0]):
+        return [str(_id(refunds[0]))]
+    return [f"{_id(obj) or event.id}:refunded:{obj.get('amount_refunded')}"]
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def the_object(event: StripeEvent) -> list[str]:

@@ -255,7 +255,7 @@ def test_run_refuses_to_start_with_a_broken_rules_file(tmp_path: Path) -> None:
     assert "payherald.toml:2: rules.welcome.template: The template uses nope" in result.stderr
 
 
-CATALOGUE = {
+CATALOGUE: dict[str, tuple[str, str, str] | None] = {
     # event type -> (rule, recipient, start of the message)
     "payment_intent.succeeded": ("payment_confirmation", "+14155550123", "Payment of $20.00"),
     "charge.succeeded": ("payment_confirmation", "+14155550123", "Payment of $20.00"),
@@ -265,7 +265,7 @@ CATALOGUE = {
     "payment_intent.payment_failed": ("payment_failed", "+14155550123", "Your payment of $20.00"),
     "charge.failed": ("payment_failed", "+14155550123", "Your payment of $20.00 did not"),
     "invoice.payment_failed": ("invoice_payment_failed", "+14155550123", "We could not collect"),
-    "charge.refunded": ("refund_customer", "+14155550123", "We have refunded $20.00"),
+    "charge.refunded": None,  # refund.created tells of the refund; see the README
     "refund.created": ("refund_customer", "+14155550123", "We have refunded $20.00"),
     "charge.dispute.created": ("dispute_alert", "+14155550100", "URGENT: dispute opened"),
     "customer.subscription.deleted": ("subscription_cancelled", "+14155550123", "Your Pro"),
@@ -280,11 +280,15 @@ def test_simulate_gives_the_documented_message_for_every_catalogue_event(
 ) -> None:
     (tmp_path / "payherald.toml").write_text('[teams.finance]\nsms = ["+14155550100"]\n')
     with payherald_run(tmp_path) as server:
-        for event_type, (rule, to, start) in CATALOGUE.items():
+        for event_type, expected in CATALOGUE.items():
             result = cli(tmp_path, "simulate", event_type, "--url", f"{server.url}/webhooks/stripe")
             assert result.returncode == 0, result.stderr
             event_id = result.stderr.split()[2]
             mine = [n for n in notifications(tmp_path) if n["event_id"] == event_id]
+            if expected is None:
+                assert mine == [], (event_type, mine)
+                continue
+            rule, to, start = expected
             sent = [n for n in mine if n["rule"] == rule]
             assert len(sent) == 1, (event_type, mine)
             assert sent[0]["status"] == "sent", sent

@@ -142,3 +142,38 @@ def test_every_mistake_is_reported_at_once(tmp_path: Path) -> None:
 def test_a_bad_threshold(tmp_path: Path) -> None:
     message = problem(tmp_path, '[high_value]\nusd = "lots"\n')
     assert ":2: high_value.usd: must be a whole amount" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("[rules]\nwelcome.chanels = ['sms']\n", 2),  # a dotted key under [rules]
+        ("[rules.'my rule']\nevents = ['nope.nope']\ntemplate = 'x'\n", 2),  # quoted name
+        (
+            '[rules.payment_confirmation]\ntemplate = """\n[not a table]\n"""\n\n'
+            'when = "a >>> b"\n',
+            6,
+        ),  # a multi-line string with a line starting with [
+    ],
+)
+def test_line_numbers_in_other_layouts(tmp_path: Path, text: str, line: int) -> None:
+    assert f"payherald.toml:{line}:" in problem(tmp_path, text)
+
+
+@pytest.mark.parametrize("value", ['["payment"]', "{ kind = 1 }", "5"])
+def test_a_subject_that_is_not_a_name_is_an_error_not_a_crash(tmp_path: Path, value: str) -> None:
+    assert "subject: must be one of" in problem(tmp_path, f"[rules.welcome]\nsubject = {value}\n")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "rules = 5\n",
+        "[rules.x]\nevents = 'a'\ntemplate = 'x'\n",
+        "[rules.welcome]\nchannels = []\n",
+        "[rules.welcome]\nenabled = 'yes'\n",
+        "teams = []\n",
+    ],
+)
+def test_odd_values_are_errors_not_crashes(tmp_path: Path, text: str) -> None:
+    assert problem(tmp_path, text)
