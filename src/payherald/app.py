@@ -15,11 +15,15 @@ from payherald.channels import (
     ChannelRouter,
     ConsoleChannel,
     TwilioSmsChannel,
+    TwilioVoiceChannel,
+    TwilioWhatsAppChannel,
     twilio_client,
 )
+from payherald.channels.email import EmailChannel, SmtpServer
+from payherald.channels.slack import SlackChannel
 from payherald.clock import Clock, SystemClock
 from payherald.compose import Composer
-from payherald.config import load_config
+from payherald.config import Config, load_config
 from payherald.database import create_store_engine, migrate
 from payherald.exceptions import StoreUnavailable
 from payherald.messages import MessageContext, TemplateRenderer
@@ -47,7 +51,7 @@ class Payherald:
     http_app: FastAPI
     webhook_secrets: list[str]
     development_secret: str | None
-    sms_channel: str
+    channels: list[str]  # the channels whose providers are configured
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -93,6 +97,53 @@ def stripe_client(settings: Settings) -> stripe.StripeClient | None:
     )
 
 
+def provider_channels(settings: Settings, config: Config) -> dict[str, Channel]:
+    """The channels whose providers are configured; the console stands in for the rest."""
+    channels: dict[str, Channel] = {}
+    public = settings.public_url
+    callback = f"{public.rstrip('/')}/webhooks/twilio/status" if public else None
+    if settings.twilio_configured:
+        assert settings.twilio_account_sid is not None
+        assert settings.twilio_auth_token is not None
+        client = twilio_client(
+            settings.twilio_account_sid,
+            settings.twilio_auth_token.get_secret_value(),
+            api_base=settings.twilio_api_base,
+        )
+        channels["sms"] = TwilioSmsChannel(
+            client=client,
+            from_number=settings.twilio_from_number,
+            messaging_service_sid=settings.twilio_messaging_service_sid,
+            status_callback=callback,
+        )
+        if settings.twilio_whatsapp_from:
+            channels["whatsapp"] = TwilioWhatsAppChannel(
+                client=client,
+                from_number=settings.twilio_whatsapp_from.removeprefix("whatsapp:"),
+                status_callback=callback,
+            )
+        if settings.twilio_from_number:
+            channels["voice"] = TwilioVoiceChannel(
+                client=client,
+                from_number=settings.twilio_from_number,
+                language=settings.locale.replace("_", "-"),
+                status_callback=callback,
+            )
+    if settings.smtp_url is not None and settings.email_from:
+        channels["email"] = EmailChannel(
+            server=SmtpServer.from_url(settings.smtp_url.get_secret_value()),
+            sender=settings.email_from,
+            reply_to=settings.email_reply_to,
+            subject_prefix=settings.business_name,
+        )
+    webhooks = {
+        name: team.slack_webhook for name, team in config.teams.items() if team.slack_webhook
+    }
+    if webhooks:
+        channels["slack"] = SlackChannel(webhooks=webhooks)
+    return channels
+
+
 def build(
     settings: Settings,
     *,
@@ -124,29 +175,15 @@ def build(
         development_secret = store.development_secret()
         secrets = [development_secret]
 
+    path, required = settings.rules_file
+    config = load_config(path, required=required)
     console = console or ConsoleChannel()
     if channels is None:
-        channels = {}
-        if settings.twilio_configured:
-            assert settings.twilio_account_sid is not None
-            assert settings.twilio_auth_token is not None
-            public = settings.public_url
-            channels["sms"] = TwilioSmsChannel(
-                client=twilio_client(
-                    settings.twilio_account_sid,
-                    settings.twilio_auth_token.get_secret_value(),
-                    api_base=settings.twilio_api_base,
-                ),
-                from_number=settings.twilio_from_number,
-                messaging_service_sid=settings.twilio_messaging_service_sid,
-                status_callback=f"{public.rstrip('/')}/webhooks/twilio/status" if public else None,
-            )
+        channels = provider_channels(settings, config)
     if customers is None:
         client = stripe_client(settings)
         customers = StripeCustomerDirectory(client=client) if client else None
 
-    path, required = settings.rules_file
-    config = load_config(path, required=required)
     rules = config.rule_book(TemplateRenderer(locale=settings.locale))
     router = ChannelRouter(
         channels=channels, console=console, test_allowlist=settings.test_allowlist
@@ -188,5 +225,5 @@ def build(
         http_app=http_app,
         webhook_secrets=secrets,
         development_secret=development_secret,
-        sms_channel="twilio" if "sms" in channels else "console",
+        channels=sorted(channels),
     )

@@ -98,20 +98,19 @@ def _store(settings: Settings) -> Store:
     return store
 
 
+def _channels(ph: Payherald) -> str:
+    if not ph.channels:
+        return "console (no provider configured: messages are printed here)"
+    return ", ".join(ph.channels) + " (test-mode events go to the console)"
+
+
 def _announce(ph: Payherald, *, host: str, port: int, worker: bool) -> None:
     settings = ph.settings
     err.print(f"[bold]payherald[/] listening on http://{host}:{port}")
     err.print(f"  Stripe webhook: POST http://{host}:{port}/webhooks/stripe")
     err.print(f"  store: {ph.engine.url.render_as_string(hide_password=True)}")
     if worker:
-        err.print(
-            f"  SMS channel: {ph.sms_channel}"
-            + (
-                ""
-                if ph.sms_channel == "twilio"
-                else " (no Twilio credentials: messages are printed here)"
-            )
-        )
+        err.print(f"  channels: {_channels(ph)}")
     if ph.development_secret:
         err.print(
             "  [yellow]No STRIPE_WEBHOOK_SECRET set: using the development secret "
@@ -180,7 +179,7 @@ def worker() -> None:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    err.print(f"[bold]payherald worker[/] {ph.worker.worker_id}, SMS channel: {ph.sms_channel}")
+    err.print(f"[bold]payherald worker[/] {ph.worker.worker_id}, channels: {_channels(ph)}")
     ph.start_worker()
     while not stop.is_set():
         stop.wait(0.5)

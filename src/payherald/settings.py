@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     twilio_messaging_service_sid: str | None = Field(
         None, validation_alias=_env("TWILIO_MESSAGING_SERVICE_SID")
     )
+    twilio_whatsapp_from: str | None = Field(None, validation_alias=_env("TWILIO_WHATSAPP_FROM"))
     twilio_api_base: str | None = Field(None, validation_alias=_env("TWILIO_API_BASE"))
 
     database_url: str = Field(
@@ -56,6 +57,8 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, validation_alias=_env("PAYHERALD_PUBLIC_URL"))
     admin_token: SecretStr | None = Field(None, validation_alias=_env("PAYHERALD_ADMIN_TOKEN"))
     smtp_url: SecretStr | None = Field(None, validation_alias=_env("SMTP_URL"))
+    email_from: str | None = Field(None, validation_alias=_env("PAYHERALD_EMAIL_FROM"))
+    email_reply_to: str | None = Field(None, validation_alias=_env("PAYHERALD_EMAIL_REPLY_TO"))
 
     business_name: str | None = Field(None, validation_alias=_env("PAYHERALD_BUSINESS_NAME"))
     locale: str = Field("en_US", validation_alias=_env("PAYHERALD_LOCALE"))
@@ -108,6 +111,7 @@ class Settings(BaseSettings):
                 "America/New_York or Europe/Paris."
             )
         problems.extend(self._twilio_problems())
+        problems.extend(self._email_problems())
         try:
             self.test_allowlist  # noqa: B018 - parsing is the check
         except ValueError as exc:
@@ -143,9 +147,32 @@ class Settings(BaseSettings):
                 "TWILIO_FROM_NUMBER must be in E.164 form, with + and the country code, like "
                 "+14155550123."
             )
+        whatsapp = self.twilio_whatsapp_from
+        if whatsapp and not whatsapp.removeprefix("whatsapp:").startswith("+"):
+            problems.append(
+                "TWILIO_WHATSAPP_FROM must be a WhatsApp-enabled number in E.164 form, like "
+                "+14155238886."
+            )
         sid_mg = self.twilio_messaging_service_sid
         if sid_mg and not sid_mg.startswith("MG"):
             problems.append("TWILIO_MESSAGING_SERVICE_SID must start with MG.")
+        return problems
+
+    def _email_problems(self) -> list[str]:
+        if self.smtp_url is None:
+            return []
+        from payherald.channels.email import SmtpServer
+
+        problems = []
+        try:
+            SmtpServer.from_url(self.smtp_url.get_secret_value())
+        except ConfigurationError as exc:
+            problems.append(exc.message)
+        if not self.email_from or "@" not in self.email_from:
+            problems.append(
+                "Set PAYHERALD_EMAIL_FROM to the address emails are sent from (like "
+                '"Acme <billing@acme.example>"): SMTP_URL is set.'
+            )
         return problems
 
     @property

@@ -6,7 +6,7 @@ import pytest
 from twilio.base.exceptions import TwilioRestException
 
 from payherald import DeliveryOutcomeUnknown, PermanentDeliveryError, TransientDeliveryError
-from payherald.channels.twilio_sms import _classify, _comparable
+from payherald.channels.twilio_channels import _classify, _comparable
 
 
 def error(status: int, code: int | None = None) -> TwilioRestException:

@@ -5,7 +5,12 @@ from __future__ import annotations
 from payherald.channels.base import Channel, Message, ReconcileOutcome, Reconciliation
 from payherald.channels.console import ConsoleChannel
 from payherald.channels.router import ChannelRouter
-from payherald.channels.twilio_sms import TwilioSmsChannel, twilio_client
+from payherald.channels.twilio_channels import (
+    TwilioSmsChannel,
+    TwilioVoiceChannel,
+    TwilioWhatsAppChannel,
+    twilio_client,
+)
 
 __all__ = [
     "Channel",
@@ -15,5 +20,7 @@ __all__ = [
     "ReconcileOutcome",
     "Reconciliation",
     "TwilioSmsChannel",
+    "TwilioVoiceChannel",
+    "TwilioWhatsAppChannel",
     "twilio_client",
 ]

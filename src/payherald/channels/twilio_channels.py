@@ -1,4 +1,5 @@
-"""SMS through Twilio's Programmable Messaging API, with the official SDK."""
+"""SMS and WhatsApp through Twilio's Programmable Messaging API, and voice calls that read
+the message out, with the official SDK."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
+from twilio.twiml.voice_response import VoiceResponse
 
 from payherald.channels.base import Message, ReconcileOutcome, Reconciliation
 from payherald.exceptions import (
@@ -16,7 +18,7 @@ from payherald.exceptions import (
     TransientDeliveryError,
 )
 
-__all__ = ["TwilioSmsChannel", "twilio_client"]
+__all__ = ["TwilioSmsChannel", "TwilioVoiceChannel", "TwilioWhatsAppChannel", "twilio_client"]
 
 # Twilio error codes that will fail the same way however often they are retried.
 _PERMANENT_CODES = {
@@ -53,7 +55,11 @@ def twilio_client(
 
 
 class TwilioSmsChannel:
+    """SMS from a number or a Messaging Service."""
+
     name = "sms"
+    # WhatsApp addresses are the same numbers behind a "whatsapp:" prefix.
+    address_prefix = ""
 
     def __init__(
         self,
@@ -71,12 +77,12 @@ class TwilioSmsChannel:
         self._status_callback = status_callback
 
     def send(self, message: Message) -> str:
-        kwargs: dict[str, str] = {"to": message.to, "body": message.body}
+        kwargs: dict[str, str] = {"to": self.address_prefix + message.to, "body": message.body}
         if self._service:
             kwargs["messaging_service_sid"] = self._service
         else:
             assert self._from is not None
-            kwargs["from_"] = self._from
+            kwargs["from_"] = self.address_prefix + self._from
         if self._status_callback:
             kwargs["status_callback"] = (
                 f"{self._status_callback}?notification={message.notification_id}"
@@ -109,7 +115,9 @@ class TwilioSmsChannel:
             # Newest first, a page at a time, until messages older than the attempt. Not
             # filtered on DateSent: it stays empty while a message waits in Twilio's queue,
             # and such a message must be found.
-            for candidate in self._client.messages.stream(to=message.to, limit=200, page_size=20):
+            for candidate in self._client.messages.stream(
+                to=self.address_prefix + message.to, limit=200, page_size=20
+            ):
                 created = candidate.date_created
                 if created is not None and created < since:
                     break
@@ -117,6 +125,81 @@ class TwilioSmsChannel:
                     return Reconciliation(
                         ReconcileOutcome.DELIVERED, provider_id=str(candidate.sid)
                     )
+        except (TwilioException, requests.exceptions.RequestException):
+            return Reconciliation(ReconcileOutcome.UNDETERMINED)
+        if datetime.now(UTC) - attempt_started_at < _RECONCILE_GRACE:
+            return Reconciliation(ReconcileOutcome.UNDETERMINED)
+        return Reconciliation(ReconcileOutcome.NOT_DELIVERED)
+
+
+class TwilioWhatsAppChannel(TwilioSmsChannel):
+    """WhatsApp through Twilio: the same API, addresses prefixed with ``whatsapp:``; the
+    sender is a WhatsApp-enabled number (TWILIO_WHATSAPP_FROM) or a Messaging Service."""
+
+    name = "whatsapp"
+    address_prefix = "whatsapp:"
+
+
+class TwilioVoiceChannel:
+    """A phone call that reads the message out (TwiML ``<Say>``) in the locale's language."""
+
+    name = "voice"
+
+    def __init__(
+        self,
+        *,
+        client: Client,
+        from_number: str,
+        language: str = "en-US",
+        status_callback: str | None = None,
+    ) -> None:
+        self._client = client
+        self._from = from_number
+        self._language = language
+        self._status_callback = status_callback
+
+    def twiml(self, text: str) -> str:
+        response = VoiceResponse()
+        response.say(text, language=self._language)
+        return str(response)
+
+    def send(self, message: Message) -> str:
+        kwargs: dict[str, str] = {
+            "to": message.to,
+            "from_": self._from,
+            "twiml": self.twiml(message.body),
+        }
+        if self._status_callback:
+            kwargs["status_callback"] = (
+                f"{self._status_callback}?notification={message.notification_id}"
+            )
+        try:
+            call = self._client.calls.create(**kwargs)
+        except TwilioRestException as exc:
+            raise _classify(exc) from exc
+        except requests.exceptions.RequestException as exc:
+            if _never_connected(exc):
+                raise TransientDeliveryError(
+                    f"Could not connect to Twilio: {exc}", code="connect_error"
+                ) from exc
+            raise DeliveryOutcomeUnknown(
+                f"The connection to Twilio broke after the request was sent: {exc}",
+                code="connection_lost",
+            ) from exc
+        return str(call.sid)
+
+    def reconcile(self, message: Message, attempt_started_at: datetime) -> Reconciliation:
+        """A call to the number from our number since the attempt means it was placed
+        (calls do not carry their text to compare)."""
+        since = attempt_started_at - timedelta(minutes=1)
+        try:
+            for call in self._client.calls.stream(
+                to=message.to, from_=self._from, limit=50, page_size=20
+            ):
+                created = call.date_created
+                if created is not None and created < since:
+                    break
+                return Reconciliation(ReconcileOutcome.DELIVERED, provider_id=str(call.sid))
         except (TwilioException, requests.exceptions.RequestException):
             return Reconciliation(ReconcileOutcome.UNDETERMINED)
         if datetime.now(UTC) - attempt_started_at < _RECONCILE_GRACE:

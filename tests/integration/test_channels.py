@@ -1,0 +1,235 @@
+"""Every channel against a real peer: Twilio's spec under Prism for WhatsApp and calls, a
+real SMTP server (aiosmtpd) for email, and a loopback HTTP receiver for Slack."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from email import message_from_bytes
+from email.message import Message as EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from payherald import PermanentDeliveryError, TransientDeliveryError
+from payherald.channels import Message, TwilioVoiceChannel, TwilioWhatsAppChannel, twilio_client
+from payherald.channels.email import EmailChannel, SmtpServer
+from payherald.channels.slack import SlackChannel
+from tests import peers
+from tests.peers import free_port
+
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+PHONE = "+14155550123"
+
+
+@pytest.fixture(scope="module")
+def twilio() -> Iterator[peers.TwilioMock]:
+    if reason := peers.prism_available():
+        pytest.skip(reason)
+    with peers.TwilioMock() as mock:
+        yield mock
+
+
+def test_whatsapp_goes_to_whatsapp_addresses(twilio: peers.TwilioMock) -> None:
+    twilio.clear()
+    channel = TwilioWhatsAppChannel(
+        client=twilio_client(ACCOUNT_SID, "f" * 32, api_base=twilio.url),
+        from_number="+14155238886",
+    )
+    sid = channel.send(
+        Message(notification_id=1, to=PHONE, body="Paid, thanks!", channel="whatsapp")
+    )
+    assert sid.startswith(("SM", "MM"))
+    (request,) = twilio.messages()
+    assert request.form == {
+        "To": f"whatsapp:{PHONE}",
+        "From": "whatsapp:+14155238886",
+        "Body": "Paid, thanks!",
+    }
+
+
+def test_a_call_reads_the_message_out_in_the_locales_language(twilio: peers.TwilioMock) -> None:
+    twilio.clear()
+    channel = TwilioVoiceChannel(
+        client=twilio_client(ACCOUNT_SID, "f" * 32, api_base=twilio.url),
+        from_number="+15005550006",
+        language="de-DE",
+    )
+    sid = channel.send(
+        Message(notification_id=2, to=PHONE, body="Zahlung & Dank <1>", channel="voice")
+    )
+    assert sid.startswith("CA")
+    (request,) = [r for r in twilio.requests if r.path.endswith("/Calls.json")]
+    assert request.form["To"] == PHONE
+    assert request.form["From"] == "+15005550006"
+    assert request.form["Twiml"] == (
+        '<?xml version="1.0" encoding="UTF-8"?><Response>'
+        '<Say language="de-DE">Zahlung &amp; Dank &lt;1&gt;</Say>'
+        "</Response>"
+    )
+
+
+class Mailbox:
+    """An aiosmtpd handler that keeps what it is sent, and refuses whom it is told to."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], EmailMessage]] = []
+        self.refuse: dict[str, str] = {}
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(
+            (envelope.mail_from, list(envelope.rcpt_tos), message_from_bytes(envelope.content))
+        )
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Mailbox, int]]:
+    mailbox, port = Mailbox(), free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield mailbox, port
+    controller.stop()
+
+
+def email_channel(port: int) -> EmailChannel:
+    return EmailChannel(
+        server=SmtpServer.from_url(f"smtp://127.0.0.1:{port}"),
+        sender="Acme Billing <billing@acme.example>",
+        reply_to="help@acme.example",
+        subject_prefix="Acme",
+    )
+
+
+def test_an_email_arrives_with_text_html_from_and_reply_to(smtp: tuple[Mailbox, int]) -> None:
+    mailbox, port = smtp
+    provider_id = email_channel(port).send(
+        Message(
+            notification_id=3,
+            to="jenny@example.com",
+            channel="email",
+            body="Payment of $20.00 received, thank you! Ref: pi_1",
+        )
+    )
+    (mail_from, recipients, mail) = mailbox.messages[0]
+    assert (mail_from, recipients) == ("billing@acme.example", ["jenny@example.com"])
+    assert mail["Subject"] == "Acme: Payment of $20.00 received, thank you! Ref: pi_1"
+    assert mail["From"] == "Acme Billing <billing@acme.example>"
+    assert mail["Reply-To"] == "help@acme.example"
+    assert mail["Message-ID"] == provider_id
+    parts = {
+        part.get_content_type(): part.get_payload(decode=True).decode()
+        for part in mail.walk()
+        if not part.is_multipart()
+    }
+    assert parts["text/plain"].strip() == "Payment of $20.00 received, thank you! Ref: pi_1"
+    assert "Payment of $20.00 received" in parts["text/html"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        ("550 5.1.1 No such user", PermanentDeliveryError),
+        ("451 4.3.0 Try again later", TransientDeliveryError),
+    ],
+)
+def test_a_refused_recipient_is_permanent_or_transient_by_its_code(
+    smtp: tuple[Mailbox, int], answer: str, error: type[Exception]
+) -> None:
+    mailbox, port = smtp
+    mailbox.refuse["nobody@example.com"] = answer
+    with pytest.raises(error, match=answer.split(" ", 1)[0]):
+        email_channel(port).send(
+            Message(notification_id=4, to="nobody@example.com", body="Hi", channel="email")
+        )
+    assert mailbox.messages == []
+
+
+def test_an_unreachable_smtp_server_is_retried() -> None:
+    with pytest.raises(TransientDeliveryError, match="Could not connect"):
+        email_channel(free_port()).send(
+            Message(notification_id=5, to="a@example.com", body="Hi", channel="email")
+        )
+
+
+class SlackReceiver(BaseHTTPRequestHandler):
+    posts: list[tuple[str, dict[str, Any]]]
+    answer: tuple[int, str, dict[str, str]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.posts.append((self.path, json.loads(body)))
+        status, text, headers = self.answer
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(text.encode())
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def slack() -> Iterator[tuple[type[SlackReceiver], str]]:
+    handler = type("Receiver", (SlackReceiver,), {"posts": [], "answer": (200, "ok", {})})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield handler, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_slack_gets_a_readable_block_layout(slack: tuple[type[SlackReceiver], str]) -> None:
+    receiver, url = slack
+    channel = SlackChannel(webhooks={"finance": f"{url}/services/T0/B0/finance"})
+    channel.send(
+        Message(
+            notification_id=6,
+            to="slack:finance",
+            channel="slack",
+            body="URGENT: dispute opened on $20.00",
+        )
+    )
+    ((path, payload),) = receiver.posts
+    assert path == "/services/T0/B0/finance"
+    assert payload["text"] == "URGENT: dispute opened on $20.00"
+    assert payload["blocks"][0] == {
+        "type": "section",
+        "text": {"type": "mrkdwn", "text": "URGENT: dispute opened on $20.00"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "words"),
+    [
+        ((404, "no_service", {}), PermanentDeliveryError, "no_service"),
+        ((400, "invalid_payload", {}), PermanentDeliveryError, "invalid_payload"),
+        ((500, "oops", {}), TransientDeliveryError, "500"),
+        ((429, "rate_limited", {"Retry-After": "7"}), TransientDeliveryError, "429"),
+    ],
+)
+def test_slack_refusals_are_classified(
+    slack: tuple[type[SlackReceiver], str],
+    answer: tuple[int, str, dict[str, str]],
+    error: type[Exception],
+    words: str,
+) -> None:
+    receiver, url = slack
+    receiver.answer = answer
+    channel = SlackChannel(webhooks={"ops": f"{url}/hook"})
+    with pytest.raises(error, match=words) as caught:
+        channel.send(Message(notification_id=7, to="slack:ops", body="x", channel="slack"))
+    if answer[0] == 429:
+        assert caught.value.retry_after == 7.0  # type: ignore[attr-defined]
