@@ -76,7 +76,9 @@ class Composer:
         customer = self._customer(event)
         notes: list[str] = []
         if notification.recipient == "customer":
-            to, channel = self._reach_customer(rule, event, customer, notification.livemode, notes)
+            to, channel = self._reach_customer(
+                rule, event, customer, notification.livemode, notes, dict(notification.refusals)
+            )
             zone = _phone_timezone(to) if channel in _PHONE_CHANNELS else None
         else:
             assert notification.to is not None
@@ -117,8 +119,12 @@ class Composer:
         customer: Mapping[str, Any] | None,
         livemode: bool,
         notes: list[str],
+        refused: Mapping[str, str] | None = None,
     ) -> tuple[str, str]:
         for channel in rule.channels:
+            if refused and channel in refused:
+                notes.append(f"{channel}: refused the message ({refused[channel]})")
+                continue
             if not self._router.available(channel, livemode=livemode):
                 notes.append(f"{channel}: not configured")
                 continue

@@ -74,6 +74,8 @@ class ClaimedNotification:
     attempt_started_at: datetime | None
     event_payload: str
     claim: str
+    # Channels that refused the message for good, with why: (channel, reason).
+    refusals: tuple[tuple[str, str], ...] = ()
 
 
 class Store:
@@ -455,6 +457,25 @@ class Store:
             values["attempts"] = attempts
         return self._transition(held, ("claimed", "sending", "unknown"), **values)
 
+    def fall_back(
+        self, held: ClaimedNotification, *, channel: str, error: str, code: str | None
+    ) -> bool:
+        """``channel`` refused the message for good: queue it again, now, for the rule's
+        next channel."""
+        refusal = f"{channel}\t{' '.join(error.split())}"
+        refusals = "\n".join([*(f"{c}\t{r}" for c, r in held.refusals), refusal])
+        return self._transition(
+            held,
+            ("sending",),
+            status="pending",
+            run_at=self._clock.now(),
+            refusals=refusals,
+            error=error,
+            error_code=code,
+            lease_until=None,
+            claimed_by=None,
+        )
+
     def mark_unknown(self, held: ClaimedNotification, *, error: str, recheck_at: datetime) -> bool:
         return self._transition(
             held,
@@ -539,6 +560,12 @@ def _claimed(row: RowMapping) -> ClaimedNotification:
         attempt_started_at=row["attempt_started_at"],
         event_payload=row["event_payload"],
         claim=row["claimed_by"],
+        refusals=tuple(
+            (channel, reason)
+            for channel, _, reason in (
+                line.partition("\t") for line in (row["refusals"] or "").splitlines()
+            )
+        ),
     )
 
 

@@ -104,6 +104,9 @@ notifications = Table(
     Column("sent_at", UTCDateTime),
     # Why the message went where it went: channels skipped in the fallback chain, and why.
     Column("notes", Text),
+    # Channels that refused this message for good, one "channel<TAB>reason" a line: the
+    # next send tries the rule's next channel.
+    Column("refusals", Text),
     Index("ix_notifications_status_run_at", "status", "run_at"),
     Index("ix_notifications_event_id", "event_id"),
 )

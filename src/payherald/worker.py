@@ -210,6 +210,13 @@ class Worker:
         try:
             provider_id = channel.send(message)
         except PermanentDeliveryError as exc:
+            if notification.recipient == "customer" and self._store.fall_back(
+                notification, channel=message.channel, error=exc.message, code=exc.code
+            ):
+                # The next send tries the rule's next channel; if none is left, composing
+                # fails with no_recipient and every reason.
+                log.info("channel_refused", channel=message.channel, error=exc.message)
+                return
             self._store.mark_failed(notification, error=exc.message, code=exc.code)
             log.warning("notification_failed", reason=exc.code, error=exc.message)
         except TransientDeliveryError as exc:

@@ -250,3 +250,49 @@ def test_every_simulated_type_in_test_mode_goes_to_the_console(
         "plan_changed",
     }
     ph.engine.dispose()
+
+
+def test_a_permanent_refusal_falls_back_to_the_next_channel(
+    ph: Any, clock: FrozenClock, sms: ScriptedChannel, email: ScriptedChannel
+) -> None:
+    from payherald import PermanentDeliveryError
+
+    sms._script.append(
+        PermanentDeliveryError(
+            "Twilio refused the message: the 'To' number is not a mobile number",
+            code="twilio_21614",
+        )
+    )
+    payload = build_event("payment_intent.succeeded", now=clock.now(), livemode=True)
+    payload["data"]["object"].update(customer="cus_new")
+    receive(ph, payload)
+    ph.worker.run_until_idle()
+    ph.worker.run_until_idle()
+    (row,) = rows(ph, "payment_confirmation")
+    assert (row["status"], row["channel"], row["to"]) == ("sent", "email", "ada@example.com")
+    assert row["notes"] == (
+        "sms: refused the message (Twilio refused the message: the 'To' "
+        "number is not a mobile number)"
+    )
+    confirmations = [m for m in sms.attempts + email.attempts if m.body.startswith("Payment")]
+    assert [m.channel for m in confirmations] == ["sms", "email"]
+
+
+def test_when_every_channel_refuses_the_notification_fails_with_each_reason(
+    ph: Any, clock: FrozenClock, sms: ScriptedChannel, email: ScriptedChannel
+) -> None:
+    from payherald import PermanentDeliveryError
+
+    sms._script.append(PermanentDeliveryError("not a mobile number", code="twilio_21614"))
+    email._script.append(PermanentDeliveryError("550 no such user", code="smtp_550"))
+    payload = build_event("payment_intent.succeeded", now=clock.now(), livemode=True)
+    payload["data"]["object"].update(customer="cus_new")
+    receive(ph, payload)
+    for _ in range(3):
+        ph.worker.run_until_idle()
+    (row,) = rows(ph, "payment_confirmation")
+    assert (row["status"], row["error_code"]) == ("failed", "no_recipient")
+    assert "sms: refused the message" in row["error"]
+    assert "email: refused the message (550 no such user)" in row["error"]
+    confirmations = [m for m in sms.attempts + email.attempts if m.body.startswith("Payment")]
+    assert [m.channel for m in confirmations] == ["sms", "email"]
