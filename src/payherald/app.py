@@ -215,6 +215,10 @@ def build(
         verifier=WebhookVerifier(secrets=secrets, clock=clock),
         rules=rules,
         on_queued=worker.wake,
+        twilio_auth_token=(
+            settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
+        ),
+        public_url=settings.public_url,
     )
     return Payherald(
         settings=settings,

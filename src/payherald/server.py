@@ -10,12 +10,15 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from twilio.request_validator import RequestValidator
 
+from payherald.delivery import DeliveryReport, record_delivery
 from payherald.exceptions import PayloadTooLarge, StoreUnavailable, WebhookRejected
 from payherald.rules import RuleBook
 from payherald.store import Store
@@ -32,9 +35,14 @@ def create_http_app(
     verifier: WebhookVerifier,
     rules: RuleBook,
     on_queued: Callable[[], None] = lambda: None,
+    twilio_auth_token: str | None = None,
+    public_url: str | None = None,
 ) -> FastAPI:
     """The ASGI application. ``on_queued`` is called after a commit that queued work (the
-    in-process worker's wake-up)."""
+    in-process worker's wake-up). Twilio's callbacks are checked against ``public_url``
+    (PAYHERALD_PUBLIC_URL), the address Twilio was given, never against headers a client
+    can set such as ``X-Forwarded-Host``."""
+    twilio_validator = RequestValidator(twilio_auth_token) if twilio_auth_token else None
     app = FastAPI(
         title="payherald",
         summary="Stripe events to SMS, exactly once.",
@@ -110,6 +118,68 @@ def create_http_app(
             queued=answer["queued"],
         )
         return JSONResponse(answer)
+
+    @app.post("/webhooks/twilio/status", summary="Receive a Twilio delivery status")
+    async def twilio_status(request: Request) -> JSONResponse:
+        client = request.client.host if request.client else None
+        if twilio_validator is None or not public_url:
+            _log.warning("twilio_callback_rejected", client=client, reason="not configured")
+            return JSONResponse(
+                {
+                    "error": "Twilio callbacks are not accepted here: set PAYHERALD_PUBLIC_URL "
+                    "and TWILIO_AUTH_TOKEN."
+                },
+                status_code=403,
+            )
+        try:
+            body = await _read_body(request)
+        except WebhookRejected as exc:
+            return JSONResponse({"error": exc.message}, status_code=exc.status_code)
+        params = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        query = f"?{request.url.query}" if request.url.query else ""
+        url = public_url.rstrip("/") + request.url.path + query
+        signature = request.headers.get("x-twilio-signature", "")
+        if not signature or not twilio_validator.validate(url, params, signature):
+            _log.warning("twilio_callback_rejected", client=client, reason="bad signature")
+            return JSONResponse(
+                {
+                    "error": "The X-Twilio-Signature header does not match this request. Check "
+                    "that PAYHERALD_PUBLIC_URL is the address Twilio calls and "
+                    "TWILIO_AUTH_TOKEN is the account's token."
+                },
+                status_code=403,
+            )
+        sid = params.get("MessageSid") or params.get("CallSid")
+        status = params.get("MessageStatus") or params.get("CallStatus")
+        if not sid or not status:
+            return JSONResponse(
+                {
+                    "error": "Not a Twilio status callback: MessageSid and "
+                    "MessageStatus are missing."
+                },
+                status_code=400,
+            )
+        notification = request.query_params.get("notification", "")
+        report = DeliveryReport(
+            provider_id=sid,
+            status=status.lower(),
+            notification_id=int(notification) if notification.isdigit() else None,
+            error_code=params.get("ErrorCode") or None,
+        )
+        try:
+            outcome = await run_in_threadpool(record_delivery, store, report)
+        except StoreUnavailable as exc:
+            _log.error("delivery_report_not_stored", provider_id=sid, error=exc.message)
+            return JSONResponse({"error": "The store is unavailable."}, status_code=503)
+        _log.info(
+            "delivery_report",
+            provider_id=sid,
+            status=report.status,
+            notification_id=report.notification_id,
+            outcome=outcome,
+            error_code=report.error_code,
+        )
+        return JSONResponse({"outcome": outcome})
 
     @app.get("/healthz", summary="Alive")
     async def healthz() -> dict[str, str]:

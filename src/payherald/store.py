@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -89,6 +89,18 @@ class Store:
     @property
     def engine(self) -> Engine:
         return self._engine
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    def transaction(self) -> AbstractContextManager[Connection]:
+        """A transaction; database errors become StoreUnavailable."""
+        return self._transaction()
+
+    def insert(self, table: Any) -> Any:
+        """An INSERT with this database's ON CONFLICT support."""
+        return self._insert(table)
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:

@@ -27,7 +27,15 @@ from sqlalchemy import (
     TypeDecorator,
 )
 
-__all__ = ["UTCDateTime", "events", "meta", "metadata", "notifications", "subject_aliases"]
+__all__ = [
+    "UTCDateTime",
+    "delivery_reports",
+    "events",
+    "meta",
+    "metadata",
+    "notifications",
+    "subject_aliases",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -107,8 +115,22 @@ notifications = Table(
     # Channels that refused this message for good, one "channel<TAB>reason" a line: the
     # next send tries the rule's next channel.
     Column("refusals", Text),
+    # What the provider later reported (Twilio status callbacks); never moves backwards.
+    Column("delivery_status", String(16)),
+    Column("delivery_error_code", String(16)),
     Index("ix_notifications_status_run_at", "status", "run_at"),
     Index("ix_notifications_event_id", "event_id"),
+)
+
+# Every status callback, once per (message, status), whatever Twilio repeats.
+delivery_reports = Table(
+    "delivery_reports",
+    metadata,
+    Column("provider_id", String(64), primary_key=True),
+    Column("status", String(16), primary_key=True),
+    Column("notification_id", _BigId),
+    Column("error_code", String(16)),
+    Column("received_at", UTCDateTime, nullable=False),
 )
 
 # Every identifier seen for one thing (a payment: its intent, charge, invoice, Checkout
