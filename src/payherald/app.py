@@ -27,6 +27,7 @@ from payherald.config import Config, load_config
 from payherald.database import create_store_engine, migrate
 from payherald.exceptions import StoreUnavailable
 from payherald.messages import MessageContext, TemplateRenderer
+from payherald.ratelimit import RateLimiter
 from payherald.recipients import CustomerDirectory, StripeCustomerDirectory
 from payherald.rules import RuleBook
 from payherald.server import create_http_app
@@ -209,6 +210,8 @@ def build(
         concurrency=settings.worker_concurrency,
         poll_interval=settings.poll_interval,
         max_attempts=settings.max_attempts,
+        retry_base=settings.retry_base,
+        limiter=RateLimiter(config.rate_limits),
     )
     http_app = create_http_app(
         store=store,

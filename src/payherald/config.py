@@ -47,7 +47,7 @@ from payherald.subjects import SUBJECTS
 
 __all__ = ["Config", "load_config"]
 
-_TOP_KEYS = {"timezone", "phone_metadata_keys", "high_value", "teams", "rules"}
+_TOP_KEYS = {"timezone", "phone_metadata_keys", "high_value", "teams", "rules", "rate_limits"}
 _TEAM_KEYS = {"sms", "email", "slack_webhook", "timezone"}
 _RULE_KEYS = {
     "events",
@@ -71,6 +71,7 @@ class Config:
     high_value: dict[str, int] = field(default_factory=dict)
     timezone: str | None = None
     phone_metadata_keys: tuple[str, ...] = ("phone",)
+    rate_limits: dict[str, float] = field(default_factory=dict)
     path: Path | None = None
 
     def rule_book(self, renderer: TemplateRenderer) -> RuleBook:
@@ -126,6 +127,17 @@ class _Reader:
             for name, value in self._table((), "teams", data.get("teams", {})).items()
         }
         high_value = self._high_value(data.get("high_value", {}))
+        rate_limits = {}
+        for sender, rate in self._table((), "rate_limits", data.get("rate_limits", {})).items():
+            if isinstance(rate, bool) or not isinstance(rate, int | float) or rate <= 0:
+                self.problem(
+                    ("rate_limits",),
+                    sender,
+                    "must be a number of messages a second, "
+                    "more than 0 (0.5 is one every two seconds).",
+                )
+            else:
+                rate_limits[sender] = float(rate)
         rules = self._rules(self._table((), "rules", data.get("rules", {})), teams)
         return Config(
             rules=rules,
@@ -133,6 +145,7 @@ class _Reader:
             high_value=high_value,
             timezone=timezone,
             phone_metadata_keys=tuple(keys),
+            rate_limits=rate_limits,
             path=self.path,
         )
 

@@ -44,5 +44,8 @@ class ScriptedChannel:
             raise answer
         return f"{self.name}-{message.notification_id}-{len(self.attempts)}"
 
+    def sender(self, message: Message) -> str:
+        return self.name
+
     def reconcile(self, message: Message, attempt_started_at: datetime) -> Reconciliation:
         return self.reconcile_answer

@@ -33,6 +33,7 @@ from payherald.exceptions import (
     StoreUnavailable,
     TransientDeliveryError,
 )
+from payherald.ratelimit import RateLimiter
 from payherald.recipients import mask_phone
 from payherald.store import ClaimedNotification, Store
 
@@ -70,6 +71,8 @@ class Worker:
         poll_interval: float = 1.0,
         lease: float = 120.0,
         max_attempts: int = 12,
+        retry_base: float = 5.0,
+        limiter: RateLimiter | None = None,
         worker_id: str | None = None,
     ) -> None:
         self._store = store
@@ -80,6 +83,8 @@ class Worker:
         self._poll_interval = poll_interval
         self._lease = lease
         self._max_attempts = max_attempts
+        self._retry_base = retry_base
+        self._limiter = limiter or RateLimiter({})
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._wake = threading.Event()
         self._slots = threading.BoundedSemaphore(concurrency)
@@ -207,6 +212,8 @@ class Worker:
         self, notification: ClaimedNotification, channel: Channel, message: Message, log: Any
     ) -> None:
         log = log.bind(channel=channel.name, to=mask_phone(message.to))
+        sender = channel.sender(message)
+        self._limiter.wait(sender if self._limiter.limited(sender) else channel.name)
         try:
             provider_id = channel.send(message)
         except PermanentDeliveryError as exc:
@@ -251,7 +258,11 @@ class Worker:
             )
             log.warning("notification_failed", reason="retries_exhausted", error=exc.message)
             return
-        delay = exc.retry_after if exc.retry_after is not None else backoff_delay(attempts)
+        delay = (
+            exc.retry_after
+            if exc.retry_after is not None
+            else backoff_delay(attempts, base=self._retry_base)
+        )
         run_at = self._clock.now() + timedelta(seconds=delay)
         self._store.schedule_retry(
             notification, run_at=run_at, error=exc.message, code=exc.code, attempts=attempts

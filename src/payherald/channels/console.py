@@ -40,6 +40,9 @@ class ConsoleChannel:
             self.sent.append(message)
         return f"console-{message.notification_id}"
 
+    def sender(self, message: Message) -> str:
+        return "console"
+
     def reconcile(self, message: Message, attempt_started_at: datetime) -> Reconciliation:
         # Nobody receives a console message, so printing it again harms no one.
         return Reconciliation(ReconcileOutcome.NOT_DELIVERED)

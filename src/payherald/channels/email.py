@@ -92,6 +92,9 @@ class EmailChannel:
         )
         return email
 
+    def sender(self, message: Message) -> str:
+        return self._sender
+
     def send(self, message: Message) -> str:
         email = self.compose(message)
         try:

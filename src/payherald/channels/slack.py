@@ -43,6 +43,9 @@ class SlackChannel:
             },
         ]
 
+    def sender(self, message: Message) -> str:
+        return message.to  # slack:<team>: one webhook each
+
     def send(self, message: Message) -> str:
         team = message.to.removeprefix("slack:")
         client = self._clients.get(team)

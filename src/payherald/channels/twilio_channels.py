@@ -76,6 +76,9 @@ class TwilioSmsChannel:
         self._service = messaging_service_sid
         self._status_callback = status_callback
 
+    def sender(self, message: Message) -> str:
+        return self._service or self.address_prefix + (self._from or "")
+
     def send(self, message: Message) -> str:
         kwargs: dict[str, str] = {"to": self.address_prefix + message.to, "body": message.body}
         if self._service:
@@ -157,6 +160,9 @@ class TwilioVoiceChannel:
         self._from = from_number
         self._language = language
         self._status_callback = status_callback
+
+    def sender(self, message: Message) -> str:
+        return f"voice:{self._from}"
 
     def twiml(self, text: str) -> str:
         response = VoiceResponse()
