@@ -211,6 +211,7 @@ def build(
         poll_interval=settings.poll_interval,
         max_attempts=settings.max_attempts,
         retry_base=settings.retry_base,
+        lease=settings.lease,
         limiter=RateLimiter(config.rate_limits),
     )
     http_app = create_http_app(

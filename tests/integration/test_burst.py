@@ -122,6 +122,7 @@ def settings_for(peer: TwilioBurstPeer, tmp_path: Any, rules: str = "") -> dict[
     }
 
 
+@pytest.mark.timeout(600)
 def test_a_burst_of_2000_with_30_percent_429_is_sent_once_each(
     sqlite_url: str, peer: TwilioBurstPeer, tmp_path: Any
 ) -> None:

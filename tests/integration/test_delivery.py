@@ -147,6 +147,7 @@ def test_a_callback_for_an_unknown_message_is_kept_and_answered_200(
     assert reports(ph) == 1
 
 
+@pytest.mark.timeout(600)
 def test_callbacks_for_1000_messages_shuffled_and_repeated_never_regress(
     ph: Any, server: LiveServer
 ) -> None:
