@@ -212,6 +212,7 @@ def build(
         max_attempts=settings.max_attempts,
         retry_base=settings.retry_base,
         lease=settings.lease,
+        max_age=settings.max_age,
         limiter=RateLimiter(config.rate_limits),
     )
     http_app = create_http_app(

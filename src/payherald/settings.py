@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     )
     poll_interval: float = Field(1.0, gt=0, le=60, validation_alias=_env("PAYHERALD_POLL_INTERVAL"))
     max_attempts: int = Field(12, ge=1, le=100, validation_alias=_env("PAYHERALD_MAX_ATTEMPTS"))
+    max_age: float = Field(86400.0, gt=0, validation_alias=_env("PAYHERALD_MAX_RETRY_AGE_SECONDS"))
     lease: float = Field(120.0, ge=1, le=3600, validation_alias=_env("PAYHERALD_LEASE_SECONDS"))
     retry_base: float = Field(
         5.0, gt=0, le=3600, validation_alias=_env("PAYHERALD_RETRY_BASE_SECONDS")

@@ -74,6 +74,7 @@ class ClaimedNotification:
     attempt_started_at: datetime | None
     event_payload: str
     claim: str
+    created_at: datetime | None = None
     # Channels that refused the message for good, with why: (channel, reason).
     refusals: tuple[tuple[str, str], ...] = ()
 
@@ -572,6 +573,7 @@ def _claimed(row: RowMapping) -> ClaimedNotification:
         attempt_started_at=row["attempt_started_at"],
         event_payload=row["event_payload"],
         claim=row["claimed_by"],
+        created_at=row["created_at"],
         refusals=tuple(
             (channel, reason)
             for channel, _, reason in (

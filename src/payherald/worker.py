@@ -72,6 +72,7 @@ class Worker:
         lease: float = 120.0,
         max_attempts: int = 12,
         retry_base: float = 5.0,
+        max_age: float = 86400.0,
         limiter: RateLimiter | None = None,
         worker_id: str | None = None,
     ) -> None:
@@ -84,6 +85,7 @@ class Worker:
         self._lease = lease
         self._max_attempts = max_attempts
         self._retry_base = retry_base
+        self._max_age = timedelta(seconds=max_age)
         self._limiter = limiter or RateLimiter({})
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._wake = threading.Event()
@@ -249,6 +251,16 @@ class Worker:
         # This attempt: a send (already counted in the store by mark_sending) or a failed
         # preparation (counted now), so that both back off and give up alike.
         attempts = notification.attempts + 1
+        if self._too_old(notification):
+            self._store.mark_failed(
+                notification,
+                error=f"Gave up after {attempts} attempts over more than "
+                f"{self._max_age.total_seconds() / 3600:g} hours: {exc.message}",
+                code=exc.code,
+                attempts=attempts,
+            )
+            log.warning("notification_failed", reason="too_old", error=exc.message)
+            return
         if attempts >= self._max_attempts:
             self._store.mark_failed(
                 notification,
@@ -268,6 +280,10 @@ class Worker:
             notification, run_at=run_at, error=exc.message, code=exc.code, attempts=attempts
         )
         log.info("notification_retry", delay_seconds=round(delay, 1), error=exc.message)
+
+    def _too_old(self, notification: ClaimedNotification) -> bool:
+        created = notification.created_at
+        return created is not None and self._clock.now() - created > self._max_age
 
     # -- crash recovery -----------------------------------------------------------------
 
@@ -315,6 +331,15 @@ class Worker:
                 error="The provider has no record of the previous attempt; sending again.",
             )
             log.info("reconciled", outcome="not_delivered")
+        elif self._too_old(notification):
+            # Never resent on a guess; after this long, a person has to look.
+            self._store.mark_failed(
+                notification,
+                code="outcome_unknown",
+                error="Whether the provider accepted this message could not be found out; "
+                "it was not sent again. Check the provider's logs.",
+            )
+            log.warning("notification_failed", reason="outcome_unknown")
         else:
             self._store.mark_unknown(
                 notification,

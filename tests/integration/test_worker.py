@@ -374,3 +374,28 @@ def test_a_reconcile_that_raises_leaves_the_notification_unknown(
     ph.worker.run_until_idle()  # the reconcile raises: still unknown, nothing resent
     assert {n["status"] for n in ph.store.list_notifications()} == {"unknown"}
     assert len(broken.attempts) == 1
+
+
+def test_retries_stop_at_the_age_limit(ph: Any, sms: ScriptedChannel, clock: FrozenClock) -> None:
+    sms._script.extend(TransientDeliveryError("busy", code="http_429") for _ in range(5))
+    receive(ph, live())
+    ph.worker.run_until_idle()
+    clock.advance(86400 + 1)
+    ph.worker.run_until_idle()
+    row = only(ph)
+    assert (row["status"], row["attempts"]) == ("failed", 2)
+    assert "over more than 24 hours" in row["error"]
+
+
+def test_an_outcome_that_stays_unknown_fails_for_a_person_to_look_at(
+    ph: Any, sms: ScriptedChannel, clock: FrozenClock
+) -> None:
+    sms._script.append(ConnectionResetError("reset"))
+    sms.reconcile_answer = Reconciliation(ReconcileOutcome.UNDETERMINED)
+    receive(ph, live())
+    ph.worker.run_until_idle()
+    clock.advance(86400 + 600)
+    ph.worker.run_until_idle()
+    row = only(ph)
+    assert (row["status"], row["error_code"]) == ("failed", "outcome_unknown")
+    assert len(sms.attempts) == 1
