@@ -169,3 +169,13 @@ def build_for_tests(database_url: str, **kwargs: Any) -> Any:
     settings = load_settings(**overrides)
     kwargs.setdefault("console", ConsoleChannel(stream=io.StringIO()))
     return build(settings, migrate_schema=True, **kwargs)
+
+
+def answer_json(handler: Any, status: int, body: Any) -> None:
+    """Answer an ``http.server`` request with ``body`` as JSON."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)

@@ -3,7 +3,6 @@ after a restart, no message is sent twice and none is lost (F19, issue 4)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -23,7 +22,7 @@ import pytest
 from payherald import load_settings, parse_event
 from payherald.app import build
 from tests.acceptance.test_cli import clean_env
-from tests.support import SECRET, event_body
+from tests.support import SECRET, answer_json, event_body
 
 HELD_BODY_MARK = "pi_0_"  # the first payment's message is the one held at the provider
 
@@ -87,12 +86,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _answer(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        answer_json(self, status, body)
 
     def log_message(self, format: str, *args: object) -> None:
         pass

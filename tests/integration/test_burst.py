@@ -8,7 +8,6 @@ Twilio's Messages API on 127.0.0.1.
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
@@ -20,7 +19,7 @@ from urllib.parse import parse_qsl
 import pytest
 
 from payherald import parse_event
-from tests.support import build_for_tests, event_body
+from tests.support import answer_json, build_for_tests, event_body
 
 
 class TwilioBurstPeer(ThreadingHTTPServer):
@@ -68,12 +67,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
 
     def _answer(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        answer_json(self, status, body)
 
     def log_message(self, format: str, *args: object) -> None:
         pass

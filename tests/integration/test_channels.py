@@ -25,14 +25,6 @@ ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 PHONE = "+14155550123"
 
 
-@pytest.fixture(scope="module")
-def twilio() -> Iterator[peers.TwilioMock]:
-    if reason := peers.prism_available():
-        pytest.skip(reason)
-    with peers.TwilioMock() as mock:
-        yield mock
-
-
 def test_whatsapp_goes_to_whatsapp_addresses(twilio: peers.TwilioMock) -> None:
     twilio.clear()
     channel = TwilioWhatsAppChannel(

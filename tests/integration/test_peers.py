@@ -32,14 +32,6 @@ def localstripe() -> Iterator[peers.LocalStripe]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def twilio() -> Iterator[peers.TwilioMock]:
-    if reason := peers.prism_available():
-        pytest.skip(reason)
-    with peers.TwilioMock() as mock:
-        yield mock
-
-
 def wait_for(condition: Any, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

@@ -3,7 +3,9 @@ the message out, with the official SDK."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -86,24 +88,7 @@ class TwilioSmsChannel:
         else:
             assert self._from is not None
             kwargs["from_"] = self.address_prefix + self._from
-        if self._status_callback:
-            kwargs["status_callback"] = (
-                f"{self._status_callback}?notification={message.notification_id}"
-            )
-        try:
-            sent = self._client.messages.create(**kwargs)
-        except TwilioRestException as exc:
-            raise _classify(exc) from exc
-        except requests.exceptions.RequestException as exc:
-            if _never_connected(exc):
-                raise TransientDeliveryError(
-                    f"Could not connect to Twilio: {exc}", code="connect_error"
-                ) from exc
-            raise DeliveryOutcomeUnknown(
-                f"The connection to Twilio broke after the request was sent: {exc}",
-                code="connection_lost",
-            ) from exc
-        return str(sent.sid)
+        return _create(self._client.messages.create, kwargs, self._status_callback, message)
 
     def reconcile(self, message: Message, attempt_started_at: datetime) -> Reconciliation:
         """Look for the message at Twilio: the newest messages to the same number, created
@@ -175,24 +160,7 @@ class TwilioVoiceChannel:
             "from_": self._from,
             "twiml": self.twiml(message.body),
         }
-        if self._status_callback:
-            kwargs["status_callback"] = (
-                f"{self._status_callback}?notification={message.notification_id}"
-            )
-        try:
-            call = self._client.calls.create(**kwargs)
-        except TwilioRestException as exc:
-            raise _classify(exc) from exc
-        except requests.exceptions.RequestException as exc:
-            if _never_connected(exc):
-                raise TransientDeliveryError(
-                    f"Could not connect to Twilio: {exc}", code="connect_error"
-                ) from exc
-            raise DeliveryOutcomeUnknown(
-                f"The connection to Twilio broke after the request was sent: {exc}",
-                code="connection_lost",
-            ) from exc
-        return str(call.sid)
+        return _create(self._client.calls.create, kwargs, self._status_callback, message)
 
     def reconcile(self, message: Message, attempt_started_at: datetime) -> Reconciliation:
         """A call to the number from our number since the attempt means it was placed
@@ -217,6 +185,32 @@ def _comparable(body: str) -> str:
     """The text with only its ASCII letters and digits: Twilio's Smart Encoding may have
     replaced curly quotes and dashes, which must not hide a message that was sent."""
     return "".join(char for char in body if char.isascii() and char.isalnum())
+
+
+def _create(
+    create: Callable[..., Any],
+    kwargs: dict[str, str],
+    status_callback: str | None,
+    message: Message,
+) -> str:
+    """Call Twilio's ``create`` and say what its failure means: refused for good, worth
+    another try, or (the request may have reached Twilio) an unknown outcome."""
+    if status_callback:
+        kwargs["status_callback"] = f"{status_callback}?notification={message.notification_id}"
+    try:
+        created = create(**kwargs)
+    except TwilioRestException as exc:
+        raise _classify(exc) from exc
+    except requests.exceptions.RequestException as exc:
+        if _never_connected(exc):
+            raise TransientDeliveryError(
+                f"Could not connect to Twilio: {exc}", code="connect_error"
+            ) from exc
+        raise DeliveryOutcomeUnknown(
+            f"The connection to Twilio broke after the request was sent: {exc}",
+            code="connection_lost",
+        ) from exc
+    return str(created.sid)
 
 
 def _never_connected(exc: requests.exceptions.RequestException) -> bool:
