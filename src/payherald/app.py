@@ -201,6 +201,7 @@ def build(
         ),
         default_region=settings.default_region,
         metadata_keys=config.phone_metadata_keys,
+        suppressions=store.suppression,
     )
     worker = Worker(
         store=store,

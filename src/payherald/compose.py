@@ -9,7 +9,7 @@ the first-payment check of the welcome message, are decided here, with Stripe's 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -20,7 +20,7 @@ from phonenumbers import timezone as phone_timezones
 from payherald.channels.router import ChannelRouter
 from payherald.exceptions import RecipientNotFound, RenderError
 from payherald.messages import MessageContext, message_context
-from payherald.recipients import CustomerDirectory, resolve_email, resolve_phone
+from payherald.recipients import CustomerDirectory, mask_phone, resolve_email, resolve_phone
 from payherald.rules import Rule, RuleBook
 from payherald.store import ClaimedNotification
 from payherald.subjects import payment_aliases
@@ -58,6 +58,7 @@ class Composer:
         context: MessageContext,
         default_region: str = "US",
         metadata_keys: tuple[str, ...] = ("phone",),
+        suppressions: Callable[[str], str | None] | None = None,
     ) -> None:
         self._rules = rules
         self._router = router
@@ -65,6 +66,8 @@ class Composer:
         self._context = context
         self._default_region = default_region
         self._metadata_keys = metadata_keys
+        # Why an address must not be messaged (Store.suppression), checked before each send.
+        self._suppressions = suppressions
 
     def compose(self, notification: ClaimedNotification) -> Composed:
         """Raises NotificationSkipped, RecipientNotFound, RenderError, or
@@ -130,20 +133,28 @@ class Composer:
                 continue
             try:
                 if channel in _PHONE_CHANNELS:
-                    return resolve_phone(
+                    number = resolve_phone(
                         event.object,
                         customer,
                         default_region=self._default_region,
                         metadata_keys=self._metadata_keys,
-                    ).number, channel
+                    ).number
+                    self._check_not_suppressed(number)
+                    return number, channel
                 if channel == "email":
-                    return resolve_email(event.object, customer), channel
+                    address = resolve_email(event.object, customer)
+                    self._check_not_suppressed(address)
+                    return address, channel
                 notes.append(f"{channel}: cannot reach a customer")
             except RecipientNotFound as exc:
                 notes.append(f"{channel}: {exc.message}")
         raise RecipientNotFound(
             "No channel of the rule could reach the customer: " + "; ".join(notes)
         )
+
+    def _check_not_suppressed(self, address: str) -> None:
+        if self._suppressions is not None and (reason := self._suppressions(address)):
+            raise RecipientNotFound(f"{mask_phone(address)} must not be messaged: {reason}")
 
     def _check_first_payment(self, event: StripeEvent, customer_id: str) -> None:
         if not customer_id:

@@ -35,7 +35,7 @@ from payherald.clock import Clock
 from payherald.database import current_revision, head_revision
 from payherald.exceptions import SchemaOutOfDate, StoreUnavailable
 from payherald.rules import LINKED_SUBJECTS, PlannedNotification
-from payherald.tables import events, meta, notifications, subject_aliases
+from payherald.tables import events, meta, notifications, subject_aliases, suppressions
 from payherald.webhook import StripeEvent
 
 __all__ = ["WAKE_CHANNEL", "ClaimedNotification", "RecordResult", "Store"]
@@ -75,6 +75,7 @@ class ClaimedNotification:
     event_payload: str
     claim: str
     created_at: datetime | None = None
+    error_code: str | None = None
     # Channels that refused the message for good, with why: (channel, reason).
     refusals: tuple[tuple[str, str], ...] = ()
 
@@ -538,6 +539,31 @@ class Store:
         with self._transaction() as connection:
             return int(connection.execute(query).scalar_one())
 
+    # -- suppressions ------------------------------------------------------------------
+
+    def suppress(self, address: str, *, reason: str, source: str) -> bool:
+        """Never message ``address`` again (as a customer); False if it already was."""
+        with self._transaction() as connection:
+            return (
+                connection.execute(
+                    self._insert(suppressions)
+                    .values(
+                        address=address, reason=reason, source=source, created_at=self._clock.now()
+                    )
+                    .on_conflict_do_nothing(index_elements=["address"])
+                    .returning(suppressions.c.address)
+                ).first()
+                is not None
+            )
+
+    def suppression(self, address: str) -> str | None:
+        """Why ``address`` must not be messaged, or None."""
+        with self._transaction() as connection:
+            reason = connection.execute(
+                select(suppressions.c.reason).where(suppressions.c.address == address)
+            ).scalar()
+        return str(reason) if reason is not None else None
+
     # -- meta -------------------------------------------------------------------------
 
     def development_secret(self) -> str:
@@ -574,6 +600,7 @@ def _claimed(row: RowMapping) -> ClaimedNotification:
         event_payload=row["event_payload"],
         claim=row["claimed_by"],
         created_at=row["created_at"],
+        error_code=row["error_code"],
         refusals=tuple(
             (channel, reason)
             for channel, _, reason in (

@@ -35,6 +35,7 @@ __all__ = [
     "metadata",
     "notifications",
     "subject_aliases",
+    "suppressions",
 ]
 
 
@@ -131,6 +132,17 @@ delivery_reports = Table(
     Column("notification_id", _BigId),
     Column("error_code", String(16)),
     Column("received_at", UTCDateTime, nullable=False),
+)
+
+# People who must not be messaged at an address (a phone number, an email): checked
+# before every customer send.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("address", String(255), primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
 )
 
 # Every identifier seen for one thing (a payment: its intent, charge, invoice, Checkout

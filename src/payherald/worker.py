@@ -167,8 +167,15 @@ class Worker:
             log.info("notification_skipped", reason=exc.reason)
             return
         except RecipientNotFound as exc:
-            self._store.mark_failed(notification, error=exc.message, code="no_recipient")
-            log.warning("notification_failed", reason="no_recipient", error=exc.message)
+            # When the chain ran out because channels refused, the last refusal's code
+            # (twilio_21614, smtp_550...) says more than "no recipient".
+            code = (
+                notification.error_code
+                if notification.refusals and notification.error_code
+                else "no_recipient"
+            )
+            self._store.mark_failed(notification, error=exc.message, code=code)
+            log.warning("notification_failed", reason=code, error=exc.message)
             return
         except RenderError as exc:
             self._store.mark_failed(notification, error=exc.message, code="render_error")
@@ -219,6 +226,11 @@ class Worker:
         try:
             provider_id = channel.send(message)
         except PermanentDeliveryError as exc:
+            if exc.code == "twilio_21610":  # the person replied STOP to this sender
+                self._store.suppress(
+                    message.to, reason="replied STOP (Twilio error 21610)", source="twilio"
+                )
+                log.info("suppressed", reason="twilio_21610")
             if notification.recipient == "customer" and self._store.fall_back(
                 notification, channel=message.channel, error=exc.message, code=exc.code
             ):

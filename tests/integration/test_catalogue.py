@@ -291,8 +291,49 @@ def test_when_every_channel_refuses_the_notification_fails_with_each_reason(
     for _ in range(3):
         ph.worker.run_until_idle()
     (row,) = rows(ph, "payment_confirmation")
-    assert (row["status"], row["error_code"]) == ("failed", "no_recipient")
+    assert (row["status"], row["error_code"]) == ("failed", "smtp_550")
     assert "sms: refused the message" in row["error"]
     assert "email: refused the message (550 no such user)" in row["error"]
     confirmations = [m for m in sms.attempts + email.attempts if m.body.startswith("Payment")]
     assert [m.channel for m in confirmations] == ["sms", "email"]
+
+
+def test_a_number_that_replied_stop_is_suppressed_for_every_later_message(
+    ph: Any, clock: FrozenClock, sms: ScriptedChannel, email: ScriptedChannel
+) -> None:
+    from payherald import PermanentDeliveryError
+
+    sms._script.append(
+        PermanentDeliveryError(
+            "Twilio refused the message: the recipient has replied STOP to this sender",
+            code="twilio_21610",
+        )
+    )
+    first = build_event("payment_intent.succeeded", now=clock.now(), livemode=True)
+    first["data"]["object"].update(customer="cus_new", metadata={})
+    receive(ph, first)
+    for _ in range(2):
+        ph.worker.run_until_idle()
+    assert ph.store.suppression(PHONE) == "replied STOP (Twilio error 21610)"
+    later = build_event("payment_intent.payment_failed", now=clock.now(), livemode=True)
+    later["data"]["object"].update(customer="cus_new")
+    receive(ph, later)
+    ph.worker.run_until_idle()
+    assert {
+        row["channel"]
+        for row in ph.store.list_notifications()
+        if row["status"] == "sent" and row["recipient"] == "customer"
+    } == {"email"}
+    (failed,) = rows(ph, "payment_failed")
+    assert "sms: +*******0123 must not be messaged: replied STOP" in failed["notes"]
+    assert [m for m in sms.attempts if "did not go through" in m.body] == []
+
+
+def test_a_customers_opt_out_does_not_silence_team_alerts(
+    ph: Any, clock: FrozenClock, sms: ScriptedChannel
+) -> None:
+    ph.store.suppress("+14155550100", reason="replied STOP", source="test")
+    receive(ph, build_event("charge.dispute.created", now=clock.now(), livemode=True))
+    ph.worker.run_until_idle()
+    (row,) = rows(ph, "dispute_alert")
+    assert (row["status"], row["to"]) == ("sent", "+14155550100")
