@@ -4,7 +4,20 @@ from collections.abc import Iterator
 
 import pytest
 
+from payherald import FrozenClock
+from payherald.testing import ScriptedChannel
 from tests import peers
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def sms() -> ScriptedChannel:
+    """An SMS channel that records every send and answers from its script."""
+    return ScriptedChannel("sms")
 
 
 @pytest.fixture(scope="module")

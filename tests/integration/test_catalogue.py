@@ -23,16 +23,6 @@ PHONE = "+14155550123"
 
 
 @pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
-
-
-@pytest.fixture
-def sms() -> ScriptedChannel:
-    return ScriptedChannel("sms")
-
-
-@pytest.fixture
 def email() -> ScriptedChannel:
     return ScriptedChannel("email")
 

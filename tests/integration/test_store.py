@@ -19,11 +19,6 @@ from tests.support import event_body
 
 
 @pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
-
-
-@pytest.fixture
 def store(database_url: str, clock: FrozenClock) -> Iterator[Store]:
     engine = create_store_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
     migrate(engine)

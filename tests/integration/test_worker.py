@@ -18,16 +18,6 @@ from tests.support import build_for_tests, event_body
 
 
 @pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
-
-
-@pytest.fixture
-def sms() -> ScriptedChannel:
-    return ScriptedChannel("sms")
-
-
-@pytest.fixture
 def console() -> ConsoleChannel:
     import io
 
