@@ -225,6 +225,8 @@ def build(
             settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
         ),
         public_url=settings.public_url,
+        business_name=settings.business_name,
+        help_text=settings.help_text,
     )
     return Payherald(
         settings=settings,

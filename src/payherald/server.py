@@ -14,10 +14,12 @@ from urllib.parse import parse_qsl
 
 import structlog
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from twilio.request_validator import RequestValidator
+from twilio.twiml.messaging_response import MessagingResponse
 
+from payherald.consent import record_reply
 from payherald.delivery import DeliveryReport, record_delivery
 from payherald.exceptions import PayloadTooLarge, StoreUnavailable, WebhookRejected
 from payherald.rules import RuleBook
@@ -37,12 +39,21 @@ def create_http_app(
     on_queued: Callable[[], None] = lambda: None,
     twilio_auth_token: str | None = None,
     public_url: str | None = None,
+    business_name: str | None = None,
+    help_text: str | None = None,
 ) -> FastAPI:
     """The ASGI application. ``on_queued`` is called after a commit that queued work (the
     in-process worker's wake-up). Twilio's callbacks are checked against ``public_url``
     (PAYHERALD_PUBLIC_URL), the address Twilio was given, never against headers a client
     can set such as ``X-Forwarded-Host``."""
     twilio_validator = RequestValidator(twilio_auth_token) if twilio_auth_token else None
+    name = f"{business_name}: " if business_name else ""
+    replies = {
+        "opt_out": f"{name}You will get no more messages from us. Reply START to resubscribe.",
+        "opt_in": f"{name}You are subscribed again. Reply STOP to unsubscribe.",
+        "help": help_text
+        or f"{name}Payment notifications. Reply STOP to unsubscribe, START to resubscribe.",
+    }
     app = FastAPI(
         title="payherald",
         summary="Stripe events to SMS, exactly once.",
@@ -119,8 +130,8 @@ def create_http_app(
         )
         return JSONResponse(answer)
 
-    @app.post("/webhooks/twilio/status", summary="Receive a Twilio delivery status")
-    async def twilio_status(request: Request) -> JSONResponse:
+    async def twilio_form(request: Request) -> dict[str, str] | JSONResponse:
+        """The request's form, if it verifies as Twilio's; else the 403/413 to answer."""
         client = request.client.host if request.client else None
         if twilio_validator is None or not public_url:
             _log.warning("twilio_callback_rejected", client=client, reason="not configured")
@@ -149,6 +160,51 @@ def create_http_app(
                 },
                 status_code=403,
             )
+        return params
+
+    @app.post("/webhooks/twilio/inbound", summary="Receive an SMS reply (STOP, START, HELP)")
+    async def twilio_inbound(request: Request) -> Response:
+        params = await twilio_form(request)
+        if isinstance(params, JSONResponse):
+            return params
+        sid, sender, text = params.get("MessageSid"), params.get("From"), params.get("Body")
+        if not sid or not sender or text is None:
+            return JSONResponse(
+                {"error": "Not a Twilio inbound message: MessageSid, From and Body are needed."},
+                status_code=400,
+            )
+        channel = "whatsapp" if sender.startswith("whatsapp:") else "sms"
+        address = sender.removeprefix("whatsapp:")
+        try:
+            new, action, changed = await run_in_threadpool(
+                record_reply,
+                store,
+                provider_id=sid,
+                sender=address,
+                body=text,
+                channel=channel,
+            )
+        except StoreUnavailable as exc:
+            _log.error("inbound_not_stored", provider_id=sid, error=exc.message)
+            return JSONResponse({"error": "The store is unavailable."}, status_code=503)
+        _log.info(
+            "inbound_message",
+            provider_id=sid,
+            sender=address,
+            keyword=action,
+            first_time=new,
+            consent_changed=changed,
+        )
+        reply = MessagingResponse()
+        if new and (changed or action == "help"):
+            reply.message(replies[action or "help"])
+        return Response(str(reply), media_type="application/xml")
+
+    @app.post("/webhooks/twilio/status", summary="Receive a Twilio delivery status")
+    async def twilio_status(request: Request) -> JSONResponse:
+        params = await twilio_form(request)
+        if isinstance(params, JSONResponse):
+            return params
         sid = params.get("MessageSid") or params.get("CallSid")
         status = params.get("MessageStatus") or params.get("CallStatus")
         if not sid or not status:

@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     email_reply_to: str | None = Field(None, validation_alias=_env("PAYHERALD_EMAIL_REPLY_TO"))
 
     business_name: str | None = Field(None, validation_alias=_env("PAYHERALD_BUSINESS_NAME"))
+    help_text: str | None = Field(None, validation_alias=_env("PAYHERALD_HELP_TEXT"))
     locale: str = Field("en_US", validation_alias=_env("PAYHERALD_LOCALE"))
     default_region: str = Field("US", validation_alias=_env("PAYHERALD_DEFAULT_REGION"))
     timezone: str = Field("UTC", validation_alias=_env("PAYHERALD_TIMEZONE"))

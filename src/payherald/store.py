@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, and_, func, select, text, update
+from sqlalchemy import Connection, Engine, RowMapping, and_, exists, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -364,10 +364,14 @@ class Store:
         return released, orphaned
 
     def _transition(
-        self, held: ClaimedNotification, from_statuses: tuple[str, ...], **values: Any
+        self,
+        held: ClaimedNotification,
+        from_statuses: tuple[str, ...],
+        *conditions: Any,
+        **values: Any,
     ) -> bool:
-        """Move a notification on, if ``held`` is still the current claim and the row is in
-        one of ``from_statuses``; False when the claim was lost meanwhile."""
+        """Move a notification on, if ``held`` is still the current claim, the row is in
+        one of ``from_statuses`` and ``conditions`` hold; False otherwise."""
         values.setdefault("updated_at", self._clock.now())
         with self._transaction() as connection:
             return bool(
@@ -378,6 +382,7 @@ class Store:
                             notifications.c.id == held.id,
                             notifications.c.claimed_by == held.claim,
                             notifications.c.status.in_(from_statuses),
+                            *conditions,
                         )
                     )
                     .values(**values)
@@ -393,13 +398,22 @@ class Store:
         channel: str,
         lease: float,
         notes: str | None = None,
+        unless_suppressed: bool = False,
     ) -> bool:
         """Record that the provider is about to be called; must commit before the call.
-        The lease starts afresh, to cover the provider call."""
+        The lease starts afresh, to cover the provider call. With ``unless_suppressed``,
+        nothing happens if ``to`` is on the suppression list: checked in the same statement,
+        so an opt-out recorded before this commit always wins."""
         now = self._clock.now()
+        guard = (
+            [~exists(select(suppressions.c.address).where(suppressions.c.address == to))]
+            if unless_suppressed
+            else []
+        )
         return self._transition(
             held,
             ("claimed",),
+            *guard,
             status="sending",
             to=to,
             body=body,
@@ -480,7 +494,7 @@ class Store:
         refusals = "\n".join([*(f"{c}\t{r}" for c, r in held.refusals), refusal])
         return self._transition(
             held,
-            ("sending",),
+            ("claimed", "sending"),
             status="pending",
             run_at=self._clock.now(),
             refusals=refusals,

@@ -29,8 +29,10 @@ from sqlalchemy import (
 
 __all__ = [
     "UTCDateTime",
+    "consents",
     "delivery_reports",
     "events",
+    "inbound_messages",
     "meta",
     "metadata",
     "notifications",
@@ -143,6 +145,31 @@ suppressions = Table(
     Column("reason", Text, nullable=False),
     Column("source", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+# When and how each person opted in or out: the audit trail behind `suppressions`.
+consents = Table(
+    "consents",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("address", String(255), nullable=False),
+    Column("action", String(16), nullable=False),  # opt_out | opt_in
+    Column("channel", String(32), nullable=False),  # sms, whatsapp, csv, cli...
+    Column("words", Text),
+    Column("source", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_consents_address", "address"),
+)
+
+# Every inbound message, once per MessageSid: a replayed request acts once.
+inbound_messages = Table(
+    "inbound_messages",
+    metadata,
+    Column("provider_id", String(64), primary_key=True),
+    Column("sender", String(255), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("action", String(16)),
+    Column("received_at", UTCDateTime, nullable=False),
 )
 
 # Every identifier seen for one thing (a payment: its intent, charge, invoice, Checkout

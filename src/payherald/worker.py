@@ -199,6 +199,7 @@ class Worker:
         channel = self._router.route(
             composed.channel, livemode=notification.livemode, to=composed.to
         )
+        customer = notification.recipient == "customer"
         if not self._store.mark_sending(
             notification,
             to=composed.to,
@@ -206,7 +207,20 @@ class Worker:
             channel=channel.name,
             lease=self._lease,
             notes=composed.notes,
+            unless_suppressed=customer,
         ):
+            reason = self._store.suppression(composed.to) if customer else None
+            if reason is not None:
+                # The person opted out after the message was composed: that channel cannot
+                # carry it; the rule's next channel may.
+                self._store.fall_back(
+                    notification,
+                    channel=composed.channel,
+                    code="suppressed",
+                    error=f"{mask_phone(composed.to)} must not be messaged: {reason}",
+                )
+                log.info("suppressed_before_send")
+                return
             log.warning("claim_lost", action="skip")
             return
         message = Message(

@@ -1,0 +1,147 @@
+"""Inbound replies over real HTTP (F24): signed, acted on once, STOP that always holds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from sqlalchemy import select
+from twilio.request_validator import RequestValidator
+
+from payherald import FrozenClock, parse_event
+from payherald.tables import consents
+from payherald.testing import ScriptedChannel
+from tests.support import LiveServer, build_for_tests, event_body
+
+TOKEN = "f" * 32
+PUBLIC = "https://payherald.example.com"
+SETTINGS = {
+    "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+    "TWILIO_AUTH_TOKEN": TOKEN,
+    "TWILIO_FROM_NUMBER": "+15005550006",
+    "PAYHERALD_PUBLIC_URL": PUBLIC,
+    "PAYHERALD_BUSINESS_NAME": "Acme",
+}
+PHONE = "+14155550123"
+
+
+@pytest.fixture
+def ph(database_url: str, sms: ScriptedChannel) -> Iterator[Any]:
+    built = build_for_tests(
+        database_url, settings=SETTINGS, clock=FrozenClock(), channels={"sms": sms}
+    )
+    yield built
+    built.engine.dispose()
+
+
+@pytest.fixture
+def server(ph: Any) -> Iterator[LiveServer]:
+    with LiveServer(ph.http_app) as live:
+        yield live
+
+
+def reply(
+    base: str, body: str, sid: str = "SM1", sender: str = PHONE, token: str = TOKEN
+) -> httpx.Response:
+    params = {"MessageSid": sid, "From": sender, "To": "+15005550006", "Body": body}
+    signature = RequestValidator(token).compute_signature(
+        PUBLIC + "/webhooks/twilio/inbound", params
+    )
+    return httpx.post(
+        f"{base}/webhooks/twilio/inbound",
+        content=urlencode(params),
+        headers={
+            "X-Twilio-Signature": signature,
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+
+
+def consent_rows(ph: Any) -> list[tuple[str, str, str]]:
+    with ph.engine.connect() as connection:
+        return [
+            tuple(row)
+            for row in connection.execute(
+                select(consents.c.address, consents.c.action, consents.c.words).order_by(
+                    consents.c.id
+                )
+            )
+        ]
+
+
+def test_stop_suppresses_the_number_and_confirms_once(ph: Any, server: LiveServer) -> None:
+    first = reply(server.url, " Stop! ", sid="SM1")
+    assert first.status_code == 200
+    assert "You will get no more messages from us" in first.text
+    assert ph.store.suppression(PHONE) is not None
+    replayed = reply(server.url, " Stop! ", sid="SM1")  # Twilio retried the same request
+    assert "<Message>" not in replayed.text
+    again = reply(server.url, "STOP", sid="SM2")  # already out: recorded, not confirmed
+    assert "<Message>" not in again.text
+    assert consent_rows(ph) == [(PHONE, "opt_out", "Stop!"), (PHONE, "opt_out", "STOP")]
+
+
+def test_start_opts_back_in(ph: Any, server: LiveServer) -> None:
+    reply(server.url, "STOP", sid="SM1")
+    answer = reply(server.url, "unstop", sid="SM2")
+    assert "You are subscribed again" in answer.text
+    assert ph.store.suppression(PHONE) is None
+
+
+def test_help_answers_with_the_help_text_each_time_asked(server: LiveServer) -> None:
+    for sid in ("SM1", "SM2"):
+        assert "Acme: Payment notifications. Reply STOP" in reply(server.url, "info", sid=sid).text
+    assert "<Message>" not in reply(server.url, "info", sid="SM2").text  # a replay
+
+
+def test_an_ordinary_reply_changes_nothing(ph: Any, server: LiveServer) -> None:
+    answer = reply(server.url, "please stop texting me about the order")
+    assert answer.status_code == 200
+    assert "<Message>" not in answer.text
+    assert ph.store.suppression(PHONE) is None
+
+
+def test_a_whatsapp_stop_suppresses_the_number(ph: Any, server: LiveServer) -> None:
+    reply(server.url, "STOP", sender=f"whatsapp:{PHONE}")
+    assert ph.store.suppression(PHONE) is not None
+
+
+@pytest.mark.parametrize("token", ["0" * 32, ""])
+def test_an_unverified_reply_gets_403_and_changes_nothing(
+    ph: Any, server: LiveServer, token: str
+) -> None:
+    if token:
+        answer = reply(server.url, "STOP", token=token)
+    else:
+        answer = httpx.post(
+            f"{server.url}/webhooks/twilio/inbound",
+            content=urlencode({"MessageSid": "SM9", "From": PHONE, "Body": "STOP"}),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    assert answer.status_code == 403
+    assert ph.store.suppression(PHONE) is None
+    assert consent_rows(ph) == []
+
+
+def test_a_stop_between_composing_and_sending_wins(ph: Any, sms: ScriptedChannel) -> None:
+    """The suppression check is part of the statement that commits the send."""
+    event = parse_event(event_body(livemode=True))
+    ph.store.record_event(event, ph.rules.plan(event))
+    compose = ph.worker._composer.compose
+
+    def compose_then_stop(notification: Any) -> Any:
+        composed = compose(notification)
+        ph.store.suppress(PHONE, reason="replied STOP", source="test")
+        return composed
+
+    ph.worker._composer.compose = compose_then_stop
+    ph.worker.run_until_idle()
+    ph.worker._composer.compose = compose
+    ph.worker.run_until_idle()
+    assert sms.attempts == []
+    (row,) = ph.store.list_notifications()
+    assert row["status"] == "failed"
+    assert "must not be messaged" in row["error"]
