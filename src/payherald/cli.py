@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -37,10 +38,12 @@ app = typer.Typer(
 )
 events_app = typer.Typer(help="Inspect received Stripe events.", no_args_is_help=True)
 config_app = typer.Typer(help="Check the rules file.", no_args_is_help=True)
+optout_app = typer.Typer(help="The opt-out list: who must not be messaged.", no_args_is_help=True)
 notifications_app = typer.Typer(help="Inspect notifications.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 app.add_typer(notifications_app, name="notifications")
 app.add_typer(config_app, name="config")
+app.add_typer(optout_app, name="optout")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -359,6 +362,128 @@ def config_check(
     for warning in warnings:
         err.print(f"[yellow]warning:[/] {warning}")
     out.print(f"{file}: OK" if file.exists() else "No rules file: the built-in rules are in use.")
+
+
+def _phone(settings: Settings, raw: str) -> str:
+    from payherald.recipients import normalise_phone
+
+    number = normalise_phone(raw, settings.default_region)
+    if number is None:
+        raise _fail(f"{raw!r} is not a phone number; write it in E.164 form, like +14155550123.")
+    return number
+
+
+@optout_app.command("add")
+def optout_add(
+    phone: Annotated[str, typer.Argument(help="The phone number.")],
+    reason: Annotated[str, typer.Option(help="Why, for the record.")] = "added by an operator",
+) -> None:
+    """Never message this number again (as a customer)."""
+    from payherald.consent import record_consent
+
+    settings = _settings()
+    store = _store(settings)
+    number = _phone(settings, phone)
+    changed = _guard(
+        lambda: record_consent(
+            store, address=number, action="opt_out", channel="cli", words=reason, source="cli"
+        )
+    )
+    err.print(f"{number} opted out." if changed else f"{number} was already opted out.")
+
+
+@optout_app.command("remove")
+def optout_remove(phone: Annotated[str, typer.Argument(help="The phone number.")]) -> None:
+    """Take a number off the opt-out list (only with the person's consent)."""
+    from payherald.consent import record_consent
+
+    settings = _settings()
+    store = _store(settings)
+    number = _phone(settings, phone)
+    changed = _guard(
+        lambda: record_consent(
+            store,
+            address=number,
+            action="opt_in",
+            channel="cli",
+            words="removed by an operator",
+            source="cli",
+        )
+    )
+    err.print(
+        f"{number} may be messaged again." if changed else f"{number} was not on the opt-out list."
+    )
+
+
+@optout_app.command("list")
+def optout_list(as_json: JsonOption = False) -> None:
+    """Everyone who must not be messaged, oldest first."""
+    from payherald.consent import suppressed
+
+    store = _store(_settings())
+    rows = _guard(lambda: suppressed(store))
+    _print_rows(
+        rows,
+        ("address", "reason", "source", "created_at"),
+        as_json,
+        ("address", "reason", "source", "created_at"),
+    )
+
+
+@optout_app.command("export")
+def optout_export(
+    file: Annotated[Path | None, typer.Argument(help="Write here instead of stdout.")] = None,
+) -> None:
+    """Every consent record (who opted in or out, when, how, in which words) as CSV."""
+    import csv
+
+    from payherald.consent import CSV_FIELDS, consent_records
+
+    store = _store(_settings())
+    rows = _guard(lambda: consent_records(store))
+    with file.open("w", newline="") if file else nullcontext(sys.stdout) as stream:
+        writer = csv.DictWriter(stream, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "created_at": row["created_at"].isoformat()})
+    if file:
+        err.print(f"Wrote {len(rows)} consent records to {file}.")
+
+
+@optout_app.command("import")
+def optout_import(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A CSV with a 'phone' column; optional 'action' (opt_out, opt_in) and 'words'."
+        ),
+    ],
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Import the good rows of a file that has bad ones.")
+    ] = False,
+) -> None:
+    """Import an existing opt-out list. A file with a bad row imports nothing, and every
+    bad row is named by its line, unless --skip-bad is given."""
+    from payherald.consent import import_consents, read_consent_csv
+
+    settings = _settings()
+    store = _store(settings)
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise _fail(f"Cannot read {file}: {exc.strerror}.") from None
+    rows, problems = read_consent_csv(text, default_region=settings.default_region)
+    for problem in problems:
+        err.print(f"{file}: {problem}")
+    if problems and not skip_bad:
+        raise _fail(
+            f"Nothing was imported: {len(problems)} bad row"
+            f"{'s' if len(problems) != 1 else ''}. Fix them, or pass --skip-bad to "
+            f"import the {len(rows)} good ones."
+        )
+    changed = _guard(lambda: import_consents(store, rows, source=f"import:{file.name}"))
+    skipped = f", {len(problems)} bad rows skipped" if problems else ""
+    err.print(f"Imported {len(rows)} rows ({changed} changed the opt-out list){skipped}.")
 
 
 def main() -> None:

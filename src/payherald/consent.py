@@ -7,11 +7,15 @@ texting me about my order" is an ordinary reply and changes nothing.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from sqlalchemy import Connection, delete
+from sqlalchemy import Connection, delete, select
 
+from payherald.recipients import normalise_phone
 from payherald.store import Store
 from payherald.tables import consents, inbound_messages, suppressions
 
@@ -20,9 +24,14 @@ __all__ = [
     "OPT_IN",
     "OPT_OUT",
     "Action",
+    "ConsentRow",
     "classify_reply",
+    "consent_records",
+    "import_consents",
+    "read_consent_csv",
     "record_consent",
     "record_reply",
+    "suppressed",
 ]
 
 Action = Literal["opt_out", "opt_in", "help"]
@@ -148,3 +157,90 @@ def _apply(
     return bool(
         connection.execute(delete(suppressions).where(suppressions.c.address == address)).rowcount
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRow:
+    address: str
+    action: Literal["opt_out", "opt_in"]
+    words: str | None
+
+
+CSV_FIELDS = ("address", "action", "channel", "words", "source", "created_at")
+
+
+def read_consent_csv(text: str, *, default_region: str) -> tuple[list[ConsentRow], list[str]]:
+    """Rows of an opt-out list, and a sentence per bad row naming its line.
+
+    The header needs ``phone`` (or ``address``); ``action`` (``opt_out``, the default, or
+    ``opt_in``) and ``words`` (or ``reason``) are optional. Numbers without a country code
+    are read in ``default_region``.
+    """
+    reader = csv.DictReader(io.StringIO(text))
+    fields = {name.strip().lower() for name in reader.fieldnames or ()}
+    column = "phone" if "phone" in fields else "address" if "address" in fields else None
+    if column is None:
+        return [], [
+            "line 1: the header needs a 'phone' column (and may have 'action' and 'words')."
+        ]
+    rows, problems = [], []
+    for record in reader:
+        line = reader.line_num
+        values = {
+            key.strip().lower(): (value or "").strip()
+            for key, value in record.items()
+            if key is not None
+        }
+        number = normalise_phone(values.get(column, ""), default_region)
+        action = values.get("action") or "opt_out"
+        if number is None:
+            problems.append(f"line {line}: {values.get(column)!r} is not a phone number.")
+        elif action not in ("opt_out", "opt_in"):
+            problems.append(f"line {line}: action {action!r} must be opt_out or opt_in.")
+        else:
+            rows.append(
+                ConsentRow(
+                    address=number,
+                    action=action,  # type: ignore[arg-type]
+                    words=values.get("words") or values.get("reason") or None,
+                )
+            )
+    return rows, problems
+
+
+def import_consents(store: Store, rows: list[ConsentRow], *, source: str) -> int:
+    """Apply ``rows`` in one transaction (all or none); returns how many changed a
+    suppression."""
+    with store.transaction() as connection:
+        return sum(
+            _apply(
+                store,
+                connection,
+                address=row.address,
+                action=row.action,
+                channel="csv",
+                words=row.words,
+                source=source,
+            )
+            for row in rows
+        )
+
+
+def consent_records(store: Store) -> list[dict[str, Any]]:
+    with store.transaction() as connection:
+        return [
+            dict(row)
+            for row in connection.execute(
+                select(*(consents.c[name] for name in CSV_FIELDS)).order_by(consents.c.id)
+            ).mappings()
+        ]
+
+
+def suppressed(store: Store) -> list[dict[str, Any]]:
+    with store.transaction() as connection:
+        return [
+            dict(row)
+            for row in connection.execute(
+                select(suppressions).order_by(suppressions.c.created_at)
+            ).mappings()
+        ]

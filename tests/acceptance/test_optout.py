@@ -1,0 +1,74 @@
+"""`payherald optout`: add, remove, list, export and import an opt-out list (F26)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from tests.acceptance.test_cli import cli
+
+
+def opted_out(tmp_path: Path) -> list[str]:
+    result = cli(tmp_path, "optout", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    return [row["address"] for row in json.loads(result.stdout)]
+
+
+def test_add_list_remove(tmp_path: Path) -> None:
+    assert cli(tmp_path, "migrate").returncode == 0
+    added = cli(tmp_path, "optout", "add", "(415) 555-0123", "--reason", "asked by phone")
+    assert "+14155550123 opted out." in added.stderr
+    assert opted_out(tmp_path) == ["+14155550123"]
+    assert "already opted out" in cli(tmp_path, "optout", "add", "+14155550123").stderr
+    assert "may be messaged again" in cli(tmp_path, "optout", "remove", "+14155550123").stderr
+    assert opted_out(tmp_path) == []
+
+
+def test_a_bad_number_is_refused_with_a_sentence(tmp_path: Path) -> None:
+    cli(tmp_path, "migrate")
+    result = cli(tmp_path, "optout", "add", "call me")
+    assert result.returncode == 2
+    assert "'call me' is not a phone number" in result.stderr
+
+
+def test_import_then_export_keeps_when_how_and_what_words(tmp_path: Path) -> None:
+    cli(tmp_path, "migrate")
+    (tmp_path / "list.csv").write_text(
+        "phone,words\n+14155550123,STOP\n415-555-0124,asked by email\n"
+    )
+    result = cli(tmp_path, "optout", "import", "list.csv")
+    assert result.returncode == 0, result.stderr
+    assert "Imported 2 rows (2 changed the opt-out list)" in result.stderr
+    assert opted_out(tmp_path) == ["+14155550123", "+14155550124"]
+    exported = list(csv.DictReader(io.StringIO(cli(tmp_path, "optout", "export").stdout)))
+    assert [(r["address"], r["action"], r["words"], r["source"]) for r in exported] == [
+        ("+14155550123", "opt_out", "STOP", "import:list.csv"),
+        ("+14155550124", "opt_out", "asked by email", "import:list.csv"),
+    ]
+    assert all(r["created_at"] for r in exported)
+
+
+def test_a_file_with_bad_rows_imports_nothing_and_names_each_line(tmp_path: Path) -> None:
+    cli(tmp_path, "migrate")
+    (tmp_path / "list.csv").write_text(
+        "phone,action\n+14155550123,opt_out\nnot a number,opt_out\n+14155550125,maybe\n"
+    )
+    result = cli(tmp_path, "optout", "import", "list.csv")
+    assert result.returncode == 2
+    assert "list.csv: line 3: 'not a number' is not a phone number." in result.stderr
+    assert "list.csv: line 4: action 'maybe' must be opt_out or opt_in." in result.stderr
+    assert "Nothing was imported: 2 bad rows" in result.stderr
+    assert opted_out(tmp_path) == []
+    skipped = cli(tmp_path, "optout", "import", "list.csv", "--skip-bad")
+    assert "Imported 1 rows (1 changed the opt-out list), 2 bad rows skipped." in (skipped.stderr)
+    assert opted_out(tmp_path) == ["+14155550123"]
+
+
+def test_a_file_without_a_phone_column_says_what_it_needs(tmp_path: Path) -> None:
+    cli(tmp_path, "migrate")
+    (tmp_path / "list.csv").write_text("number\n+14155550123\n")
+    result = cli(tmp_path, "optout", "import", "list.csv")
+    assert result.returncode == 2
+    assert "the header needs a 'phone' column" in result.stderr
