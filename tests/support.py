@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import stripe
 import uvicorn
@@ -179,3 +180,36 @@ def answer_json(handler: Any, status: int, body: Any) -> None:
     handler.send_header("Content-Length", str(len(data)))
     handler.end_headers()
     handler.wfile.write(data)
+
+
+TWILIO_TOKEN = "f" * 32
+PUBLIC_URL = "https://payherald.example.com"
+TWILIO_SETTINGS = {
+    "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+    "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+    "TWILIO_FROM_NUMBER": "+15005550006",
+    "PAYHERALD_PUBLIC_URL": PUBLIC_URL,
+}
+
+
+def post_as_twilio(
+    base: str,
+    path: str,
+    params: dict[str, str],
+    *,
+    token: str = TWILIO_TOKEN,
+    client: Any = None,
+) -> Any:
+    """POST ``params`` to ``path`` signed as Twilio signs a request to PUBLIC_URL + path."""
+    import httpx
+    from twilio.request_validator import RequestValidator
+
+    signature = RequestValidator(token).compute_signature(PUBLIC_URL + path, params)
+    return (client or httpx).post(
+        f"{base}{path}",
+        content=urlencode(params),
+        headers={
+            "X-Twilio-Signature": signature,
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )

@@ -37,11 +37,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import phonenumbers
-
 from payherald.event_types import STRIPE_EVENT_TYPES
 from payherald.exceptions import ConfigurationError, RenderError
 from payherald.messages import TemplateRenderer
+from payherald.recipients import normalise_phone
 from payherald.rules import BUILTIN_RULES, CHANNELS, Rule, RuleBook, Team
 from payherald.subjects import SUBJECTS
 
@@ -178,17 +177,13 @@ class _Reader:
             )
         numbers = []
         for raw in self._strings(where, "sms", table.get("sms", [])):
-            try:
-                parsed = phonenumbers.parse(raw, None)
-                valid = phonenumbers.is_valid_number(parsed)
-            except phonenumbers.NumberParseException:
-                valid = False
-            if not valid:
+            number = normalise_phone(raw, None)
+            if number is None:
                 self.problem(
                     where, "sms", f"{raw!r} is not a phone number in E.164 form, like +14155550123."
                 )
                 continue
-            numbers.append(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+            numbers.append(number)
         emails = self._strings(where, "email", table.get("email", []))
         for address in emails:
             if "@" not in address:

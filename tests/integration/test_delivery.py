@@ -16,16 +16,19 @@ from twilio.request_validator import RequestValidator
 from payherald import FrozenClock, parse_event
 from payherald.tables import delivery_reports
 from payherald.testing import ScriptedChannel
-from tests.support import LiveServer, build_for_tests, event_body
+from tests.support import (
+    PUBLIC_URL,
+    TWILIO_SETTINGS,
+    TWILIO_TOKEN,
+    LiveServer,
+    build_for_tests,
+    event_body,
+    post_as_twilio,
+)
 
-TOKEN = "f" * 32
-PUBLIC = "https://payherald.example.com"
-SETTINGS = {
-    "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
-    "TWILIO_AUTH_TOKEN": TOKEN,
-    "TWILIO_FROM_NUMBER": "+15005550006",
-    "PAYHERALD_PUBLIC_URL": PUBLIC,
-}
+TOKEN = TWILIO_TOKEN
+PUBLIC = PUBLIC_URL
+SETTINGS = TWILIO_SETTINGS
 
 
 @pytest.fixture
@@ -61,19 +64,9 @@ def callback(
     base: str,
     params: dict[str, str],
     notification: int | None = None,
-    token: str = TOKEN,
 ) -> httpx.Response:
     path = "/webhooks/twilio/status" + (f"?notification={notification}" if notification else "")
-    signature = RequestValidator(token).compute_signature(PUBLIC + path, params)
-    send = client.post if client else httpx.post
-    return send(
-        f"{base}{path}",
-        content=urlencode(params),
-        headers={
-            "X-Twilio-Signature": signature,
-            "Content-Type": "application/x-www-form-urlencoded",
-        },
-    )
+    return post_as_twilio(base, path, params, client=client)
 
 
 def reports(ph: Any) -> int:

@@ -9,20 +9,21 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from sqlalchemy import select
-from twilio.request_validator import RequestValidator
 
 from payherald import FrozenClock, parse_event
 from payherald.tables import consents
 from payherald.testing import ScriptedChannel
-from tests.support import LiveServer, build_for_tests, event_body
+from tests.support import (
+    TWILIO_SETTINGS,
+    TWILIO_TOKEN,
+    LiveServer,
+    build_for_tests,
+    event_body,
+    post_as_twilio,
+)
 
-TOKEN = "f" * 32
-PUBLIC = "https://payherald.example.com"
 SETTINGS = {
-    "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
-    "TWILIO_AUTH_TOKEN": TOKEN,
-    "TWILIO_FROM_NUMBER": "+15005550006",
-    "PAYHERALD_PUBLIC_URL": PUBLIC,
+    **TWILIO_SETTINGS,
     "PAYHERALD_BUSINESS_NAME": "Acme",
 }
 PHONE = "+14155550123"
@@ -44,20 +45,10 @@ def server(ph: Any) -> Iterator[LiveServer]:
 
 
 def reply(
-    base: str, body: str, sid: str = "SM1", sender: str = PHONE, token: str = TOKEN
+    base: str, body: str, sid: str = "SM1", sender: str = PHONE, token: str = TWILIO_TOKEN
 ) -> httpx.Response:
     params = {"MessageSid": sid, "From": sender, "To": "+15005550006", "Body": body}
-    signature = RequestValidator(token).compute_signature(
-        PUBLIC + "/webhooks/twilio/inbound", params
-    )
-    return httpx.post(
-        f"{base}/webhooks/twilio/inbound",
-        content=urlencode(params),
-        headers={
-            "X-Twilio-Signature": signature,
-            "Content-Type": "application/x-www-form-urlencoded",
-        },
-    )
+    return post_as_twilio(base, "/webhooks/twilio/inbound", params, token=token)
 
 
 def consent_rows(ph: Any) -> list[tuple[str, str, str]]:
