@@ -159,16 +159,20 @@ def _sqlalchemy(url: str) -> str:
 
 
 def build_for_tests(database_url: str, **kwargs: Any) -> Any:
-    """A payherald built on ``database_url`` with the test secret, migrated; keyword
-    arguments go to ``build`` (clock, console, channels, customers)."""
+    """A payherald built on ``database_url`` with the test secret, migrated, quiet hours
+    off; keyword arguments go to ``build`` (clock, console, channels, customers,
+    quiet_hours)."""
     import io
 
     from payherald import ConsoleChannel, build, load_settings
+    from payherald.quiet_hours import QuietHours
 
     overrides = {"PAYHERALD_DATABASE_URL": database_url, "STRIPE_WEBHOOK_SECRET": SECRET}
     overrides.update(kwargs.pop("settings", {}))
     settings = load_settings(**overrides)
     kwargs.setdefault("console", ConsoleChannel(stream=io.StringIO()))
+    # Tests run at any hour; quiet hours are tested with a clock set to the hour wanted.
+    kwargs.setdefault("quiet_hours", QuietHours(enabled=False))
     return build(settings, migrate_schema=True, **kwargs)
 
 

@@ -27,12 +27,14 @@ from payherald.config import Config, load_config
 from payherald.database import create_store_engine, migrate
 from payherald.exceptions import StoreUnavailable
 from payherald.messages import MessageContext, TemplateRenderer
+from payherald.quiet_hours import QuietHours
 from payherald.ratelimit import RateLimiter
 from payherald.recipients import CustomerDirectory, StripeCustomerDirectory
 from payherald.rules import RuleBook
 from payherald.server import create_http_app
 from payherald.settings import Settings
 from payherald.store import Store
+from payherald.stripe_sync import ConsentWriteBack
 from payherald.wakeup import listen_for_work
 from payherald.webhook import WebhookVerifier
 from payherald.worker import Worker
@@ -153,9 +155,12 @@ def build(
     console: Channel | None = None,
     channels: dict[str, Channel] | None = None,
     customers: CustomerDirectory | None = None,
+    quiet_hours: QuietHours | None = None,
 ) -> Payherald:
     """Build payherald from ``settings``. With ``migrate_schema`` the database is migrated
-    first; otherwise it must already be (SchemaOutOfDate says what to run)."""
+    first; otherwise it must already be (SchemaOutOfDate says what to run). ``channels``,
+    ``customers`` and ``quiet_hours`` replace what settings and the rules file would
+    give (tests use them)."""
     clock = clock or SystemClock()
     engine = create_store_engine(settings.sqlalchemy_url)
     store = Store(engine=engine, clock=clock)
@@ -181,9 +186,10 @@ def build(
     console = console or ConsoleChannel()
     if channels is None:
         channels = provider_channels(settings, config)
+    client = stripe_client(settings)
     if customers is None:
-        client = stripe_client(settings)
         customers = StripeCustomerDirectory(client=client) if client else None
+    write_back = ConsentWriteBack(store=store, client=client, clock=clock) if client else None
 
     rules = config.rule_book(TemplateRenderer(locale=settings.locale))
     router = ChannelRouter(
@@ -202,6 +208,8 @@ def build(
         default_region=settings.default_region,
         metadata_keys=config.phone_metadata_keys,
         suppressions=store.suppression,
+        quiet_hours=quiet_hours or config.quiet_hours,
+        clock=clock,
     )
     worker = Worker(
         store=store,
@@ -215,6 +223,7 @@ def build(
         lease=settings.lease,
         max_age=settings.max_age,
         limiter=RateLimiter(config.rate_limits),
+        write_back=write_back,
     )
     http_app = create_http_app(
         store=store,
@@ -227,6 +236,7 @@ def build(
         public_url=settings.public_url,
         business_name=settings.business_name,
         help_text=settings.help_text,
+        write_back=write_back is not None,
     )
     return Payherald(
         settings=settings,

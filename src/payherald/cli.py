@@ -386,7 +386,13 @@ def optout_add(
     number = _phone(settings, phone)
     changed = _guard(
         lambda: record_consent(
-            store, address=number, action="opt_out", channel="cli", words=reason, source="cli"
+            store,
+            address=number,
+            action="opt_out",
+            channel="cli",
+            words=reason,
+            source="cli",
+            write_back=settings.stripe_secret_key is not None,
         )
     )
     err.print(f"{number} opted out." if changed else f"{number} was already opted out.")
@@ -408,6 +414,7 @@ def optout_remove(phone: Annotated[str, typer.Argument(help="The phone number.")
             channel="cli",
             words="removed by an operator",
             source="cli",
+            write_back=settings.stripe_secret_key is not None,
         )
     )
     err.print(

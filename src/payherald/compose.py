@@ -5,28 +5,33 @@ phone number (``recipients.resolve_phone``), email an address; the first channel
 reach the customer is used, and each one passed over is noted on the notification. A team
 member's address was fixed when the event arrived. Conditions that need the customer, and
 the first-payment check of the welcome message, are decided here, with Stripe's data.
+So are quiet hours (F25): a customer text or call that is not exempt, due outside the
+recipient's local window, is deferred (``NotificationDeferred``) to when the window opens.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import phonenumbers
 from phonenumbers import timezone as phone_timezones
 
 from payherald.channels.router import ChannelRouter
+from payherald.clock import Clock, SystemClock
 from payherald.exceptions import RecipientNotFound, RenderError
 from payherald.messages import MessageContext, message_context
+from payherald.quiet_hours import QuietHours
 from payherald.recipients import CustomerDirectory, mask_phone, resolve_email, resolve_phone
 from payherald.rules import Rule, RuleBook
 from payherald.store import ClaimedNotification
 from payherald.subjects import payment_aliases
 from payherald.webhook import StripeEvent, parse_event
 
-__all__ = ["Composed", "Composer", "NotificationSkipped"]
+__all__ = ["Composed", "Composer", "NotificationDeferred", "NotificationSkipped"]
 
 _PHONE_CHANNELS = frozenset({"sms", "whatsapp", "voice"})
 _OWN_CHARGE_WINDOW = timedelta(minutes=10)
@@ -37,6 +42,15 @@ class NotificationSkipped(Exception):
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
+        self.reason = reason
+
+
+class NotificationDeferred(Exception):
+    """Not now: the notification is due again at ``until``; ``reason`` says why."""
+
+    def __init__(self, until: datetime, reason: str) -> None:
+        super().__init__(reason)
+        self.until = until
         self.reason = reason
 
 
@@ -59,6 +73,8 @@ class Composer:
         default_region: str = "US",
         metadata_keys: tuple[str, ...] = ("phone",),
         suppressions: Callable[[str], str | None] | None = None,
+        quiet_hours: QuietHours | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._rules = rules
         self._router = router
@@ -68,10 +84,12 @@ class Composer:
         self._metadata_keys = metadata_keys
         # Why an address must not be messaged (Store.suppression), checked before each send.
         self._suppressions = suppressions
+        self._quiet_hours = quiet_hours or QuietHours(enabled=False)
+        self._clock = clock or SystemClock()
 
     def compose(self, notification: ClaimedNotification) -> Composed:
-        """Raises NotificationSkipped, RecipientNotFound, RenderError, or
-        TransientDeliveryError (Stripe could not be asked)."""
+        """Raises NotificationSkipped, NotificationDeferred, RecipientNotFound, RenderError,
+        or TransientDeliveryError (Stripe could not be asked)."""
         event = parse_event(notification.event_payload.encode())
         rule = self._rules.get(notification.rule)
         if rule is None:
@@ -83,6 +101,12 @@ class Composer:
                 rule, event, customer, notification.livemode, notes, dict(notification.refusals)
             )
             zone = _phone_timezone(to) if channel in _PHONE_CHANNELS else None
+            if (
+                channel in _PHONE_CHANNELS
+                and not rule.quiet_hours_exempt
+                and not self._router.to_console(channel, livemode=notification.livemode, to=to)
+            ):
+                self._check_quiet_hours(zone or self._context.timezone)
         else:
             assert notification.to is not None
             to, channel = notification.to, notification.channel
@@ -151,6 +175,16 @@ class Composer:
         raise RecipientNotFound(
             "No channel of the rule could reach the customer: " + "; ".join(notes)
         )
+
+    def _check_quiet_hours(self, zone: str) -> None:
+        opening = self._quiet_hours.next_opening(self._clock.now(), zone)
+        if opening is not None:
+            local = opening.astimezone(ZoneInfo(zone))
+            raise NotificationDeferred(
+                opening,
+                f"quiet hours ({self._quiet_hours.describe()} in {zone}): "
+                f"deferred to {local:%Y-%m-%d %H:%M %Z}",
+            )
 
     def _check_not_suppressed(self, address: str) -> None:
         if self._suppressions is not None and (reason := self._suppressions(address)):

@@ -7,6 +7,10 @@ them at once; payherald refuses to start with any. The file's shape::
     timezone = "America/New_York"      # for dates in team messages and unplaceable numbers
     phone_metadata_keys = ["phone", "mobile"]
 
+    [quiet_hours]                       # F25: customer texts and calls, local time
+    send_from = "08:00"
+    send_until = "21:00"
+
     [high_value]                        # F14 thresholds, in the currency's smallest unit
     usd = 100000
 
@@ -17,6 +21,7 @@ them at once; payherald refuses to start with any. The file's shape::
 
     [rules.payment_confirmation]        # a built-in rule: change any field, or turn it off
     template = "Thanks! {{ amount | money(currency) }} received."
+    quiet_hours_exempt = true           # sent at any hour
 
     [rules.vip_payment]                 # a rule of your own
     events = ["payment_intent.succeeded"]
@@ -40,13 +45,23 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from payherald.event_types import STRIPE_EVENT_TYPES
 from payherald.exceptions import ConfigurationError, RenderError
 from payherald.messages import TemplateRenderer
+from payherald.quiet_hours import QuietHours, parse_clock_time
 from payherald.recipients import normalise_phone
 from payherald.rules import BUILTIN_RULES, CHANNELS, Rule, RuleBook, Team
 from payherald.subjects import SUBJECTS
 
 __all__ = ["Config", "load_config"]
 
-_TOP_KEYS = {"timezone", "phone_metadata_keys", "high_value", "teams", "rules", "rate_limits"}
+_TOP_KEYS = {
+    "timezone",
+    "phone_metadata_keys",
+    "high_value",
+    "teams",
+    "rules",
+    "rate_limits",
+    "quiet_hours",
+}
+_QUIET_HOURS_KEYS = {"send_from", "send_until", "enabled"}
 _TEAM_KEYS = {"sms", "email", "slack_webhook", "timezone"}
 _RULE_KEYS = {
     "events",
@@ -57,6 +72,7 @@ _RULE_KEYS = {
     "fallback",
     "subject",
     "first_payment_only",
+    "quiet_hours_exempt",
     "enabled",
     "description",
 }
@@ -71,6 +87,7 @@ class Config:
     timezone: str | None = None
     phone_metadata_keys: tuple[str, ...] = ("phone",)
     rate_limits: dict[str, float] = field(default_factory=dict)
+    quiet_hours: QuietHours = field(default_factory=QuietHours)
     path: Path | None = None
 
     def rule_book(self, renderer: TemplateRenderer) -> RuleBook:
@@ -138,6 +155,7 @@ class _Reader:
             else:
                 rate_limits[sender] = float(rate)
         rules = self._rules(self._table((), "rules", data.get("rules", {})), teams)
+        quiet_hours = self._quiet_hours(data.get("quiet_hours", {}))
         return Config(
             rules=rules,
             teams=teams,
@@ -145,8 +163,34 @@ class _Reader:
             timezone=timezone,
             phone_metadata_keys=tuple(keys),
             rate_limits=rate_limits,
+            quiet_hours=quiet_hours,
             path=self.path,
         )
+
+    def _quiet_hours(self, value: Any) -> QuietHours:
+        where = ("quiet_hours",)
+        table = self._table((), "quiet_hours", value)
+        for key in table.keys() - _QUIET_HOURS_KEYS:
+            self.problem(
+                where,
+                key,
+                "unknown setting; quiet_hours can have "
+                + ", ".join(sorted(_QUIET_HOURS_KEYS))
+                + ".",
+            )
+        values: dict[str, Any] = {}
+        for key in ("send_from", "send_until"):
+            if key in table:
+                try:
+                    values[key] = parse_clock_time(table[key])
+                except ValueError as exc:
+                    self.problem(where, key, str(exc))
+        if "enabled" in table:
+            if isinstance(table["enabled"], bool):
+                values["enabled"] = table["enabled"]
+            else:
+                self.problem(where, "enabled", "must be true or false.")
+        return QuietHours(**values)
 
     def _table(self, where: tuple[str, ...], key: str, value: Any) -> dict[str, Any]:
         if isinstance(value, dict):
@@ -310,7 +354,7 @@ class _Reader:
                     where, "subject", "must be one of " + ", ".join(sorted(SUBJECTS)) + "."
                 )
             values["subject"] = table["subject"]
-        for key in ("first_payment_only", "enabled"):
+        for key in ("first_payment_only", "quiet_hours_exempt", "enabled"):
             if key in table:
                 if not isinstance(table[key], bool):
                     self.problem(where, key, "must be true or false.")

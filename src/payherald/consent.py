@@ -65,10 +65,12 @@ def record_consent(
     channel: str,
     words: str | None,
     source: str,
+    write_back: bool = False,
 ) -> bool:
     """Record an opt-out or opt-in and apply it to the suppression list, in one
     transaction. Returns whether it changed anything (an opt-out of someone already out
-    changes nothing, but is still recorded)."""
+    changes nothing, but is still recorded). With ``write_back``, a change is queued to be
+    written to the Stripe customers messaged at ``address``."""
     with store.transaction() as connection:
         return _apply(
             store,
@@ -78,11 +80,18 @@ def record_consent(
             channel=channel,
             words=words,
             source=source,
+            write_back=write_back,
         )
 
 
 def record_reply(
-    store: Store, *, provider_id: str, sender: str, body: str, channel: str
+    store: Store,
+    *,
+    provider_id: str,
+    sender: str,
+    body: str,
+    channel: str,
+    write_back: bool = False,
 ) -> tuple[bool, Action | None, bool]:
     """Record an inbound message once per ``provider_id`` and act on its keyword.
     Returns (first time seen, keyword, whether consent changed)."""
@@ -114,6 +123,7 @@ def record_reply(
             channel=channel,
             words=body.strip(),
             source="reply",
+            write_back=write_back,
         )
         return True, action, changed
 
@@ -127,20 +137,11 @@ def _apply(
     channel: str,
     words: str | None,
     source: str,
+    write_back: bool = False,
 ) -> bool:
     now = store.clock.now()
-    connection.execute(
-        consents.insert().values(
-            address=address,
-            action=action,
-            channel=channel,
-            words=words,
-            source=source,
-            created_at=now,
-        )
-    )
     if action == "opt_out":
-        return (
+        changed = (
             connection.execute(
                 store.insert(suppressions)
                 .values(
@@ -154,9 +155,27 @@ def _apply(
             ).first()
             is not None
         )
-    return bool(
-        connection.execute(delete(suppressions).where(suppressions.c.address == address)).rowcount
+    else:
+        changed = bool(
+            connection.execute(
+                delete(suppressions).where(suppressions.c.address == address)
+            ).rowcount
+        )
+    # A change is written to the Stripe customer by the worker (stripe_sync), from this
+    # row: committed with the change itself, so it is neither lost nor done twice.
+    connection.execute(
+        consents.insert().values(
+            address=address,
+            action=action,
+            channel=channel,
+            words=words,
+            source=source,
+            created_at=now,
+            stripe_status="pending" if write_back and changed else None,
+            stripe_due_at=now if write_back and changed else None,
+        )
     )
+    return changed
 
 
 @dataclass(frozen=True, slots=True)

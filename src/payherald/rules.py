@@ -90,6 +90,9 @@ class Rule:
     when: str | None = None
     fallback: str | None = None
     first_payment_only: bool = False
+    # Sent to customers at any hour (F25); other customer texts and calls wait for the
+    # recipient's daytime.
+    quiet_hours_exempt: bool = False
     enabled: bool = True
     description: str = ""
     # Compiled by RuleBook; None when there is no condition.
@@ -116,6 +119,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         ),
         subject="payment",
         when="amount != 0",  # a $0 invoice (a trial, a full coupon) is not a payment
+        quiet_hours_exempt=True,  # a receipt for what the customer has just done
         template=_PREFIX + "Payment of {{ amount | money(currency) }} received, thank you!"
         "{% if order %} Order {{ order }}.{% endif %} Ref: {{ reference }}",
         fallback=_PREFIX + "Your payment was received, thank you! Ref: {{ reference }}",

@@ -41,11 +41,13 @@ def create_http_app(
     public_url: str | None = None,
     business_name: str | None = None,
     help_text: str | None = None,
+    write_back: bool = False,
 ) -> FastAPI:
     """The ASGI application. ``on_queued`` is called after a commit that queued work (the
     in-process worker's wake-up). Twilio's callbacks are checked against ``public_url``
     (PAYHERALD_PUBLIC_URL), the address Twilio was given, never against headers a client
-    can set such as ``X-Forwarded-Host``."""
+    can set such as ``X-Forwarded-Host``. With ``write_back``, opt-outs and opt-ins by
+    reply are queued for the Stripe customer's metadata (``stripe_sync``)."""
     twilio_validator = RequestValidator(twilio_auth_token) if twilio_auth_token else None
     name = f"{business_name}: " if business_name else ""
     replies = {
@@ -183,6 +185,7 @@ def create_http_app(
                 sender=address,
                 body=text,
                 channel=channel,
+                write_back=write_back,
             )
         except StoreUnavailable as exc:
             _log.error("inbound_not_stored", provider_id=sid, error=exc.message)

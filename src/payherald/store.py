@@ -485,6 +485,19 @@ class Store:
             values["attempts"] = attempts
         return self._transition(held, ("claimed", "sending", "unknown"), **values)
 
+    def defer(self, held: ClaimedNotification, *, run_at: datetime, reason: str) -> bool:
+        """Not now (quiet hours): back to the queue, due at ``run_at``, with ``reason`` in
+        its notes. Not an attempt: nothing was tried."""
+        return self._transition(
+            held,
+            ("claimed",),
+            status="pending",
+            run_at=run_at,
+            notes=reason,
+            lease_until=None,
+            claimed_by=None,
+        )
+
     def fall_back(
         self, held: ClaimedNotification, *, channel: str, error: str, code: str | None
     ) -> bool:
@@ -554,21 +567,6 @@ class Store:
             return int(connection.execute(query).scalar_one())
 
     # -- suppressions ------------------------------------------------------------------
-
-    def suppress(self, address: str, *, reason: str, source: str) -> bool:
-        """Never message ``address`` again (as a customer); False if it already was."""
-        with self._transaction() as connection:
-            return (
-                connection.execute(
-                    self._insert(suppressions)
-                    .values(
-                        address=address, reason=reason, source=source, created_at=self._clock.now()
-                    )
-                    .on_conflict_do_nothing(index_elements=["address"])
-                    .returning(suppressions.c.address)
-                ).first()
-                is not None
-            )
 
     def suppression(self, address: str) -> str | None:
         """Why ``address`` must not be messaged, or None."""

@@ -158,7 +158,14 @@ consents = Table(
     Column("words", Text),
     Column("source", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # Writing it to the Stripe customer's metadata (see stripe_sync): None when not
+    # wanted, else pending -> done | no_customer | superseded | failed.
+    Column("stripe_status", String(16)),
+    Column("stripe_attempts", Integer, nullable=False, server_default="0"),
+    Column("stripe_due_at", UTCDateTime),
+    Column("stripe_result", Text),
     Index("ix_consents_address", "address"),
+    Index("ix_consents_stripe_due", "stripe_status", "stripe_due_at"),
 )
 
 # Every inbound message, once per MessageSid: a replayed request acts once.

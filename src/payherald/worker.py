@@ -25,7 +25,8 @@ import structlog
 from payherald.channels.base import Channel, Message, ReconcileOutcome
 from payherald.channels.router import ChannelRouter
 from payherald.clock import Clock
-from payherald.compose import Composer, NotificationSkipped
+from payherald.compose import Composer, NotificationDeferred, NotificationSkipped
+from payherald.consent import record_consent
 from payherald.exceptions import (
     PermanentDeliveryError,
     RecipientNotFound,
@@ -36,6 +37,7 @@ from payherald.exceptions import (
 from payherald.ratelimit import RateLimiter
 from payherald.recipients import mask_phone
 from payherald.store import ClaimedNotification, Store
+from payherald.stripe_sync import ConsentWriteBack
 
 __all__ = ["Worker", "backoff_delay"]
 
@@ -74,6 +76,7 @@ class Worker:
         retry_base: float = 5.0,
         max_age: float = 86400.0,
         limiter: RateLimiter | None = None,
+        write_back: ConsentWriteBack | None = None,
         worker_id: str | None = None,
     ) -> None:
         self._store = store
@@ -87,6 +90,8 @@ class Worker:
         self._retry_base = retry_base
         self._max_age = timedelta(seconds=max_age)
         self._limiter = limiter or RateLimiter({})
+        # Opt-outs to write to Stripe customers; None without STRIPE_SECRET_KEY.
+        self._write_back = write_back
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._wake = threading.Event()
         self._slots = threading.BoundedSemaphore(concurrency)
@@ -166,6 +171,10 @@ class Worker:
             self._store.mark_skipped(notification, reason=exc.reason)
             log.info("notification_skipped", reason=exc.reason)
             return
+        except NotificationDeferred as exc:
+            self._store.defer(notification, run_at=exc.until, reason=exc.reason)
+            log.info("notification_deferred", reason=exc.reason, until=exc.until.isoformat())
+            return
         except RecipientNotFound as exc:
             # When the chain ran out because channels refused, the last refusal's code
             # (twilio_21614, smtp_550...) says more than "no recipient".
@@ -241,8 +250,14 @@ class Worker:
             provider_id = channel.send(message)
         except PermanentDeliveryError as exc:
             if exc.code == "twilio_21610":  # the person replied STOP to this sender
-                self._store.suppress(
-                    message.to, reason="replied STOP (Twilio error 21610)", source="twilio"
+                record_consent(
+                    self._store,
+                    address=message.to,
+                    action="opt_out",
+                    channel=message.channel,
+                    words="STOP, reported as Twilio error 21610",
+                    source="twilio",
+                    write_back=self._write_back is not None,
                 )
                 log.info("suppressed", reason="twilio_21610")
             if notification.recipient == "customer" and self._store.fall_back(
@@ -322,6 +337,8 @@ class Worker:
                 worker_id=self.worker_id, limit=20, lease=self._lease
             ):
                 self.reconcile(notification)
+            if self._write_back is not None:
+                self._write_back.run_due()
         except StoreUnavailable as exc:
             _log.error("store_unavailable", error=exc.message)
 

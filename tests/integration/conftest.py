@@ -27,3 +27,12 @@ def twilio() -> Iterator[peers.TwilioMock]:
         pytest.skip(reason)
     with peers.TwilioMock() as mock:
         yield mock
+
+
+@pytest.fixture(scope="module")
+def localstripe() -> Iterator[peers.LocalStripe]:
+    """localstripe, a stateful fake of the Stripe API, on 127.0.0.1."""
+    if reason := peers.localstripe_available():
+        pytest.skip(reason)
+    with peers.LocalStripe() as server:
+        yield server

@@ -35,6 +35,7 @@ class TwilioBurstPeer(ThreadingHTTPServer):
         self.in_flight = self.max_in_flight = 0
         self.created: dict[str, dict[str, str]] = {}
         self.accepted_at: list[float] = []
+        self.arrivals: list[tuple[float, str]] = []  # (monotonic time, To) of each request
         self.refused = 0
 
 
@@ -45,6 +46,7 @@ class _Handler(BaseHTTPRequestHandler):
         peer = self.server
         form = dict(parse_qsl(self.rfile.read(int(self.headers["Content-Length"])).decode()))
         with peer.lock:
+            peer.arrivals.append((time.monotonic(), form.get("To", "")))
             peer.in_flight += 1
             peer.max_in_flight = max(peer.max_in_flight, peer.in_flight)
             refused = peer.rng.random() < peer.refuse

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from payherald import FrozenClock, parse_event
 from payherald.channels import ConsoleChannel
+from payherald.consent import record_consent
 from payherald.recipients import InMemoryCustomerDirectory
 from payherald.simulate import build_event, build_failure_events, build_payment_events
 from payherald.testing import ScriptedChannel
@@ -304,7 +305,7 @@ def test_a_number_that_replied_stop_is_suppressed_for_every_later_message(
     receive(ph, first)
     for _ in range(2):
         ph.worker.run_until_idle()
-    assert ph.store.suppression(PHONE) == "replied STOP (Twilio error 21610)"
+    assert ph.store.suppression(PHONE) == "opted out (twilio: STOP, reported as Twilio error 21610)"
     later = build_event("payment_intent.payment_failed", now=clock.now(), livemode=True)
     later["data"]["object"].update(customer="cus_new")
     receive(ph, later)
@@ -315,14 +316,21 @@ def test_a_number_that_replied_stop_is_suppressed_for_every_later_message(
         if row["status"] == "sent" and row["recipient"] == "customer"
     } == {"email"}
     (failed,) = rows(ph, "payment_failed")
-    assert "sms: +*******0123 must not be messaged: replied STOP" in failed["notes"]
+    assert "sms: +*******0123 must not be messaged: opted out (twilio: STOP" in failed["notes"]
     assert [m for m in sms.attempts if "did not go through" in m.body] == []
 
 
 def test_a_customers_opt_out_does_not_silence_team_alerts(
     ph: Any, clock: FrozenClock, sms: ScriptedChannel
 ) -> None:
-    ph.store.suppress("+14155550100", reason="replied STOP", source="test")
+    record_consent(
+        ph.store,
+        address="+14155550100",
+        action="opt_out",
+        channel="sms",
+        words="STOP",
+        source="test",
+    )
     receive(ph, build_event("charge.dispute.created", now=clock.now(), livemode=True))
     ph.worker.run_until_idle()
     (row,) = rows(ph, "dispute_alert")

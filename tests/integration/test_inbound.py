@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from payherald import FrozenClock, parse_event
+from payherald.consent import record_consent
 from payherald.tables import consents
 from payherald.testing import ScriptedChannel
 from tests.support import (
@@ -125,7 +126,9 @@ def test_a_stop_between_composing_and_sending_wins(ph: Any, sms: ScriptedChannel
 
     def compose_then_stop(notification: Any) -> Any:
         composed = compose(notification)
-        ph.store.suppress(PHONE, reason="replied STOP", source="test")
+        record_consent(
+            ph.store, address=PHONE, action="opt_out", channel="sms", words="STOP", source="test"
+        )
         return composed
 
     ph.worker._composer.compose = compose_then_stop

@@ -24,14 +24,6 @@ FROM_NUMBER = "+15005550006"
 CUSTOMER_PHONE = "+14155550123"
 
 
-@pytest.fixture(scope="module")
-def localstripe() -> Iterator[peers.LocalStripe]:
-    if reason := peers.localstripe_available():
-        pytest.skip(reason)
-    with peers.LocalStripe() as server:
-        yield server
-
-
 def wait_for(condition: Any, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
