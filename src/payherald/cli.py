@@ -62,6 +62,7 @@ NOTIFICATION_FIELDS = (
     "error",
     "error_code",
     "attempts",
+    "run_at",
     "livemode",
     "notes",
     "delivery_status",
