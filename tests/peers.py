@@ -37,12 +37,85 @@ TWILIO_SPEC = Path("@twilio-alpha/mcp/twilio-oai/spec/json/twilio_api_v2010.json
 # to the shared /tmp/localstripe.pickle. This launcher serves the same aiohttp
 # app on 127.0.0.1 only with an in-memory store, and exits when the parent
 # closes its stdin (so a killed test run leaves no orphan server).
+#
+# localstripe has no /v1/webhook_endpoints. The launcher adds them, shaped like Stripe's
+# (the secret only in the answer to a create; `enabled_events` replaced on update), and
+# registers each endpoint with localstripe's own webhook sender, so an endpoint created
+# through the API really receives signed events.
 _LOCALSTRIPE_LAUNCHER = """
-import os, sys, threading
+import os, secrets, sys, threading, time
 from aiohttp import web
 from localstripe import resources, server
+from localstripe.webhooks import _webhooks, register_webhook
 resources.Store.dump_to_disk = lambda self: None
 threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+endpoints = {}
+
+def public(endpoint):
+    return {k: v for k, v in endpoint.items() if k != "secret"}
+
+def register(endpoint):
+    events = endpoint["enabled_events"]
+    active = endpoint["status"] == "enabled"
+    register_webhook(
+        endpoint["id"],
+        endpoint["url"] if active else "http://127.0.0.1:9/",
+        endpoint["secret"],
+        None if "*" in events else list(events),
+    )
+
+async def create(request):
+    data = await server.get_post_data(request) or {}
+    if not data.get("url") or not data.get("enabled_events"):
+        raise resources.UserError(400, "url and enabled_events are required")
+    endpoint = {
+        "id": "we_" + secrets.token_hex(12), "object": "webhook_endpoint",
+        "url": data["url"], "enabled_events": list(data["enabled_events"]),
+        "description": data.get("description"), "metadata": data.get("metadata") or {},
+        "api_version": data.get("api_version"), "status": "enabled", "livemode": False,
+        "created": int(time.time()), "secret": "whsec_" + secrets.token_hex(16),
+    }
+    endpoints[endpoint["id"]] = endpoint
+    register(endpoint)
+    return web.json_response(endpoint)
+
+async def update(request):
+    endpoint = endpoints.get(request.match_info["id"])
+    if endpoint is None:
+        raise resources.UserError(404, "No such webhook endpoint")
+    data = await server.get_post_data(request) or {}
+    for key in ("url", "enabled_events", "description", "metadata"):
+        if key in data:
+            endpoint[key] = list(data[key]) if key == "enabled_events" else data[key]
+    if "disabled" in data:
+        endpoint["status"] = "disabled" if data["disabled"] == "true" else "enabled"
+    register(endpoint)
+    return web.json_response(public(endpoint))
+
+async def remove(request):
+    endpoint = endpoints.pop(request.match_info["id"], None)
+    if endpoint is None:
+        raise resources.UserError(404, "No such webhook endpoint")
+    _webhooks.pop(endpoint["id"], None)
+    return web.json_response({"id": endpoint["id"], "object": "webhook_endpoint", "deleted": True})
+
+async def listing(request):
+    data = [public(e) for e in sorted(endpoints.values(), key=lambda e: e["created"])]
+    return web.json_response(
+        {"object": "list", "data": data, "has_more": False, "url": "/v1/webhook_endpoints"}
+    )
+
+async def retrieve(request):
+    endpoint = endpoints.get(request.match_info["id"])
+    if endpoint is None:
+        raise resources.UserError(404, "No such webhook endpoint")
+    return web.json_response(public(endpoint))
+
+server.app.router.add_post("/v1/webhook_endpoints", create)
+server.app.router.add_get("/v1/webhook_endpoints", listing)
+server.app.router.add_get("/v1/webhook_endpoints/{id}", retrieve)
+server.app.router.add_post("/v1/webhook_endpoints/{id}", update)
+server.app.router.add_delete("/v1/webhook_endpoints/{id}", remove)
 web.run_app(server.app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
 """
 

@@ -167,7 +167,12 @@ def build_for_tests(database_url: str, **kwargs: Any) -> Any:
     from payherald import ConsoleChannel, build, load_settings
     from payherald.quiet_hours import QuietHours
 
-    overrides = {"PAYHERALD_DATABASE_URL": database_url, "STRIPE_WEBHOOK_SECRET": SECRET}
+    overrides = {
+        "PAYHERALD_DATABASE_URL": database_url,
+        "STRIPE_WEBHOOK_SECRET": SECRET,
+        # A test that wants the scheduled reconciliation turns it on.
+        "PAYHERALD_RECONCILE_INTERVAL_SECONDS": "0",
+    }
     overrides.update(kwargs.pop("settings", {}))
     settings = load_settings(**overrides)
     kwargs.setdefault("console", ConsoleChannel(stream=io.StringIO()))

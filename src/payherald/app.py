@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from payherald.backfill import Backfill, Reconciler
 from payherald.channels import (
     Channel,
     ChannelRouter,
@@ -27,6 +28,7 @@ from payherald.config import Config, load_config
 from payherald.database import create_store_engine, migrate
 from payherald.exceptions import StoreUnavailable
 from payherald.messages import MessageContext, TemplateRenderer
+from payherald.metrics import Metrics
 from payherald.quiet_hours import QuietHours
 from payherald.ratelimit import RateLimiter
 from payherald.recipients import CustomerDirectory, StripeCustomerDirectory
@@ -55,6 +57,9 @@ class Payherald:
     webhook_secrets: list[str]
     development_secret: str | None
     channels: list[str]  # the channels whose providers are configured
+    metrics: Metrics
+    # Backfills recent events on a schedule (None without STRIPE_SECRET_KEY, or turned off).
+    reconciler: Reconciler | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -63,6 +68,15 @@ class Payherald:
         until ``stop`` is called."""
         stop = self._stop
         threads = [threading.Thread(target=self.worker.run, args=(stop,), name="payherald-worker")]
+        if self.reconciler is not None:
+            threads.append(
+                threading.Thread(
+                    target=self.reconciler.run,
+                    args=(stop,),
+                    name="payherald-reconcile",
+                    daemon=True,
+                )
+            )
         if self.settings.is_postgres:
             conninfo = self.engine.url.set(drivername="postgresql").render_as_string(
                 hide_password=False
@@ -164,6 +178,7 @@ def build(
     clock = clock or SystemClock()
     engine = create_store_engine(settings.sqlalchemy_url)
     store = Store(engine=engine, clock=clock)
+    metrics = Metrics(store=store)
     if migrate_schema:
         try:
             migrate(engine)
@@ -224,6 +239,7 @@ def build(
         max_age=settings.max_age,
         limiter=RateLimiter(config.rate_limits),
         write_back=write_back,
+        metrics=metrics,
     )
     http_app = create_http_app(
         store=store,
@@ -237,6 +253,7 @@ def build(
         business_name=settings.business_name,
         help_text=settings.help_text,
         write_back=write_back is not None,
+        metrics=metrics,
     )
     return Payherald(
         settings=settings,
@@ -248,4 +265,15 @@ def build(
         webhook_secrets=secrets,
         development_secret=development_secret,
         channels=sorted(channels),
+        metrics=metrics,
+        reconciler=(
+            Reconciler(
+                backfill=Backfill(store=store, rules=rules, client=client, clock=clock),
+                store=store,
+                clock=clock,
+                interval=settings.reconcile_interval,
+            )
+            if client is not None and settings.reconcile_interval > 0
+            else None
+        ),
     )

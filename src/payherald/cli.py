@@ -177,7 +177,12 @@ def serve(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus GET /metrics on this port (127.0.0.1).", min=1),
+    ] = None,
+) -> None:
     """Only the worker: claims queued notifications and sends them."""
     from payherald.app import build
 
@@ -187,6 +192,12 @@ def worker() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     err.print(f"[bold]payherald worker[/] {ph.worker.worker_id}, channels: {_channels(ph)}")
+    if metrics_port is not None:
+        try:
+            ph.metrics.serve(port=metrics_port)
+        except OSError as exc:
+            raise _fail(f"Cannot serve metrics on port {metrics_port}: {exc.strerror}.") from None
+        err.print(f"  metrics: http://127.0.0.1:{metrics_port}/metrics")
     ph.start_worker()
     while not stop.is_set():
         stop.wait(0.5)
@@ -268,6 +279,7 @@ def simulate(
 
 
 def _show_outcome(store: Store, event_id: str, wait: float) -> None:
+    from payherald.recipients import mask_phone
     from payherald.store import TERMINAL_STATUSES
 
     deadline = time.monotonic() + wait
@@ -285,7 +297,8 @@ def _show_outcome(store: Store, event_id: str, wait: float) -> None:
         return
     for row in rows:
         outcome = row["status"] + (f" ({row['error']})" if row["error"] else "")
-        err.print(f"  {row['rule']}: {row['channel']} to {row['to']}: {outcome}")
+        to = mask_phone(row["to"]) if row["to"] else None
+        err.print(f"  {row['rule']}: {row['channel']} to {to}: {outcome}")
         if row["body"]:
             err.print(f"    {row['body']}")
 
@@ -496,3 +509,7 @@ def optout_import(
 
 def main() -> None:
     app()
+
+
+# The operations commands (backfill, replay, endpoint, doctor) register themselves on `app`.
+from payherald import cli_operations  # noqa: E402, F401

@@ -1,4 +1,4 @@
-"""The HTTP face: Stripe's webhook endpoint and health checks.
+"""The HTTP face: Stripe's webhook endpoint, health checks and Prometheus metrics.
 
 The webhook handler verifies, parses and commits; it never calls Stripe, Twilio or any
 other provider, so its answer does not wait on them. A store that cannot be written
@@ -7,7 +7,7 @@ answers 503 so that Stripe retries; nothing is acknowledged that is not stored.
 
 from __future__ import annotations
 
-import traceback
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -22,6 +22,8 @@ from twilio.twiml.messaging_response import MessagingResponse
 from payherald.consent import record_reply
 from payherald.delivery import DeliveryReport, record_delivery
 from payherald.exceptions import PayloadTooLarge, StoreUnavailable, WebhookRejected
+from payherald.ingest import ingest
+from payherald.metrics import Metrics
 from payherald.rules import RuleBook
 from payherald.store import Store
 from payherald.webhook import MAX_BODY_BYTES, StripeEvent, WebhookVerifier, parse_event
@@ -42,12 +44,16 @@ def create_http_app(
     business_name: str | None = None,
     help_text: str | None = None,
     write_back: bool = False,
+    metrics: Metrics | None = None,
 ) -> FastAPI:
     """The ASGI application. ``on_queued`` is called after a commit that queued work (the
     in-process worker's wake-up). Twilio's callbacks are checked against ``public_url``
     (PAYHERALD_PUBLIC_URL), the address Twilio was given, never against headers a client
     can set such as ``X-Forwarded-Host``. With ``write_back``, opt-outs and opt-ins by
-    reply are queued for the Stripe customer's metadata (``stripe_sync``)."""
+    reply are queued for the Stripe customer's metadata (``stripe_sync``). Webhook requests
+    are counted in ``metrics`` (a new ``Metrics`` on ``store`` by default), served on
+    ``GET /metrics``."""
+    metrics = metrics or Metrics(store=store)
     twilio_validator = RequestValidator(twilio_auth_token) if twilio_auth_token else None
     name = f"{business_name}: " if business_name else ""
     replies = {
@@ -65,22 +71,16 @@ def create_http_app(
     )
 
     def record(event: StripeEvent) -> dict[str, Any]:
-        try:
-            planned = rules.plan(event)
-        except Exception as exc:
-            # Our bug, not Stripe's: keep the event (with the traceback) for `replay`,
-            # and acknowledge it so Stripe does not retry into the same bug.
-            _log.exception("planning_failed", event_id=event.id, event_type=event.type)
-            result = store.record_event(
-                event,
-                [],
-                status="failed",
-                error="".join(traceback.format_exception(exc)),
-            )
-        else:
-            result = store.record_event(event, planned)
+        result = ingest(store, rules, event)
         if result.queued:
             on_queued()
+        if result.duplicate:
+            outcome = "duplicate"
+        elif result.failed:
+            outcome = "failed"
+        else:
+            outcome = "queued" if result.queued else "nothing_to_do"
+        metrics.event(event.type, outcome)
         return {
             "received": True,
             "event_id": event.id,
@@ -90,12 +90,14 @@ def create_http_app(
 
     @app.post("/webhooks/stripe", summary="Receive a Stripe event")
     async def stripe_webhook(request: Request) -> JSONResponse:
+        started = time.perf_counter()
         client = request.client.host if request.client else None
         try:
             body = await _read_body(request)
             verifier.verify(body, request.headers.get("stripe-signature"))
             event = parse_event(body)
         except WebhookRejected as exc:
+            metrics.rejected()
             _log.warning(
                 "webhook_rejected", client=client, status=exc.status_code, reason=exc.message
             )
@@ -103,6 +105,7 @@ def create_http_app(
         try:
             answer = await run_in_threadpool(record, event)
         except StoreUnavailable as exc:
+            metrics.event(event.type, "not_stored")
             _log.error("event_not_stored", event_id=event.id, error=exc.message)
             return JSONResponse(
                 {
@@ -114,6 +117,7 @@ def create_http_app(
         except Exception:
             # A bug of ours. Answer 5xx so that Stripe retries (a retry that finds the event
             # already stored is harmless), and keep the traceback in the log.
+            metrics.event(event.type, "not_stored")
             _log.exception("event_not_stored", event_id=event.id)
             return JSONResponse(
                 {
@@ -122,6 +126,7 @@ def create_http_app(
                 },
                 status_code=503,
             )
+        metrics.observe_ingest(time.perf_counter() - started)
         _log.info(
             "event_received",
             event_id=event.id,
@@ -251,6 +256,12 @@ def create_http_app(
         except StoreUnavailable as exc:
             return JSONResponse({"status": "unavailable", "error": exc.message}, status_code=503)
         return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics_endpoint() -> Response:
+        # The queue gauges are read from the database: off the event loop.
+        body = await run_in_threadpool(metrics.exposition)
+        return Response(body, media_type=metrics.content_type)
 
     return app
 

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     retry_base: float = Field(
         5.0, gt=0, le=3600, validation_alias=_env("PAYHERALD_RETRY_BASE_SECONDS")
     )
+    reconcile_interval: float = Field(
+        3600.0, ge=0, validation_alias=_env("PAYHERALD_RECONCILE_INTERVAL_SECONDS")
+    )
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", validation_alias=_env("PAYHERALD_LOG_FORMAT")
     )

@@ -27,7 +27,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, and_, exists, func, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    RowMapping,
+    and_,
+    case,
+    exists,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -38,7 +49,7 @@ from payherald.rules import LINKED_SUBJECTS, PlannedNotification
 from payherald.tables import events, meta, notifications, subject_aliases, suppressions
 from payherald.webhook import StripeEvent
 
-__all__ = ["WAKE_CHANNEL", "ClaimedNotification", "RecordResult", "Store"]
+__all__ = ["WAKE_CHANNEL", "ClaimedNotification", "QueueStats", "RecordResult", "Store"]
 
 # The PostgreSQL NOTIFY channel that wakes workers when work is queued.
 WAKE_CHANNEL = "payherald_work"
@@ -56,6 +67,18 @@ class _AliasRace(Exception):
 class RecordResult:
     duplicate: bool
     queued: int
+    failed: bool = False  # stored as `failed`: its notifications could not be planned
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """The work queue at one moment: how many notifications are in each waiting state
+    (``pending_due``, ``pending_scheduled``, ``claimed``, ``sending``, ``unknown``), and
+    how many seconds the oldest due pending one has waited since it became due (0 when
+    none is due)."""
+
+    depth: dict[str, int]
+    oldest_due_age: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +223,7 @@ class Store:
             if inserted is None:
                 return RecordResult(duplicate=True, queued=0)
             queued = self._queue(connection, event.id, planned, now)
-        return RecordResult(duplicate=False, queued=queued)
+        return RecordResult(duplicate=False, queued=queued, failed=status == "failed")
 
     def _canonical(self, connection: Connection, kind: str, subject: Sequence[str]) -> str:
         """The one identifier that everything known about ``subject`` is keyed on.
@@ -566,6 +589,37 @@ class Store:
         with self._transaction() as connection:
             return int(connection.execute(query).scalar_one())
 
+    def queue_stats(self) -> QueueStats:
+        """The work queue's depth and the wait of its oldest due notification, in one
+        query on the (status, run_at) index, so that a metrics scrape stays cheap."""
+        now = self._clock.now()
+        due = notifications.c.run_at <= now
+        query = (
+            select(
+                notifications.c.status,
+                func.count(),
+                func.sum(case((due, 1), else_=0)),
+                func.min(case((due, notifications.c.run_at))),
+            )
+            .where(notifications.c.status.in_(("pending", "claimed", "sending", "unknown")))
+            .group_by(notifications.c.status)
+        )
+        with self._transaction() as connection:
+            rows = connection.execute(query).all()
+        depth = dict.fromkeys(
+            ("pending_due", "pending_scheduled", "claimed", "sending", "unknown"), 0
+        )
+        oldest_due_age = 0.0
+        for status, count, due_count, oldest_due in rows:
+            if status != "pending":
+                depth[status] = int(count)
+                continue
+            depth["pending_due"] = int(due_count or 0)
+            depth["pending_scheduled"] = int(count) - depth["pending_due"]
+            if oldest_due is not None:
+                oldest_due_age = max(0.0, (now - oldest_due).total_seconds())
+        return QueueStats(depth=depth, oldest_due_age=oldest_due_age)
+
     # -- suppressions ------------------------------------------------------------------
 
     def suppression(self, address: str) -> str | None:
@@ -576,7 +630,93 @@ class Store:
             ).scalar()
         return str(reason) if reason is not None else None
 
+    # -- replay -------------------------------------------------------------------------
+
+    def has_event(self, event_id: str) -> bool:
+        with self._transaction() as connection:
+            found = connection.execute(select(events.c.id).where(events.c.id == event_id))
+            return found.first() is not None
+
+    def event_payload(self, event_id: str) -> str | None:
+        with self._transaction() as connection:
+            payload = connection.execute(
+                select(events.c.payload).where(events.c.id == event_id)
+            ).scalar()
+        return str(payload) if payload is not None else None
+
+    def replayable_events(self, *, since: datetime | None = None) -> list[str]:
+        """Events whose processing failed: planning failed, or a notification failed in a
+        way that sending again may mend (never ``outcome_unknown``: it may have been
+        sent)."""
+        retryable = and_(
+            notifications.c.event_id == events.c.id,
+            notifications.c.status == "failed",
+            notifications.c.error_code.is_distinct_from("outcome_unknown"),
+        )
+        query = select(events.c.id).where(
+            (events.c.status == "failed") | exists(select(notifications.c.id).where(retryable))
+        )
+        if since is not None:
+            query = query.where(events.c.received_at >= since)
+        with self._transaction() as connection:
+            return list(connection.execute(query.order_by(events.c.received_at)).scalars())
+
+    def replay_event(
+        self, event_id: str, planned: Sequence[PlannedNotification]
+    ) -> tuple[int, int, int]:
+        """Process a stored event again: queue what ``planned`` adds (what is already
+        queued or sent is not, as when it was recorded), and queue its failed
+        notifications again from the first channel. Returns (new, queued again, left as
+        they are)."""
+        now = self._clock.now()
+        with self._transaction() as connection:
+            new = self._queue(connection, event_id, planned, now)
+            again = connection.execute(
+                update(notifications)
+                .where(
+                    notifications.c.event_id == event_id,
+                    notifications.c.status == "failed",
+                    notifications.c.error_code.is_distinct_from("outcome_unknown"),
+                )
+                .values(
+                    status="pending",
+                    attempts=0,
+                    run_at=now,
+                    updated_at=now,
+                    error=None,
+                    error_code=None,
+                    refusals=None,
+                    lease_until=None,
+                    claimed_by=None,
+                )
+            ).rowcount
+            total = connection.execute(
+                select(func.count()).where(notifications.c.event_id == event_id)
+            ).scalar_one()
+            connection.execute(
+                update(events)
+                .where(events.c.id == event_id)
+                .values(status="received" if total else "ignored", error=None)
+            )
+            if (new or again) and self._postgres:
+                connection.execute(
+                    text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL}
+                )
+        return new, again, int(total) - new - again
+
     # -- meta -------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        with self._transaction() as connection:
+            value = connection.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
+        return str(value) if value is not None else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._transaction() as connection:
+            stmt = self._insert(meta).values(key=key, value=value)
+            connection.execute(
+                stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value})
+            )
 
     def development_secret(self) -> str:
         """The webhook secret used when STRIPE_WEBHOOK_SECRET is unset: random, made once

@@ -6,7 +6,9 @@ leaves it ``unknown``, and an unknown notification is reconciled against the pro
 before it can ever be sent again.
 
 The worker waits on a wake-up (set by the server in the same process, or by PostgreSQL
-``NOTIFY`` from another) and otherwise polls every ``poll_interval`` seconds.
+``NOTIFY`` from another) and otherwise polls every ``poll_interval`` seconds. Each outcome
+it records is counted in ``payherald_notifications_total``, and each send the provider
+accepts is timed from the event's arrival in ``payherald_end_to_end_seconds``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from payherald.exceptions import (
     StoreUnavailable,
     TransientDeliveryError,
 )
+from payherald.metrics import Metrics
 from payherald.ratelimit import RateLimiter
 from payherald.recipients import mask_phone
 from payherald.store import ClaimedNotification, Store
@@ -78,6 +81,7 @@ class Worker:
         limiter: RateLimiter | None = None,
         write_back: ConsentWriteBack | None = None,
         worker_id: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._composer = composer
@@ -93,6 +97,7 @@ class Worker:
         # Opt-outs to write to Stripe customers; None without STRIPE_SECRET_KEY.
         self._write_back = write_back
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._metrics = metrics or Metrics()
         self._wake = threading.Event()
         self._slots = threading.BoundedSemaphore(concurrency)
 
@@ -168,11 +173,19 @@ class Worker:
         try:
             composed = self._composer.compose(notification)
         except NotificationSkipped as exc:
-            self._store.mark_skipped(notification, reason=exc.reason)
+            self._count(
+                notification.channel,
+                "skipped",
+                self._store.mark_skipped(notification, reason=exc.reason),
+            )
             log.info("notification_skipped", reason=exc.reason)
             return
         except NotificationDeferred as exc:
-            self._store.defer(notification, run_at=exc.until, reason=exc.reason)
+            self._count(
+                notification.channel,
+                "deferred",
+                self._store.defer(notification, run_at=exc.until, reason=exc.reason),
+            )
             log.info("notification_deferred", reason=exc.reason, until=exc.until.isoformat())
             return
         except RecipientNotFound as exc:
@@ -183,25 +196,34 @@ class Worker:
                 if notification.refusals and notification.error_code
                 else "no_recipient"
             )
-            self._store.mark_failed(notification, error=exc.message, code=code)
+            self._count(
+                notification.channel,
+                "failed",
+                self._store.mark_failed(notification, error=exc.message, code=code),
+            )
             log.warning("notification_failed", reason=code, error=exc.message)
             return
         except RenderError as exc:
-            self._store.mark_failed(notification, error=exc.message, code="render_error")
+            self._count(
+                notification.channel,
+                "failed",
+                self._store.mark_failed(notification, error=exc.message, code="render_error"),
+            )
             log.warning("notification_failed", reason="render_error", error=exc.message)
             return
         except TransientDeliveryError as exc:
-            self._retry_or_fail(notification, exc, log)
+            self._retry_or_fail(notification, exc, log, channel=notification.channel)
             return
         except Exception as exc:
             # A bug or a payload nobody foresaw. Nothing was sent, so record it and move on:
             # leaving the row claimed would retry the same crash after every lease.
             log.exception("notification_failed", reason="internal_error")
-            self._store.mark_failed(
+            recorded = self._store.mark_failed(
                 notification,
                 code="internal_error",
                 error=f"Could not prepare the message: {type(exc).__name__}: {exc}",
             )
+            self._count(notification.channel, "failed", recorded)
             return
         if composed.notes:
             log.info("channel_fallback", notes=composed.notes)
@@ -222,12 +244,13 @@ class Worker:
             if reason is not None:
                 # The person opted out after the message was composed: that channel cannot
                 # carry it; the rule's next channel may.
-                self._store.fall_back(
+                recorded = self._store.fall_back(
                     notification,
                     channel=composed.channel,
                     code="suppressed",
                     error=f"{mask_phone(composed.to)} must not be messaged: {reason}",
                 )
+                self._count(channel.name, "refused", recorded)
                 log.info("suppressed_before_send")
                 return
             log.warning("claim_lost", action="skip")
@@ -265,22 +288,34 @@ class Worker:
             ):
                 # The next send tries the rule's next channel; if none is left, composing
                 # fails with no_recipient and every reason.
+                self._count(channel.name, "refused", True)
                 log.info("channel_refused", channel=message.channel, error=exc.message)
                 return
-            self._store.mark_failed(notification, error=exc.message, code=exc.code)
+            self._count(
+                channel.name,
+                "failed",
+                self._store.mark_failed(notification, error=exc.message, code=exc.code),
+            )
             log.warning("notification_failed", reason=exc.code, error=exc.message)
         except TransientDeliveryError as exc:
-            self._retry_or_fail(notification, exc, log)
+            self._retry_or_fail(notification, exc, log, channel=channel.name)
         except Exception as exc:
             # The provider may have accepted the message: never resend blindly.
-            self._store.mark_unknown(
+            recorded = self._store.mark_unknown(
                 notification,
                 error=f"Outcome unknown after {type(exc).__name__}: {exc}",
                 recheck_at=self._clock.now() + _RECHECK_UNKNOWN,
             )
+            self._count(channel.name, "unknown", recorded)
             log.error("notification_outcome_unknown", error=str(exc))
         else:
-            self._store.mark_sent(notification, provider_id=provider_id)
+            if self._store.mark_sent(notification, provider_id=provider_id):
+                self._count(channel.name, "sent", True)
+                if notification.created_at is not None:
+                    # Created in the transaction that stored the event: its received_at.
+                    self._metrics.observe_end_to_end(
+                        (self._clock.now() - notification.created_at).total_seconds()
+                    )
             log.info("notification_sent", provider_id=provider_id)
 
     def _retry_or_fail(
@@ -288,27 +323,31 @@ class Worker:
         notification: ClaimedNotification,
         exc: TransientDeliveryError,
         log: Any,
+        *,
+        channel: str,
     ) -> None:
         # This attempt: a send (already counted in the store by mark_sending) or a failed
         # preparation (counted now), so that both back off and give up alike.
         attempts = notification.attempts + 1
         if self._too_old(notification):
-            self._store.mark_failed(
+            recorded = self._store.mark_failed(
                 notification,
                 error=f"Gave up after {attempts} attempts over more than "
                 f"{self._max_age.total_seconds() / 3600:g} hours: {exc.message}",
                 code=exc.code,
                 attempts=attempts,
             )
+            self._count(channel, "failed", recorded)
             log.warning("notification_failed", reason="too_old", error=exc.message)
             return
         if attempts >= self._max_attempts:
-            self._store.mark_failed(
+            recorded = self._store.mark_failed(
                 notification,
                 error=f"Gave up after {attempts} attempts: {exc.message}",
                 code=exc.code,
                 attempts=attempts,
             )
+            self._count(channel, "failed", recorded)
             log.warning("notification_failed", reason="retries_exhausted", error=exc.message)
             return
         delay = (
@@ -317,10 +356,17 @@ class Worker:
             else backoff_delay(attempts, base=self._retry_base)
         )
         run_at = self._clock.now() + timedelta(seconds=delay)
-        self._store.schedule_retry(
+        recorded = self._store.schedule_retry(
             notification, run_at=run_at, error=exc.message, code=exc.code, attempts=attempts
         )
+        self._count(channel, "retry", recorded)
         log.info("notification_retry", delay_seconds=round(delay, 1), error=exc.message)
+
+    def _count(self, channel: str, status: str, recorded: bool) -> None:
+        """Count an outcome, if the store recorded it: a claim lost to another worker
+        records nothing here, and that worker counts its own outcome."""
+        if recorded:
+            self._metrics.notification(channel, status)
 
     def _too_old(self, notification: ClaimedNotification) -> bool:
         created = notification.created_at
@@ -347,11 +393,12 @@ class Worker:
         log = _log.bind(notification_id=notification.id, event_id=notification.event_id)
         if notification.to is None or notification.body is None:
             # It never reached `sending`, so nothing can have been sent.
-            self._store.schedule_retry(
+            recorded = self._store.schedule_retry(
                 notification,
                 run_at=self._clock.now(),
                 error="Retrying: the previous attempt never sent.",
             )
+            self._count(notification.channel, "retry", recorded)
             return
         channel = self._router.by_name(notification.channel)
         message = Message(
@@ -365,25 +412,31 @@ class Worker:
             result = None
             log.warning("reconcile_failed", error=f"{type(exc).__name__}: {exc}")
         if result is not None and result.outcome is ReconcileOutcome.DELIVERED:
-            self._store.mark_sent(notification, provider_id=result.provider_id)
+            # Counted as sent; not timed end to end, since when the provider accepted it
+            # is not known (only that it did, some time before now).
+            recorded = self._store.mark_sent(notification, provider_id=result.provider_id)
+            self._count(notification.channel, "sent", recorded)
             log.info("reconciled", outcome="delivered", provider_id=result.provider_id)
         elif result is not None and result.outcome is ReconcileOutcome.NOT_DELIVERED:
-            self._store.schedule_retry(
+            recorded = self._store.schedule_retry(
                 notification,
                 run_at=self._clock.now(),
                 error="The provider has no record of the previous attempt; sending again.",
             )
+            self._count(notification.channel, "retry", recorded)
             log.info("reconciled", outcome="not_delivered")
         elif self._too_old(notification):
             # Never resent on a guess; after this long, a person has to look.
-            self._store.mark_failed(
+            recorded = self._store.mark_failed(
                 notification,
                 code="outcome_unknown",
                 error="Whether the provider accepted this message could not be found out; "
                 "it was not sent again. Check the provider's logs.",
             )
+            self._count(notification.channel, "failed", recorded)
             log.warning("notification_failed", reason="outcome_unknown")
         else:
+            # Still unknown: not counted again (it was counted when it became unknown).
             self._store.mark_unknown(
                 notification,
                 error="Outcome still unknown; the provider will be asked again.",

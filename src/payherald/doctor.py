@@ -1,0 +1,330 @@
+"""``payherald doctor`` (F32): is this installation ready to go live? One line a check.
+
+Each check says what it found and, when something is wrong, how to fix it. The checks
+that need Stripe or Twilio ask them for real (list webhook endpoints, fetch the account
+and the sender), so a wrong key or a sender that is not on the account shows up here and
+not in a customer's missing text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import stripe
+
+from payherald.clock import Clock
+from payherald.endpoints import (
+    WEBHOOK_PATH,
+    EndpointError,
+    known_fingerprint,
+    list_endpoints,
+    secret_fingerprint,
+)
+from payherald.exceptions import PayheraldError
+from payherald.rules import RuleBook
+from payherald.settings import Settings
+from payherald.store import Store
+
+__all__ = ["Check", "run_checks"]
+
+# Stripe signatures are accepted 300 s either way; a clock this far off eats into that.
+_CLOCK_SKEW_LIMIT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+
+
+def run_checks(
+    *,
+    settings: Settings,
+    store: Store,
+    rules: RuleBook,
+    stripe_client: stripe.StripeClient | None,
+    twilio_client: Any | None,
+    clock: Clock,
+) -> Iterator[Check]:
+    """Every check, in the order a person would fix them."""
+    yield _store_check(store)
+    yield from _stripe_checks(settings, store, rules, stripe_client, clock)
+    yield _public_url_check(settings)
+    yield from _twilio_checks(settings, twilio_client)
+
+
+def _store_check(store: Store) -> Check:
+    try:
+        store.ping()
+        store.check_schema()
+    except PayheraldError as exc:
+        return Check(
+            "store", False, exc.message, "Check PAYHERALD_DATABASE_URL; run: payherald migrate"
+        )
+    return Check("store", True, "reachable and migrated")
+
+
+def _key_mode(key: str) -> str | None:
+    for prefix, mode in (
+        ("sk_test_", "test"),
+        ("rk_test_", "test"),
+        ("sk_live_", "live"),
+        ("rk_live_", "live"),
+    ):
+        if key.startswith(prefix):
+            return mode
+    return None
+
+
+def _stripe_checks(
+    settings: Settings,
+    store: Store,
+    rules: RuleBook,
+    client: stripe.StripeClient | None,
+    clock: Clock,
+) -> Iterator[Check]:
+    if settings.stripe_secret_key is None or client is None:
+        yield Check(
+            "stripe key",
+            False,
+            "STRIPE_SECRET_KEY is not set, so customers cannot be looked up, missed events "
+            "cannot be backfilled and nothing below can be checked at Stripe",
+            "export STRIPE_SECRET_KEY=sk_live_... (a restricted key with read access to "
+            "Customers, Charges and Events, and write access to Customers and Webhook "
+            "Endpoints is enough)",
+        )
+        endpoints = None
+    else:
+        mode = _key_mode(settings.stripe_secret_key.get_secret_value())
+        try:
+            endpoints = list_endpoints(client)
+        except EndpointError as exc:
+            yield Check(
+                "stripe key",
+                False,
+                exc.message,
+                "Check STRIPE_SECRET_KEY in the Stripe dashboard, Developers > API keys",
+            )
+            endpoints = None
+        else:
+            yield Check("stripe key", True, f"works ({mode} mode)")
+            yield _clock_check(client, clock)
+    secrets = settings.webhook_secrets
+    if not secrets:
+        yield Check(
+            "webhook secret",
+            False,
+            "STRIPE_WEBHOOK_SECRET is not set; payherald uses a development secret that Stripe "
+            "does not know, so every real event would be refused",
+            "payherald endpoint register https://your-host, then export the secret it prints",
+        )
+    else:
+        yield Check("webhook secret", True, f"{len(secrets)} configured")
+    if endpoints is None:
+        return
+    public = settings.public_url
+    if not public:
+        return
+    url = public.rstrip("/") + WEBHOOK_PATH
+    matching = [endpoint for endpoint in endpoints if endpoint.url == url]
+    register = f"payherald endpoint register {public}"
+    if not matching:
+        yield Check(
+            "webhook endpoint",
+            False,
+            f"no Stripe webhook endpoint for {url}, so Stripe sends payherald nothing",
+            register,
+        )
+        return
+    endpoint = matching[0]
+    if len(matching) > 1:
+        yield Check(
+            "webhook endpoint",
+            False,
+            f"{len(matching)} endpoints for {url}: every event would arrive more than once "
+            "(payherald ignores the repeats, but Stripe counts each)",
+            "Delete all but " + endpoint.id + " in Developers > Webhooks",
+        )
+    problems = []
+    if getattr(endpoint, "status", "enabled") != "enabled":
+        problems.append("it is disabled")
+    mode = (
+        _key_mode(settings.stripe_secret_key.get_secret_value())
+        if settings.stripe_secret_key
+        else None
+    )
+    if mode is not None and bool(endpoint.livemode) != (mode == "live"):
+        problems.append(
+            f"it is a {'live' if endpoint.livemode else 'test'}-mode endpoint but the key is "
+            f"{mode} mode"
+        )
+    enabled = set(endpoint.enabled_events or ())
+    missing = [] if "*" in enabled else sorted(set(rules.event_types) - enabled)
+    if missing:
+        problems.append("it does not send " + ", ".join(missing))
+    if problems:
+        yield Check(
+            "webhook endpoint", False, f"{endpoint.id} for {url}: " + "; ".join(problems), register
+        )
+    else:
+        yield Check("webhook endpoint", True, f"{endpoint.id} sends every event type the rules use")
+    fingerprint = known_fingerprint(store, endpoint.id)
+    if fingerprint is None:
+        yield Check(
+            "webhook secret matches",
+            True,
+            "cannot be checked: Stripe shows an endpoint's secret only when it is created "
+            "(endpoint register keeps a fingerprint of it when it creates one)",
+        )
+    elif fingerprint in {secret_fingerprint(secret) for secret in secrets}:
+        yield Check(
+            "webhook secret matches",
+            True,
+            f"STRIPE_WEBHOOK_SECRET is {endpoint.id}'s signing secret",
+        )
+    else:
+        yield Check(
+            "webhook secret matches",
+            False,
+            f"STRIPE_WEBHOOK_SECRET is not the signing secret of {endpoint.id}, so its events "
+            "would be refused",
+            "Copy the endpoint's signing secret from Developers > Webhooks into "
+            "STRIPE_WEBHOOK_SECRET",
+        )
+
+
+def _clock_check(client: stripe.StripeClient, clock: Clock) -> Check:
+    """This machine's clock against the Date of Stripe's answer."""
+    try:
+        page = client.v1.webhook_endpoints.list(params={"limit": 1})
+    except stripe.StripeError:
+        return Check("clock", True, "not compared: Stripe did not answer")
+    response = getattr(page, "last_response", None)
+    remote = server_time(getattr(response, "headers", None))
+    if remote is None:
+        return Check("clock", True, "not compared: Stripe's answer had no Date")
+    skew = (clock.now() - remote).total_seconds()
+    if abs(skew) > _CLOCK_SKEW_LIMIT:
+        return Check(
+            "clock",
+            False,
+            f"this machine's clock is {skew:+.0f} s off Stripe's; webhook signatures are "
+            "accepted only 300 s either way, and workers' leases use the clock",
+            "Keep the clock in sync with NTP (timedatectl set-ntp true)",
+        )
+    return Check("clock", True, f"within {_CLOCK_SKEW_LIMIT:.0f} s of Stripe's")
+
+
+def _public_url_check(settings: Settings) -> Check:
+    public = settings.public_url
+    if not public:
+        return Check(
+            "public url",
+            False,
+            "PAYHERALD_PUBLIC_URL is not set: Stripe's endpoint cannot be checked and Twilio's "
+            "callbacks (delivery reports, STOP replies) are refused",
+            "export PAYHERALD_PUBLIC_URL=https://your-host",
+        )
+    if urlsplit(public).scheme != "https":
+        return Check(
+            "public url",
+            False,
+            f"PAYHERALD_PUBLIC_URL {public} is not HTTPS; Stripe live mode and Twilio "
+            "signatures need the https:// address",
+            "Serve payherald behind a TLS-terminating proxy and use its https:// address",
+        )
+    return Check("public url", True, public)
+
+
+def _twilio_checks(settings: Settings, client: Any | None) -> Iterator[Check]:
+    if client is None:
+        yield Check(
+            "twilio",
+            False,
+            "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set; SMS, WhatsApp and calls "
+            "go to the console",
+            "export TWILIO_ACCOUNT_SID=AC... TWILIO_AUTH_TOKEN=... TWILIO_FROM_NUMBER=+1...",
+        )
+        return
+    from twilio.base.exceptions import TwilioException, TwilioRestException
+
+    sid = settings.twilio_account_sid
+    try:
+        account = client.api.v2010.accounts(sid).fetch()
+    except TwilioRestException as exc:
+        yield Check(
+            "twilio",
+            False,
+            f"Twilio refused the credentials (HTTP {exc.status}: {exc.msg})",
+            "Check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN in the Twilio console",
+        )
+        return
+    except TwilioException as exc:
+        yield Check("twilio", False, f"Twilio could not be reached: {exc}", "Check the network")
+        return
+    status = getattr(account, "status", "active")
+    if status != "active":
+        yield Check(
+            "twilio",
+            False,
+            f"the Twilio account is {status}",
+            "Reactivate it in the Twilio console",
+        )
+        return
+    yield Check("twilio", True, "credentials work")
+    number = settings.twilio_from_number
+    if not number:
+        yield Check(
+            "twilio sender",
+            True,
+            f"Messaging Service {settings.twilio_messaging_service_sid} (not checked)",
+        )
+        return
+    try:
+        owned = client.api.v2010.accounts(sid).incoming_phone_numbers.list(
+            phone_number=number, limit=20
+        )
+    except TwilioRestException as exc:
+        yield Check(
+            "twilio sender",
+            False,
+            f"could not list the account's numbers (HTTP {exc.status}: {exc.msg})",
+            None,
+        )
+        return
+    match = next((n for n in owned if getattr(n, "phone_number", None) == number), None)
+    if match is None:
+        yield Check(
+            "twilio sender",
+            False,
+            f"TWILIO_FROM_NUMBER {number} is not a number of this Twilio account, so Twilio "
+            "would refuse every SMS",
+            "Use one of the account's numbers (Phone Numbers > Active numbers)",
+        )
+        return
+    capabilities = getattr(match, "capabilities", None) or {}
+    if capabilities and not capabilities.get("sms", False):
+        yield Check(
+            "twilio sender", False, f"{number} cannot send SMS", "Use an SMS-capable number"
+        )
+        return
+    yield Check("twilio sender", True, f"{number} is on the account and can send SMS")
+
+
+def server_time(headers: Mapping[str, str] | None) -> datetime | None:
+    if not headers:
+        return None
+    raw = headers.get("Date") or headers.get("date")
+    if not raw:
+        return None
+    try:
+        return parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,147 @@
+"""The Stripe webhook endpoint (F32): one per URL, subscribed to exactly what the rules need.
+
+``register`` creates the endpoint for a URL, or updates the one that already exists for it,
+so running it again (after changing the rules, say) never makes a second endpoint that
+would deliver every event twice. Stripe shows an endpoint's signing secret only when it is
+created; payherald prints it then, and keeps a SHA-256 fingerprint of it (never the secret)
+so that ``payherald doctor`` can tell whether STRIPE_WEBHOOK_SECRET is that endpoint's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import stripe
+
+from payherald.exceptions import PayheraldError
+from payherald.store import Store
+
+__all__ = [
+    "WEBHOOK_PATH",
+    "EndpointError",
+    "Registration",
+    "known_fingerprint",
+    "list_endpoints",
+    "register",
+    "secret_fingerprint",
+    "webhook_url",
+]
+
+WEBHOOK_PATH = "/webhooks/stripe"
+_FINGERPRINT = "webhook_secret_sha256:"
+
+
+class EndpointError(PayheraldError):
+    """Stripe refused, or the URL cannot be used; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    endpoint_id: str
+    url: str
+    created: bool
+    secret: str | None  # only when created: Stripe never shows it again
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    duplicates: tuple[str, ...] = field(default=())  # other endpoints with the same URL
+
+
+def webhook_url(url: str) -> str:
+    """``url`` as the endpoint to register: a bare host gets payherald's webhook path.
+    Raises EndpointError for a URL Stripe could not deliver to."""
+    parts = urlsplit(url.strip())
+    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise EndpointError(f"{url!r} is not a URL; give one like https://payherald.example.com.")
+    if parts.scheme != "https" and not local:
+        raise EndpointError(
+            f"{url!r} is not HTTPS; Stripe delivers live events to HTTPS endpoints only. "
+            "Put payherald behind a TLS-terminating proxy and give its https:// address."
+        )
+    path = parts.path.rstrip("/")
+    if not path:
+        path = WEBHOOK_PATH
+    return parts._replace(path=path).geturl()
+
+
+def secret_fingerprint(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def list_endpoints(client: stripe.StripeClient) -> list[Any]:
+    """Every webhook endpoint of the account, oldest first."""
+    found: list[Any] = []
+    params: Any = {"limit": 100}  # the SDK's TypedDicts, built up
+    while True:
+        page = _call(lambda: client.v1.webhook_endpoints.list(params=params))
+        found.extend(page.data)
+        if not page.has_more or not page.data:
+            return sorted(found, key=lambda endpoint: endpoint.created or 0)
+        params["starting_after"] = page.data[-1].id
+
+
+def register(
+    client: stripe.StripeClient,
+    url: str,
+    event_types: Sequence[str],
+    *,
+    store: Store | None = None,
+) -> Registration:
+    """Create or update the endpoint for ``url`` with exactly ``event_types``."""
+    url = webhook_url(url)
+    wanted: Any = sorted(set(event_types))  # the SDK types them as a Literal list
+    if not wanted:
+        raise EndpointError("No rule is enabled, so there is no event to subscribe to.")
+    same = [endpoint for endpoint in list_endpoints(client) if endpoint.url == url]
+    if same:
+        endpoint = same[0]
+        had = set(endpoint.enabled_events or ())
+        _call(
+            lambda: client.v1.webhook_endpoints.update(
+                endpoint.id, params={"enabled_events": wanted, "disabled": False}
+            )
+        )
+        return Registration(
+            endpoint_id=endpoint.id,
+            url=url,
+            created=False,
+            secret=None,
+            added=tuple(sorted(set(wanted) - had)),
+            removed=tuple(sorted(had - set(wanted))),
+            duplicates=tuple(other.id for other in same[1:]),
+        )
+    created = _call(
+        lambda: client.v1.webhook_endpoints.create(
+            params={
+                "url": url,
+                "enabled_events": wanted,
+                "description": "payherald: Stripe events to SMS",
+            }
+        )
+    )
+    if store is not None and created.secret:
+        store.set_meta(_FINGERPRINT + created.id, secret_fingerprint(created.secret))
+    return Registration(
+        endpoint_id=created.id, url=url, created=True, secret=created.secret, added=tuple(wanted)
+    )
+
+
+def known_fingerprint(store: Store, endpoint_id: str) -> str | None:
+    """The fingerprint of the secret ``register`` printed for ``endpoint_id``, if it did."""
+    return store.get_meta(_FINGERPRINT + endpoint_id)
+
+
+def _call(request: Any) -> Any:
+    try:
+        return request()
+    except (stripe.AuthenticationError, stripe.PermissionError) as exc:
+        raise EndpointError(
+            f"Stripe refused STRIPE_SECRET_KEY ({exc.user_message or exc}). Use a secret key, "
+            "or a restricted key with write access to Webhook Endpoints."
+        ) from exc
+    except stripe.StripeError as exc:
+        raise EndpointError(f"Stripe answered: {exc.user_message or exc}") from exc

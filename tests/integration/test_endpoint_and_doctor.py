@@ -1,0 +1,301 @@
+"""`payherald endpoint register|list` and `payherald doctor` (F32), as a user runs them,
+against localstripe (with the webhook endpoints API the test launcher adds to it) and a
+loopback Twilio-shaped account API."""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from payherald import FrozenClock, load_settings
+from payherald.doctor import run_checks
+from payherald.quiet_hours import QuietHours
+from tests import peers
+from tests.acceptance.test_cli import cli
+from tests.support import LiveServer, answer_json, build_for_tests
+
+ACCOUNT = "AC" + "1" * 32
+TOKEN = "e" * 32
+SENDER = "+15005550006"
+PUBLIC = "https://payherald.example.com"
+
+
+class TwilioAccountPeer(ThreadingHTTPServer):
+    """Answers the two requests doctor makes: the account, and its numbers."""
+
+    daemon_threads = True
+
+    def __init__(self, *, status: str = "active", numbers: tuple[str, ...] = (SENDER,)) -> None:
+        super().__init__(("127.0.0.1", 0), _TwilioHandler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self.status, self.numbers = status, numbers
+
+
+class _TwilioHandler(BaseHTTPRequestHandler):
+    server: TwilioAccountPeer
+
+    def do_GET(self) -> None:
+        expected = base64.b64encode(f"{ACCOUNT}:{TOKEN}".encode()).decode()
+        if self.headers.get("Authorization") != f"Basic {expected}":
+            answer_json(self, 401, {"code": 20003, "message": "Authenticate", "status": 401})
+            return
+        url = urlsplit(self.path)
+        if url.path == f"/2010-04-01/Accounts/{ACCOUNT}.json":
+            answer_json(self, 200, {"sid": ACCOUNT, "status": self.server.status})
+            return
+        if url.path == f"/2010-04-01/Accounts/{ACCOUNT}/IncomingPhoneNumbers.json":
+            wanted = parse_qs(url.query).get("PhoneNumber", [None])[0]
+            numbers = [
+                {"sid": "PN" + "0" * 32, "phone_number": n, "capabilities": {"sms": True}}
+                for n in self.server.numbers
+                if wanted in (None, n)
+            ]
+            answer_json(
+                self,
+                200,
+                {
+                    "incoming_phone_numbers": numbers,
+                    "next_page_uri": None,
+                    "page": 0,
+                    "page_size": 20,
+                    "start": 0,
+                    "end": len(numbers),
+                },
+            )
+            return
+        answer_json(self, 404, {"code": 20404, "message": "Not found", "status": 404})
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def twilio_account() -> Iterator[TwilioAccountPeer]:
+    server = TwilioAccountPeer()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def fresh(localstripe: peers.LocalStripe) -> peers.LocalStripe:
+    localstripe.flush()
+    client = localstripe.stripe_client()
+    for endpoint in client.v1.webhook_endpoints.list().data:
+        client.v1.webhook_endpoints.delete(endpoint.id)
+    return localstripe
+
+
+def secret_in(output: str) -> str:
+    match = re.search(r"export STRIPE_WEBHOOK_SECRET=(whsec_\w+)", output)
+    assert match, output
+    return match.group(1)
+
+
+def test_register_twice_gives_one_endpoint_and_its_secret_works(
+    fresh: peers.LocalStripe, tmp_path: Path, sqlite_url: str
+) -> None:
+    build_for_tests(sqlite_url).engine.dispose()  # a migrated store
+    holder: dict[str, Any] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await holder["app"](scope, receive, send)
+
+    server = LiveServer(app)
+    env = {
+        "STRIPE_SECRET_KEY": "sk_test_payherald",
+        "STRIPE_API_BASE": fresh.url,
+        "PAYHERALD_DATABASE_URL": sqlite_url,
+    }
+    first = cli(tmp_path, "endpoint", "register", server.url, **env)
+    assert first.returncode == 0, first.stderr
+    assert f"for {server.url}/webhooks/stripe" in first.stdout
+    secret = secret_in(first.stdout)
+    second = cli(tmp_path, "endpoint", "register", server.url + "/webhooks/stripe", **env)
+    assert second.returncode == 0, second.stderr
+    assert "no new endpoint was made" in second.stdout
+    assert "whsec_" not in second.stdout
+    (endpoint,) = fresh.stripe_client().v1.webhook_endpoints.list().data
+    assert endpoint.url == f"{server.url}/webhooks/stripe"
+    listed = cli(tmp_path, "endpoint", "list", "--json", **env)
+    assert f'"id": "{endpoint.id}"' in listed.stdout
+
+    # Exactly the rules' event types; a rule turned off is dropped on the next register.
+    ph = build_for_tests(
+        sqlite_url,
+        settings={**env, "STRIPE_WEBHOOK_SECRET": secret, "PAYHERALD_TEST_ALLOWLIST": ""},
+        quiet_hours=QuietHours(enabled=False),
+    )
+    assert sorted(endpoint.enabled_events) == sorted(ph.rules.event_types)
+    rules = tmp_path / "payherald.toml"
+    rules.write_text(
+        "[rules.dispute_alert]\nenabled = false\n[rules.dispute_customer]\nenabled = false\n"
+    )
+    third = cli(tmp_path, "endpoint", "register", server.url, PAYHERALD_CONFIG=str(rules), **env)
+    assert "removed: charge.dispute.created" in third.stdout
+    assert len(fresh.stripe_client().v1.webhook_endpoints.list().data) == 1
+
+    # The secret it printed is the one Stripe signs with: an event gets through.
+    holder["app"] = ph.http_app
+    with server:
+        peers.create_customer_and_succeeded_payment(fresh.stripe_client())
+        deadline = time.monotonic() + 20
+        while not ph.store.list_events(type="payment_intent.succeeded"):
+            assert time.monotonic() < deadline, "localstripe's event never got through"
+            time.sleep(0.05)
+    ph.engine.dispose()
+
+
+def test_register_refuses_plain_http_to_another_host(tmp_path: Path) -> None:
+    result = cli(
+        tmp_path,
+        "endpoint",
+        "register",
+        "http://payherald.example.com",
+        STRIPE_SECRET_KEY="sk_test_a1b2c3",
+    )
+    assert result.returncode == 2
+    assert "is not HTTPS" in result.stderr
+
+
+# -- doctor ------------------------------------------------------------------------------
+
+
+def doctor_env(
+    localstripe: peers.LocalStripe, twilio: TwilioAccountPeer, database: str, **changes: str
+) -> dict[str, str]:
+    env = {
+        "STRIPE_SECRET_KEY": "sk_test_payherald",
+        "STRIPE_API_BASE": localstripe.url,
+        "PAYHERALD_DATABASE_URL": database,
+        "PAYHERALD_PUBLIC_URL": PUBLIC,
+        "TWILIO_ACCOUNT_SID": ACCOUNT,
+        "TWILIO_AUTH_TOKEN": TOKEN,
+        "TWILIO_FROM_NUMBER": SENDER,
+        "TWILIO_API_BASE": twilio.url,
+    }
+    env.update(changes)
+    return {k: v for k, v in env.items() if v}
+
+
+@pytest.fixture
+def ready(
+    fresh: peers.LocalStripe, twilio_account: TwilioAccountPeer, sqlite_url: str, tmp_path: Path
+) -> dict[str, str]:
+    """Everything doctor checks, set up right: the environment to run it in."""
+    build_for_tests(sqlite_url).engine.dispose()
+    env = doctor_env(fresh, twilio_account, sqlite_url)
+    registered = cli(tmp_path, "endpoint", "register", PUBLIC, **env)
+    assert registered.returncode == 0, registered.stderr
+    env["STRIPE_WEBHOOK_SECRET"] = secret_in(registered.stdout)
+    return env
+
+
+def test_doctor_passes_when_everything_is_right(ready: dict[str, str], tmp_path: Path) -> None:
+    result = cli(tmp_path, "doctor", **ready)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in (
+        "store",
+        "stripe key",
+        "clock",
+        "webhook secret",
+        "webhook endpoint",
+        "webhook secret matches",
+        "public url",
+        "twilio",
+        "twilio sender",
+    ):
+        assert f"ok   {name}:" in result.stdout, result.stdout
+    assert "Everything checked is ready." in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("changes", "failing", "words"),
+    [
+        ({"STRIPE_SECRET_KEY": ""}, "stripe key", "STRIPE_SECRET_KEY is not set"),
+        ({"STRIPE_WEBHOOK_SECRET": ""}, "webhook secret", "development secret"),
+        (
+            {"STRIPE_WEBHOOK_SECRET": "whsec_" + "0" * 32},
+            "webhook secret matches",
+            "is not the signing secret of",
+        ),
+        ({"PAYHERALD_PUBLIC_URL": "http://payherald.example.com"}, "public url", "is not HTTPS"),
+        (
+            {"PAYHERALD_PUBLIC_URL": "https://elsewhere.example.com"},
+            "webhook endpoint",
+            "no Stripe webhook endpoint for",
+        ),
+        ({"TWILIO_AUTH_TOKEN": "d" * 32}, "twilio", "Twilio refused the credentials"),
+        (
+            {"TWILIO_FROM_NUMBER": "+15005550009"},
+            "twilio sender",
+            "is not a number of this Twilio account",
+        ),
+        (
+            {"TWILIO_ACCOUNT_SID": "", "TWILIO_AUTH_TOKEN": "", "TWILIO_FROM_NUMBER": ""},
+            "twilio",
+            "are not set",
+        ),
+    ],
+)
+def test_doctor_explains_each_misconfiguration(
+    ready: dict[str, str], tmp_path: Path, changes: dict[str, str], failing: str, words: str
+) -> None:
+    env = {k: v for k, v in {**ready, **changes}.items() if v}
+    result = cli(tmp_path, "doctor", **env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = next(text for text in result.stdout.splitlines() if text.startswith(f"FAIL {failing}:"))
+    assert words in line
+    assert "fix:" in result.stdout
+
+
+def test_doctor_finds_an_endpoint_missing_event_types(
+    ready: dict[str, str], fresh: peers.LocalStripe, tmp_path: Path
+) -> None:
+    client = fresh.stripe_client()
+    (endpoint,) = client.v1.webhook_endpoints.list().data
+    client.v1.webhook_endpoints.update(endpoint.id, params={"enabled_events": ["invoice.paid"]})
+    result = cli(tmp_path, "doctor", **ready)
+    assert result.returncode == 1
+    assert "it does not send charge.dispute.created" in result.stdout
+
+
+def test_doctor_finds_an_unmigrated_store(ready: dict[str, str], tmp_path: Path) -> None:
+    env = {**ready, "PAYHERALD_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}"}
+    result = cli(tmp_path, "doctor", **env)
+    assert result.returncode == 1
+    assert "FAIL store:" in result.stdout
+    assert "payherald migrate" in result.stdout
+
+
+def test_doctor_finds_a_clock_far_from_stripes(ready: dict[str, str], sqlite_url: str) -> None:
+    from payherald.app import stripe_client
+
+    settings = load_settings(**ready)
+    ph = build_for_tests(sqlite_url, settings=ready)
+    slow = FrozenClock(FrozenClock().now() - timedelta(minutes=4))
+    checks = {
+        check.name: check
+        for check in run_checks(
+            settings=settings,
+            store=ph.store,
+            rules=ph.rules,
+            stripe_client=stripe_client(settings),
+            twilio_client=None,
+            clock=slow,
+        )
+    }
+    assert not checks["clock"].ok
+    assert "s off Stripe's" in checks["clock"].detail
+    ph.engine.dispose()
