@@ -14,7 +14,8 @@ from payherald.recipients import mask_phone
 
 __all__ = ["configure_logging", "scrubber"]
 
-_PHONE = re.compile(r"\+\d{7,15}\b")
+# E.164 numbers, also URL-encoded (To=%2B14155550123 in a provider's URL).
+_PHONE = re.compile(r"(?:\+|%2B)\d{7,15}\b", re.IGNORECASE)
 
 
 def scrubber(secrets: Iterable[str]) -> structlog.types.Processor:
@@ -26,12 +27,20 @@ def scrubber(secrets: Iterable[str]) -> structlog.types.Processor:
             value = value.replace(secret, "[redacted]")
         return _PHONE.sub(lambda match: mask_phone(match.group(0)), value)
 
+    def scrub(value: Any) -> Any:
+        if isinstance(value, str):
+            return clean(value)
+        if isinstance(value, list | tuple):
+            return [scrub(item) for item in value]
+        if isinstance(value, dict):
+            return {key: scrub(item) for key, item in value.items()}
+        return value
+
     def process(
         _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         for key, value in event_dict.items():
-            if isinstance(value, str):
-                event_dict[key] = clean(value)
+            event_dict[key] = scrub(value)
         return event_dict
 
     return process

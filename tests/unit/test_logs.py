@@ -1,0 +1,29 @@
+"""The log scrubber: configured secrets never appear, phone numbers are masked, wherever
+they sit in a log line."""
+
+from __future__ import annotations
+
+from payherald.logs import scrubber
+
+SECRET = "whsec_" + "a1" * 16
+
+
+def scrub(**fields: object) -> dict[str, object]:
+    return dict(scrubber([SECRET])(None, "info", dict(fields)))
+
+
+def test_secrets_and_numbers_in_strings() -> None:
+    line = scrub(event="x", error=f"bad {SECRET} for +14155550123")
+    assert line["error"] == "bad [redacted] for +*******0123"
+
+
+def test_inside_lists_and_mappings() -> None:
+    line = scrub(failed=["+14155550123 (gone)"], form={"To": "+447700900123", "n": 3})
+    assert line["failed"] == ["+*******0123 (gone)"]
+    assert line["form"] == {"To": "+********0123", "n": 3}
+
+
+def test_url_encoded_numbers() -> None:
+    line = scrub(url="https://api.twilio.com/Messages.json?To=%2B14155550123&PageSize=20")
+    assert "14155550123" not in str(line["url"])
+    assert "0123" in str(line["url"])
