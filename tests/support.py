@@ -181,6 +181,17 @@ def build_for_tests(database_url: str, **kwargs: Any) -> Any:
     return build(settings, migrate_schema=True, **kwargs)
 
 
+@contextlib.contextmanager
+def serving(server: Any) -> Iterator[Any]:
+    """Run an ``http.server`` server on a daemon thread; shut it down after."""
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def answer_json(handler: Any, status: int, body: Any) -> None:
     """Answer an ``http.server`` request with ``body`` as JSON."""
     data = json.dumps(body).encode()

@@ -8,7 +8,6 @@ import json
 import re
 import secrets
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from payherald.recipients import mask_phone
 from tests.acceptance.test_cli import PAYHERALD, clean_env
 from tests.peers import free_port
-from tests.support import PUBLIC_URL, post_as_twilio, sign
+from tests.support import PUBLIC_URL, post_as_twilio, serving, sign
 
 # Every secret payherald is given, each unique, so that finding one is unambiguous.
 WEBHOOK_SECRET = "whsec_" + secrets.token_hex(16)
@@ -117,12 +116,8 @@ class _TwilioHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def twilio() -> Iterator[FakeTwilio]:
-    server = FakeTwilio()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(FakeTwilio()) as server:
+        yield server
 
 
 def configured_env(cwd: Path, twilio: FakeTwilio) -> dict[str, str]:

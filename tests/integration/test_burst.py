@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 import pytest
 
 from payherald import parse_event
-from tests.support import answer_json, build_for_tests, event_body
+from tests.support import answer_json, build_for_tests, event_body, serving
 
 
 class TwilioBurstPeer(ThreadingHTTPServer):
@@ -77,11 +77,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def peer(request: pytest.FixtureRequest) -> Iterator[TwilioBurstPeer]:
-    server = TwilioBurstPeer(refuse=getattr(request, "param", 0.3))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(TwilioBurstPeer(refuse=getattr(request, "param", 0.3))) as server:
+        yield server
 
 
 def queue_payments(ph: Any, count: int) -> None:

@@ -4,7 +4,6 @@ real SMTP server (aiosmtpd) for email, and a loopback HTTP receiver for Slack.""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from email import message_from_bytes
 from email.message import Message as EmailMessage
@@ -20,6 +19,7 @@ from payherald.channels.email import EmailChannel, SmtpServer
 from payherald.channels.slack import SlackChannel
 from tests import peers
 from tests.peers import free_port
+from tests.support import serving
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 PHONE = "+14155550123"
@@ -176,11 +176,8 @@ class SlackReceiver(BaseHTTPRequestHandler):
 @pytest.fixture
 def slack() -> Iterator[tuple[type[SlackReceiver], str]]:
     handler = type("Receiver", (SlackReceiver,), {"posts": [], "answer": (200, "ok", {})})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield handler, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), handler)) as server:
+        yield handler, f"http://127.0.0.1:{server.server_address[1]}"
 
 
 def test_slack_gets_a_readable_block_layout(slack: tuple[type[SlackReceiver], str]) -> None:

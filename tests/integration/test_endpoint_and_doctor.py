@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import re
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -22,7 +21,7 @@ from payherald.doctor import run_checks
 from payherald.quiet_hours import QuietHours
 from tests import peers
 from tests.acceptance.test_cli import cli
-from tests.support import LiveServer, answer_json, build_for_tests
+from tests.support import LiveServer, answer_json, build_for_tests, serving
 
 ACCOUNT = "AC" + "1" * 32
 TOKEN = "e" * 32
@@ -81,11 +80,8 @@ class _TwilioHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def twilio_account() -> Iterator[TwilioAccountPeer]:
-    server = TwilioAccountPeer()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(TwilioAccountPeer()) as server:
+        yield server
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from tests.support import (
     LiveServer,
     build_for_tests,
     postgres_database,
+    serving,
 )
 
 TOTAL = 10_000
@@ -47,11 +47,8 @@ def store_url(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def peer() -> Iterator[TwilioBurstPeer]:
-    server = TwilioBurstPeer(refuse=0.0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(TwilioBurstPeer(refuse=0.0)) as server:
+        yield server
 
 
 def phone(index: int) -> str:
