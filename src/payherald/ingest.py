@@ -1,7 +1,9 @@
-"""Taking in one Stripe event: plan its notifications and store both in one transaction.
+"""Taking in Stripe events: plan their notifications and store both in one transaction.
 
-The webhook, backfill and the scheduled reconciliation all come through here, so an event
-is handled the same whichever way it arrived, and only once whichever arrived first.
+The webhook (through the group committer, many events per transaction), backfill and the
+scheduled reconciliation (one event at a time, through ``ingest``) all plan with
+``plan_event``, so an event is handled the same whichever way it arrived, and only once
+whichever arrived first.
 """
 
 from __future__ import annotations
@@ -11,23 +13,34 @@ import traceback
 import structlog
 
 from payherald.rules import RuleBook
-from payherald.store import RecordResult, Store
+from payherald.store import PlannedEvent, RecordResult, Store
 from payherald.webhook import StripeEvent
 
-__all__ = ["ingest"]
+__all__ = ["ingest", "plan_event", "record_planned"]
 
 _log = structlog.get_logger("payherald.ingest")
 
 
-def ingest(store: Store, rules: RuleBook, event: StripeEvent) -> RecordResult:
-    """Store ``event`` with the notifications the rules plan for it. If planning fails
-    (a bug of ours, or a payload nobody foresaw), the event is still stored, as ``failed``
-    with the traceback, for ``payherald replay``. Raises StoreUnavailable."""
+def plan_event(rules: RuleBook, event: StripeEvent) -> PlannedEvent:
+    """``event`` with the notifications the rules plan for it. If planning fails (a bug
+    of ours, or a payload nobody foresaw), the event is to be stored all the same, as
+    ``failed`` with the traceback, for ``payherald replay``. Never raises."""
     try:
         planned = rules.plan(event)
     except Exception as exc:
         _log.exception("planning_failed", event_id=event.id, event_type=event.type)
-        return store.record_event(
-            event, [], status="failed", error="".join(traceback.format_exception(exc))
-        )
-    return store.record_event(event, planned)
+        return PlannedEvent(event, status="failed", error="".join(traceback.format_exception(exc)))
+    return PlannedEvent(event, tuple(planned))
+
+
+def record_planned(store: Store, item: PlannedEvent) -> RecordResult:
+    """Store one planned event in a transaction of its own (``Store.record_event``, which
+    retries when a concurrent transaction links the same payment). Raises
+    StoreUnavailable."""
+    return store.record_event(item.event, item.planned, status=item.status, error=item.error)
+
+
+def ingest(store: Store, rules: RuleBook, event: StripeEvent) -> RecordResult:
+    """Store ``event`` with the notifications the rules plan for it (see ``plan_event``),
+    in a transaction of its own. Raises StoreUnavailable."""
+    return record_planned(store, plan_event(rules, event))

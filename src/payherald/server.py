@@ -1,8 +1,10 @@
 """The HTTP face: Stripe's webhook endpoint, health checks and Prometheus metrics.
 
-The webhook handler verifies, parses and commits; it never calls Stripe, Twilio or any
-other provider, so its answer does not wait on them. A store that cannot be written
-answers 503 so that Stripe retries; nothing is acknowledged that is not stored.
+The webhook handler verifies and parses, then hands the event to the group committer
+(``group_commit``), which writes many requests' events in one transaction, and answers once
+that transaction committed. It never calls Stripe, Twilio or any other provider, so its
+answer does not wait on them. A store that cannot be written answers 503 so that Stripe
+retries; nothing is acknowledged that is not stored.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from twilio.twiml.messaging_response import MessagingResponse
 from payherald.consent import record_reply
 from payherald.delivery import DeliveryReport, record_delivery
 from payherald.exceptions import PayloadTooLarge, StoreUnavailable, WebhookRejected
-from payherald.ingest import ingest
+from payherald.group_commit import GroupCommitter
 from payherald.metrics import Metrics
 from payherald.rules import RuleBook
-from payherald.store import Store
+from payherald.store import RecordResult, Store
 from payherald.webhook import MAX_BODY_BYTES, StripeEvent, WebhookVerifier, parse_event
 
 __all__ = ["create_http_app"]
@@ -47,12 +49,13 @@ def create_http_app(
     metrics: Metrics | None = None,
 ) -> FastAPI:
     """The ASGI application. ``on_queued`` is called after a commit that queued work (the
-    in-process worker's wake-up). Twilio's callbacks are checked against ``public_url``
-    (PAYHERALD_PUBLIC_URL), the address Twilio was given, never against headers a client
-    can set such as ``X-Forwarded-Host``. With ``write_back``, opt-outs and opt-ins by
-    reply are queued for the Stripe customer's metadata (``stripe_sync``). Webhook requests
-    are counted in ``metrics`` (a new ``Metrics`` on ``store`` by default), served on
-    ``GET /metrics``."""
+    in-process worker's wake-up). Webhook events are written by a ``GroupCommitter``,
+    kept in ``app.state.group_committer``. Twilio's callbacks are checked against
+    ``public_url`` (PAYHERALD_PUBLIC_URL), the address Twilio was given, never against
+    headers a client can set such as ``X-Forwarded-Host``. With ``write_back``, opt-outs
+    and opt-ins by reply are queued for the Stripe customer's metadata (``stripe_sync``).
+    Webhook requests are counted in ``metrics`` (a new ``Metrics`` on ``store`` by
+    default), served on ``GET /metrics``."""
     metrics = metrics or Metrics(store=store)
     twilio_validator = RequestValidator(twilio_auth_token) if twilio_auth_token else None
     name = f"{business_name}: " if business_name else ""
@@ -70,10 +73,11 @@ def create_http_app(
         redoc_url=None,
     )
 
-    def record(event: StripeEvent) -> dict[str, Any]:
-        result = ingest(store, rules, event)
-        if result.queued:
-            on_queued()
+    committer = GroupCommitter(store=store, rules=rules, on_queued=on_queued)
+    app.state.group_committer = committer
+
+    def acknowledge(event: StripeEvent, result: RecordResult) -> dict[str, Any]:
+        """Count the stored event's outcome; the body of its 200 answer."""
         if result.duplicate:
             outcome = "duplicate"
         elif result.failed:
@@ -103,7 +107,7 @@ def create_http_app(
             )
             return JSONResponse({"error": exc.message}, status_code=exc.status_code)
         try:
-            answer = await run_in_threadpool(record, event)
+            result = await committer.record(event)
         except StoreUnavailable as exc:
             metrics.event(event.type, "not_stored")
             _log.error("event_not_stored", event_id=event.id, error=exc.message)
@@ -126,16 +130,17 @@ def create_http_app(
                 },
                 status_code=503,
             )
+        acknowledgement = acknowledge(event, result)
         metrics.observe_ingest(time.perf_counter() - started)
         _log.info(
             "event_received",
             event_id=event.id,
             event_type=event.type,
             livemode=event.livemode,
-            duplicate=answer["duplicate"],
-            queued=answer["queued"],
+            duplicate=result.duplicate,
+            queued=result.queued,
         )
-        return JSONResponse(answer)
+        return JSONResponse(acknowledgement)
 
     async def twilio_form(request: Request) -> dict[str, str] | JSONResponse:
         """The request's form, if it verifies as Twilio's; else the 403/413 to answer."""

@@ -2,9 +2,10 @@
 
 Recording an event and queueing the notifications it causes is one transaction (a
 transactional outbox): when ``record_event`` returns, both are durable, and only then is
-Stripe answered 2xx. Workers claim due notifications with a lease; on PostgreSQL the
-claim uses ``FOR UPDATE SKIP LOCKED`` so any number of workers share the queue, and a
-``NOTIFY`` on commit wakes them.
+Stripe answered 2xx. ``record_events`` does the same for many events in one transaction
+(group commit: one commit, so one fsync, for a whole batch of webhooks). Workers claim
+due notifications with a lease; on PostgreSQL the claim uses ``FOR UPDATE SKIP LOCKED`` so
+any number of workers share the queue, and a ``NOTIFY`` on commit wakes them.
 
 A notification moves through::
 
@@ -49,7 +50,14 @@ from payherald.rules import LINKED_SUBJECTS, PlannedNotification
 from payherald.tables import events, meta, notifications, subject_aliases, suppressions
 from payherald.webhook import StripeEvent
 
-__all__ = ["WAKE_CHANNEL", "ClaimedNotification", "QueueStats", "RecordResult", "Store"]
+__all__ = [
+    "WAKE_CHANNEL",
+    "ClaimedNotification",
+    "PlannedEvent",
+    "QueueStats",
+    "RecordResult",
+    "Store",
+]
 
 # The PostgreSQL NOTIFY channel that wakes workers when work is queued.
 WAKE_CHANNEL = "payherald_work"
@@ -61,6 +69,18 @@ _ALIAS_RACE_RETRIES = 5
 
 class _AliasRace(Exception):
     """Another transaction linked one of this event's aliases first; record it again."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedEvent:
+    """An event and the notifications planned for it, ready to be recorded. ``status`` is
+    ``received`` (``ignored`` once stored if nothing is planned) or ``failed`` (planning
+    failed; ``error`` holds the traceback)."""
+
+    event: StripeEvent
+    planned: tuple[PlannedNotification, ...] = ()
+    status: str = "received"
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +212,26 @@ class Store:
                     ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def record_events(self, items: Sequence[PlannedEvent]) -> list[RecordResult]:
+        """Store every item of ``items`` and queue its notifications, all in one
+        transaction; one result per item, in order.
+
+        Each item is recorded as ``record_event`` would, seeing the items before it: an
+        event id that appears twice is a duplicate the second time, and two events about
+        one payment queue its confirmation once. Nothing is retried here. Raises
+        StoreUnavailable when the transaction failed (the database, or a concurrent
+        transaction that linked one of the payments first): then nothing of ``items`` was
+        written, and recording them one by one with ``record_event`` tells which of them,
+        if any, cannot be stored.
+        """
+        try:
+            return self._record(items)
+        except _AliasRace:
+            raise StoreUnavailable(
+                "The event store could not link an event of this batch to others: a "
+                "concurrent transaction linked it first."
+            ) from None
+
     def _record_event(
         self,
         event: StripeEvent,
@@ -200,29 +240,47 @@ class Store:
         status: str,
         error: str | None,
     ) -> RecordResult:
-        now = self._clock.now()
-        if not planned and status == "received":
-            status = "ignored"
+        (result,) = self._record([PlannedEvent(event, tuple(planned), status, error)])
+        return result
+
+    def _record(self, items: Sequence[PlannedEvent]) -> list[RecordResult]:
+        """Record ``items`` in one transaction; raises _AliasRace or StoreUnavailable, and
+        then nothing was written."""
+        results: list[RecordResult] = []
         with self._transaction() as connection:
-            inserted = connection.execute(
-                self._insert(events)
-                .values(
-                    id=event.id,
-                    type=event.type,
-                    livemode=event.livemode,
-                    api_version=event.api_version,
-                    stripe_created_at=event.created,
-                    payload=json.dumps(event.payload, separators=(",", ":")),
-                    status=status,
-                    error=error,
-                    received_at=now,
+            for item in items:
+                results.append(self._record_one(connection, item))
+            if self._postgres and any(result.queued for result in results):
+                # Delivered on commit, so a woken worker always finds the rows. One per
+                # transaction: PostgreSQL folds identical notifications together anyway.
+                connection.execute(
+                    text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL}
                 )
-                .on_conflict_do_nothing(index_elements=["id"])
-                .returning(events.c.id)
-            ).first()
-            if inserted is None:
-                return RecordResult(duplicate=True, queued=0)
-            queued = self._queue(connection, event.id, planned, now)
+        return results
+
+    def _record_one(self, connection: Connection, item: PlannedEvent) -> RecordResult:
+        event, status, now = item.event, item.status, self._clock.now()
+        if not item.planned and status == "received":
+            status = "ignored"
+        inserted = connection.execute(
+            self._insert(events)
+            .values(
+                id=event.id,
+                type=event.type,
+                livemode=event.livemode,
+                api_version=event.api_version,
+                stripe_created_at=event.created,
+                payload=json.dumps(event.payload, separators=(",", ":")),
+                status=status,
+                error=item.error,
+                received_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(events.c.id)
+        ).first()
+        if inserted is None:
+            return RecordResult(duplicate=True, queued=0)
+        queued = self._queue(connection, event.id, item.planned, now)
         return RecordResult(duplicate=False, queued=queued, failed=status == "failed")
 
     def _canonical(self, connection: Connection, kind: str, subject: Sequence[str]) -> str:
@@ -270,6 +328,9 @@ class Store:
         planned: Sequence[PlannedNotification],
         now: datetime,
     ) -> int:
+        """Queue ``planned`` for ``event_id`` in ``connection``'s transaction; returns how
+        many were new. Waking the workers (``pg_notify``) is the caller's, once per
+        transaction."""
         queued = 0
         canonicals: dict[tuple[str, tuple[str, ...]], str] = {}
         for item in planned:
@@ -296,9 +357,6 @@ class Store:
                 .returning(notifications.c.id)
             ).first()
             queued += row is not None
-        if queued and self._postgres:
-            # Delivered on commit, so a woken worker always finds the rows.
-            connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL})
         return queued
 
     # -- the work queue ---------------------------------------------------------------
