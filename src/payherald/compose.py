@@ -11,7 +11,8 @@ recipient's local window, is deferred (``NotificationDeferred``) to when the win
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -60,6 +61,9 @@ class Composed:
     channel: str
     body: str
     notes: str | None = None
+    # For a customer: every address of theirs that payherald knows (phone, email). An
+    # opt-out of any one of them stops the message, whichever channel carries it.
+    addresses: tuple[str, ...] = ()
 
 
 class Composer:
@@ -96,9 +100,17 @@ class Composer:
             raise RenderError(f"No rule named {notification.rule!r} is configured any more.")
         customer = self._customer(event)
         notes: list[str] = []
+        addresses: tuple[str, ...] = ()
         if notification.recipient == "customer":
+            addresses = self._addresses_of(event, customer)
             to, channel = self._reach_customer(
-                rule, event, customer, notification.livemode, notes, dict(notification.refusals)
+                rule,
+                event,
+                customer,
+                notification.livemode,
+                notes,
+                dict(notification.refusals),
+                opted_out=self._opt_out_among(addresses),
             )
             zone = _phone_timezone(to) if channel in _PHONE_CHANNELS else None
             if (
@@ -129,7 +141,13 @@ class Composer:
         if rule.first_payment_only:
             self._check_first_payment(event, variables["customer_id"])
         body = self._render(rule, variables, notes)
-        return Composed(to=to, channel=channel, body=body, notes="; ".join(notes) or None)
+        return Composed(
+            to=to,
+            channel=channel,
+            body=body,
+            notes="; ".join(notes) or None,
+            addresses=tuple(dict.fromkeys((to, *addresses))),
+        )
 
     def _customer(self, event: StripeEvent) -> Mapping[str, Any] | None:
         customer = event.object.get("customer")
@@ -147,13 +165,21 @@ class Composer:
         livemode: bool,
         notes: list[str],
         refused: Mapping[str, str] | None = None,
+        *,
+        opted_out: str | None = None,
     ) -> tuple[str, str]:
+        """The address and channel of the rule's first channel that can reach the
+        customer. ``opted_out`` (why, if any of the customer's addresses opted out) stops
+        every channel: an opt-out is the person's, not one address's."""
         for channel in rule.channels:
             if refused and channel in refused:
                 notes.append(f"{channel}: refused the message ({refused[channel]})")
                 continue
             if not self._router.available(channel, livemode=livemode):
                 notes.append(f"{channel}: not configured")
+                continue
+            if opted_out is not None:
+                notes.append(f"{channel}: {opted_out}")
                 continue
             try:
                 if channel in _PHONE_CHANNELS:
@@ -163,12 +189,9 @@ class Composer:
                         default_region=self._default_region,
                         metadata_keys=self._metadata_keys,
                     ).number
-                    self._check_not_suppressed(number)
                     return number, channel
                 if channel == "email":
-                    address = resolve_email(event.object, customer)
-                    self._check_not_suppressed(address)
-                    return address, channel
+                    return resolve_email(event.object, customer), channel
                 notes.append(f"{channel}: cannot reach a customer")
             except RecipientNotFound as exc:
                 notes.append(f"{channel}: {exc.message}")
@@ -186,9 +209,32 @@ class Composer:
                 f"deferred to {local:%Y-%m-%d %H:%M %Z}",
             )
 
-    def _check_not_suppressed(self, address: str) -> None:
-        if self._suppressions is not None and (reason := self._suppressions(address)):
-            raise RecipientNotFound(f"{mask_phone(address)} must not be messaged: {reason}")
+    def _addresses_of(
+        self, event: StripeEvent, customer: Mapping[str, Any] | None
+    ) -> tuple[str, ...]:
+        """The customer's phone number and email address, those that can be found."""
+        found: list[str] = []
+        with contextlib.suppress(RecipientNotFound):
+            found.append(
+                resolve_phone(
+                    event.object,
+                    customer,
+                    default_region=self._default_region,
+                    metadata_keys=self._metadata_keys,
+                ).number
+            )
+        with contextlib.suppress(RecipientNotFound):
+            found.append(resolve_email(event.object, customer))
+        return tuple(found)
+
+    def _opt_out_among(self, addresses: Sequence[str]) -> str | None:
+        """Why the customer must not be messaged, if any of ``addresses`` opted out."""
+        if self._suppressions is None:
+            return None
+        for address in addresses:
+            if reason := self._suppressions(address):
+                return f"{mask_phone(address)} must not be messaged: {reason}"
+        return None
 
     def _check_first_payment(self, event: StripeEvent, customer_id: str) -> None:
         if not customer_id:

@@ -479,15 +479,22 @@ class Store:
         channel: str,
         lease: float,
         notes: str | None = None,
-        unless_suppressed: bool = False,
+        unless_suppressed: Sequence[str] = (),
     ) -> bool:
         """Record that the provider is about to be called; must commit before the call.
-        The lease starts afresh, to cover the provider call. With ``unless_suppressed``,
-        nothing happens if ``to`` is on the suppression list: checked in the same statement,
-        so an opt-out recorded before this commit always wins."""
+        The lease starts afresh, to cover the provider call. Nothing happens if any
+        address of ``unless_suppressed`` (a customer's addresses) is on the suppression
+        list: checked in the same statement, so an opt-out recorded before this commit
+        always wins."""
         now = self._clock.now()
         guard = (
-            [~exists(select(suppressions.c.address).where(suppressions.c.address == to))]
+            [
+                ~exists(
+                    select(suppressions.c.address).where(
+                        suppressions.c.address.in_(list(unless_suppressed))
+                    )
+                )
+            ]
             if unless_suppressed
             else []
         )

@@ -238,17 +238,25 @@ class Worker:
             channel=channel.name,
             lease=self._lease,
             notes=composed.notes,
-            unless_suppressed=customer,
+            unless_suppressed=composed.addresses if customer else (),
         ):
-            reason = self._store.suppression(composed.to) if customer else None
-            if reason is not None:
-                # The person opted out after the message was composed: that channel cannot
-                # carry it; the rule's next channel may.
+            opted_out = next(
+                (
+                    (address, reason)
+                    for address in (composed.addresses if customer else ())
+                    if (reason := self._store.suppression(address)) is not None
+                ),
+                None,
+            )
+            if opted_out is not None:
+                # The person opted out after the message was composed. Composing it again
+                # finds the opt-out and records why no channel of the rule is used.
+                address, reason = opted_out
                 recorded = self._store.fall_back(
                     notification,
                     channel=composed.channel,
                     code="suppressed",
-                    error=f"{mask_phone(composed.to)} must not be messaged: {reason}",
+                    error=f"{mask_phone(address)} must not be messaged: {reason}",
                 )
                 self._count(channel.name, "refused", recorded)
                 log.info("suppressed_before_send")

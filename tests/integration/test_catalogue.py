@@ -289,9 +289,10 @@ def test_when_every_channel_refuses_the_notification_fails_with_each_reason(
     assert [m.channel for m in confirmations] == ["sms", "email"]
 
 
-def test_a_number_that_replied_stop_is_suppressed_for_every_later_message(
+def test_a_customer_who_replied_stop_gets_nothing_more_on_any_channel(
     ph: Any, clock: FrozenClock, sms: ScriptedChannel, email: ScriptedChannel
 ) -> None:
+    """An opt-out is the person's: the rule's email fallback is not used either."""
     from payherald import PermanentDeliveryError
 
     sms._script.append(
@@ -310,14 +311,54 @@ def test_a_number_that_replied_stop_is_suppressed_for_every_later_message(
     later["data"]["object"].update(customer="cus_new")
     receive(ph, later)
     ph.worker.run_until_idle()
-    assert {
-        row["channel"]
-        for row in ph.store.list_notifications()
-        if row["status"] == "sent" and row["recipient"] == "customer"
-    } == {"email"}
+    customer_rows = [row for row in ph.store.list_notifications() if row["recipient"] == "customer"]
+    assert customer_rows
+    assert [row["rule"] for row in customer_rows if row["status"] == "sent"] == []
+    (confirmation,) = rows(ph, "payment_confirmation")
+    assert confirmation["error_code"] == "twilio_21610"
     (failed,) = rows(ph, "payment_failed")
-    assert "sms: +*******0123 must not be messaged: opted out (twilio: STOP" in failed["notes"]
+    assert "sms: +*******0123 must not be messaged: opted out (twilio: STOP" in failed["error"]
+    assert "email: +*******0123 must not be messaged" in failed["error"]
+    assert email.attempts == []
     assert [m for m in sms.attempts if "did not go through" in m.body] == []
+
+
+def test_a_stop_between_composing_and_sending_an_email_wins(
+    ph: Any, clock: FrozenClock, sms: ScriptedChannel, email: ScriptedChannel
+) -> None:
+    """The statement that commits a send checks every address of the customer's, not
+    only the one the message goes to."""
+    from payherald import PermanentDeliveryError
+
+    sms._script.append(PermanentDeliveryError("Not a mobile number", code="twilio_21614"))
+    receive(ph, build_event("payment_intent.payment_failed", now=clock.now(), livemode=True))
+    compose = ph.worker._composer.compose
+    stopped = []
+
+    def compose_then_stop(notification: Any) -> Any:
+        composed = compose(notification)
+        if composed.channel == "email" and not stopped:  # the SMS was refused: fallback
+            stopped.append(
+                record_consent(
+                    ph.store,
+                    address=PHONE,
+                    action="opt_out",
+                    channel="sms",
+                    words="STOP",
+                    source="test",
+                )
+            )
+        return composed
+
+    ph.worker._composer.compose = compose_then_stop
+    ph.worker.run_until_idle()
+    assert stopped == [True]
+    assert email.attempts == []
+    (row,) = rows(ph, "payment_failed")
+    assert row["status"] == "failed"
+    assert (
+        "email: refused the message (+*******0123 must not be messaged: opted out" in row["error"]
+    )
 
 
 def test_a_customers_opt_out_does_not_silence_team_alerts(
