@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from payherald.cli import _fail, _guard, _print_rows, _settings, app, err, out
+from payherald.exceptions import PayheraldError
 
 if TYPE_CHECKING:
     import stripe
@@ -103,6 +104,7 @@ def replay(
     """Process stored events again after a fix; nothing already sent is sent again."""
     from payherald.backfill import parse_since
     from payherald.clock import SystemClock
+    from payherald.replay import ReplayError
     from payherald.replay import replay as replay_event
 
     if (event_id is None) == (not failed):
@@ -117,9 +119,18 @@ def replay(
         if not ids:
             out.print("No event has failed processing" + (f" since {since}." if since else "."))
             return
-    queued = 0
+    queued, still_failing = 0, 0
     for one in ids:
-        result = _guard(lambda one=one: replay_event(ph.store, ph.rules, one))  # type: ignore[misc]
+        try:
+            result = replay_event(ph.store, ph.rules, one)
+        except ReplayError as exc:
+            # One event that still fails must not keep the others from being replayed;
+            # the exit status says that something was left.
+            err.print(f"[bold red]payherald:[/] {exc.message}")
+            still_failing += 1
+            continue
+        except PayheraldError as exc:
+            raise _fail(exc.message) from None
         out.print(result.describe())
         queued += result.new + result.again
     ph.engine.dispose()
@@ -127,6 +138,8 @@ def replay(
         out.print(
             f"{queued} notification(s) queued; a running `payherald run` or `worker` sends them."
         )
+    if still_failing:
+        raise _fail(f"{still_failing} of {len(ids)} event(s) could not be replayed; see above.")
 
 
 @endpoint_app.command("register")

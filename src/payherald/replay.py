@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from payherald.exceptions import PayheraldError
+from payherald.exceptions import MalformedEvent, PayheraldError
 from payherald.rules import RuleBook
 from payherald.store import Store
 from payherald.webhook import parse_event
@@ -45,7 +45,13 @@ def replay(store: Store, rules: RuleBook, event_id: str) -> ReplayResult:
             f"{event_id} is not stored here. To bring in events payherald never received, "
             "run: payherald backfill --since 24h"
         )
-    event = parse_event(payload.encode())
+    try:
+        event = parse_event(payload.encode())
+    except MalformedEvent as exc:
+        raise ReplayError(
+            f"{event_id}: its stored payload is not a readable Stripe event ({exc.message}); "
+            "it stays failed. Compare it with Stripe's copy in the Dashboard."
+        ) from exc
     try:
         planned = rules.plan(event)
     except Exception as exc:

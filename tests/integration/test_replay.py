@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from payherald import FrozenClock, PermanentDeliveryError, parse_event
 from payherald.ingest import ingest
 from payherald.replay import ReplayError, replay
 from payherald.simulate import build_event
-from payherald.tables import notifications
+from payherald.tables import events, notifications
 from payherald.testing import ScriptedChannel
 from tests.acceptance.test_cli import cli
 from tests.support import build_for_tests
@@ -121,3 +122,25 @@ def test_replay_failed_from_the_command_line(tmp_path: Path, sqlite_url: str) ->
     both = cli(tmp_path, "replay", "evt_1", "--failed", **env)
     assert both.returncode == 2
     assert "not both" in both.stderr
+
+
+def test_replay_failed_goes_on_past_an_event_that_still_fails(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    built = build_for_tests(sqlite_url)
+    damaged, mended = payment(built), payment(built)
+    ingest(built.store, BrokenRules(), damaged)  # type: ignore[arg-type]
+    ingest(built.store, BrokenRules(), mended)  # type: ignore[arg-type]
+    with built.engine.begin() as connection:
+        connection.execute(
+            update(events)
+            .where(events.c.id == damaged.id)
+            # Received first, so that it is replayed first and the other comes after it.
+            .values(payload='{"id": 1}', received_at=datetime(2026, 1, 1, tzinfo=UTC))
+        )
+    built.engine.dispose()
+    result = cli(tmp_path, "replay", "--failed", PAYHERALD_DATABASE_URL=sqlite_url)
+    assert result.returncode == 2
+    assert f"{damaged.id}: its stored payload is not a readable Stripe event" in result.stderr
+    assert "1 of 2 event(s) could not be replayed" in result.stderr
+    assert f"{mended.id}: 0 failed notification(s) queued again, 1 new" in result.stdout
