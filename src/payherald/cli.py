@@ -502,7 +502,14 @@ def optout_import(
             f"{'s' if len(problems) != 1 else ''}. Fix them, or pass --skip-bad to "
             f"import the {len(rows)} good ones."
         )
-    changed = _guard(lambda: import_consents(store, rows, source=f"import:{file.name}"))
+    changed = _guard(
+        lambda: import_consents(
+            store,
+            rows,
+            source=f"import:{file.name}",
+            write_back=settings.stripe_secret_key is not None,
+        )
+    )
     skipped = f", {len(problems)} bad rows skipped" if problems else ""
     err.print(f"Imported {len(rows)} rows ({changed} changed the opt-out list){skipped}.")
 

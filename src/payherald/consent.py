@@ -227,9 +227,12 @@ def read_consent_csv(text: str, *, default_region: str) -> tuple[list[ConsentRow
     return rows, problems
 
 
-def import_consents(store: Store, rows: list[ConsentRow], *, source: str) -> int:
+def import_consents(
+    store: Store, rows: list[ConsentRow], *, source: str, write_back: bool = False
+) -> int:
     """Apply ``rows`` in one transaction (all or none); returns how many changed a
-    suppression."""
+    suppression. With ``write_back``, each change is queued for the Stripe customers
+    messaged at that number, as ``record_consent`` does."""
     with store.transaction() as connection:
         return sum(
             _apply(
@@ -240,6 +243,7 @@ def import_consents(store: Store, rows: list[ConsentRow], *, source: str) -> int
                 channel="csv",
                 words=row.words,
                 source=source,
+                write_back=write_back,
             )
             for row in rows
         )

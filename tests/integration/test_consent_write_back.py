@@ -13,7 +13,7 @@ import stripe
 from sqlalchemy import select
 
 from payherald import FrozenClock, parse_event
-from payherald.consent import record_consent
+from payherald.consent import import_consents, read_consent_csv, record_consent
 from payherald.simulate import build_event
 from payherald.stripe_sync import OPTED_OUT_AT_KEY, OPTED_OUT_KEY, ConsentWriteBack
 from payherald.tables import consents
@@ -87,6 +87,24 @@ def test_a_number_payherald_never_messaged_has_no_customer_to_update(
     assert write_backs(ph) == [
         ("opt_out", "no_customer", "no Stripe customer has been messaged at this number")
     ]
+
+
+def test_an_imported_opt_out_is_written_back(
+    ph: Any, localstripe: peers.LocalStripe, sms: ScriptedChannel
+) -> None:
+    client = localstripe.stripe_client()
+    customer = client.v1.customers.create(params={"name": "Ada Lovelace", "phone": PHONE}).id
+    payload = build_event("invoice.payment_failed", now=ph.store.clock.now(), livemode=True)
+    payload["data"]["object"]["customer"] = customer
+    event = parse_event(json.dumps(payload).encode())
+    ph.store.record_event(event, ph.rules.plan(event))
+    ph.worker.run_until_idle()
+    rows, problems = read_consent_csv(f"phone\n{PHONE}\n", default_region="US")
+    assert problems == []
+    assert import_consents(ph.store, rows, source="import:old.csv", write_back=True) == 1
+    ph.worker.run_until_idle()
+    assert client.v1.customers.retrieve(customer).metadata[OPTED_OUT_KEY] == "true"
+    assert write_backs(ph) == [("opt_out", "done", f"updated {customer}")]
 
 
 class RecordingCustomers:
