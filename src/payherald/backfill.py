@@ -237,7 +237,7 @@ class Reconciler:
             try:
                 self.run_once()
             except BackfillError as exc:
-                _log.error("reconcile_failed", error=exc.message)
+                _log.error("reconcile_with_stripe_failed", error=exc.message)
             except Exception:
-                _log.exception("reconcile_failed")
+                _log.exception("reconcile_with_stripe_failed")
             stop.wait(self._interval)
