@@ -114,7 +114,14 @@ def _stripe_checks(
             )
             endpoints = None
         else:
-            yield Check("stripe key", True, f"works ({mode} mode)")
+            yield Check(
+                "stripe key",
+                True,
+                f"works ({mode} mode)"
+                if mode
+                else "works (its mode is unknown: it starts with none of sk_live_, sk_test_, "
+                "rk_live_, rk_test_)",
+            )
             yield _clock_check(client, clock)
     secrets = settings.webhook_secrets
     if not secrets:

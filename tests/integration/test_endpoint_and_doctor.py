@@ -228,6 +228,11 @@ def test_doctor_passes_when_everything_is_right(ready: dict[str, str], tmp_path:
         ),
         ({"PAYHERALD_PUBLIC_URL": "http://payherald.example.com"}, "public url", "is not HTTPS"),
         (
+            {"STRIPE_SECRET_KEY": "sk_live_payherald"},
+            "webhook endpoint",
+            "it is a test-mode endpoint but the key is live mode",
+        ),
+        (
             {"PAYHERALD_PUBLIC_URL": "https://elsewhere.example.com"},
             "webhook endpoint",
             "no Stripe webhook endpoint for",
