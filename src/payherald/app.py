@@ -222,7 +222,7 @@ def build(
         ),
         default_region=settings.default_region,
         metadata_keys=config.phone_metadata_keys,
-        suppressions=store.suppression,
+        suppressions=store.first_suppressed,
         quiet_hours=quiet_hours or config.quiet_hours,
         clock=clock,
     )

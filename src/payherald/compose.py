@@ -76,7 +76,7 @@ class Composer:
         context: MessageContext,
         default_region: str = "US",
         metadata_keys: tuple[str, ...] = ("phone",),
-        suppressions: Callable[[str], str | None] | None = None,
+        suppressions: Callable[[Sequence[str]], tuple[str, str] | None] | None = None,
         quiet_hours: QuietHours | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -86,7 +86,8 @@ class Composer:
         self._context = context
         self._default_region = default_region
         self._metadata_keys = metadata_keys
-        # Why an address must not be messaged (Store.suppression), checked before each send.
+        # Which of a customer's addresses must not be messaged, and why
+        # (Store.first_suppressed), checked before each send.
         self._suppressions = suppressions
         self._quiet_hours = quiet_hours or QuietHours(enabled=False)
         self._clock = clock or SystemClock()
@@ -229,12 +230,11 @@ class Composer:
 
     def _opt_out_among(self, addresses: Sequence[str]) -> str | None:
         """Why the customer must not be messaged, if any of ``addresses`` opted out."""
-        if self._suppressions is None:
+        found = self._suppressions(addresses) if self._suppressions is not None else None
+        if found is None:
             return None
-        for address in addresses:
-            if reason := self._suppressions(address):
-                return f"{mask_phone(address)} must not be messaged: {reason}"
-        return None
+        address, reason = found
+        return f"{mask_phone(address)} must not be messaged: {reason}"
 
     def _check_first_payment(self, event: StripeEvent, customer_id: str) -> None:
         if not customer_id:

@@ -250,7 +250,7 @@ def import_consents(
 
 
 def consent_records(store: Store) -> list[dict[str, Any]]:
-    with store.transaction() as connection:
+    with store.read() as connection:
         return [
             dict(row)
             for row in connection.execute(
@@ -260,7 +260,7 @@ def consent_records(store: Store) -> list[dict[str, Any]]:
 
 
 def suppressed(store: Store) -> list[dict[str, Any]]:
-    with store.transaction() as connection:
+    with store.read() as connection:
         return [
             dict(row)
             for row in connection.execute(

@@ -11,11 +11,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 
-__all__ = ["create_store_engine", "current_revision", "head_revision", "migrate"]
+__all__ = ["READ_ONLY", "create_store_engine", "current_revision", "head_revision", "migrate"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # How long a SQLite writer waits for another to finish before giving up (seconds).
 _SQLITE_BUSY_TIMEOUT = 30.0
+# The execution option that marks a transaction as a read: on SQLite it begins DEFERRED.
+READ_ONLY = "payherald_read_only"
 
 
 def create_store_engine(url: str, **kwargs: Any) -> Engine:
@@ -24,7 +26,8 @@ def create_store_engine(url: str, **kwargs: Any) -> Engine:
     On SQLite: WAL (readers never block the writer), ``synchronous=FULL`` (a committed
     event survives a power cut, as promised to Stripe when we answer 2xx), foreign keys on,
     and every transaction opened with ``BEGIN IMMEDIATE`` so two writers queue for the lock
-    instead of deadlocking when a read turns into a write.
+    instead of deadlocking when a read turns into a write; a transaction with the
+    execution option ``READ_ONLY`` is a plain ``BEGIN``, for reads that must not wait.
     """
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -53,7 +56,10 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read (execution option READ_ONLY) takes no lock: under WAL it sees the last
+        # commit and never waits for a writer.
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _alembic_config(engine: Engine) -> Config:

@@ -26,7 +26,8 @@ The writer is a thread, not an asyncio task, because:
 - It belongs to no event loop. An asyncio task lives on the loop it was created on, and
   with uvicorn's ``lifespan="off"`` (``payherald serve``, the tests) there is no startup
   hook to create it on the loop that serves; the app may also be served by one loop after
-  another. ``submit`` returns a ``concurrent.futures.Future`` that any loop can await.
+  another. ``record`` answers on the loop of the request that is waiting, whichever it
+  is, and ``submit`` gives a ``concurrent.futures.Future`` to callers outside any loop.
 - It needs no start or stop hook: it starts with the first event, is a daemon, and ends
   after ``idle_timeout`` seconds with nothing queued (the next event starts another). A
   graceful shutdown waits for the requests in flight, and they wait for their commit, so
@@ -36,6 +37,7 @@ The writer is a thread, not an asyncio task, because:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -81,7 +83,7 @@ class GroupCommitter:
         self._on_queued = on_queued
         self._max_batch = max_batch
         self._idle_timeout = idle_timeout
-        self._queue: deque[tuple[StripeEvent, Future[RecordResult]]] = deque()
+        self._queue: deque[tuple[StripeEvent, Callable[[_Outcome], None]]] = deque()
         self._ready = threading.Condition()
         self._writer: threading.Thread | None = None
         self.batches = 0  # batches the writer has taken, for observing it
@@ -95,22 +97,35 @@ class GroupCommitter:
     async def record(self, event: StripeEvent) -> RecordResult:
         """Record ``event`` with what the rules plan for it; returns once that is
         committed. Raises StoreUnavailable when it could not be stored."""
-        return await asyncio.wrap_future(self.submit(event))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[RecordResult] = loop.create_future()
+
+        def deliver(outcome: _Outcome) -> None:
+            # A closed loop (the server stopped) has nobody waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, future, outcome)
+
+        self._enqueue(event, deliver)
+        return await future
 
     def submit(self, event: StripeEvent) -> Future[RecordResult]:
-        """Queue ``event`` for the writer; the future holds its RecordResult once the
-        transaction holding it committed, or StoreUnavailable. A future cancelled before
-        the writer takes its event is not recorded."""
+        """Queue ``event`` for the writer, from any thread; the future holds its
+        RecordResult once the transaction holding it committed, or StoreUnavailable."""
         future: Future[RecordResult] = Future()
+        self._enqueue(event, lambda outcome: _settle(future, outcome))
+        return future
+
+    def _enqueue(self, event: StripeEvent, deliver: Callable[[_Outcome], None]) -> None:
+        # An event whose request is gone meanwhile is recorded all the same: Stripe's
+        # retry of it is then a duplicate, answered 200.
         with self._ready:
-            self._queue.append((event, future))
+            self._queue.append((event, deliver))
             if self._writer is None:
                 self._writer = threading.Thread(
                     target=self._run, name="payherald-group-commit", daemon=True
                 )
                 self._writer.start()
             self._ready.notify()
-        return future
 
     def _run(self) -> None:
         while True:
@@ -127,30 +142,20 @@ class GroupCommitter:
                 ]
             self._write(batch)
 
-    def _write(self, batch: Sequence[tuple[StripeEvent, Future[RecordResult]]]) -> None:
-        # A future cancelled (its request gone) is dropped; one taken here can no longer
-        # be cancelled, so its waiter always gets an answer.
-        taken = [
-            (event, future) for event, future in batch if future.set_running_or_notify_cancel()
-        ]
-        if not taken:
-            return
+    def _write(self, batch: Sequence[tuple[StripeEvent, Callable[[_Outcome], None]]]) -> None:
         self.batches += 1
         try:
-            outcomes = self._record([plan_event(self._rules, event) for event, _ in taken])
+            outcomes = self._record([plan_event(self._rules, event) for event, _ in batch])
         except Exception as exc:  # a bug of ours: answer every waiter, keep the writer alive
-            _log.exception("group_commit_failed", events=len(taken))
-            outcomes = [exc] * len(taken)
+            _log.exception("group_commit_failed", event_ids=[event.id for event, _ in batch])
+            outcomes = [exc] * len(batch)
         if any(isinstance(outcome, RecordResult) and outcome.queued for outcome in outcomes):
             try:
                 self._on_queued()
             except Exception:
                 _log.exception("wake_up_failed")
-        for (_, future), outcome in zip(taken, outcomes, strict=True):
-            if isinstance(outcome, RecordResult):
-                future.set_result(outcome)
-            else:
-                future.set_exception(outcome)
+        for (_, deliver), outcome in zip(batch, outcomes, strict=True):
+            deliver(outcome)
 
     def _record(self, items: Sequence[PlannedEvent]) -> list[_Outcome]:
         """One transaction for ``items``; if it fails, one each, so that each item gets
@@ -160,7 +165,11 @@ class GroupCommitter:
             try:
                 return list(self._store.record_events(items))
             except Exception as exc:
-                _log.warning("group_commit_fallback", events=len(items), error=str(exc))
+                _log.warning(
+                    "group_commit_fallback",
+                    event_ids=[item.event.id for item in items],
+                    error=str(exc),
+                )
                 if isinstance(exc, StoreUnavailable):
                     try:
                         self._store.ping()
@@ -175,3 +184,12 @@ class GroupCommitter:
             except Exception as exc:
                 outcomes.append(exc)
         return outcomes
+
+
+def _settle(future: Future[RecordResult] | asyncio.Future[RecordResult], outcome: _Outcome) -> None:
+    if future.cancelled():
+        return
+    if isinstance(outcome, RecordResult):
+        future.set_result(outcome)
+    else:
+        future.set_exception(outcome)

@@ -9,6 +9,7 @@ event type (``amount``, ``currency``, ``plan_name``...); a field an event does n
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -333,6 +334,8 @@ class TemplateRenderer:
         # there, a missing field is simply undefined, and false. Unknown top-level names
         # are still refused when the condition is compiled.
         self._conditions = SandboxedEnvironment(undefined=ChainableUndefined)
+        # The rules' templates are few and rendered for every message: compile each once.
+        self._compiled = functools.lru_cache(maxsize=512)(self._env.from_string)
 
     def _money(self, amount: Any, currency: Any) -> str:
         if isinstance(amount, bool) or not isinstance(amount, int):
@@ -402,7 +405,7 @@ class TemplateRenderer:
         """Render ``template``; runs of white space collapse, so that a template can be
         written over several lines and still yield one SMS."""
         try:
-            text = self._env.from_string(template).render(variables)
+            text = self._compiled(template).render(variables)
         except TemplateError as exc:
             raise RenderError(f"The message could not be rendered: {exc}") from exc
         return " ".join(text.split())

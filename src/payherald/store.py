@@ -20,8 +20,10 @@ row whose lease ran out may or may not have reached the provider, so it becomes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -44,7 +46,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from payherald.clock import Clock
-from payherald.database import current_revision, head_revision
+from payherald.database import READ_ONLY, current_revision, head_revision
 from payherald.exceptions import SchemaOutOfDate, StoreUnavailable
 from payherald.rules import LINKED_SUBJECTS, PlannedNotification
 from payherald.tables import events, meta, notifications, subject_aliases, suppressions
@@ -130,6 +132,11 @@ class Store:
         self._engine = engine
         self._clock = clock
         self._postgres = engine.dialect.name == "postgresql"
+        # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
+        # SQLite's busy handler (up to 100 ms a turn) however soon the lock is free. The
+        # threads of one process (the group committer, the worker's senders) therefore
+        # queue here instead, and each goes the moment the one before it commits.
+        self._write_lock = threading.Lock() if not self._postgres else None
 
     @property
     def engine(self) -> Engine:
@@ -140,8 +147,13 @@ class Store:
         return self._clock
 
     def transaction(self) -> AbstractContextManager[Connection]:
-        """A transaction; database errors become StoreUnavailable."""
+        """A transaction that may write; database errors become StoreUnavailable."""
         return self._transaction()
+
+    def read(self) -> AbstractContextManager[Connection]:
+        """A transaction that only reads and never waits for a writer; database errors
+        become StoreUnavailable."""
+        return self._read()
 
     def insert(self, table: Any) -> Any:
         """An INSERT with this database's ON CONFLICT support."""
@@ -149,9 +161,27 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
+        """A transaction that may write."""
+        lock = self._write_lock or contextlib.nullcontext()
+        with lock, self._unavailable_on_error(), self._engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A transaction that only reads: on SQLite it neither takes nor waits for the
+        write lock, and sees the last commit."""
+        with (
+            self._unavailable_on_error(),
+            self._engine.connect().execution_options(**{READ_ONLY: True}) as connection,
+            connection.begin(),
+        ):
+            yield connection
+
+    @staticmethod
+    @contextmanager
+    def _unavailable_on_error() -> Iterator[None]:
         try:
-            with self._engine.begin() as connection:
-                yield connection
+            yield
         except DBAPIError as exc:
             raise StoreUnavailable(
                 f"The event store is unavailable: {type(exc.orig).__name__}: {exc.orig}"
@@ -166,11 +196,8 @@ class Store:
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""
-        try:
-            with self._engine.connect() as connection:
-                connection.execute(select(1))
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"The event store is unavailable: {exc}") from exc
+        with self._read() as connection:
+            connection.execute(select(1))
 
     def check_schema(self) -> None:
         """Raise SchemaOutOfDate unless the database is migrated to the newest revision."""
@@ -244,82 +271,146 @@ class Store:
         return result
 
     def _record(self, items: Sequence[PlannedEvent]) -> list[RecordResult]:
-        """Record ``items`` in one transaction; raises _AliasRace or StoreUnavailable, and
-        then nothing was written."""
-        results: list[RecordResult] = []
+        """Record ``items`` in one transaction, in a fixed number of statements whatever
+        their count (the events, the payments' links, the notifications); raises
+        _AliasRace or StoreUnavailable, and then nothing was written."""
+        now = self._clock.now()
         with self._transaction() as connection:
-            for item in items:
-                results.append(self._record_one(connection, item))
-            if self._postgres and any(result.queued for result in results):
+            first: dict[str, int] = {}  # event id -> index of its first item
+            for index, item in enumerate(items):
+                first.setdefault(item.event.id, index)
+            rows = [_event_row(items[index], now) for index in first.values()]
+            # One statement for many rows (SQLAlchemy's "insertmanyvalues"); RETURNING
+            # names the rows stored now, so the others are repeats.
+            inserted = set(
+                connection.execute(
+                    self._insert(events)
+                    .on_conflict_do_nothing(index_elements=["id"])
+                    .returning(events.c.id),
+                    rows,
+                ).scalars()
+            )
+            new = [index for event_id, index in first.items() if event_id in inserted]
+            queued = self._queue_many(
+                connection, [(items[i].event.id, items[i].planned) for i in new], now
+            )
+            if self._postgres and any(queued):
                 # Delivered on commit, so a woken worker always finds the rows. One per
                 # transaction: PostgreSQL folds identical notifications together anyway.
                 connection.execute(
                     text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL}
                 )
-        return results
-
-    def _record_one(self, connection: Connection, item: PlannedEvent) -> RecordResult:
-        event, status, now = item.event, item.status, self._clock.now()
-        if not item.planned and status == "received":
-            status = "ignored"
-        inserted = connection.execute(
-            self._insert(events)
-            .values(
-                id=event.id,
-                type=event.type,
-                livemode=event.livemode,
-                api_version=event.api_version,
-                stripe_created_at=event.created,
-                payload=json.dumps(event.payload, separators=(",", ":")),
-                status=status,
-                error=item.error,
-                received_at=now,
+        by_index = dict(zip(new, queued, strict=True))
+        return [
+            RecordResult(
+                duplicate=index not in by_index,
+                queued=by_index.get(index, 0),
+                failed=index in by_index and item.status == "failed",
             )
-            .on_conflict_do_nothing(index_elements=["id"])
-            .returning(events.c.id)
-        ).first()
-        if inserted is None:
-            return RecordResult(duplicate=True, queued=0)
-        queued = self._queue(connection, event.id, item.planned, now)
-        return RecordResult(duplicate=False, queued=queued, failed=status == "failed")
+            for index, item in enumerate(items)
+        ]
 
-    def _canonical(self, connection: Connection, kind: str, subject: Sequence[str]) -> str:
-        """The one identifier that everything known about ``subject`` is keyed on.
+    def _link(
+        self, connection: Connection, subjects: Sequence[tuple[str, tuple[str, ...]]]
+    ) -> list[str]:
+        """The one identifier that everything known about each subject is keyed on, in
+        order, each subject seeing the links of those before it.
 
-        Links every alias of ``subject`` to it. If a concurrent transaction linked one of
-        them to another identifier first, raises _AliasRace so that the whole event is
-        recorded again, seeing that link.
+        Links every alias of a subject to its identifier. If a concurrent transaction
+        linked one of them to another identifier first, raises _AliasRace so that the whole
+        transaction is recorded again, seeing that link. (On SQLite a transaction holds
+        the write lock from its start, so nobody can link anything meanwhile.)
         """
-        if kind not in LINKED_SUBJECTS:
-            return subject[0]
-        aliases = [f"{kind}:{alias}" for alias in subject]
-        known: dict[str, str] = {
-            alias: canonical
-            for alias, canonical in connection.execute(
-                select(subject_aliases.c.alias, subject_aliases.c.canonical).where(
-                    subject_aliases.c.alias.in_(aliases)
-                )
-            )
+        wanted = {
+            f"{kind}:{alias}"
+            for kind, subject in subjects
+            if kind in LINKED_SUBJECTS
+            for alias in subject
         }
-        # The most telling alias already known wins (the list is in order of preference).
-        canonical = next((known[a] for a in aliases if a in known), subject[0])
-        missing = [alias for alias in aliases if alias not in known]
-        if missing:
-            connection.execute(
-                self._insert(subject_aliases)
-                .values([{"alias": alias, "canonical": canonical} for alias in missing])
-                .on_conflict_do_nothing(index_elements=["alias"])
-            )
-            linked = (
-                connection.execute(
-                    select(subject_aliases.c.canonical).where(subject_aliases.c.alias.in_(missing))
+        known: dict[str, str] = (
+            dict(
+                (alias, canonical)
+                for alias, canonical in connection.execute(
+                    select(subject_aliases.c.alias, subject_aliases.c.canonical).where(
+                        subject_aliases.c.alias.in_(sorted(wanted))
+                    )
                 )
-                .scalars()
-                .all()
             )
-            if any(other != canonical for other in linked):
-                raise _AliasRace()
-        return canonical
+            if wanted
+            else {}
+        )
+        links: dict[str, str] = {}  # new aliases -> their identifier
+        canonicals = []
+        for kind, subject in subjects:
+            if kind not in LINKED_SUBJECTS:
+                canonicals.append(subject[0])
+                continue
+            aliases = [f"{kind}:{alias}" for alias in subject]
+            # The most telling alias already known wins (the list is in order of preference).
+            canonical = next((known[a] for a in aliases if a in known), subject[0])
+            for alias in aliases:
+                if alias not in known:
+                    known[alias] = links[alias] = canonical
+            canonicals.append(canonical)
+        if links:
+            connection.execute(
+                self._insert(subject_aliases).on_conflict_do_nothing(index_elements=["alias"]),
+                [{"alias": alias, "canonical": c} for alias, c in links.items()],
+            )
+            if self._postgres:
+                linked = connection.execute(
+                    select(subject_aliases.c.alias, subject_aliases.c.canonical).where(
+                        subject_aliases.c.alias.in_(sorted(links))
+                    )
+                )
+                if any(links[alias] != canonical for alias, canonical in linked):
+                    raise _AliasRace()
+        return canonicals
+
+    def _queue_many(
+        self,
+        connection: Connection,
+        planned: Sequence[tuple[str, Sequence[PlannedNotification]]],
+        now: datetime,
+    ) -> list[int]:
+        """Queue each event's planned notifications in ``connection``'s transaction;
+        returns how many were new for each event. A notification whose key is already
+        queued (by an earlier event, or one before it here) is not queued again. Waking the
+        workers (``pg_notify``) is the caller's, once per transaction."""
+        flat = [(index, item) for index, (_, items) in enumerate(planned) for item in items]
+        canonicals = self._link(connection, [(item.subject_kind, item.subject) for _, item in flat])
+        rows: dict[str, dict[str, Any]] = {}
+        owner: dict[str, int] = {}
+        for (index, item), canonical in zip(flat, canonicals, strict=True):
+            key = item.key(canonical)
+            if key in rows:
+                continue
+            owner[key] = index
+            rows[key] = {
+                "key": key,
+                "event_id": planned[index][0],
+                "rule": item.rule,
+                "recipient": item.recipient,
+                "channel": item.channel,
+                "livemode": item.livemode,
+                "to": item.to,
+                "status": "pending",
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+                "run_at": now,
+            }
+        queued = [0] * len(planned)
+        if rows:
+            inserted = connection.execute(
+                self._insert(notifications)
+                .on_conflict_do_nothing(index_elements=["key"])
+                .returning(notifications.c.key),
+                list(rows.values()),
+            ).scalars()
+            for key in inserted:
+                queued[owner[key]] += 1
+        return queued
 
     def _queue(
         self,
@@ -328,35 +419,8 @@ class Store:
         planned: Sequence[PlannedNotification],
         now: datetime,
     ) -> int:
-        """Queue ``planned`` for ``event_id`` in ``connection``'s transaction; returns how
-        many were new. Waking the workers (``pg_notify``) is the caller's, once per
-        transaction."""
-        queued = 0
-        canonicals: dict[tuple[str, tuple[str, ...]], str] = {}
-        for item in planned:
-            subject = (item.subject_kind, item.subject)
-            if subject not in canonicals:
-                canonicals[subject] = self._canonical(connection, *subject)
-            row = connection.execute(
-                self._insert(notifications)
-                .values(
-                    key=item.key(canonicals[subject]),
-                    event_id=event_id,
-                    rule=item.rule,
-                    recipient=item.recipient,
-                    channel=item.channel,
-                    livemode=item.livemode,
-                    to=item.to,
-                    status="pending",
-                    attempts=0,
-                    created_at=now,
-                    updated_at=now,
-                    run_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=["key"])
-                .returning(notifications.c.id)
-            ).first()
-            queued += row is not None
+        """Queue ``planned`` for ``event_id``; returns how many were new."""
+        (queued,) = self._queue_many(connection, [(event_id, planned)], now)
         return queued
 
     # -- the work queue ---------------------------------------------------------------
@@ -633,7 +697,7 @@ class Store:
         )
         if type:
             query = query.where(events.c.type == type)
-        with self._transaction() as connection:
+        with self._read() as connection:
             return [dict(row) for row in connection.execute(query).mappings()]
 
     def list_notifications(
@@ -644,14 +708,14 @@ class Store:
             query = query.where(notifications.c.status == status)
         if event_id:
             query = query.where(notifications.c.event_id == event_id)
-        with self._transaction() as connection:
+        with self._read() as connection:
             return [dict(row) for row in connection.execute(query).mappings()]
 
     def count_notifications(self, *, status: str | None = None) -> int:
         query = select(func.count()).select_from(notifications)
         if status:
             query = query.where(notifications.c.status == status)
-        with self._transaction() as connection:
+        with self._read() as connection:
             return int(connection.execute(query).scalar_one())
 
     def queue_stats(self) -> QueueStats:
@@ -669,7 +733,7 @@ class Store:
             .where(notifications.c.status.in_(("pending", "claimed", "sending", "unknown")))
             .group_by(notifications.c.status)
         )
-        with self._transaction() as connection:
+        with self._read() as connection:
             rows = connection.execute(query).all()
         depth = dict.fromkeys(
             ("pending_due", "pending_scheduled", "claimed", "sending", "unknown"), 0
@@ -687,9 +751,25 @@ class Store:
 
     # -- suppressions ------------------------------------------------------------------
 
+    def first_suppressed(self, addresses: Sequence[str]) -> tuple[str, str] | None:
+        """The first of ``addresses`` that must not be messaged, and why; None if none
+        (one query, whatever their number)."""
+        if not addresses:
+            return None
+        with self._read() as connection:
+            reasons = dict(
+                (address, reason)
+                for address, reason in connection.execute(
+                    select(suppressions.c.address, suppressions.c.reason).where(
+                        suppressions.c.address.in_(list(addresses))
+                    )
+                )
+            )
+        return next(((a, str(reasons[a])) for a in addresses if a in reasons), None)
+
     def suppression(self, address: str) -> str | None:
         """Why ``address`` must not be messaged, or None."""
-        with self._transaction() as connection:
+        with self._read() as connection:
             reason = connection.execute(
                 select(suppressions.c.reason).where(suppressions.c.address == address)
             ).scalar()
@@ -698,12 +778,12 @@ class Store:
     # -- replay -------------------------------------------------------------------------
 
     def has_event(self, event_id: str) -> bool:
-        with self._transaction() as connection:
+        with self._read() as connection:
             found = connection.execute(select(events.c.id).where(events.c.id == event_id))
             return found.first() is not None
 
     def event_payload(self, event_id: str) -> str | None:
-        with self._transaction() as connection:
+        with self._read() as connection:
             payload = connection.execute(
                 select(events.c.payload).where(events.c.id == event_id)
             ).scalar()
@@ -723,7 +803,7 @@ class Store:
         )
         if since is not None:
             query = query.where(events.c.received_at >= since)
-        with self._transaction() as connection:
+        with self._read() as connection:
             return list(connection.execute(query.order_by(events.c.received_at)).scalars())
 
     def replay_event(
@@ -772,7 +852,7 @@ class Store:
     # -- meta -------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
-        with self._transaction() as connection:
+        with self._read() as connection:
             value = connection.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
         return str(value) if value is not None else None
 
@@ -798,6 +878,22 @@ class Store:
                     select(meta.c.value).where(meta.c.key == "development_webhook_secret")
                 ).scalar_one()
             )
+
+
+def _event_row(item: PlannedEvent, now: datetime) -> dict[str, Any]:
+    event = item.event
+    return {
+        "id": event.id,
+        "type": event.type,
+        "livemode": event.livemode,
+        "api_version": event.api_version,
+        "stripe_created_at": event.created,
+        "payload": json.dumps(event.payload, separators=(",", ":")),
+        # An event that causes nothing is stored as ignored.
+        "status": "ignored" if not item.planned and item.status == "received" else item.status,
+        "error": item.error,
+        "received_at": now,
+    }
 
 
 def _claimed(row: RowMapping) -> ClaimedNotification:

@@ -240,14 +240,7 @@ class Worker:
             notes=composed.notes,
             unless_suppressed=composed.addresses if customer else (),
         ):
-            opted_out = next(
-                (
-                    (address, reason)
-                    for address in (composed.addresses if customer else ())
-                    if (reason := self._store.suppression(address)) is not None
-                ),
-                None,
-            )
+            opted_out = self._store.first_suppressed(composed.addresses) if customer else None
             if opted_out is not None:
                 # The person opted out after the message was composed. Composing it again
                 # finds the opt-out and records why no channel of the rule is used.

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from payherald import FrozenClock
 from payherald.testing import ScriptedChannel
 from tests import peers
+from tests.support import LiveServer, build_for_tests
 
 
 @pytest.fixture
@@ -36,3 +38,19 @@ def localstripe() -> Iterator[peers.LocalStripe]:
         pytest.skip(reason)
     with peers.LocalStripe() as server:
         yield server
+
+
+@pytest.fixture
+def ph(database_url: str) -> Iterator[Any]:
+    """payherald on the test database, with the defaults of ``build_for_tests``; a module
+    that needs other settings or channels defines its own ``ph``."""
+    built = build_for_tests(database_url)
+    yield built
+    built.engine.dispose()
+
+
+@pytest.fixture
+def server(ph: Any) -> Iterator[LiveServer]:
+    """``ph``'s HTTP app served on 127.0.0.1."""
+    with LiveServer(ph.http_app) as live:
+        yield live

@@ -43,12 +43,6 @@ def ph(database_url: str) -> Iterator[Any]:
     built.engine.dispose()
 
 
-@pytest.fixture
-def server(ph: Any) -> Iterator[LiveServer]:
-    with LiveServer(ph.http_app) as live:
-        yield live
-
-
 def sent_notifications(ph: Any, count: int) -> list[tuple[int, str]]:
     """``count`` live notifications, sent: (notification id, provider id)."""
     for index in range(count):

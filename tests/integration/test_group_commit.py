@@ -9,11 +9,10 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import Engine, event, text
 from structlog.testing import capture_logs
 
@@ -31,19 +30,6 @@ from tests.support import SECRET, LiveServer, TcpProxy, build_for_tests, event_b
 
 NOT_STORED = "The event store is unavailable, so the event was not stored; Stripe will retry it."
 WRITER = "payherald-group-commit"
-
-
-@pytest.fixture
-def ph(database_url: str) -> Iterator[Any]:
-    built = build_for_tests(database_url)
-    yield built
-    built.engine.dispose()
-
-
-@pytest.fixture
-def server(ph: Any) -> Iterator[LiveServer]:
-    with LiveServer(ph.http_app) as live:
-        yield live
 
 
 def committer_of(app: Any) -> GroupCommitter:
@@ -127,8 +113,8 @@ class Commits:
 
 class Fault:
     """Makes the store fail like a full disk: once ``armed``, the ``after``-th INSERT into
-    notifications and every later write raise the driver's OperationalError; or only the
-    INSERTs of the event ``only``."""
+    notifications (one statement for a whole batch) and every later write raise the
+    driver's OperationalError; or only the INSERTs of events that include ``only``."""
 
     def __init__(self, engine: Engine, *, after: int = 0, only: str | None = None) -> None:
         self.armed = False
@@ -265,7 +251,8 @@ def post_held_batch(
 
 
 def test_the_store_failing_mid_batch_answers_503_and_writes_none_of_the_batch(ph: Any) -> None:
-    fault = Fault(ph.engine, after=3)  # evt_held's notification, b's, then c's fails
+    # evt_held's batch inserts its notification; the next INSERT, the batch's, fails.
+    fault = Fault(ph.engine, after=2)
     names = ["evt_b", "evt_c", "evt_d", "evt_e", "evt_f"]
     with LiveServer(ph.http_app) as live:
         fault.armed = True
@@ -288,7 +275,8 @@ def test_an_event_the_store_refuses_does_not_fail_its_neighbours(ph: Any) -> Non
         answers = post_held_batch(ph.engine, committer_of(ph.http_app), live.url, names)
     assert [answer.status_code for answer in answers] == [200, 200, 503, 200, 200]
     assert fault.failed == 2  # in the batch, then alone
-    assert any(log["event"] == "group_commit_fallback" for log in logs)
+    (fallback,) = [log for log in logs if log["event"] == "group_commit_fallback"]
+    assert sorted(fallback["event_ids"]) == sorted(names)
     assert sorted(row["id"] for row in ph.store.list_events()) == [
         "evt_held",
         "evt_ok_1",
@@ -311,13 +299,14 @@ def test_a_postgresql_cut_mid_batch_answers_503_and_writes_none_of_the_batch(
     )
     inserted = Counter[str]()
 
-    def cut_at_the_third_notification(*args: Any) -> None:
+    def cut_after_the_batchs_notifications(*args: Any) -> None:
         if args[2].startswith("INSERT INTO notifications"):
             inserted["notifications"] += 1
-            if inserted["notifications"] == 3:  # evt_held's, b's, then c's: mid-batch
+            # evt_held's batch, then the batch of five: cut before its commit.
+            if inserted["notifications"] == 2:
                 proxy.cut()
 
-    event.listen(built.engine, "after_cursor_execute", cut_at_the_third_notification)
+    event.listen(built.engine, "after_cursor_execute", cut_after_the_batchs_notifications)
     names = ["evt_b", "evt_c", "evt_d", "evt_e", "evt_f"]
     try:
         with LiveServer(built.http_app) as live:

@@ -39,12 +39,6 @@ def ph(database_url: str, sms: ScriptedChannel) -> Iterator[Any]:
     built.engine.dispose()
 
 
-@pytest.fixture
-def server(ph: Any) -> Iterator[LiveServer]:
-    with LiveServer(ph.http_app) as live:
-        yield live
-
-
 def reply(
     base: str, body: str, sid: str = "SM1", sender: str = PHONE, token: str = TWILIO_TOKEN
 ) -> httpx.Response:

@@ -94,12 +94,6 @@ def ph(database_url: str, clock: FrozenClock, sms: ScriptedChannel) -> Iterator[
     built.engine.dispose()
 
 
-@pytest.fixture
-def server(ph: Any) -> Iterator[LiveServer]:
-    with LiveServer(ph.http_app) as live:
-        yield live
-
-
 def test_metrics_follow_events_through_the_worker(
     ph: Any, server: LiveServer, clock: FrozenClock
 ) -> None:
