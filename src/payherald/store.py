@@ -5,7 +5,9 @@ transactional outbox): when ``record_event`` returns, both are durable, and only
 Stripe answered 2xx. ``record_events`` does the same for many events in one transaction
 (group commit: one commit, so one fsync, for a whole batch of webhooks). Workers claim
 due notifications with a lease; on PostgreSQL the claim uses ``FOR UPDATE SKIP LOCKED`` so
-any number of workers share the queue, and a ``NOTIFY`` on commit wakes them.
+any number of workers share the queue, and a ``NOTIFY`` on commit wakes them. On SQLite,
+the worker's state changes of many threads share a transaction too (``write_batch``), and
+each returns only once its change committed.
 
 A notification moves through::
 
@@ -21,19 +23,16 @@ row whose lease ran out may or may not have reached the provider, so it becomes
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     Connection,
     Engine,
-    RowMapping,
     and_,
     case,
     exists,
@@ -48,9 +47,18 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from payherald.clock import Clock
 from payherald.database import READ_ONLY, current_revision, head_revision
 from payherald.exceptions import SchemaOutOfDate, StoreUnavailable
+from payherald.records import (
+    ClaimedNotification,
+    PlannedEvent,
+    QueueStats,
+    RecordResult,
+    claimed_from_row,
+    event_row,
+)
 from payherald.rules import LINKED_SUBJECTS, PlannedNotification
 from payherald.tables import events, meta, notifications, subject_aliases, suppressions
 from payherald.webhook import StripeEvent
+from payherald.write_batch import WriteBatcher
 
 __all__ = [
     "WAKE_CHANNEL",
@@ -73,58 +81,6 @@ class _AliasRace(Exception):
     """Another transaction linked one of this event's aliases first; record it again."""
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedEvent:
-    """An event and the notifications planned for it, ready to be recorded. ``status`` is
-    ``received`` (``ignored`` once stored if nothing is planned) or ``failed`` (planning
-    failed; ``error`` holds the traceback)."""
-
-    event: StripeEvent
-    planned: tuple[PlannedNotification, ...] = ()
-    status: str = "received"
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RecordResult:
-    duplicate: bool
-    queued: int
-    failed: bool = False  # stored as `failed`: its notifications could not be planned
-
-
-@dataclass(frozen=True, slots=True)
-class QueueStats:
-    """The work queue at one moment: how many notifications are in each waiting state
-    (``pending_due``, ``pending_scheduled``, ``claimed``, ``sending``, ``unknown``), and
-    how many seconds the oldest due pending one has waited since it became due (0 when
-    none is due)."""
-
-    depth: dict[str, int]
-    oldest_due_age: float
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedNotification:
-    id: int
-    key: str
-    event_id: str
-    rule: str
-    recipient: str
-    channel: str
-    livemode: bool
-    to: str | None
-    body: str | None
-    status: str
-    attempts: int
-    attempt_started_at: datetime | None
-    event_payload: str
-    claim: str
-    created_at: datetime | None = None
-    error_code: str | None = None
-    # Channels that refused the message for good, with why: (channel, reason).
-    refusals: tuple[tuple[str, str], ...] = ()
-
-
 class Store:
     """All reads and writes of payherald's state."""
 
@@ -137,6 +93,9 @@ class Store:
         # threads of one process (the group committer, the worker's senders) therefore
         # queue here instead, and each goes the moment the one before it commits.
         self._write_lock = threading.Lock() if not self._postgres else None
+        # The worker's state changes, many threads' at a time, in one transaction each
+        # batch (SQLite: one lock and one fsync for all). PostgreSQL writes concurrently.
+        self._batched = WriteBatcher(transaction=self._transaction) if not self._postgres else None
 
     @property
     def engine(self) -> Engine:
@@ -279,7 +238,7 @@ class Store:
             first: dict[str, int] = {}  # event id -> index of its first item
             for index, item in enumerate(items):
                 first.setdefault(item.event.id, index)
-            rows = [_event_row(items[index], now) for index in first.values()]
+            rows = [event_row(items[index], now) for index in first.values()]
             # One statement for many rows (SQLAlchemy's "insertmanyvalues"); RETURNING
             # names the rows stored now, so the others are repeats.
             inserted = set(
@@ -480,7 +439,7 @@ class Store:
                 .where(notifications.c.id.in_(ids))
                 .order_by(notifications.c.run_at, notifications.c.id)
             ).mappings()
-            return [_claimed(row) for row in rows]
+            return [claimed_from_row(row) for row in rows]
 
     def expire_leases(self) -> tuple[int, int]:
         """Return work whose worker vanished: ``claimed`` rows to ``pending`` (nothing was
@@ -518,21 +477,26 @@ class Store:
         """Move a notification on, if ``held`` is still the current claim, the row is in
         one of ``from_statuses`` and ``conditions`` hold; False otherwise."""
         values.setdefault("updated_at", self._clock.now())
-        with self._transaction() as connection:
-            return bool(
-                connection.execute(
-                    update(notifications)
-                    .where(
-                        and_(
-                            notifications.c.id == held.id,
-                            notifications.c.claimed_by == held.claim,
-                            notifications.c.status.in_(from_statuses),
-                            *conditions,
-                        )
-                    )
-                    .values(**values)
-                ).rowcount
+        statement = (
+            update(notifications)
+            .where(
+                and_(
+                    notifications.c.id == held.id,
+                    notifications.c.claimed_by == held.claim,
+                    notifications.c.status.in_(from_statuses),
+                    *conditions,
+                )
             )
+            .values(**values)
+        )
+
+        def write(connection: Connection) -> bool:
+            return bool(connection.execute(statement).rowcount)
+
+        if self._batched is not None:
+            return self._batched.run(write)
+        with self._transaction() as connection:
+            return write(connection)
 
     def mark_sending(
         self,
@@ -878,49 +842,6 @@ class Store:
                     select(meta.c.value).where(meta.c.key == "development_webhook_secret")
                 ).scalar_one()
             )
-
-
-def _event_row(item: PlannedEvent, now: datetime) -> dict[str, Any]:
-    event = item.event
-    return {
-        "id": event.id,
-        "type": event.type,
-        "livemode": event.livemode,
-        "api_version": event.api_version,
-        "stripe_created_at": event.created,
-        "payload": json.dumps(event.payload, separators=(",", ":")),
-        # An event that causes nothing is stored as ignored.
-        "status": "ignored" if not item.planned and item.status == "received" else item.status,
-        "error": item.error,
-        "received_at": now,
-    }
-
-
-def _claimed(row: RowMapping) -> ClaimedNotification:
-    return ClaimedNotification(
-        id=row["id"],
-        key=row["key"],
-        event_id=row["event_id"],
-        rule=row["rule"],
-        recipient=row["recipient"],
-        channel=row["channel"],
-        livemode=row["livemode"],
-        to=row["to"],
-        body=row["body"],
-        status=row["status"],
-        attempts=row["attempts"],
-        attempt_started_at=row["attempt_started_at"],
-        event_payload=row["event_payload"],
-        claim=row["claimed_by"],
-        created_at=row["created_at"],
-        error_code=row["error_code"],
-        refusals=tuple(
-            (channel, reason)
-            for channel, _, reason in (
-                line.partition("\t") for line in (row["refusals"] or "").splitlines()
-            )
-        ),
-    )
 
 
 def _token(worker_id: str) -> str:

@@ -1,0 +1,120 @@
+"""What the store takes in and gives back: planned events, recording results, claimed
+notifications and queue statistics, and the rows they are made of and from."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import RowMapping
+
+from payherald.rules import PlannedNotification
+from payherald.webhook import StripeEvent
+
+__all__ = [
+    "ClaimedNotification",
+    "PlannedEvent",
+    "QueueStats",
+    "RecordResult",
+    "claimed_from_row",
+    "event_row",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedEvent:
+    """An event and the notifications planned for it, ready to be recorded. ``status`` is
+    ``received`` (``ignored`` once stored if nothing is planned) or ``failed`` (planning
+    failed; ``error`` holds the traceback)."""
+
+    event: StripeEvent
+    planned: tuple[PlannedNotification, ...] = ()
+    status: str = "received"
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    duplicate: bool
+    queued: int
+    failed: bool = False  # stored as `failed`: its notifications could not be planned
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """The work queue at one moment: how many notifications are in each waiting state
+    (``pending_due``, ``pending_scheduled``, ``claimed``, ``sending``, ``unknown``), and
+    how many seconds the oldest due pending one has waited since it became due (0 when
+    none is due)."""
+
+    depth: dict[str, int]
+    oldest_due_age: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedNotification:
+    id: int
+    key: str
+    event_id: str
+    rule: str
+    recipient: str
+    channel: str
+    livemode: bool
+    to: str | None
+    body: str | None
+    status: str
+    attempts: int
+    attempt_started_at: datetime | None
+    event_payload: str
+    claim: str
+    created_at: datetime | None = None
+    error_code: str | None = None
+    # Channels that refused the message for good, with why: (channel, reason).
+    refusals: tuple[tuple[str, str], ...] = ()
+
+
+def event_row(item: PlannedEvent, now: datetime) -> dict[str, Any]:
+    """The ``events`` row that records ``item``, received at ``now``."""
+    event = item.event
+    return {
+        "id": event.id,
+        "type": event.type,
+        "livemode": event.livemode,
+        "api_version": event.api_version,
+        "stripe_created_at": event.created,
+        "payload": json.dumps(event.payload, separators=(",", ":")),
+        # An event that causes nothing is stored as ignored.
+        "status": "ignored" if not item.planned and item.status == "received" else item.status,
+        "error": item.error,
+        "received_at": now,
+    }
+
+
+def claimed_from_row(row: RowMapping) -> ClaimedNotification:
+    """A claimed ``notifications`` row, joined with its event's payload."""
+    return ClaimedNotification(
+        id=row["id"],
+        key=row["key"],
+        event_id=row["event_id"],
+        rule=row["rule"],
+        recipient=row["recipient"],
+        channel=row["channel"],
+        livemode=row["livemode"],
+        to=row["to"],
+        body=row["body"],
+        status=row["status"],
+        attempts=row["attempts"],
+        attempt_started_at=row["attempt_started_at"],
+        event_payload=row["event_payload"],
+        claim=row["claimed_by"],
+        created_at=row["created_at"],
+        error_code=row["error_code"],
+        refusals=tuple(
+            (channel, reason)
+            for channel, _, reason in (
+                line.partition("\t") for line in (row["refusals"] or "").splitlines()
+            )
+        ),
+    )
