@@ -5,9 +5,7 @@ transactional outbox): when ``record_event`` returns, both are durable, and only
 Stripe answered 2xx. ``record_events`` does the same for many events in one transaction
 (group commit: one commit, so one fsync, for a whole batch of webhooks). Workers claim
 due notifications with a lease; on PostgreSQL the claim uses ``FOR UPDATE SKIP LOCKED`` so
-any number of workers share the queue, and a ``NOTIFY`` on commit wakes them. On SQLite,
-the worker's state changes of many threads share a transaction too (``write_batch``), and
-each returns only once its change committed.
+any number of workers share the queue, and a ``NOTIFY`` on commit wakes them.
 
 A notification moves through::
 
@@ -58,7 +56,6 @@ from payherald.records import (
 from payherald.rules import LINKED_SUBJECTS, PlannedNotification
 from payherald.tables import events, meta, notifications, subject_aliases, suppressions
 from payherald.webhook import StripeEvent
-from payherald.write_batch import WriteBatcher
 
 __all__ = [
     "WAKE_CHANNEL",
@@ -93,9 +90,6 @@ class Store:
         # threads of one process (the group committer, the worker's senders) therefore
         # queue here instead, and each goes the moment the one before it commits.
         self._write_lock = threading.Lock() if not self._postgres else None
-        # The worker's state changes, many threads' at a time, in one transaction each
-        # batch (SQLite: one lock and one fsync for all). PostgreSQL writes concurrently.
-        self._batched = WriteBatcher(transaction=self._transaction) if not self._postgres else None
 
     @property
     def engine(self) -> Engine:
@@ -489,14 +483,8 @@ class Store:
             )
             .values(**values)
         )
-
-        def write(connection: Connection) -> bool:
-            return bool(connection.execute(statement).rowcount)
-
-        if self._batched is not None:
-            return self._batched.run(write)
         with self._transaction() as connection:
-            return write(connection)
+            return bool(connection.execute(statement).rowcount)
 
     def mark_sending(
         self,
