@@ -74,8 +74,13 @@ NOTIFICATION_FIELDS = (
 EVENT_FIELDS = ("id", "type", "livemode", "status", "error", "received_at", "stripe_created_at")
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
+def _error(message: str) -> None:
+    """Print ``message`` as payherald's error, on standard error."""
     err.print(f"[bold red]payherald:[/] {message}")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    _error(message)
     return typer.Exit(code)
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from payherald.cli import _fail, _guard, _print_rows, _settings, app, err, out
+from payherald.cli import _error, _fail, _guard, _print_rows, _settings, app, err, out
 from payherald.exceptions import PayheraldError
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def replay(
         except ReplayError as exc:
             # One event that still fails must not keep the others from being replayed;
             # the exit status says that something was left.
-            err.print(f"[bold red]payherald:[/] {exc.message}")
+            _error(exc.message)
             still_failing += 1
             continue
         except PayheraldError as exc:

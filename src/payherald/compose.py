@@ -11,7 +11,6 @@ recipient's local window, is deferred (``NotificationDeferred``) to when the win
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,9 +31,23 @@ from payherald.store import ClaimedNotification
 from payherald.subjects import payment_aliases
 from payherald.webhook import StripeEvent, parse_event
 
-__all__ = ["Composed", "Composer", "NotificationDeferred", "NotificationSkipped"]
+__all__ = [
+    "Composed",
+    "Composer",
+    "NotificationDeferred",
+    "NotificationSkipped",
+    "must_not_be_messaged",
+]
 
 _PHONE_CHANNELS = frozenset({"sms", "whatsapp", "voice"})
+
+
+def must_not_be_messaged(address: str, reason: str) -> str:
+    """Why a message to someone on the suppression list is not sent, their address
+    masked."""
+    return f"{mask_phone(address)} must not be messaged: {reason}"
+
+
 _OWN_CHARGE_WINDOW = timedelta(minutes=10)
 
 
@@ -103,11 +116,11 @@ class Composer:
         notes: list[str] = []
         addresses: tuple[str, ...] = ()
         if notification.recipient == "customer":
-            addresses = self._addresses_of(event, customer)
+            contacts = self._contacts(event, customer)
+            addresses = tuple(found for found in contacts.values() if isinstance(found, str))
             to, channel = self._reach_customer(
                 rule,
-                event,
-                customer,
+                contacts,
                 notification.livemode,
                 notes,
                 dict(notification.refusals),
@@ -147,7 +160,7 @@ class Composer:
             channel=channel,
             body=body,
             notes="; ".join(notes) or None,
-            addresses=tuple(dict.fromkeys((to, *addresses))),
+            addresses=addresses,
         )
 
     def _customer(self, event: StripeEvent) -> Mapping[str, Any] | None:
@@ -161,8 +174,7 @@ class Composer:
     def _reach_customer(
         self,
         rule: Rule,
-        event: StripeEvent,
-        customer: Mapping[str, Any] | None,
+        contacts: Mapping[str, str | RecipientNotFound],
         livemode: bool,
         notes: list[str],
         refused: Mapping[str, str] | None = None,
@@ -170,8 +182,9 @@ class Composer:
         opted_out: str | None = None,
     ) -> tuple[str, str]:
         """The address and channel of the rule's first channel that can reach the
-        customer. ``opted_out`` (why, if any of the customer's addresses opted out) stops
-        every channel: an opt-out is the person's, not one address's."""
+        customer, from their ``contacts`` (``_contacts``). ``opted_out`` (why, if any of
+        the customer's addresses opted out) stops every channel: an opt-out is the
+        person's, not one address's."""
         for channel in rule.channels:
             if refused and channel in refused:
                 notes.append(f"{channel}: refused the message ({refused[channel]})")
@@ -182,20 +195,13 @@ class Composer:
             if opted_out is not None:
                 notes.append(f"{channel}: {opted_out}")
                 continue
-            try:
-                if channel in _PHONE_CHANNELS:
-                    number = resolve_phone(
-                        event.object,
-                        customer,
-                        default_region=self._default_region,
-                        metadata_keys=self._metadata_keys,
-                    ).number
-                    return number, channel
-                if channel == "email":
-                    return resolve_email(event.object, customer), channel
+            found = contacts.get("phone" if channel in _PHONE_CHANNELS else channel)
+            if found is None:
                 notes.append(f"{channel}: cannot reach a customer")
-            except RecipientNotFound as exc:
-                notes.append(f"{channel}: {exc.message}")
+            elif isinstance(found, RecipientNotFound):
+                notes.append(f"{channel}: {found.message}")
+            else:
+                return found, channel
         raise RecipientNotFound(
             "No channel of the rule could reach the customer: " + "; ".join(notes)
         )
@@ -210,31 +216,31 @@ class Composer:
                 f"deferred to {local:%Y-%m-%d %H:%M %Z}",
             )
 
-    def _addresses_of(
+    def _contacts(
         self, event: StripeEvent, customer: Mapping[str, Any] | None
-    ) -> tuple[str, ...]:
-        """The customer's phone number and email address, those that can be found."""
-        found: list[str] = []
-        with contextlib.suppress(RecipientNotFound):
-            found.append(
-                resolve_phone(
-                    event.object,
-                    customer,
-                    default_region=self._default_region,
-                    metadata_keys=self._metadata_keys,
-                ).number
-            )
-        with contextlib.suppress(RecipientNotFound):
-            found.append(resolve_email(event.object, customer))
-        return tuple(found)
+    ) -> dict[str, str | RecipientNotFound]:
+        """The customer's phone number (``phone``) and email address (``email``), or why
+        each cannot be found."""
+        contacts: dict[str, str | RecipientNotFound] = {}
+        try:
+            contacts["phone"] = resolve_phone(
+                event.object,
+                customer,
+                default_region=self._default_region,
+                metadata_keys=self._metadata_keys,
+            ).number
+        except RecipientNotFound as exc:
+            contacts["phone"] = exc
+        try:
+            contacts["email"] = resolve_email(event.object, customer)
+        except RecipientNotFound as exc:
+            contacts["email"] = exc
+        return contacts
 
     def _opt_out_among(self, addresses: Sequence[str]) -> str | None:
         """Why the customer must not be messaged, if any of ``addresses`` opted out."""
         found = self._suppressions(addresses) if self._suppressions is not None else None
-        if found is None:
-            return None
-        address, reason = found
-        return f"{mask_phone(address)} must not be messaged: {reason}"
+        return must_not_be_messaged(*found) if found is not None else None
 
     def _check_first_payment(self, event: StripeEvent, customer_id: str) -> None:
         if not customer_id:

@@ -281,14 +281,14 @@ class Store:
             for alias in subject
         }
         known: dict[str, str] = (
-            dict(
-                (alias, canonical)
+            {
+                alias: canonical
                 for alias, canonical in connection.execute(
                     select(subject_aliases.c.alias, subject_aliases.c.canonical).where(
                         subject_aliases.c.alias.in_(sorted(wanted))
                     )
                 )
-            )
+            }
             if wanted
             else {}
         )
@@ -709,14 +709,14 @@ class Store:
         if not addresses:
             return None
         with self._read() as connection:
-            reasons = dict(
-                (address, reason)
+            reasons = {
+                address: reason
                 for address, reason in connection.execute(
                     select(suppressions.c.address, suppressions.c.reason).where(
                         suppressions.c.address.in_(list(addresses))
                     )
                 )
-            )
+            }
         return next(((a, str(reasons[a])) for a in addresses if a in reasons), None)
 
     def suppression(self, address: str) -> str | None:

@@ -27,7 +27,12 @@ import structlog
 from payherald.channels.base import Channel, Message, ReconcileOutcome
 from payherald.channels.router import ChannelRouter
 from payherald.clock import Clock
-from payherald.compose import Composer, NotificationDeferred, NotificationSkipped
+from payherald.compose import (
+    Composer,
+    NotificationDeferred,
+    NotificationSkipped,
+    must_not_be_messaged,
+)
 from payherald.consent import record_consent
 from payherald.exceptions import (
     PermanentDeliveryError,
@@ -244,12 +249,11 @@ class Worker:
             if opted_out is not None:
                 # The person opted out after the message was composed. Composing it again
                 # finds the opt-out and records why no channel of the rule is used.
-                address, reason = opted_out
                 recorded = self._store.fall_back(
                     notification,
                     channel=composed.channel,
                     code="suppressed",
-                    error=f"{mask_phone(address)} must not be messaged: {reason}",
+                    error=must_not_be_messaged(*opted_out),
                 )
                 self._count(channel.name, "refused", recorded)
                 log.info("suppressed_before_send")
