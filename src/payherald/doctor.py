@@ -23,6 +23,7 @@ from payherald.endpoints import (
     EndpointError,
     known_fingerprint,
     list_endpoints,
+    same_url,
     secret_fingerprint,
 )
 from payherald.exceptions import PayheraldError
@@ -63,11 +64,18 @@ def run_checks(
 def _store_check(store: Store) -> Check:
     try:
         store.ping()
-        store.check_schema()
     except PayheraldError as exc:
         return Check(
-            "store", False, exc.message, "Check PAYHERALD_DATABASE_URL; run: payherald migrate"
+            "store",
+            False,
+            exc.message,
+            "Check PAYHERALD_DATABASE_URL: the database server must be running and reachable "
+            "from here, a SQLite file's folder must exist and be writable",
         )
+    try:
+        store.check_schema()
+    except PayheraldError as exc:
+        return Check("store", False, exc.message, "Run: payherald migrate")
     return Check("store", True, "reachable and migrated")
 
 
@@ -140,7 +148,7 @@ def _stripe_checks(
     if not public:
         return
     url = public.rstrip("/") + WEBHOOK_PATH
-    matching = [endpoint for endpoint in endpoints if endpoint.url == url]
+    matching = [endpoint for endpoint in endpoints if same_url(endpoint.url, url)]
     register = f"payherald endpoint register {public}"
     if not matching:
         yield Check(

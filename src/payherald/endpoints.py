@@ -27,6 +27,7 @@ __all__ = [
     "known_fingerprint",
     "list_endpoints",
     "register",
+    "same_url",
     "secret_fingerprint",
     "webhook_url",
 ]
@@ -68,6 +69,25 @@ def webhook_url(url: str) -> str:
     return parts._replace(path=path).geturl()
 
 
+def same_url(a: str, b: str) -> bool:
+    """Whether two endpoint URLs name the same place: scheme and host in any case, a
+    default port written or not, a trailing slash or not. An endpoint made by hand in the
+    dashboard as ``https://Host/webhooks/stripe/`` is the one ``register`` would make."""
+    return _comparable(a) == _comparable(b)
+
+
+def _comparable(url: str) -> tuple[str, str, int | None, str, str]:
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # not a number: compare as written
+        port = None
+    if port == {"https": 443, "http": 80}.get(scheme):
+        port = None
+    return (scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/"), parts.query)
+
+
 def secret_fingerprint(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -96,7 +116,7 @@ def register(
     wanted: Any = sorted(set(event_types))  # the SDK types them as a Literal list
     if not wanted:
         raise EndpointError("No rule is enabled, so there is no event to subscribe to.")
-    same = [endpoint for endpoint in list_endpoints(client) if endpoint.url == url]
+    same = [endpoint for endpoint in list_endpoints(client) if same_url(endpoint.url, url)]
     if same:
         endpoint = same[0]
         had = set(endpoint.enabled_events or ())

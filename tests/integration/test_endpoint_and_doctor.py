@@ -248,6 +248,11 @@ def test_doctor_passes_when_everything_is_right(ready: dict[str, str], tmp_path:
             "twilio",
             "are not set",
         ),
+        (
+            {"PAYHERALD_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/payherald"},
+            "store",
+            "The event store is unavailable",
+        ),
     ],
 )
 def test_doctor_explains_each_misconfiguration(
@@ -270,6 +275,59 @@ def test_doctor_finds_an_endpoint_missing_event_types(
     result = cli(tmp_path, "doctor", **ready)
     assert result.returncode == 1
     assert "it does not send charge.dispute.created" in result.stdout
+
+
+def test_doctor_finds_a_disabled_endpoint_and_register_enables_it(
+    ready: dict[str, str], fresh: peers.LocalStripe, tmp_path: Path
+) -> None:
+    client = fresh.stripe_client()
+    (endpoint,) = client.v1.webhook_endpoints.list().data
+    client.v1.webhook_endpoints.update(endpoint.id, params={"disabled": True})
+    result = cli(tmp_path, "doctor", **ready)
+    assert result.returncode == 1
+    assert f"FAIL webhook endpoint: {endpoint.id} for {PUBLIC}/webhooks/stripe: it is disabled" in (
+        result.stdout
+    )
+    assert f"fix: payherald endpoint register {PUBLIC}" in result.stdout
+    assert cli(tmp_path, "endpoint", "register", PUBLIC, **ready).returncode == 0
+    assert cli(tmp_path, "doctor", **ready).returncode == 0
+
+
+def test_doctor_finds_a_suspended_twilio_account(
+    ready: dict[str, str], twilio_account: TwilioAccountPeer, tmp_path: Path
+) -> None:
+    twilio_account.status = "suspended"
+    result = cli(tmp_path, "doctor", **ready)
+    assert result.returncode == 1
+    assert "FAIL twilio: the Twilio account is suspended" in result.stdout
+    assert "fix: Reactivate it in the Twilio console" in result.stdout
+
+
+def test_an_endpoint_made_by_hand_with_a_trailing_slash_is_the_same_endpoint(
+    fresh: peers.LocalStripe, twilio_account: TwilioAccountPeer, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Someone made the endpoint in the dashboard as https://Host/webhooks/stripe/: doctor
+    finds it, and register updates it instead of making a second one."""
+    build_for_tests(sqlite_url).engine.dispose()
+    env = doctor_env(fresh, twilio_account, sqlite_url)
+    client = fresh.stripe_client()
+    by_hand = client.v1.webhook_endpoints.create(
+        params={
+            "url": "https://PayHerald.example.com:443/webhooks/stripe/",
+            "enabled_events": ["invoice.paid"],
+        }
+    )
+    env["STRIPE_WEBHOOK_SECRET"] = by_hand.secret or ""
+    before = cli(tmp_path, "doctor", **env)
+    assert f"FAIL webhook endpoint: {by_hand.id} for {PUBLIC}/webhooks/stripe: it does not" in (
+        before.stdout
+    )
+    registered = cli(tmp_path, "endpoint", "register", PUBLIC, **env)
+    assert registered.returncode == 0, registered.stderr
+    assert "no new endpoint was made" in registered.stdout
+    assert [e.id for e in client.v1.webhook_endpoints.list().data] == [by_hand.id]
+    after = cli(tmp_path, "doctor", **env)
+    assert f"ok   webhook endpoint: {by_hand.id} sends every event type" in after.stdout
 
 
 def test_doctor_finds_an_unmigrated_store(ready: dict[str, str], tmp_path: Path) -> None:
