@@ -272,6 +272,7 @@ def build(
                 store=store,
                 clock=clock,
                 interval=settings.reconcile_interval,
+                metrics=metrics,
             )
             if client is not None and settings.reconcile_interval > 0
             else None

@@ -28,6 +28,7 @@ import structlog
 from payherald.clock import Clock
 from payherald.exceptions import PayheraldError
 from payherald.ingest import ingest
+from payherald.metrics import Metrics
 from payherald.rules import RuleBook
 from payherald.store import Store
 from payherald.webhook import parse_event
@@ -203,13 +204,23 @@ class Backfill:
 
 
 class Reconciler:
-    """Backfill on a schedule, from a little before the last successful run."""
+    """Backfill on a schedule, from a little before the last successful run. Each run is
+    counted in ``metrics``, with the events it found that no webhook had delivered."""
 
-    def __init__(self, *, backfill: Backfill, store: Store, clock: Clock, interval: float) -> None:
+    def __init__(
+        self,
+        *,
+        backfill: Backfill,
+        store: Store,
+        clock: Clock,
+        interval: float,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._backfill = backfill
         self._store = store
         self._clock = clock
         self._interval = interval
+        self._metrics = metrics
 
     def run_once(self) -> BackfillSummary:
         now = self._clock.now()
@@ -220,8 +231,15 @@ class Reconciler:
             else now - timedelta(seconds=2 * self._interval)
         )
         since = max(start, now - STRIPE_EVENT_RETENTION + timedelta(minutes=1))
-        summary = self._backfill.run(since)
-        self._store.set_meta(_LAST_RECONCILED, now.isoformat())
+        try:
+            summary = self._backfill.run(since)
+            self._store.set_meta(_LAST_RECONCILED, now.isoformat())
+        except Exception:
+            if self._metrics is not None:
+                self._metrics.reconcile_failed()
+            raise
+        if self._metrics is not None:
+            self._metrics.reconciled(recovered=summary.new)
         _log.info(
             "reconciled_with_stripe",
             since=since.isoformat(),

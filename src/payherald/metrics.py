@@ -12,6 +12,8 @@ several processes, aggregate them with ``max``, not ``sum``.
     payherald_queue_oldest_age_seconds             how long the oldest due one has waited
     payherald_ingest_seconds                       request in to answer ready (accepted events)
     payherald_end_to_end_seconds                   event received to provider accepted
+    payherald_reconciliations_total{result}        scheduled reconciliations: ok, failed
+    payherald_recovered_events_total               events reconciliation found undelivered
 """
 
 from __future__ import annotations
@@ -115,9 +117,22 @@ class Metrics:
             buckets=END_TO_END_BUCKETS,
             registry=self.registry,
         )
+        self._reconciliations = Counter(
+            "payherald_reconciliations",
+            "Scheduled reconciliations with Stripe's event list, by result (ok, failed).",
+            ["result"],
+            registry=self.registry,
+        )
+        self._recovered = Counter(
+            "payherald_recovered_events",
+            "Events a scheduled reconciliation found at Stripe that no webhook had delivered.",
+            registry=self.registry,
+        )
         # A series that appears at 1 hides its first increase from rate() and increase():
-        # start the one alerts watch at 0.
+        # start the ones alerts watch at 0.
         self._events.labels(type="unknown", outcome="rejected")
+        for result in ("ok", "failed"):
+            self._reconciliations.labels(result=result)
         if store is not None:
             self.registry.register(QueueCollector(store))
 
@@ -132,6 +147,14 @@ class Metrics:
     def notification(self, channel: str, status: str) -> None:
         """Count an outcome the worker recorded for a notification on ``channel``."""
         self._notifications.labels(channel=channel, status=status).inc()
+
+    def reconciled(self, *, recovered: int) -> None:
+        """Count a scheduled reconciliation that finished, and the events it brought in."""
+        self._reconciliations.labels(result="ok").inc()
+        self._recovered.inc(recovered)
+
+    def reconcile_failed(self) -> None:
+        self._reconciliations.labels(result="failed").inc()
 
     def observe_ingest(self, seconds: float) -> None:
         self._ingest.observe(seconds)

@@ -14,6 +14,7 @@ import stripe
 
 from payherald import FrozenClock
 from payherald.backfill import Backfill, BackfillError, Reconciler, parse_since
+from payherald.metrics import Metrics
 from payherald.testing import ScriptedChannel
 from tests import peers
 from tests.acceptance.test_cli import cli
@@ -93,6 +94,7 @@ def test_a_dry_run_changes_nothing(
 def test_the_scheduled_reconciliation_handles_what_stripe_never_delivered(
     gap: Any, localstripe: peers.LocalStripe, sms: ScriptedChannel
 ) -> None:
+    metrics = Metrics()
     reconciler = Reconciler(
         backfill=Backfill(
             store=gap.store,
@@ -103,10 +105,13 @@ def test_the_scheduled_reconciliation_handles_what_stripe_never_delivered(
         store=gap.store,
         clock=gap.store.clock,
         interval=3600,
+        metrics=metrics,
     )
     assert reconciler.run_once().new == 2
     assert gap.store.get_meta("last_reconciled_at") is not None
     assert reconciler.run_once().new == 0
+    # Two runs, and the two events no webhook delivered: what an operator alerts on.
+    assert reconciled(metrics) == {"ok": 2.0, "failed": 0.0, "recovered": 2.0}
     gap.worker.run_until_idle()
     assert confirmations(sms) == sorted(PHONES)
 
@@ -192,6 +197,31 @@ def test_stripe_staying_down_stops_with_what_to_do(sqlite_url: str) -> None:
     assert "after evt_1" in raised.value.message
     assert ph.store.has_event("evt_1")  # what was fetched is kept
     ph.engine.dispose()
+
+
+def test_a_failed_reconciliation_is_counted(sqlite_url: str) -> None:
+    refused = stripe.PermissionError("The provided key does not have access to events.")
+    job, ph = backfill_with(Pages([[stripe_event(1)]], {1: refused}), sqlite_url)
+    metrics = Metrics()
+    reconciler = Reconciler(
+        backfill=job, store=ph.store, clock=ph.store.clock, interval=3600, metrics=metrics
+    )
+    with pytest.raises(BackfillError):
+        reconciler.run_once()
+    assert reconciled(metrics) == {"ok": 0.0, "failed": 1.0, "recovered": 0.0}
+    assert ph.store.get_meta("last_reconciled_at") is None  # the next run covers the gap
+    ph.engine.dispose()
+
+
+def reconciled(metrics: Metrics) -> dict[str, float]:
+    registry = metrics.registry
+    return {
+        result: registry.get_sample_value(
+            "payherald_reconciliations_total", {"result": result}
+        )
+        or 0.0
+        for result in ("ok", "failed")
+    } | {"recovered": registry.get_sample_value("payherald_recovered_events_total") or 0.0}
 
 
 def test_since_accepts_durations_and_dates() -> None:
