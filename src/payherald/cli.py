@@ -302,8 +302,9 @@ def _show_outcome(store: Store, event_id: str, wait: float) -> None:
         return
     for row in rows:
         outcome = row["status"] + (f" ({row['error']})" if row["error"] else "")
-        to = mask_phone(row["to"]) if row["to"] else None
-        err.print(f"  {row['rule']}: {row['channel']} to {to}: {outcome}")
+        # A notification that failed before an address was chosen has nobody to name.
+        where = f"{row['channel']} to {mask_phone(row['to'])}: " if row["to"] else ""
+        err.print(f"  {row['rule']}: {where}{outcome}")
         if row["body"]:
             err.print(f"    {row['body']}")
 

@@ -294,3 +294,15 @@ def test_simulate_gives_the_documented_message_for_every_catalogue_event(
             assert sent[0]["status"] == "sent", sent
             assert sent[0]["to"] == to, sent
             assert sent[0]["body"].startswith(start), sent
+
+
+def test_simulate_to_someone_who_opted_out_says_why_nothing_went(running: Running) -> None:
+    assert cli(running.cwd, "optout", "add", "+14155550123").returncode == 0
+    url = f"{running.url}/webhooks/stripe"
+    result = cli(running.cwd, "simulate", "invoice.payment_failed", "--url", url)
+    assert result.returncode == 0, result.stderr
+    line = next(text for text in result.stderr.splitlines() if "invoice_payment_failed:" in text)
+    # Nothing was sent, so no channel and no address are named: only why.
+    assert line.strip().startswith("invoice_payment_failed: failed (No channel of the rule")
+    assert "must not be messaged: opted out" in line
+    assert "None" not in line
