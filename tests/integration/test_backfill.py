@@ -216,9 +216,7 @@ def test_a_failed_reconciliation_is_counted(sqlite_url: str) -> None:
 def reconciled(metrics: Metrics) -> dict[str, float]:
     registry = metrics.registry
     return {
-        result: registry.get_sample_value(
-            "payherald_reconciliations_total", {"result": result}
-        )
+        result: registry.get_sample_value("payherald_reconciliations_total", {"result": result})
         or 0.0
         for result in ("ok", "failed")
     } | {"recovered": registry.get_sample_value("payherald_recovered_events_total") or 0.0}

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import UTC, datetime
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
