@@ -222,7 +222,6 @@ def build(
         ),
         default_region=settings.default_region,
         metadata_keys=config.phone_metadata_keys,
-        suppressions=store.first_suppressed,
         quiet_hours=quiet_hours or config.quiet_hours,
         clock=clock,
     )

@@ -11,7 +11,7 @@ recipient's local window, is deferred (``NotificationDeferred``) to when the win
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,7 +25,7 @@ from payherald.clock import Clock, SystemClock
 from payherald.exceptions import RecipientNotFound, RenderError
 from payherald.messages import MessageContext, message_context
 from payherald.quiet_hours import QuietHours
-from payherald.recipients import CustomerDirectory, mask_phone, resolve_email, resolve_phone
+from payherald.recipients import CustomerDirectory, resolve_email, resolve_phone
 from payherald.rules import Rule, RuleBook
 from payherald.store import ClaimedNotification
 from payherald.subjects import payment_aliases
@@ -36,16 +36,9 @@ __all__ = [
     "Composer",
     "NotificationDeferred",
     "NotificationSkipped",
-    "must_not_be_messaged",
 ]
 
 _PHONE_CHANNELS = frozenset({"sms", "whatsapp", "voice"})
-
-
-def must_not_be_messaged(address: str, reason: str) -> str:
-    """Why a message to someone on the suppression list is not sent, their address
-    masked."""
-    return f"{mask_phone(address)} must not be messaged: {reason}"
 
 
 _OWN_CHARGE_WINDOW = timedelta(minutes=10)
@@ -75,7 +68,8 @@ class Composed:
     body: str
     notes: str | None = None
     # For a customer: every address of theirs that payherald knows (phone, email). An
-    # opt-out of any one of them stops the message, whichever channel carries it.
+    # opt-out of any one of them stops the message, whichever channel carries it: the
+    # worker checks them in the statement that commits the send.
     addresses: tuple[str, ...] = ()
 
 
@@ -89,7 +83,6 @@ class Composer:
         context: MessageContext,
         default_region: str = "US",
         metadata_keys: tuple[str, ...] = ("phone",),
-        suppressions: Callable[[Sequence[str]], tuple[str, str] | None] | None = None,
         quiet_hours: QuietHours | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -99,15 +92,14 @@ class Composer:
         self._context = context
         self._default_region = default_region
         self._metadata_keys = metadata_keys
-        # Which of a customer's addresses must not be messaged, and why
-        # (Store.first_suppressed), checked before each send.
-        self._suppressions = suppressions
         self._quiet_hours = quiet_hours or QuietHours(enabled=False)
         self._clock = clock or SystemClock()
 
     def compose(self, notification: ClaimedNotification) -> Composed:
         """Raises NotificationSkipped, NotificationDeferred, RecipientNotFound, RenderError,
-        or TransientDeliveryError (Stripe could not be asked)."""
+        or TransientDeliveryError (Stripe could not be asked). The suppression list is not
+        read here: the worker checks ``Composed.addresses`` against it in the statement
+        that commits the send, the one check that an opt-out cannot slip past."""
         event = parse_event(notification.event_payload.encode())
         rule = self._rules.get(notification.rule)
         if rule is None:
@@ -124,7 +116,6 @@ class Composer:
                 notification.livemode,
                 notes,
                 dict(notification.refusals),
-                opted_out=self._opt_out_among(addresses),
             )
             zone = _phone_timezone(to) if channel in _PHONE_CHANNELS else None
             if (
@@ -178,22 +169,15 @@ class Composer:
         livemode: bool,
         notes: list[str],
         refused: Mapping[str, str] | None = None,
-        *,
-        opted_out: str | None = None,
     ) -> tuple[str, str]:
         """The address and channel of the rule's first channel that can reach the
-        customer, from their ``contacts`` (``_contacts``). ``opted_out`` (why, if any of
-        the customer's addresses opted out) stops every channel: an opt-out is the
-        person's, not one address's."""
+        customer, from their ``contacts`` (``_contacts``)."""
         for channel in rule.channels:
             if refused and channel in refused:
                 notes.append(f"{channel}: refused the message ({refused[channel]})")
                 continue
             if not self._router.available(channel, livemode=livemode):
                 notes.append(f"{channel}: not configured")
-                continue
-            if opted_out is not None:
-                notes.append(f"{channel}: {opted_out}")
                 continue
             found = contacts.get("phone" if channel in _PHONE_CHANNELS else channel)
             if found is None:
@@ -236,11 +220,6 @@ class Composer:
         except RecipientNotFound as exc:
             contacts["email"] = exc
         return contacts
-
-    def _opt_out_among(self, addresses: Sequence[str]) -> str | None:
-        """Why the customer must not be messaged, if any of ``addresses`` opted out."""
-        found = self._suppressions(addresses) if self._suppressions is not None else None
-        return must_not_be_messaged(*found) if found is not None else None
 
     def _check_first_payment(self, event: StripeEvent, customer_id: str) -> None:
         if not customer_id:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, delete, select
 
-from payherald.recipients import normalise_phone
+from payherald.recipients import mask_phone, normalise_phone
 from payherald.store import Store
 from payherald.tables import consents, inbound_messages, suppressions
 
@@ -28,6 +28,7 @@ __all__ = [
     "classify_reply",
     "consent_records",
     "import_consents",
+    "must_not_be_messaged",
     "read_consent_csv",
     "record_consent",
     "record_reply",
@@ -257,6 +258,12 @@ def consent_records(store: Store) -> list[dict[str, Any]]:
                 select(*(consents.c[name] for name in CSV_FIELDS)).order_by(consents.c.id)
             ).mappings()
         ]
+
+
+def must_not_be_messaged(address: str, reason: str) -> str:
+    """Why a message to someone on the suppression list is not sent, their address
+    masked."""
+    return f"{mask_phone(address)} must not be messaged: {reason}"
 
 
 def suppressed(store: Store) -> list[dict[str, Any]]:

@@ -555,6 +555,7 @@ class Store:
         error: str,
         code: str | None = None,
         attempts: int | None = None,
+        notes: str | None = None,
     ) -> bool:
         values: dict[str, Any] = {
             "status": "failed",
@@ -564,6 +565,8 @@ class Store:
         }
         if attempts is not None:
             values["attempts"] = attempts
+        if notes is not None:
+            values["notes"] = notes
         return self._transition(held, ("claimed", "sending", "unknown"), **values)
 
     def schedule_retry(

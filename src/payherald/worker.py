@@ -27,13 +27,8 @@ import structlog
 from payherald.channels.base import Channel, Message, ReconcileOutcome
 from payherald.channels.router import ChannelRouter
 from payherald.clock import Clock
-from payherald.compose import (
-    Composer,
-    NotificationDeferred,
-    NotificationSkipped,
-    must_not_be_messaged,
-)
-from payherald.consent import record_consent
+from payherald.compose import Composer, NotificationDeferred, NotificationSkipped
+from payherald.consent import must_not_be_messaged, record_consent
 from payherald.exceptions import (
     PermanentDeliveryError,
     RecipientNotFound,
@@ -247,16 +242,13 @@ class Worker:
         ):
             opted_out = self._store.first_suppressed(composed.addresses) if customer else None
             if opted_out is not None:
-                # The person opted out after the message was composed. Composing it again
-                # finds the opt-out and records why no channel of the rule is used.
-                recorded = self._store.fall_back(
-                    notification,
-                    channel=composed.channel,
-                    code="suppressed",
-                    error=must_not_be_messaged(*opted_out),
+                # An opt-out is the person's: no other channel of the rule may carry it.
+                reason = must_not_be_messaged(*opted_out) + "; no channel of the rule may carry it"
+                recorded = self._store.mark_failed(
+                    notification, error=reason, code="suppressed", notes=composed.notes
                 )
-                self._count(channel.name, "refused", recorded)
-                log.info("suppressed_before_send")
+                self._count(channel.name, "failed", recorded)
+                log.info("suppressed_before_send", error=reason)
                 return
             log.warning("claim_lost", action="skip")
             return

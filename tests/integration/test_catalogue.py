@@ -314,11 +314,16 @@ def test_a_customer_who_replied_stop_gets_nothing_more_on_any_channel(
     customer_rows = [row for row in ph.store.list_notifications() if row["recipient"] == "customer"]
     assert customer_rows
     assert [row["rule"] for row in customer_rows if row["status"] == "sent"] == []
+    # Refused by SMS (21610), the confirmation is not carried by email either.
     (confirmation,) = rows(ph, "payment_confirmation")
-    assert confirmation["error_code"] == "twilio_21610"
+    assert (confirmation["status"], confirmation["error_code"]) == ("failed", "suppressed")
+    assert confirmation["notes"].startswith("sms: refused the message (Twilio refused")
     (failed,) = rows(ph, "payment_failed")
-    assert "sms: +*******0123 must not be messaged: opted out (twilio: STOP" in failed["error"]
-    assert "email: +*******0123 must not be messaged" in failed["error"]
+    assert (failed["status"], failed["error_code"]) == ("failed", "suppressed")
+    assert failed["error"] == (
+        "+*******0123 must not be messaged: opted out (twilio: STOP, reported as Twilio "
+        "error 21610); no channel of the rule may carry it"
+    )
     assert email.attempts == []
     assert [m for m in sms.attempts if "did not go through" in m.body] == []
 
@@ -355,10 +360,9 @@ def test_a_stop_between_composing_and_sending_an_email_wins(
     assert stopped == [True]
     assert email.attempts == []
     (row,) = rows(ph, "payment_failed")
-    assert row["status"] == "failed"
-    assert (
-        "email: refused the message (+*******0123 must not be messaged: opted out" in row["error"]
-    )
+    assert (row["status"], row["error_code"]) == ("failed", "suppressed")
+    assert row["error"].startswith("+*******0123 must not be messaged: opted out (test: STOP)")
+    assert row["notes"] == "sms: refused the message (Not a mobile number)"
 
 
 def test_a_customers_opt_out_does_not_silence_team_alerts(
