@@ -126,6 +126,7 @@ def provider_channels(settings: Settings, config: Config) -> dict[str, Channel]:
             settings.twilio_account_sid,
             settings.twilio_auth_token.get_secret_value(),
             api_base=settings.twilio_api_base,
+            connections=settings.worker_concurrency,
         )
         channels["sms"] = TwilioSmsChannel(
             client=client,

@@ -4,7 +4,10 @@ real SMTP server (aiosmtpd) for email, and a loopback HTTP receiver for Slack.""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from email import message_from_bytes
 from email.message import Message as EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,12 +17,18 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from payherald import PermanentDeliveryError, TransientDeliveryError
-from payherald.channels import Message, TwilioVoiceChannel, TwilioWhatsAppChannel, twilio_client
+from payherald.channels import (
+    Message,
+    TwilioSmsChannel,
+    TwilioVoiceChannel,
+    TwilioWhatsAppChannel,
+    twilio_client,
+)
 from payherald.channels.email import EmailChannel, SmtpServer
 from payherald.channels.slack import SlackChannel
 from tests import peers
 from tests.peers import free_port
-from tests.support import serving
+from tests.support import answer_json, serving
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 PHONE = "+14155550123"
@@ -41,6 +50,65 @@ def test_whatsapp_goes_to_whatsapp_addresses(twilio: peers.TwilioMock) -> None:
         "From": "whatsapp:+14155238886",
         "Body": "Paid, thanks!",
     }
+
+
+class KeepAliveTwilio(ThreadingHTTPServer):
+    """Twilio's Messages API over HTTP/1.1 keep-alive, counting the connections opened."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _KeepAliveHandler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self.lock = threading.Lock()
+        self.connections = self.messages = 0
+
+
+class _KeepAliveHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: KeepAliveTwilio
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.lock:
+            self.server.connections += 1
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(0.2)  # long enough for every sender to be in a request at once
+        with self.server.lock:
+            self.server.messages += 1
+            sid = f"SM{self.server.messages:032x}"
+        answer_json(self, 201, {"sid": sid, "status": "queued"})
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_bursts_reuse_the_twilio_clients_connections() -> None:
+    """Each new connection to Twilio is a TLS handshake. With as many pooled connections as
+    sending threads, the first burst opens one per thread and a later burst, after a lull,
+    opens none: none was closed for want of room in the pool."""
+    senders = 24
+    with serving(KeepAliveTwilio()) as peer:
+        channel = TwilioSmsChannel(
+            client=twilio_client(ACCOUNT_SID, "f" * 32, api_base=peer.url, connections=senders),
+            from_number="+15005550006",
+        )
+
+        def send(index: int) -> str:
+            return channel.send(
+                Message(notification_id=index, to=PHONE, body="Paid", channel="sms")
+            )
+
+        sids = []
+        with ThreadPoolExecutor(senders) as pool:
+            for burst in range(2):
+                sids += pool.map(send, range(burst * senders, (burst + 1) * senders))
+                time.sleep(0.1)  # the lull: every connection goes back to the pool
+    assert len(set(sids)) == 2 * senders
+    assert peer.connections == senders
 
 
 def test_a_call_reads_the_message_out_in_the_locales_language(twilio: peers.TwilioMock) -> None:

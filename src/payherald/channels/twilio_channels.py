@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
@@ -47,10 +48,23 @@ _RECONCILE_GRACE = timedelta(minutes=5)
 
 
 def twilio_client(
-    account_sid: str, auth_token: str, *, api_base: str | None = None, timeout: float = 15.0
+    account_sid: str,
+    auth_token: str,
+    *,
+    api_base: str | None = None,
+    timeout: float = 15.0,
+    connections: int = 10,
 ) -> Client:
-    """A Twilio REST client; ``api_base`` (TWILIO_API_BASE) replaces https://api.twilio.com."""
-    client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout))
+    """A Twilio REST client; ``api_base`` (TWILIO_API_BASE) replaces https://api.twilio.com.
+    It keeps up to ``connections`` connections open for reuse: give it as many as threads
+    send at once (PAYHERALD_WORKER_CONCURRENCY). The SDK's own pool keeps CPUs + 4, so
+    after every lull a burst from more senders than that would open a new TLS connection
+    for each of the others, and close it again when they return."""
+    http = TwilioHttpClient(timeout=timeout)
+    if http.session is not None:
+        for scheme in ("https://", "http://"):
+            http.session.mount(scheme, HTTPAdapter(pool_maxsize=connections))
+    client = Client(account_sid, auth_token, http_client=http)
     if api_base:
         client.api.base_url = api_base.rstrip("/")
     return client
