@@ -31,7 +31,9 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    Update,
     and_,
+    bindparam,
     case,
     exists,
     func,
@@ -90,6 +92,9 @@ class Store:
         # threads of one process (the group committer, the worker's senders) therefore
         # queue here instead, and each goes the moment the one before it commits.
         self._write_lock = threading.Lock() if not self._postgres else None
+        # The queue's state changes, built once per shape and run with new values each
+        # time: building an UPDATE costs more than running it (see _transition).
+        self._transitions: dict[tuple[Any, ...], Update] = {}
 
     @property
     def engine(self) -> Engine:
@@ -465,26 +470,26 @@ class Store:
         self,
         held: ClaimedNotification,
         from_statuses: tuple[str, ...],
-        *conditions: Any,
+        *,
+        unless_suppressed: Sequence[str] = (),
+        count_attempt: bool = False,
         **values: Any,
     ) -> bool:
-        """Move a notification on, if ``held`` is still the current claim, the row is in
-        one of ``from_statuses`` and ``conditions`` hold; False otherwise."""
+        """Move a notification on to ``values``, if ``held`` is still the current claim,
+        the row is in one of ``from_statuses`` and no address of ``unless_suppressed`` is
+        on the suppression list; False otherwise. ``count_attempt`` adds one to
+        ``attempts``."""
         values.setdefault("updated_at", self._clock.now())
-        statement = (
-            update(notifications)
-            .where(
-                and_(
-                    notifications.c.id == held.id,
-                    notifications.c.claimed_by == held.claim,
-                    notifications.c.status.in_(from_statuses),
-                    *conditions,
-                )
-            )
-            .values(**values)
-        )
+        shape = (from_statuses, tuple(sorted(values)), count_attempt, bool(unless_suppressed))
+        statement = self._transitions.get(shape)
+        if statement is None:
+            statement = self._transitions[shape] = _transition_statement(*shape)
+        parameters = {f"new_{name}": value for name, value in values.items()}
+        parameters.update(held_id=held.id, held_claim=held.claim)
+        if unless_suppressed:
+            parameters["suppressed"] = list(unless_suppressed)
         with self._transaction() as connection:
-            return bool(connection.execute(statement).rowcount)
+            return bool(connection.execute(statement, parameters).rowcount)
 
     def mark_sending(
         self,
@@ -503,27 +508,16 @@ class Store:
         list: checked in the same statement, so an opt-out recorded before this commit
         always wins."""
         now = self._clock.now()
-        guard = (
-            [
-                ~exists(
-                    select(suppressions.c.address).where(
-                        suppressions.c.address.in_(list(unless_suppressed))
-                    )
-                )
-            ]
-            if unless_suppressed
-            else []
-        )
         return self._transition(
             held,
             ("claimed",),
-            *guard,
+            unless_suppressed=unless_suppressed,
+            count_attempt=True,
             status="sending",
             to=to,
             body=body,
             channel=channel,
             notes=notes,
-            attempts=notifications.c.attempts + 1,
             attempt_started_at=now,
             lease_until=now + timedelta(seconds=lease),
             error=None,
@@ -833,6 +827,27 @@ class Store:
                     select(meta.c.value).where(meta.c.key == "development_webhook_secret")
                 ).scalar_one()
             )
+
+
+def _transition_statement(
+    from_statuses: tuple[str, ...], names: tuple[str, ...], count_attempt: bool, guarded: bool
+) -> Update:
+    """The UPDATE behind ``Store._transition`` for one shape of change; its values are the
+    bound parameters ``held_id``, ``held_claim``, ``new_<column>`` and ``suppressed``."""
+    conditions = [
+        notifications.c.id == bindparam("held_id"),
+        notifications.c.claimed_by == bindparam("held_claim"),
+        notifications.c.status.in_(from_statuses),
+    ]
+    if guarded:
+        listed = suppressions.c.address.in_(bindparam("suppressed", expanding=True))
+        conditions.append(~exists(select(suppressions.c.address).where(listed)))
+    changes: dict[str, Any] = {
+        name: bindparam(f"new_{name}", type_=notifications.c[name].type) for name in names
+    }
+    if count_attempt:
+        changes["attempts"] = notifications.c.attempts + 1
+    return update(notifications).where(and_(*conditions)).values(changes)
 
 
 def _token(worker_id: str) -> str:
