@@ -84,6 +84,7 @@ class Worker:
         metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        self._queue = store.queue
         self._composer = composer
         self._router = router
         self._clock = clock
@@ -121,7 +122,7 @@ class Worker:
                         self._reap_and_reconcile()
                     self._wake.clear()
                     free = self._free_slots()
-                    claimed = self._store.claim(
+                    claimed = self._queue.claim(
                         worker_id=self.worker_id, limit=free, lease=self._lease
                     )
                     for notification in claimed:
@@ -158,7 +159,7 @@ class Worker:
         For tests and one-shot commands."""
         handled = 0
         self._reap_and_reconcile()
-        while claimed := self._store.claim(worker_id=self.worker_id, limit=10, lease=self._lease):
+        while claimed := self._queue.claim(worker_id=self.worker_id, limit=10, lease=self._lease):
             for notification in claimed:
                 self.process(notification)
                 handled += 1
@@ -176,7 +177,7 @@ class Worker:
             self._count(
                 notification.channel,
                 "skipped",
-                self._store.mark_skipped(notification, reason=exc.reason),
+                self._queue.mark_skipped(notification, reason=exc.reason),
             )
             log.info("notification_skipped", reason=exc.reason)
             return
@@ -184,7 +185,7 @@ class Worker:
             self._count(
                 notification.channel,
                 "deferred",
-                self._store.defer(notification, run_at=exc.until, reason=exc.reason),
+                self._queue.defer(notification, run_at=exc.until, reason=exc.reason),
             )
             log.info("notification_deferred", reason=exc.reason, until=exc.until.isoformat())
             return
@@ -199,7 +200,7 @@ class Worker:
             self._count(
                 notification.channel,
                 "failed",
-                self._store.mark_failed(notification, error=exc.message, code=code),
+                self._queue.mark_failed(notification, error=exc.message, code=code),
             )
             log.warning("notification_failed", reason=code, error=exc.message)
             return
@@ -207,7 +208,7 @@ class Worker:
             self._count(
                 notification.channel,
                 "failed",
-                self._store.mark_failed(notification, error=exc.message, code="render_error"),
+                self._queue.mark_failed(notification, error=exc.message, code="render_error"),
             )
             log.warning("notification_failed", reason="render_error", error=exc.message)
             return
@@ -218,7 +219,7 @@ class Worker:
             # A bug or a payload nobody foresaw. Nothing was sent, so record it and move on:
             # leaving the row claimed would retry the same crash after every lease.
             log.exception("notification_failed", reason="internal_error")
-            recorded = self._store.mark_failed(
+            recorded = self._queue.mark_failed(
                 notification,
                 code="internal_error",
                 error=f"Could not prepare the message: {type(exc).__name__}: {exc}",
@@ -231,7 +232,7 @@ class Worker:
             composed.channel, livemode=notification.livemode, to=composed.to
         )
         customer = notification.recipient == "customer"
-        if not self._store.mark_sending(
+        if not self._queue.mark_sending(
             notification,
             to=composed.to,
             body=composed.body,
@@ -244,7 +245,7 @@ class Worker:
             if opted_out is not None:
                 # An opt-out is the person's: no other channel of the rule may carry it.
                 reason = must_not_be_messaged(*opted_out) + "; no channel of the rule may carry it"
-                recorded = self._store.mark_failed(
+                recorded = self._queue.mark_failed(
                     notification, error=reason, code="suppressed", notes=composed.notes
                 )
                 self._count(channel.name, "failed", recorded)
@@ -280,7 +281,7 @@ class Worker:
                     write_back=self._write_back is not None,
                 )
                 log.info("suppressed", reason="twilio_21610")
-            if notification.recipient == "customer" and self._store.fall_back(
+            if notification.recipient == "customer" and self._queue.fall_back(
                 notification, channel=message.channel, error=exc.message, code=exc.code
             ):
                 # The next send tries the rule's next channel; if none is left, composing
@@ -291,14 +292,14 @@ class Worker:
             self._count(
                 channel.name,
                 "failed",
-                self._store.mark_failed(notification, error=exc.message, code=exc.code),
+                self._queue.mark_failed(notification, error=exc.message, code=exc.code),
             )
             log.warning("notification_failed", reason=exc.code, error=exc.message)
         except TransientDeliveryError as exc:
             self._retry_or_fail(notification, exc, log, channel=channel.name)
         except Exception as exc:
             # The provider may have accepted the message: never resend blindly.
-            recorded = self._store.mark_unknown(
+            recorded = self._queue.mark_unknown(
                 notification,
                 error=f"Outcome unknown after {type(exc).__name__}: {exc}",
                 recheck_at=self._clock.now() + _RECHECK_UNKNOWN,
@@ -306,7 +307,7 @@ class Worker:
             self._count(channel.name, "unknown", recorded)
             log.error("notification_outcome_unknown", error=str(exc))
         else:
-            if self._store.mark_sent(notification, provider_id=provider_id):
+            if self._queue.mark_sent(notification, provider_id=provider_id):
                 self._count(channel.name, "sent", True)
                 if notification.created_at is not None:
                     # Created in the transaction that stored the event: its received_at.
@@ -327,7 +328,7 @@ class Worker:
         # preparation (counted now), so that both back off and give up alike.
         attempts = notification.attempts + 1
         if self._too_old(notification):
-            recorded = self._store.mark_failed(
+            recorded = self._queue.mark_failed(
                 notification,
                 error=f"Gave up after {attempts} attempts over more than "
                 f"{self._max_age.total_seconds() / 3600:g} hours: {exc.message}",
@@ -338,7 +339,7 @@ class Worker:
             log.warning("notification_failed", reason="too_old", error=exc.message)
             return
         if attempts >= self._max_attempts:
-            recorded = self._store.mark_failed(
+            recorded = self._queue.mark_failed(
                 notification,
                 error=f"Gave up after {attempts} attempts: {exc.message}",
                 code=exc.code,
@@ -353,7 +354,7 @@ class Worker:
             else backoff_delay(attempts, base=self._retry_base)
         )
         run_at = self._clock.now() + timedelta(seconds=delay)
-        recorded = self._store.schedule_retry(
+        recorded = self._queue.schedule_retry(
             notification, run_at=run_at, error=exc.message, code=exc.code, attempts=attempts
         )
         self._count(channel, "retry", recorded)
@@ -373,10 +374,10 @@ class Worker:
 
     def _reap_and_reconcile(self) -> None:
         try:
-            released, orphaned = self._store.expire_leases()
+            released, orphaned = self._queue.expire_leases()
             if released or orphaned:
                 _log.warning("leases_expired", released=released, orphaned=orphaned)
-            for notification in self._store.claim_unknown(
+            for notification in self._queue.claim_unknown(
                 worker_id=self.worker_id, limit=20, lease=self._lease
             ):
                 self.reconcile(notification)
@@ -390,7 +391,7 @@ class Worker:
         log = _log.bind(notification_id=notification.id, event_id=notification.event_id)
         if notification.to is None or notification.body is None:
             # It never reached `sending`, so nothing can have been sent.
-            recorded = self._store.schedule_retry(
+            recorded = self._queue.schedule_retry(
                 notification,
                 run_at=self._clock.now(),
                 error="Retrying: the previous attempt never sent.",
@@ -411,11 +412,11 @@ class Worker:
         if result is not None and result.outcome is ReconcileOutcome.DELIVERED:
             # Counted as sent; not timed end to end, since when the provider accepted it
             # is not known (only that it did, some time before now).
-            recorded = self._store.mark_sent(notification, provider_id=result.provider_id)
+            recorded = self._queue.mark_sent(notification, provider_id=result.provider_id)
             self._count(notification.channel, "sent", recorded)
             log.info("reconciled", outcome="delivered", provider_id=result.provider_id)
         elif result is not None and result.outcome is ReconcileOutcome.NOT_DELIVERED:
-            recorded = self._store.schedule_retry(
+            recorded = self._queue.schedule_retry(
                 notification,
                 run_at=self._clock.now(),
                 error="The provider has no record of the previous attempt; sending again.",
@@ -424,7 +425,7 @@ class Worker:
             log.info("reconciled", outcome="not_delivered")
         elif self._too_old(notification):
             # Never resent on a guess; after this long, a person has to look.
-            recorded = self._store.mark_failed(
+            recorded = self._queue.mark_failed(
                 notification,
                 code="outcome_unknown",
                 error="Whether the provider accepted this message could not be found out; "
@@ -434,7 +435,7 @@ class Worker:
             log.warning("notification_failed", reason="outcome_unknown")
         else:
             # Still unknown: not counted again (it was counted when it became unknown).
-            self._store.mark_unknown(
+            self._queue.mark_unknown(
                 notification,
                 error="Outcome still unknown; the provider will be asked again.",
                 recheck_at=self._clock.now() + _RECHECK_UNKNOWN,

@@ -82,8 +82,8 @@ def test_an_event_no_rule_handles_is_kept_as_ignored(store: Store) -> None:
 
 def test_a_claim_is_given_to_one_worker_only(store: Store) -> None:
     store.record_event(event(), [planned()])
-    first = store.claim(worker_id="a", limit=10, lease=60)
-    second = store.claim(worker_id="b", limit=10, lease=60)
+    first = store.queue.claim(worker_id="a", limit=10, lease=60)
+    second = store.queue.claim(worker_id="b", limit=10, lease=60)
     assert [n.key for n in first] == ["payment_confirmation:pi_1"]
     assert second == []
 
@@ -95,7 +95,7 @@ def test_concurrent_claims_never_overlap(store: Store) -> None:
 
     def claim_all(worker: str) -> None:
         mine = claimed.setdefault(worker, [])
-        while batch := store.claim(worker_id=worker, limit=3, lease=60):
+        while batch := store.queue.claim(worker_id=worker, limit=3, lease=60):
             mine.extend(n.id for n in batch)
 
     threads = [threading.Thread(target=claim_all, args=(f"w{i}",)) for i in range(4)]
@@ -110,20 +110,20 @@ def test_concurrent_claims_never_overlap(store: Store) -> None:
 
 def test_an_expired_claim_returns_to_the_queue(store: Store, clock: FrozenClock) -> None:
     store.record_event(event(), [planned()])
-    (claimed,) = store.claim(worker_id="a", limit=1, lease=60)
+    (claimed,) = store.queue.claim(worker_id="a", limit=1, lease=60)
     clock.advance(61)
-    assert store.expire_leases() == (1, 0)
-    (again,) = store.claim(worker_id="b", limit=1, lease=60)
+    assert store.queue.expire_leases() == (1, 0)
+    (again,) = store.queue.claim(worker_id="b", limit=1, lease=60)
     assert again.id == claimed.id
 
 
 def test_an_expired_send_becomes_unknown_not_pending(store: Store, clock: FrozenClock) -> None:
     store.record_event(event(), [planned()])
-    (claimed,) = store.claim(worker_id="a", limit=1, lease=60)
-    assert store.mark_sending(claimed, to="+14155550123", body="hi", channel="sms", lease=60)
+    (claimed,) = store.queue.claim(worker_id="a", limit=1, lease=60)
+    assert store.queue.mark_sending(claimed, to="+14155550123", body="hi", channel="sms", lease=60)
     clock.advance(61)
-    assert store.expire_leases() == (0, 1)
-    assert store.claim(worker_id="b", limit=1, lease=60) == []
+    assert store.queue.expire_leases() == (0, 1)
+    assert store.queue.claim(worker_id="b", limit=1, lease=60) == []
     assert store.list_notifications()[0]["status"] == "unknown"
 
 
@@ -131,11 +131,13 @@ def test_a_worker_that_lost_its_claim_cannot_record_an_outcome(
     store: Store, clock: FrozenClock
 ) -> None:
     store.record_event(event(), [planned()])
-    (claimed,) = store.claim(worker_id="a", limit=1, lease=60)
+    (claimed,) = store.queue.claim(worker_id="a", limit=1, lease=60)
     clock.advance(61)
-    store.expire_leases()
-    store.claim(worker_id="b", limit=1, lease=60)
-    assert not store.mark_sending(claimed, to="+14155550123", body="hi", channel="sms", lease=60)
+    store.queue.expire_leases()
+    store.queue.claim(worker_id="b", limit=1, lease=60)
+    assert not store.queue.mark_sending(
+        claimed, to="+14155550123", body="hi", channel="sms", lease=60
+    )
 
 
 def test_the_development_secret_is_made_once(store: Store) -> None:
@@ -148,37 +150,39 @@ def test_a_stalled_thread_of_the_same_worker_cannot_act_on_a_reclaimed_row(
     store: Store, clock: FrozenClock
 ) -> None:
     store.record_event(event(), [planned()])
-    (stalled,) = store.claim(worker_id="same", limit=1, lease=60)
+    (stalled,) = store.queue.claim(worker_id="same", limit=1, lease=60)
     clock.advance(61)
-    store.expire_leases()
-    (fresh,) = store.claim(worker_id="same", limit=1, lease=60)
-    assert store.mark_sending(fresh, to="+14155550123", body="hi", channel="sms", lease=60)
-    assert store.mark_sent(fresh, provider_id="SM1")
+    store.queue.expire_leases()
+    (fresh,) = store.queue.claim(worker_id="same", limit=1, lease=60)
+    assert store.queue.mark_sending(fresh, to="+14155550123", body="hi", channel="sms", lease=60)
+    assert store.queue.mark_sent(fresh, provider_id="SM1")
     # The first thread wakes up: the row is sent and no longer its claim.
-    assert not store.mark_sending(stalled, to="+14155550123", body="hi", channel="sms", lease=60)
-    assert not store.mark_sent(stalled, provider_id="SM2")
+    assert not store.queue.mark_sending(
+        stalled, to="+14155550123", body="hi", channel="sms", lease=60
+    )
+    assert not store.queue.mark_sent(stalled, provider_id="SM2")
     (row,) = store.list_notifications()
     assert (row["status"], row["provider_id"], row["attempts"]) == ("sent", "SM1", 1)
 
 
 def test_a_sent_notification_cannot_be_moved_back(store: Store) -> None:
     store.record_event(event(), [planned()])
-    (held,) = store.claim(worker_id="a", limit=1, lease=60)
-    store.mark_sending(held, to="+14155550123", body="hi", channel="sms", lease=60)
-    store.mark_sent(held, provider_id="SM1")
-    assert not store.mark_sending(held, to="+14155550123", body="hi", channel="sms", lease=60)
-    assert not store.schedule_retry(held, run_at=datetime.now(UTC), error="late")
-    assert not store.mark_unknown(held, error="late", recheck_at=datetime.now(UTC))
+    (held,) = store.queue.claim(worker_id="a", limit=1, lease=60)
+    store.queue.mark_sending(held, to="+14155550123", body="hi", channel="sms", lease=60)
+    store.queue.mark_sent(held, provider_id="SM1")
+    assert not store.queue.mark_sending(held, to="+14155550123", body="hi", channel="sms", lease=60)
+    assert not store.queue.schedule_retry(held, run_at=datetime.now(UTC), error="late")
+    assert not store.queue.mark_unknown(held, error="late", recheck_at=datetime.now(UTC))
     assert store.list_notifications()[0]["status"] == "sent"
 
 
 def test_sending_starts_a_fresh_lease(store: Store, clock: FrozenClock) -> None:
     store.record_event(event(), [planned()])
-    (held,) = store.claim(worker_id="a", limit=1, lease=60)
+    (held,) = store.queue.claim(worker_id="a", limit=1, lease=60)
     clock.advance(50)  # a slow customer lookup
-    store.mark_sending(held, to="+14155550123", body="hi", channel="sms", lease=60)
+    store.queue.mark_sending(held, to="+14155550123", body="hi", channel="sms", lease=60)
     clock.advance(50)  # a slow provider: 100 s after the claim, 50 s into the send
-    assert store.expire_leases() == (0, 0)
+    assert store.queue.expire_leases() == (0, 0)
 
 
 def test_aliases_link_events_that_name_a_payment_differently(store: Store) -> None:

@@ -195,8 +195,8 @@ def test_a_worker_that_died_mid_send_is_reconciled_not_resent(
 ) -> None:
     receive(ph, live())
     # A worker claims, commits "sending", and dies before recording the provider's answer.
-    (claimed,) = ph.store.claim(worker_id="dead", limit=1, lease=60)
-    ph.store.mark_sending(claimed, to="+14155550123", body="hi", channel="sms", lease=60)
+    (claimed,) = ph.store.queue.claim(worker_id="dead", limit=1, lease=60)
+    ph.store.queue.mark_sending(claimed, to="+14155550123", body="hi", channel="sms", lease=60)
     sms.reconcile_answer = Reconciliation(ReconcileOutcome.DELIVERED, provider_id="SMdead")
     clock.advance(61)
     ph.worker.run_until_idle()

@@ -1,0 +1,314 @@
+"""The work queue: due notifications claimed with a lease, then moved through their states.
+
+A notification moves through::
+
+    pending -> claimed -> sending -> sent | failed | pending (retry later)
+                  |           `-> unknown (the process died during the provider call)
+                  `-> pending (the process died before calling the provider)
+
+A ``claimed`` row whose lease ran out is safe to retry: nothing was sent. A ``sending``
+row whose lease ran out may or may not have reached the provider, so it becomes
+``unknown`` and is reconciled against the provider before any resend. Every change after
+the claim names the claim's token, so a worker that stalled past its lease cannot move a
+row that was claimed again meanwhile. On PostgreSQL the claim uses ``FOR UPDATE SKIP
+LOCKED``, so any number of workers share the queue.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Update, and_, bindparam, exists, select, update
+
+from payherald.records import ClaimedNotification, claimed_from_row
+from payherald.tables import events, notifications, suppressions
+
+if TYPE_CHECKING:
+    from payherald.store import Store
+
+__all__ = ["WorkQueue"]
+
+
+class WorkQueue:
+    """The notifications table as a queue, in ``store``'s database (``Store.queue``)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._clock = store.clock
+        self._postgres = store.engine.dialect.name == "postgresql"
+        # The state changes, built once per shape and run with new values each time:
+        # building an UPDATE costs more than running it (see _transition).
+        self._transitions: dict[tuple[Any, ...], Update] = {}
+
+    def claim(self, *, worker_id: str, limit: int, lease: float) -> list[ClaimedNotification]:
+        """Claim up to ``limit`` due notifications for ``worker_id`` until the lease ends.
+
+        Each claim carries a token of its own: only the holder of the current token can
+        move the row on, so a thread that stalled past its lease cannot act on a row that
+        was claimed again meanwhile.
+        """
+        lease_until = self._clock.now() + timedelta(seconds=lease)
+        return self._claim(
+            "pending",
+            limit,
+            status="claimed",
+            claimed_by=_token(worker_id),
+            lease_until=lease_until,
+        )
+
+    def claim_unknown(
+        self, *, worker_id: str, limit: int, lease: float
+    ) -> list[ClaimedNotification]:
+        """Claim notifications whose outcome is unknown, for reconciliation.
+
+        They stay ``unknown`` while claimed (their next check is pushed back by the lease
+        instead), so a crash during reconciliation can never turn them into a blind resend.
+        """
+        recheck = self._clock.now() + timedelta(seconds=lease)
+        return self._claim("unknown", limit, claimed_by=_token(worker_id), run_at=recheck)
+
+    def _claim(self, from_status: str, limit: int, **changes: Any) -> list[ClaimedNotification]:
+        """Take up to ``limit`` due rows in ``from_status``, apply ``changes``, return them."""
+        if limit <= 0:
+            return []
+        now = self._clock.now()
+        due = (
+            select(notifications.c.id)
+            .where(and_(notifications.c.status == from_status, notifications.c.run_at <= now))
+            .order_by(notifications.c.run_at, notifications.c.id)
+            .limit(limit)
+        )
+        if self._postgres:
+            due = due.with_for_update(skip_locked=True)
+        with self._store.transaction() as connection:
+            ids = list(connection.execute(due).scalars())
+            if not ids:
+                return []
+            connection.execute(
+                update(notifications)
+                .where(notifications.c.id.in_(ids))
+                .values(updated_at=now, **changes)
+            )
+            rows = connection.execute(
+                select(notifications, events.c.payload.label("event_payload"))
+                .join(events, events.c.id == notifications.c.event_id)
+                .where(notifications.c.id.in_(ids))
+                .order_by(notifications.c.run_at, notifications.c.id)
+            ).mappings()
+            return [claimed_from_row(row) for row in rows]
+
+    def expire_leases(self) -> tuple[int, int]:
+        """Return work whose worker vanished: ``claimed`` rows to ``pending`` (nothing was
+        sent) and ``sending`` rows to ``unknown`` (something may have been). Returns the
+        two counts."""
+        now = self._clock.now()
+        expired = and_(notifications.c.lease_until.is_not(None), notifications.c.lease_until < now)
+        with self._store.transaction() as connection:
+            released = connection.execute(
+                update(notifications)
+                .where(and_(notifications.c.status == "claimed", expired))
+                .values(status="pending", claimed_by=None, lease_until=None, updated_at=now)
+            ).rowcount
+            orphaned = connection.execute(
+                update(notifications)
+                .where(and_(notifications.c.status == "sending", expired))
+                .values(
+                    status="unknown",
+                    claimed_by=None,
+                    lease_until=None,
+                    run_at=now,
+                    error="The worker stopped during the provider call; reconciling.",
+                    updated_at=now,
+                )
+            ).rowcount
+        return released, orphaned
+
+    def _transition(
+        self,
+        held: ClaimedNotification,
+        from_statuses: tuple[str, ...],
+        *,
+        unless_suppressed: Sequence[str] = (),
+        count_attempt: bool = False,
+        **values: Any,
+    ) -> bool:
+        """Move a notification on to ``values``, if ``held`` is still the current claim,
+        the row is in one of ``from_statuses`` and no address of ``unless_suppressed`` is
+        on the suppression list; False otherwise. ``count_attempt`` adds one to
+        ``attempts``."""
+        values.setdefault("updated_at", self._clock.now())
+        shape = (from_statuses, tuple(sorted(values)), count_attempt, bool(unless_suppressed))
+        statement = self._transitions.get(shape)
+        if statement is None:
+            statement = self._transitions[shape] = _transition_statement(*shape)
+        parameters = {f"new_{name}": value for name, value in values.items()}
+        parameters.update(held_id=held.id, held_claim=held.claim)
+        if unless_suppressed:
+            parameters["suppressed"] = list(unless_suppressed)
+        with self._store.transaction() as connection:
+            return bool(connection.execute(statement, parameters).rowcount)
+
+    def mark_sending(
+        self,
+        held: ClaimedNotification,
+        *,
+        to: str,
+        body: str,
+        channel: str,
+        lease: float,
+        notes: str | None = None,
+        unless_suppressed: Sequence[str] = (),
+    ) -> bool:
+        """Record that the provider is about to be called; must commit before the call.
+        The lease starts afresh, to cover the provider call. Nothing happens if any
+        address of ``unless_suppressed`` (a customer's addresses) is on the suppression
+        list: checked in the same statement, so an opt-out recorded before this commit
+        always wins."""
+        now = self._clock.now()
+        return self._transition(
+            held,
+            ("claimed",),
+            unless_suppressed=unless_suppressed,
+            count_attempt=True,
+            status="sending",
+            to=to,
+            body=body,
+            channel=channel,
+            notes=notes,
+            attempt_started_at=now,
+            lease_until=now + timedelta(seconds=lease),
+            error=None,
+            error_code=None,
+        )
+
+    def mark_skipped(self, held: ClaimedNotification, *, reason: str) -> bool:
+        """Deliberately not sent (a condition on the customer, not a first payment...)."""
+        return self._transition(
+            held, ("claimed",), status="skipped", error=reason, lease_until=None
+        )
+
+    def mark_sent(self, held: ClaimedNotification, *, provider_id: str | None) -> bool:
+        return self._transition(
+            held,
+            ("sending", "unknown"),
+            status="sent",
+            provider_id=provider_id,
+            sent_at=self._clock.now(),
+            lease_until=None,
+            error=None,
+            error_code=None,
+        )
+
+    def mark_failed(
+        self,
+        held: ClaimedNotification,
+        *,
+        error: str,
+        code: str | None = None,
+        attempts: int | None = None,
+        notes: str | None = None,
+    ) -> bool:
+        values: dict[str, Any] = {
+            "status": "failed",
+            "error": error,
+            "error_code": code,
+            "lease_until": None,
+        }
+        if attempts is not None:
+            values["attempts"] = attempts
+        if notes is not None:
+            values["notes"] = notes
+        return self._transition(held, ("claimed", "sending", "unknown"), **values)
+
+    def schedule_retry(
+        self,
+        held: ClaimedNotification,
+        *,
+        run_at: datetime,
+        error: str,
+        code: str | None = None,
+        attempts: int | None = None,
+    ) -> bool:
+        """Back to the queue, due at ``run_at``; ``attempts`` counts tries that failed
+        before reaching the provider too, so that they back off and give up like sends."""
+        values: dict[str, Any] = {
+            "status": "pending",
+            "run_at": run_at,
+            "error": error,
+            "error_code": code,
+            "lease_until": None,
+            "claimed_by": None,
+        }
+        if attempts is not None:
+            values["attempts"] = attempts
+        return self._transition(held, ("claimed", "sending", "unknown"), **values)
+
+    def defer(self, held: ClaimedNotification, *, run_at: datetime, reason: str) -> bool:
+        """Not now (quiet hours): back to the queue, due at ``run_at``, with ``reason`` in
+        its notes. Not an attempt: nothing was tried."""
+        return self._transition(
+            held,
+            ("claimed",),
+            status="pending",
+            run_at=run_at,
+            notes=reason,
+            lease_until=None,
+            claimed_by=None,
+        )
+
+    def fall_back(
+        self, held: ClaimedNotification, *, channel: str, error: str, code: str | None
+    ) -> bool:
+        """``channel`` refused the message for good: queue it again, now, for the rule's
+        next channel."""
+        refusal = f"{channel}\t{' '.join(error.split())}"
+        refusals = "\n".join([*(f"{c}\t{r}" for c, r in held.refusals), refusal])
+        return self._transition(
+            held,
+            ("claimed", "sending"),
+            status="pending",
+            run_at=self._clock.now(),
+            refusals=refusals,
+            error=error,
+            error_code=code,
+            lease_until=None,
+            claimed_by=None,
+        )
+
+    def mark_unknown(self, held: ClaimedNotification, *, error: str, recheck_at: datetime) -> bool:
+        return self._transition(
+            held,
+            ("sending", "unknown"),
+            status="unknown",
+            error=error,
+            run_at=recheck_at,
+            lease_until=None,
+        )
+
+
+def _transition_statement(
+    from_statuses: tuple[str, ...], names: tuple[str, ...], count_attempt: bool, guarded: bool
+) -> Update:
+    """The UPDATE behind ``Store._transition`` for one shape of change; its values are the
+    bound parameters ``held_id``, ``held_claim``, ``new_<column>`` and ``suppressed``."""
+    conditions = [
+        notifications.c.id == bindparam("held_id"),
+        notifications.c.claimed_by == bindparam("held_claim"),
+        notifications.c.status.in_(from_statuses),
+    ]
+    if guarded:
+        listed = suppressions.c.address.in_(bindparam("suppressed", expanding=True))
+        conditions.append(~exists(select(suppressions.c.address).where(listed)))
+    changes: dict[str, Any] = {
+        name: bindparam(f"new_{name}", type_=notifications.c[name].type) for name in names
+    }
+    if count_attempt:
+        changes["attempts"] = notifications.c.attempts + 1
+    return update(notifications).where(and_(*conditions)).values(changes)
+
+
+def _token(worker_id: str) -> str:
+    return f"{worker_id}/{secrets.token_hex(6)}"
