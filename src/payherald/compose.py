@@ -95,6 +95,10 @@ class Composer:
         self._quiet_hours = quiet_hours or QuietHours(enabled=False)
         self._clock = clock or SystemClock()
 
+    def warm_up(self) -> None:
+        """Load now what the first message would otherwise wait for (the locale's data)."""
+        self._rules.renderer.warm_up()
+
     def compose(self, notification: ClaimedNotification) -> Composed:
         """Raises NotificationSkipped, NotificationDeferred, RecipientNotFound, RenderError,
         or TransientDeliveryError (Stripe could not be asked). The suppression list is not

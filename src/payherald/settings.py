@@ -11,6 +11,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
+from babel.core import Locale, UnknownLocaleError
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -111,6 +112,13 @@ class Settings(BaseSettings):
             problems.append(
                 "PAYHERALD_DATABASE_URL must be sqlite:///path/to/payherald.db or "
                 "postgresql://user:password@host:5432/database."
+            )
+        try:
+            Locale.parse(self.locale)
+        except (UnknownLocaleError, ValueError):
+            problems.append(
+                f"PAYHERALD_LOCALE {self.locale!r} is not a locale; use one like en_US, en_GB, "
+                "de_DE or fr_FR."
             )
         try:
             ZoneInfo(self.timezone)

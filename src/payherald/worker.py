@@ -110,6 +110,7 @@ class Worker:
 
     def run(self, stop: threading.Event) -> None:
         """Work until ``stop`` is set; then finish what is in flight and return."""
+        self._composer.warm_up()
         _log.info("worker_started", worker_id=self.worker_id, concurrency=self._concurrency)
         last_reap = 0.0
         with ThreadPoolExecutor(self._concurrency, thread_name_prefix="payherald-send") as pool:

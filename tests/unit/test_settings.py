@@ -89,3 +89,9 @@ def test_an_unsupported_database_url_says_what_is_supported(
     monkeypatch.setenv("PAYHERALD_DATABASE_URL", url)
     with pytest.raises(ConfigurationError, match=r"sqlite:///path/to/payherald\.db"):
         load_settings()
+
+
+def test_an_unknown_locale_is_refused_with_examples(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAYHERALD_LOCALE", "xx_YY")
+    with pytest.raises(ConfigurationError, match=r"PAYHERALD_LOCALE 'xx_YY' is not a locale"):
+        load_settings()
