@@ -31,16 +31,9 @@ from payherald.store import ClaimedNotification
 from payherald.subjects import payment_aliases
 from payherald.webhook import StripeEvent, parse_event
 
-__all__ = [
-    "Composed",
-    "Composer",
-    "NotificationDeferred",
-    "NotificationSkipped",
-]
+__all__ = ["Composed", "Composer", "NotificationDeferred", "NotificationSkipped"]
 
 _PHONE_CHANNELS = frozenset({"sms", "whatsapp", "voice"})
-
-
 _OWN_CHARGE_WINDOW = timedelta(minutes=10)
 
 

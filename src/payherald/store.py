@@ -457,11 +457,8 @@ class Store:
 
     def suppression(self, address: str) -> str | None:
         """Why ``address`` must not be messaged, or None."""
-        with self._read() as connection:
-            reason = connection.execute(
-                select(suppressions.c.reason).where(suppressions.c.address == address)
-            ).scalar()
-        return str(reason) if reason is not None else None
+        found = self.first_suppressed([address])
+        return found[1] if found is not None else None
 
     # -- replay -------------------------------------------------------------------------
 
