@@ -27,8 +27,10 @@ from payherald.compose import Composer
 from payherald.config import Config, load_config
 from payherald.database import create_store_engine, migrate
 from payherald.exceptions import StoreUnavailable
+from payherald.lookups import StripeApiLookups, StripeLookups
 from payherald.messages import MessageContext, TemplateRenderer
 from payherald.metrics import Metrics
+from payherald.payments import PaymentChecks
 from payherald.quiet_hours import QuietHours
 from payherald.ratelimit import RateLimiter
 from payherald.recipients import CustomerDirectory, StripeCustomerDirectory
@@ -170,12 +172,13 @@ def build(
     console: Channel | None = None,
     channels: dict[str, Channel] | None = None,
     customers: CustomerDirectory | None = None,
+    lookups: StripeLookups | None = None,
     quiet_hours: QuietHours | None = None,
 ) -> Payherald:
     """Build payherald from ``settings``. With ``migrate_schema`` the database is migrated
     first; otherwise it must already be (SchemaOutOfDate says what to run). ``channels``,
-    ``customers`` and ``quiet_hours`` replace what settings and the rules file would
-    give (tests use them)."""
+    ``customers``, ``lookups`` and ``quiet_hours`` replace what settings and the rules
+    file would give (tests use them)."""
     clock = clock or SystemClock()
     engine = create_store_engine(settings.sqlalchemy_url)
     store = Store(engine=engine, clock=clock)
@@ -205,6 +208,8 @@ def build(
     client = stripe_client(settings)
     if customers is None:
         customers = StripeCustomerDirectory(client=client) if client else None
+    if lookups is None:
+        lookups = StripeApiLookups(client=client) if client else None
     write_back = ConsentWriteBack(store=store, client=client, clock=clock) if client else None
 
     rules = config.rule_book(TemplateRenderer(locale=settings.locale))
@@ -215,6 +220,10 @@ def build(
         rules=rules,
         router=router,
         customers=customers,
+        lookups=lookups,
+        payments=PaymentChecks(
+            store=store, lookups=lookups, clock=clock, link_grace=settings.link_grace
+        ),
         context=MessageContext(
             business_name=settings.business_name,
             locale=settings.locale,

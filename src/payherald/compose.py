@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import phonenumbers
@@ -23,17 +23,27 @@ from phonenumbers import timezone as phone_timezones
 from payherald.channels.router import ChannelRouter
 from payherald.clock import Clock, SystemClock
 from payherald.exceptions import RecipientNotFound, RenderError
+from payherald.lookups import StripeLookups
 from payherald.messages import MessageContext, message_context
 from payherald.quiet_hours import QuietHours
 from payherald.recipients import CustomerDirectory, resolve_email, resolve_phone
 from payherald.rules import Rule, RuleBook
 from payherald.store import ClaimedNotification
+from payherald.stripe_objects import read_object
 from payherald.subjects import payment_aliases
 from payherald.webhook import StripeEvent, parse_event
 
-__all__ = ["Composed", "Composer", "NotificationDeferred", "NotificationSkipped"]
+__all__ = [
+    "Composed",
+    "Composer",
+    "NotificationDeferred",
+    "NotificationSkipped",
+    "PaymentSettler",
+]
 
 _PHONE_CHANNELS = frozenset({"sms", "whatsapp", "voice"})
+# Objects about a charge, that may name no customer of their own.
+_CHARGE_KINDS = frozenset({"refund", "dispute", "review", "radar.early_fraud_warning"})
 _OWN_CHARGE_WINDOW = timedelta(minutes=10)
 
 
@@ -52,6 +62,18 @@ class NotificationDeferred(Exception):
         super().__init__(reason)
         self.until = until
         self.reason = reason
+
+
+class PaymentSettler(Protocol):
+    """Settles what a notification is about before it is composed (``payments``)."""
+
+    def settle(
+        self, notification: ClaimedNotification, event: StripeEvent, rule: Rule
+    ) -> Mapping[str, Any]:
+        """Return, if it may be told now, what the event alone could not tell the message
+        (``decline_reason``, say); else raise NotificationSkipped or NotificationDeferred
+        (or TransientDeliveryError: Stripe could not be asked)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +95,8 @@ class Composer:
         rules: RuleBook,
         router: ChannelRouter,
         customers: CustomerDirectory | None,
+        lookups: StripeLookups | None,
+        payments: PaymentSettler,
         context: MessageContext,
         default_region: str = "US",
         metadata_keys: tuple[str, ...] = ("phone",),
@@ -82,6 +106,8 @@ class Composer:
         self._rules = rules
         self._router = router
         self._customers = customers
+        self._lookups = lookups
+        self._payments = payments
         self._context = context
         self._default_region = default_region
         self._metadata_keys = metadata_keys
@@ -101,11 +127,13 @@ class Composer:
         rule = self._rules.get(notification.rule)
         if rule is None:
             raise RenderError(f"No rule named {notification.rule!r} is configured any more.")
-        customer = self._customer(event)
+        learnt = self._payments.settle(notification, event, rule)
+        charge = self._followed_charge(event)
+        customer = self._customer(event, charge)
         notes: list[str] = []
         addresses: tuple[str, ...] = ()
         if notification.recipient == "customer":
-            contacts = self._contacts(event, customer)
+            contacts = self._contacts(event, customer, charge)
             addresses = tuple(found for found in contacts.values() if isinstance(found, str))
             to, channel = self._reach_customer(
                 rule,
@@ -133,6 +161,9 @@ class Composer:
         variables = message_context(
             event, customer, self._context, high_value=self._rules.high_value, timezone=zone
         )
+        variables.update(learnt)
+        if not variables["plan_name"]:
+            variables["plan_name"] = self._plan_name(event)
         if rule._condition_needs_customer:
             try:
                 holds = self._rules.condition_holds(rule, variables)
@@ -151,13 +182,37 @@ class Composer:
             addresses=addresses,
         )
 
-    def _customer(self, event: StripeEvent) -> Mapping[str, Any] | None:
-        customer = event.object.get("customer")
+    def _followed_charge(self, event: StripeEvent) -> Mapping[str, Any] | None:
+        """The charge a refund, dispute or review is about, when the object names no
+        customer of its own (today's refunds do not): it names the customer and carries
+        the billing details."""
+        obj = read_object(event.object)
+        if obj.kind not in _CHARGE_KINDS or obj.customer is not None or obj.charge is None:
+            return None
+        return self._lookups.retrieve("charge", obj.charge) if self._lookups else None
+
+    def _customer(
+        self, event: StripeEvent, charge: Mapping[str, Any] | None
+    ) -> Mapping[str, Any] | None:
+        customer = event.object.get("customer") or (charge or {}).get("customer")
         if isinstance(customer, Mapping):
             return customer  # expanded in the payload
         if isinstance(customer, str) and customer and self._customers is not None:
             return self._customers.get(customer)
         return None
+
+    def _plan_name(self, event: StripeEvent) -> str:
+        """The name of the first line's price, read from Stripe: today's invoice lines name
+        their price by id only."""
+        lines = read_object(event.object).lines
+        if self._lookups is None or not lines or lines[0].price is None:
+            return ""
+        price = self._lookups.retrieve("price", lines[0].price) or {}
+        product = price.get("product")
+        name = price.get("nickname") or (
+            product.get("name") if isinstance(product, Mapping) else ""
+        )
+        return str(name or "")
 
     def _reach_customer(
         self,
@@ -198,7 +253,10 @@ class Composer:
             )
 
     def _contacts(
-        self, event: StripeEvent, customer: Mapping[str, Any] | None
+        self,
+        event: StripeEvent,
+        customer: Mapping[str, Any] | None,
+        charge: Mapping[str, Any] | None,
     ) -> dict[str, str | RecipientNotFound]:
         """The customer's phone number (``phone``) and email address (``email``), or why
         each cannot be found."""
@@ -209,11 +267,12 @@ class Composer:
                 customer,
                 default_region=self._default_region,
                 metadata_keys=self._metadata_keys,
+                charge=charge,
             ).number
         except RecipientNotFound as exc:
             contacts["phone"] = exc
         try:
-            contacts["email"] = resolve_email(event.object, customer)
+            contacts["email"] = resolve_email(event.object, customer, charge)
         except RecipientNotFound as exc:
             contacts["email"] = exc
         return contacts

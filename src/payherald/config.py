@@ -72,6 +72,8 @@ _RULE_KEYS = {
     "fallback",
     "subject",
     "first_payment_only",
+    "not_for_invoices",
+    "unless_paid",
     "quiet_hours_exempt",
     "enabled",
     "description",
@@ -354,7 +356,13 @@ class _Reader:
                     where, "subject", "must be one of " + ", ".join(sorted(SUBJECTS)) + "."
                 )
             values["subject"] = table["subject"]
-        for key in ("first_payment_only", "quiet_hours_exempt", "enabled"):
+        for key in (
+            "first_payment_only",
+            "not_for_invoices",
+            "unless_paid",
+            "quiet_hours_exempt",
+            "enabled",
+        ):
             if key in table:
                 if not isinstance(table[key], bool):
                     self.problem(where, key, "must be true or false.")

@@ -12,8 +12,10 @@ import traceback
 
 import structlog
 
+from payherald.api_versions import unsupported_reason
 from payherald.rules import RuleBook
 from payherald.store import PlannedEvent, RecordResult, Store
+from payherald.stripe_objects import read_object
 from payherald.webhook import StripeEvent
 
 __all__ = ["ingest", "plan_event", "record_planned"]
@@ -22,22 +24,32 @@ _log = structlog.get_logger("payherald.ingest")
 
 
 def plan_event(rules: RuleBook, event: StripeEvent) -> PlannedEvent:
-    """``event`` with the notifications the rules plan for it. If planning fails (a bug
-    of ours, or a payload nobody foresaw), the event is to be stored all the same, as
-    ``failed`` with the traceback, for ``payherald replay``. Never raises."""
+    """``event`` with the notifications the rules plan for it. An event of an API version
+    payherald cannot read is to be stored as ``unsupported``, with why, and plans nothing.
+    If planning fails (a bug of ours, or a payload nobody foresaw), the event is to be
+    stored all the same, as ``failed`` with the traceback, for ``payherald replay``. Never
+    raises."""
+    reason = unsupported_reason(event.api_version)
+    if reason is not None:
+        # Read with the wrong shapes, it could be mis-told: stored, flagged and counted.
+        _log.warning("event_unsupported", event_id=event.id, event_type=event.type, reason=reason)
+        return PlannedEvent(event, status="unsupported", error=reason)
     try:
         planned = rules.plan(event)
+        links = tuple(read_object(event.object).payment_ids)
     except Exception as exc:
         _log.exception("planning_failed", event_id=event.id, event_type=event.type)
         return PlannedEvent(event, status="failed", error="".join(traceback.format_exception(exc)))
-    return PlannedEvent(event, tuple(planned))
+    return PlannedEvent(event, tuple(planned), links=links if len(links) > 1 else ())
 
 
 def record_planned(store: Store, item: PlannedEvent) -> RecordResult:
     """Store one planned event in a transaction of its own (``Store.record_event``, which
     retries when a concurrent transaction links the same payment). Raises
     StoreUnavailable."""
-    return store.record_event(item.event, item.planned, status=item.status, error=item.error)
+    return store.record_event(
+        item.event, item.planned, status=item.status, error=item.error, links=item.links
+    )
 
 
 def ingest(store: Store, rules: RuleBook, event: StripeEvent) -> RecordResult:

@@ -23,17 +23,20 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from payherald.exceptions import RenderError
 from payherald.money import format_money
+from payherald.stripe_objects import InvoiceLine, StripeObject, read_object
 from payherald.webhook import StripeEvent
 
 __all__ = [
     "CONDITION_VARIABLES",
     "CUSTOMER_VARIABLES",
     "MESSAGE_VARIABLES",
+    "SENDING_VARIABLES",
     "MessageContext",
     "TemplateRenderer",
     "condition_context",
     "decline_reason",
     "message_context",
+    "payment_error",
 ]
 
 # Stripe decline codes in words a customer understands. Fraud-related codes are
@@ -82,149 +85,84 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _first(items: Any) -> Mapping[str, Any]:
-    data = _mapping(items).get("data")
-    return _mapping(data[0]) if isinstance(data, list) and data else {}
+def payment_error(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Why a payment intent (``last_payment_error``) or a charge (its outcome and failure
+    code) was declined, for ``decline_reason``; empty when the object does not say."""
+    error = obj.get("last_payment_error")
+    if isinstance(error, Mapping):
+        return error
+    found = {
+        "reason": _mapping(obj.get("outcome")).get("reason"),
+        "failure_code": obj.get("failure_code"),
+    }
+    return {key: value for key, value in found.items() if value}
 
 
 def _timestamp(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _present(*values: Any) -> Any:
-    """The first value that is there: a real 0 counts, a missing field does not."""
-    return next((value for value in values if value is not None), None)
-
-
-def _amount(obj: Mapping[str, Any]) -> Any:
-    """The amount a person would call "the amount", in Stripe's smallest unit."""
-    kind = obj.get("object")
-    if kind == "payment_intent":
-        return obj.get("amount_received") or obj.get("amount")
-    if kind == "charge":
-        return obj.get("amount_captured") or obj.get("amount")
-    if kind == "checkout.session":
-        return obj.get("amount_total")
-    if kind == "invoice":
-        if obj.get("status") == "paid" or obj.get("paid"):
-            return _present(obj.get("amount_paid"), obj.get("total"))
-        return _present(obj.get("amount_due"), obj.get("total"))
-    if kind == "subscription":
-        items = _mapping(obj.get("items")).get("data")
-        if isinstance(items, list) and items:
-            total = 0
-            for item in items:
-                price = _mapping(_mapping(item).get("price") or _mapping(item).get("plan"))
-                unit = _present(price.get("unit_amount"), price.get("amount"))
-                if not isinstance(unit, int):
-                    return None  # metered or tiered: no single amount to state
-                total += unit * int(_mapping(item).get("quantity") or 1)
-            return total
-        return _mapping(obj.get("plan")).get("amount")
-    return obj.get("amount")
-
-
-def _refund_amount(event: StripeEvent) -> Any:
+def _refund_amount(event: StripeEvent, obj: StripeObject) -> Any:
     """This refund's amount: ``charge.refunded`` carries the running total, so the refund
     is what it grew by."""
-    obj = event.object
-    if obj.get("object") != "charge":
-        return obj.get("amount")
+    if obj.kind != "charge":
+        return obj.amount
     previous = _mapping(_mapping(event.payload.get("data")).get("previous_attributes"))
-    total, before = obj.get("amount_refunded"), previous.get("amount_refunded")
+    total, before = obj.amount_refunded, previous.get("amount_refunded")
     if isinstance(total, int) and isinstance(before, int):
         return total - before
     return total
 
 
-def _price_ids(obj: Mapping[str, Any]) -> frozenset[str]:
-    items = _mapping(obj.get("items")).get("data")
-    ids = {
-        str(_mapping(_mapping(item).get("price") or _mapping(item).get("plan")).get("id"))
-        for item in items or ()
-        if isinstance(item, Mapping)
-    }
-    plan = _mapping(obj.get("plan")).get("id")
-    return frozenset(ids or ({str(plan)} if plan else set()))
-
-
-def _plan(obj: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
-    """The object's (price, plan): a subscription's first item, an invoice's first line."""
-    item = _first(obj.get("items")) or _first(obj.get("lines"))
-    return _mapping(item.get("price") or obj.get("price")), _mapping(
-        item.get("plan") or obj.get("plan")
-    )
-
-
-def _plan_name(price: Mapping[str, Any], plan: Mapping[str, Any]) -> str:
-    product = price.get("product") or plan.get("product")
-    product_name = _mapping(product).get("name")
-    return str(price.get("nickname") or plan.get("nickname") or product_name or "")
+def _plan_name(lines: tuple[InvoiceLine, ...]) -> str:
+    return lines[0].name if lines else ""
 
 
 def condition_context(
     event: StripeEvent, *, high_value: Mapping[str, int] | None = None
 ) -> dict[str, Any]:
     """The variables known from the event alone: what conditions see on arrival."""
-    obj = event.object
-    metadata = _mapping(obj.get("metadata"))
-    price, plan = _plan(obj)
-    previous = _mapping(_mapping(event.payload.get("data")).get("previous_attributes"))
-    previous_price, previous_plan = _plan(previous)
-    currency = str(obj.get("currency") or price.get("currency") or "usd").lower()
-    amount = _amount(obj)
-    lines = _mapping(obj.get("lines")).get("data") or _mapping(obj.get("items")).get("data")
-    products = [
-        str(_mapping(line.get("price")).get("product") or "")
-        for line in lines or ()
-        if isinstance(line, Mapping)
-    ]
-    plan_id = str(plan.get("id") or price.get("id") or "")
+    raw = event.object
+    obj = read_object(raw)
+    metadata = obj.metadata
+    previous = read_object(
+        {"object": obj.kind}
+        | dict(_mapping(_mapping(event.payload.get("data")).get("previous_attributes")))
+    )
+    first = obj.lines[0] if obj.lines else None
+    currency = obj.currency or "usd"
     # A plan change shows in previous_attributes as the items (or plan) before it.
-    previous_prices = _price_ids(previous)
-    error = obj.get("last_payment_error") or {
-        "reason": _mapping(obj.get("outcome")).get("reason"),
-        "failure_code": obj.get("failure_code"),
-    }
+    previous_prices = {line.price for line in previous.lines if line.price}
     return {
         "event_type": event.type,
         "livemode": event.livemode,
-        "object": obj,
+        "object": raw,
         "metadata": dict(metadata),
-        "amount": amount,
+        "amount": obj.amount,
         "currency": currency,
-        "refund_amount": _refund_amount(event),
-        "reference": str(obj.get("number") or obj.get("id") or event.id),
-        "description": str(obj.get("description") or ""),
+        "refund_amount": _refund_amount(event, obj),
+        "reference": str(obj.number or obj.id or event.id),
+        "description": str(raw.get("description") or ""),
         "order": str(metadata.get("order_id") or metadata.get("order") or ""),
-        "invoice_number": str(obj.get("number") or ""),
-        "customer_id": str(_mapping(obj.get("customer")).get("id") or obj.get("customer") or ""),
-        "products": [p for p in products if p],
-        "prices": [
-            str(_mapping(line.get("price")).get("id"))
-            for line in lines or ()
-            if isinstance(line, Mapping) and _mapping(line.get("price")).get("id")
-        ],
-        "plan": plan_id,
-        "plan_name": _plan_name(price, plan),
-        "previous_plan_name": _plan_name(previous_price, previous_plan),
-        "plan_changed": bool(previous_prices) and previous_prices != _price_ids(obj),
-        "interval": str(
-            _mapping(price.get("recurring")).get("interval") or plan.get("interval") or "month"
-        ),
-        "decline_reason": decline_reason(_mapping(error)),
-        "dispute_reason": _DISPUTE_REASONS.get(str(obj.get("reason")), "no reason given"),
-        "evidence_due": _timestamp(_mapping(obj.get("evidence_details")).get("due_by")),
+        "invoice_number": str(obj.number or ""),
+        "customer_id": obj.customer or "",
+        "products": [line.product for line in obj.lines if line.product],
+        "prices": [line.price for line in obj.lines if line.price],
+        "plan": str((first.plan or first.price or "") if first else ""),
+        "plan_name": _plan_name(obj.lines),
+        "previous_plan_name": _plan_name(previous.lines),
+        "plan_changed": bool(previous_prices)
+        and previous_prices != {line.price for line in obj.lines if line.price},
+        "interval": str((first.interval if first else None) or "month"),
+        "decline_reason": decline_reason(payment_error(raw)),
+        "dispute_reason": _DISPUTE_REASONS.get(str(raw.get("reason")), "no reason given"),
+        "evidence_due": _timestamp(_mapping(raw.get("evidence_details")).get("due_by")),
         "cancel_date": _timestamp(
-            obj.get("canceled_at") or obj.get("ended_at") or obj.get("cancel_at")
+            raw.get("canceled_at") or raw.get("ended_at") or raw.get("cancel_at")
         ),
-        "trial_end": _timestamp(obj.get("trial_end")),
-        "renewal_date": _timestamp(
-            obj.get("next_payment_attempt")
-            or obj.get("period_end")
-            or obj.get("current_period_end")
-        ),
-        "hosted_invoice_url": str(obj.get("hosted_invoice_url") or ""),
+        "trial_end": _timestamp(raw.get("trial_end")),
+        "renewal_date": obj.period_end,
+        "hosted_invoice_url": str(obj.hosted_invoice_url or ""),
         "high_value_threshold": (high_value or {}).get(currency),
     }
 
@@ -233,6 +171,10 @@ def condition_context(
 CUSTOMER_VARIABLES = frozenset(
     {"customer", "tags", "customer_name", "first_name", "customer_email"}
 )
+# Variables whose value may need Stripe, so that a condition naming them is checked when
+# the message is sent: the customer's, and the plan's name (today's invoice lines name
+# their price by id only).
+SENDING_VARIABLES = CUSTOMER_VARIABLES | {"plan_name"}
 
 
 @dataclass(frozen=True, slots=True)

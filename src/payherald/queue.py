@@ -21,15 +21,18 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Update, and_, bindparam, exists, select, update
+from sqlalchemy import Select, Table, Update, and_, bindparam, exists, or_, select, text, update
 
 from payherald.records import ClaimedNotification, claimed_from_row
-from payherald.tables import events, notifications, suppressions
+from payherald.tables import events, notifications, subject_aliases, suppressions
 
 if TYPE_CHECKING:
     from payherald.store import Store
 
-__all__ = ["WorkQueue"]
+__all__ = ["TOLD_STATUSES", "WorkQueue", "siblings_told"]
+
+# A notification in one of these may have reached its recipient.
+TOLD_STATUSES = ("sending", "sent", "unknown")
 
 
 class WorkQueue:
@@ -132,15 +135,24 @@ class WorkQueue:
         from_statuses: tuple[str, ...],
         *,
         unless_suppressed: Sequence[str] = (),
+        unless_told: bool = False,
         count_attempt: bool = False,
         **values: Any,
     ) -> bool:
         """Move a notification on to ``values``, if ``held`` is still the current claim,
-        the row is in one of ``from_statuses`` and no address of ``unless_suppressed`` is
-        on the suppression list; False otherwise. ``count_attempt`` adds one to
-        ``attempts``."""
+        the row is in one of ``from_statuses``, no address of ``unless_suppressed`` is
+        on the suppression list and, with ``unless_told``, no other notification about
+        the same thing was told (``siblings_told``); False otherwise. ``count_attempt``
+        adds one to ``attempts``."""
         values.setdefault("updated_at", self._clock.now())
-        shape = (from_statuses, tuple(sorted(values)), count_attempt, bool(unless_suppressed))
+        unless_told = unless_told and held.subject is not None
+        shape = (
+            from_statuses,
+            tuple(sorted(values)),
+            count_attempt,
+            bool(unless_suppressed),
+            unless_told,
+        )
         statement = self._transitions.get(shape)
         if statement is None:
             statement = self._transitions[shape] = _transition_statement(*shape)
@@ -149,6 +161,10 @@ class WorkQueue:
         if unless_suppressed:
             parameters["suppressed"] = list(unless_suppressed)
         with self._store.transaction() as connection:
+            if unless_told and self._postgres:
+                # Two notifications about one thing, claimed by two workers at once: the
+                # second waits here for the first to commit, then sees it told.
+                connection.execute(_GROUP_LOCK, {"subject": held.subject})
             return bool(connection.execute(statement, parameters).rowcount)
 
     def mark_sending(
@@ -165,13 +181,15 @@ class WorkQueue:
         """Record that the provider is about to be called; must commit before the call.
         The lease starts afresh, to cover the provider call. Nothing happens if any
         address of ``unless_suppressed`` (a customer's addresses) is on the suppression
-        list: checked in the same statement, so an opt-out recorded before this commit
-        always wins."""
+        list, or if another notification about the same thing was told: both checked in
+        the same statement, so an opt-out or a send committed before this one always
+        wins."""
         now = self._clock.now()
         return self._transition(
             held,
             ("claimed",),
             unless_suppressed=unless_suppressed,
+            unless_told=True,
             count_attempt=True,
             status="sending",
             to=to,
@@ -289,8 +307,44 @@ class WorkQueue:
         )
 
 
+_GROUP_LOCK = text(
+    "SELECT pg_advisory_xact_lock(hashtext(coalesce("
+    "(SELECT canonical FROM subject_aliases WHERE alias = :subject), :subject)))"
+)
+
+
+def siblings_told(held: Table) -> Select[Any]:
+    """The other notifications of ``held``'s rule, to the same recipient, about what
+    ``held`` is about as linked now (the canonical of its subject), that were told or
+    are being told: their ``id`` and ``event_id``. ``held`` is the ``notifications``
+    table, correlated by the statement that uses this."""
+    sibling = notifications.alias("sibling")
+    sibling_subject = subject_aliases.alias("sibling_subject")
+    held_subject = subject_aliases.alias("held_subject")
+    return (
+        select(sibling.c.id, sibling.c.event_id)
+        .join(sibling_subject, sibling_subject.c.alias == sibling.c.subject)
+        .join(held_subject, held_subject.c.canonical == sibling_subject.c.canonical)
+        .where(
+            held_subject.c.alias == held.c.subject,
+            sibling.c.id != held.c.id,
+            sibling.c.rule == held.c.rule,
+            sibling.c.recipient == held.c.recipient,
+            sibling.c.status.in_(TOLD_STATUSES),
+            or_(
+                held.c.recipient == "customer",
+                and_(sibling.c.channel == held.c.channel, sibling.c.to == held.c.to),
+            ),
+        )
+    )
+
+
 def _transition_statement(
-    from_statuses: tuple[str, ...], names: tuple[str, ...], count_attempt: bool, guarded: bool
+    from_statuses: tuple[str, ...],
+    names: tuple[str, ...],
+    count_attempt: bool,
+    guarded: bool,
+    unless_told: bool,
 ) -> Update:
     """The UPDATE behind ``Store._transition`` for one shape of change; its values are the
     bound parameters ``held_id``, ``held_claim``, ``new_<column>`` and ``suppressed``."""
@@ -302,6 +356,8 @@ def _transition_statement(
     if guarded:
         listed = suppressions.c.address.in_(bindparam("suppressed", expanding=True))
         conditions.append(~exists(select(suppressions.c.address).where(listed)))
+    if unless_told:
+        conditions.append(~exists(siblings_told(notifications)))
     changes: dict[str, Any] = {
         name: bindparam(f"new_{name}", type_=notifications.c[name].type) for name in names
     }

@@ -3,9 +3,10 @@
 The chain (PRODUCT.md F5): the Stripe customer's ``phone``; then the event object's own
 contact fields (``customer_details.phone``, ``billing_details.phone``, the latest charge's
 ``billing_details.phone``, ``customer_phone``, ``shipping.phone``); then metadata keys
-(default ``phone``) on the object, on its subscription (an expanded ``subscription`` or an
-invoice's ``subscription_details``) and on the customer. The customer's address country is
-the default region for numbers written without a country code.
+(default ``phone``) on the object, on its subscription (an expanded ``subscription``, or an
+invoice's subscription details in any API version) and on the customer; last, for a refund
+or a dispute, the contact fields of the charge it is about. The customer's address country
+is the default region for numbers written without a country code.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import phonenumbers
 import stripe
 
 from payherald.exceptions import RecipientNotFound, TransientDeliveryError
+from payherald.stripe_objects import read_object
 
 __all__ = [
     "CustomerDirectory",
@@ -174,6 +176,7 @@ def _candidates(
     obj: Mapping[str, Any],
     customer: Mapping[str, Any] | None,
     metadata_keys: Sequence[str],
+    charge: Mapping[str, Any] | None,
 ) -> Iterator[tuple[str, Any]]:
     yield "customer.phone", _dig(customer, "phone")
     yield "customer_details.phone", _dig(obj, "customer_details", "phone")
@@ -189,23 +192,28 @@ def _candidates(
     yield "shipping.phone", _dig(obj, "shipping", "phone")
     for key in metadata_keys:
         yield f"metadata.{key}", _dig(obj, "metadata", key)
+    subscription = read_object(obj).subscription_metadata
     for key in metadata_keys:
-        yield f"subscription.metadata.{key}", _dig(obj, "subscription", "metadata", key)
-        yield (
-            f"subscription_details.metadata.{key}",
-            _dig(obj, "subscription_details", "metadata", key),
-        )
+        yield f"subscription.metadata.{key}", subscription.get(key)
     for key in metadata_keys:
         yield f"customer.metadata.{key}", _dig(customer, "metadata", key)
+    if charge is not None:  # the charge a refund or dispute is about
+        yield "charge.billing_details.phone", _dig(charge, "billing_details", "phone")
 
 
-def _region(obj: Mapping[str, Any], customer: Mapping[str, Any] | None, default: str) -> str:
+def _region(
+    obj: Mapping[str, Any],
+    customer: Mapping[str, Any] | None,
+    default: str,
+    charge: Mapping[str, Any] | None = None,
+) -> str:
     for country in (
         _dig(customer, "address", "country"),
         _dig(customer, "shipping", "address", "country"),
         _dig(obj, "customer_details", "address", "country"),
         _dig(obj, "billing_details", "address", "country"),
         _dig(obj, "shipping", "address", "country"),
+        _dig(charge, "billing_details", "address", "country"),
     ):
         if isinstance(country, str) and len(country) == 2:
             return country.upper()
@@ -218,15 +226,17 @@ def resolve_phone(
     *,
     default_region: str = "US",
     metadata_keys: Sequence[str] = ("phone",),
+    charge: Mapping[str, Any] | None = None,
 ) -> ResolvedPhone:
-    """The first valid phone number in the chain, in E.164, with where it came from.
+    """The first valid phone number in the chain, in E.164, with where it came from; last,
+    the ``charge`` that the object is about (a refund's or a dispute's), when known.
 
     Raises RecipientNotFound naming every place it looked, so the miss can be read and
     fixed (for example by adding a phone to the Stripe customer).
     """
-    region = _region(obj, customer, default_region)
+    region = _region(obj, customer, default_region, charge)
     rejected: list[str] = []
-    for source, value in _candidates(obj, customer, metadata_keys):
+    for source, value in _candidates(obj, customer, metadata_keys, charge):
         if not isinstance(value, str) or not value.strip():
             continue
         number = normalise_phone(value, region)
@@ -243,8 +253,13 @@ def resolve_phone(
     )
 
 
-def resolve_email(obj: Mapping[str, Any], customer: Mapping[str, Any] | None) -> str:
-    """The customer's email address: the customer's own, then the object's contact fields."""
+def resolve_email(
+    obj: Mapping[str, Any],
+    customer: Mapping[str, Any] | None,
+    charge: Mapping[str, Any] | None = None,
+) -> str:
+    """The customer's email address: the customer's own, then the object's contact fields,
+    then those of the ``charge`` the object is about."""
     for value in (
         _dig(customer, "email"),
         _dig(obj, "customer_details", "email"),
@@ -252,6 +267,8 @@ def resolve_email(obj: Mapping[str, Any], customer: Mapping[str, Any] | None) ->
         _dig(obj, "latest_charge", "billing_details", "email"),
         obj.get("receipt_email"),
         obj.get("customer_email"),
+        _dig(charge, "billing_details", "email"),
+        _dig(charge, "receipt_email"),
     ):
         if isinstance(value, str) and "@" in value.strip():
             return value.strip()

@@ -26,13 +26,17 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class PlannedEvent:
     """An event and the notifications planned for it, ready to be recorded. ``status`` is
-    ``received`` (``ignored`` once stored if nothing is planned) or ``failed`` (planning
-    failed; ``error`` holds the traceback)."""
+    ``received`` (``ignored`` once stored if nothing is planned), ``failed`` (planning
+    failed; ``error`` holds the traceback) or ``unsupported`` (an API version payherald
+    cannot read; ``error`` says why)."""
 
     event: StripeEvent
     planned: tuple[PlannedNotification, ...] = ()
     status: str = "received"
     error: str | None = None
+    # The identifiers of one payment that the event names (a payment intent and its
+    # invoice, say), linked whether or not the event queues anything.
+    links: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,7 @@ class RecordResult:
     duplicate: bool
     queued: int
     failed: bool = False  # stored as `failed`: its notifications could not be planned
+    unsupported: bool = False  # stored as `unsupported`: of an API version not read
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,8 @@ class ClaimedNotification:
     error_code: str | None = None
     # Channels that refused the message for good, with why: (channel, reason).
     refusals: tuple[tuple[str, str], ...] = ()
+    # The subject alias its key was made from ("payment:pi_..."), for linked subjects.
+    subject: str | None = None
 
 
 def event_row(item: PlannedEvent, now: datetime) -> dict[str, Any]:
@@ -111,6 +118,7 @@ def claimed_from_row(row: RowMapping) -> ClaimedNotification:
         claim=row["claimed_by"],
         created_at=row["created_at"],
         error_code=row["error_code"],
+        subject=row["subject"],
         refusals=tuple(
             (channel, reason)
             for channel, _, reason in (

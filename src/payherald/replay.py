@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from payherald.api_versions import unsupported_reason
 from payherald.exceptions import MalformedEvent, PayheraldError
 from payherald.rules import RuleBook
 from payherald.store import Store
@@ -52,6 +53,9 @@ def replay(store: Store, rules: RuleBook, event_id: str) -> ReplayResult:
             f"{event_id}: its stored payload is not a readable Stripe event ({exc.message}); "
             "it stays failed. Compare it with Stripe's copy in the Dashboard."
         ) from exc
+    reason = unsupported_reason(event.api_version)
+    if reason is not None:
+        raise ReplayError(f"{event_id}: {reason}")
     try:
         planned = rules.plan(event)
     except Exception as exc:

@@ -7,8 +7,9 @@ built-in catalogue below covers PRODUCT.md F7-F14; ``payherald.toml`` can change
 of a built-in rule, turn it off, or add rules (see ``config``).
 
 Conditions are Jinja2 expressions in the same sandbox as the templates (never ``eval``).
-A condition that mentions the customer (``customer``, ``tags``) is checked when the
-message is sent, after the customer is looked up; any other is checked on arrival.
+A condition that mentions the customer (``customer``, ``tags``) or the plan's name is
+checked when the message is sent, after they are looked up; any other is checked on
+arrival.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 import structlog
 
 from payherald.exceptions import ConfigurationError, RenderError
-from payherald.messages import CUSTOMER_VARIABLES, TemplateRenderer, condition_context
+from payherald.messages import SENDING_VARIABLES, TemplateRenderer, condition_context
+from payherald.stripe_objects import read_object
 from payherald.subjects import SUBJECTS
 from payherald.webhook import StripeEvent
 
@@ -90,6 +92,11 @@ class Rule:
     when: str | None = None
     fallback: str | None = None
     first_payment_only: bool = False
+    # Not told for a payment that pays an invoice: the invoice's own rule tells it.
+    not_for_invoices: bool = False
+    # Re-read from Stripe just before sending (with STRIPE_SECRET_KEY): not sent about a
+    # payment or invoice that is paid by then.
+    unless_paid: bool = False
     # Sent to customers at any hour (F25); other customer texts and calls wait for the
     # recipient's daytime.
     quiet_hours_exempt: bool = False
@@ -130,7 +137,8 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         events=frozenset({"payment_intent.payment_failed", "charge.failed"}),
         subject="failed_attempt",
         # An invoice's failed payment is told by invoice_payment_failed, with its link.
-        when="not object.invoice",
+        not_for_invoices=True,
+        unless_paid=True,
         template=_PREFIX + "Your payment of {{ amount | money(currency) }} did not go through: "
         "{{ decline_reason }}.{% if fix_url %} Update your card: {{ fix_url }}"
         "{% else %} Please try another card.{% endif %}",
@@ -142,6 +150,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         description="Customer: an invoice could not be collected; first dunning message (F9).",
         events=frozenset({"invoice.payment_failed"}),
         subject="failed_attempt",
+        unless_paid=True,
         template=_PREFIX + "We could not collect {{ amount | money(currency) }}"
         "{% if invoice_number %} for invoice {{ invoice_number }}{% endif %}: "
         "{{ decline_reason }}.{% if fix_url %} Pay or update your card: {{ fix_url }}"
@@ -300,7 +309,7 @@ class RuleBook:
             return rule
         condition, names = self.renderer.compile_condition(rule.when)
         return replace(
-            rule, _condition=condition, _condition_needs_customer=bool(names & CUSTOMER_VARIABLES)
+            rule, _condition=condition, _condition_needs_customer=bool(names & SENDING_VARIABLES)
         )
 
     def plan(self, event: StripeEvent) -> list[PlannedNotification]:
@@ -323,6 +332,8 @@ class RuleBook:
                 continue
             if rule.first_payment_only and not variables["customer_id"]:
                 continue  # no customer, so no "first payment" of theirs to welcome
+            if rule.not_for_invoices and read_object(event.object).invoice:
+                continue  # named by the payment (API versions before basil)
             subject = tuple(SUBJECTS[rule.subject](event))
             planned.extend(self._recipients(rule, event, subject))
         return planned

@@ -82,6 +82,8 @@ def create_http_app(
             outcome = "duplicate"
         elif result.failed:
             outcome = "failed"
+        elif result.unsupported:
+            outcome = "unsupported"
         else:
             outcome = "queued" if result.queued else "nothing_to_do"
         metrics.event(event.type, outcome)

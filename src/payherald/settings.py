@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     retry_base: float = Field(
         5.0, gt=0, le=3600, validation_alias=_env("PAYHERALD_RETRY_BASE_SECONDS")
     )
+    link_grace: float = Field(
+        60.0, ge=0, le=3600, validation_alias=_env("PAYHERALD_LINK_GRACE_SECONDS")
+    )
     reconcile_interval: float = Field(
         3600.0, ge=0, validation_alias=_env("PAYHERALD_RECONCILE_INTERVAL_SECONDS")
     )

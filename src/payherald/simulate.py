@@ -1,10 +1,15 @@
 """Realistic, correctly signed Stripe events, as `stripe trigger` would send them.
 
-The payloads follow Stripe's API version 2024-06-20 (before the 2025 "basil" changes:
-invoices still carry ``payment_intent`` and ``charge``, charges and payment intents carry
-``invoice``, subscriptions carry ``current_period_end``). Every object carries the
-customer's phone number where Stripe would put it, so the whole path runs with no Stripe
-or Twilio account and no customer lookup:
+The payloads take the shape of the API version asked for: by default the one the
+installed ``stripe`` SDK pins (``api_versions.NEWEST_SUPPORTED``), in which an invoice
+names neither its payment intent nor its charge (``invoice_payment.paid`` links them), its
+subscription is under ``parent.subscription_details``, its lines' price under
+``pricing.price_details``, and a subscription's period end is on its items. For a version
+before 2025-03-31 (basil) they take the older shape: invoices carry ``payment_intent``,
+``charge``, ``paid`` and ``subscription``, charges and payment intents carry ``invoice``,
+subscriptions carry ``current_period_end``. Every object carries the customer's phone
+number where Stripe would put it, so the whole path runs with no Stripe or Twilio account
+and no customer lookup:
 
 ==============================  =========================================================
 object                          phone
@@ -18,8 +23,8 @@ customer                        ``phone``
 ==============================  =========================================================
 
 Customer ids are ``cus_...`` strings, never expanded objects. Ids are random per call;
-`build_payment_events` and `build_failure_events` return events that share them, as the
-events Stripe sends for one payment do.
+`build_payment_events`, `build_subscription_payment_events` and `build_failure_events`
+return events that share them, as the events Stripe sends for one payment do.
 """
 
 from __future__ import annotations
@@ -32,15 +37,20 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from payherald.api_versions import FAMILIES, NEWEST_SUPPORTED, parse_api_version
+
 __all__ = [
     "SIMULATED_EVENT_TYPES",
     "build_event",
     "build_failure_events",
     "build_payment_events",
+    "build_renewal_failure_events",
+    "build_simulation",
+    "build_subscription_payment_events",
     "sign_payload",
+    "to_api_version",
 ]
 
-API_VERSION = "2024-06-20"
 DAY = 86_400
 MONTH = 30 * DAY
 EMAIL = "jenny.rosen@example.com"
@@ -199,7 +209,8 @@ def _charge_failed(sim: _Sim, ids: _Ids) -> _Object:
         captured=False,
         failure_code="card_declined",
         failure_message="Your card has insufficient funds.",
-        invoice=None,  # a declined one-off payment: no invoice behind it
+        invoice=None,  # a declined one-off payment by a guest: no invoice behind it
+        customer=None,
         paid=False,
         status="failed",
     )
@@ -432,6 +443,133 @@ def _customer(sim: _Sim, ids: _Ids) -> _Object:
     )
 
 
+def _invoice_payment(sim: _Sim, ids: _Ids) -> _Object:
+    """The invoice payment that links a paid invoice to its payment intent (from
+    2025-05-28, ``invoice_payment.paid``)."""
+    return {
+        "id": _id("inpay"),
+        "object": "invoice_payment",
+        "amount_paid": sim.amount,
+        "amount_requested": sim.amount,
+        "created": sim.created,
+        "currency": sim.currency,
+        "invoice": ids.invoice,
+        "is_default": True,
+        "livemode": sim.livemode,
+        "payment": {"type": "payment_intent", "payment_intent": ids.payment_intent},
+        "status": "paid",
+        "status_transitions": {"canceled_at": None, "paid_at": sim.created},
+    }
+
+
+# -- today's shapes ----------------------------------------------------------------------
+
+
+def _line_today(line: _Object) -> _Object:
+    """An invoice line as basil and later send it: the price and product under
+    ``pricing.price_details`` (ids), the subscription item under ``parent``."""
+    price = line.pop("price", None) or {}
+    line.pop("plan", None)
+    kind = line.pop("type", None)
+    proration = line.pop("proration", False)
+    item = line.pop("subscription_item", None)
+    invoice_item = line.pop("invoice_item", None)
+    line["pricing"] = {
+        "type": "price_details",
+        "price_details": {"price": price.get("id"), "product": price.get("product")},
+        "unit_amount_decimal": price.get("unit_amount_decimal"),
+    }
+    details = {"proration": proration, "proration_details": {"credited_items": None}}
+    if kind == "subscription":
+        line["parent"] = {
+            "type": "subscription_item_details",
+            "invoice_item_details": None,
+            "subscription_item_details": details
+            | {
+                "invoice_item": None,
+                "subscription": line["subscription"],
+                "subscription_item": item,
+            },
+        }
+    else:
+        line["parent"] = {
+            "type": "invoice_item_details",
+            "invoice_item_details": details
+            | {"invoice_item": invoice_item, "subscription": line.get("subscription")},
+            "subscription_item_details": None,
+        }
+    return line
+
+
+def _invoice_today(obj: _Object) -> _Object:
+    for field_name in ("paid", "payment_intent", "charge"):
+        obj.pop(field_name, None)
+    subscription = obj.pop("subscription", None)
+    obj["parent"] = (
+        {
+            "type": "subscription_details",
+            "quote_details": None,
+            "subscription_details": {"metadata": {}, "subscription": subscription},
+        }
+        if subscription
+        else None
+    )
+    obj["lines"]["data"] = [_line_today(line) for line in obj["lines"]["data"]]
+    return obj
+
+
+def _subscription_today(obj: _Object) -> _Object:
+    """A subscription from basil on: the current period is each item's."""
+    start, end = obj.pop("current_period_start", None), obj.pop("current_period_end", None)
+    obj.pop("plan", None)
+    obj.pop("quantity", None)
+    for item in obj["items"]["data"]:
+        item.update(current_period_start=start, current_period_end=end)
+    return obj
+
+
+def _without_total_count(value: Any) -> None:
+    """Lists lost ``total_count`` in basil."""
+    if isinstance(value, dict):
+        if value.get("object") == "list":
+            value.pop("total_count", None)
+        for item in value.values():
+            _without_total_count(item)
+    elif isinstance(value, list):
+        for item in value:
+            _without_total_count(item)
+
+
+def _today(obj: _Object) -> _Object:
+    kind = obj.get("object")
+    _without_total_count(obj)
+    if kind in ("payment_intent", "charge"):
+        obj.pop("invoice", None)
+    elif kind == "refund":
+        obj.pop("livemode", None)  # a refund does not say
+    elif kind == "invoice":
+        _invoice_today(obj)
+    elif kind == "subscription":
+        _subscription_today(obj)
+    return obj
+
+
+def to_api_version(event: dict[str, Any], api_version: str) -> dict[str, Any]:
+    """``event`` (built in the shape of 2024-06-20) in the shape of ``api_version``: from
+    basil on, its object (and ``previous_attributes``) take today's shape."""
+    version = parse_api_version(api_version)
+    if version is None:
+        raise ValueError(f"{api_version!r} is not a Stripe API version, like {NEWEST_SUPPORTED}.")
+    event["api_version"] = api_version
+    if version.date >= FAMILIES["basil"]:
+        data = event["data"]
+        _today(data["object"])
+        previous = data.get("previous_attributes")
+        if previous and data["object"].get("object") == "subscription":
+            previous.pop("plan", None)
+    return event
+
+
 _BUILDERS: dict[str, Callable[[_Sim, _Ids], _Object]] = {
     "payment_intent.succeeded": _payment_intent,
     "payment_intent.payment_failed": _payment_failed,
@@ -449,6 +587,7 @@ _BUILDERS: dict[str, Callable[[_Sim, _Ids], _Object]] = {
     "customer.subscription.trial_will_end": _subscription_trialing,
     "customer.subscription.updated": _subscription,
     "customer.created": _customer,
+    "invoice_payment.paid": _invoice_payment,
 }
 _PREVIOUS_ATTRIBUTES: dict[str, Callable[[_Sim, _Ids], _Object]] = {
     "customer.subscription.updated": _previous_plan,
@@ -460,14 +599,14 @@ def _sim(now: datetime, phone: str, amount: int, currency: str, livemode: bool) 
     return _Sim(int(now.timestamp()), phone, amount, currency.lower(), livemode)
 
 
-def _event(event_type: str, sim: _Sim, ids: _Ids) -> _Object:
+def _event(event_type: str, sim: _Sim, ids: _Ids, api_version: str) -> _Object:
     data: _Object = {"object": _BUILDERS[event_type](sim, ids)}
     if event_type in _PREVIOUS_ATTRIBUTES:
         data["previous_attributes"] = _PREVIOUS_ATTRIBUTES[event_type](sim, ids)
     return {
         "id": _id("evt"),
         "object": "event",
-        "api_version": API_VERSION,
+        "api_version": api_version,
         "created": sim.created,
         "data": data,
         "livemode": sim.livemode,
@@ -475,6 +614,10 @@ def _event(event_type: str, sim: _Sim, ids: _Ids) -> _Object:
         "request": {"id": _id("req"), "idempotency_key": secrets.token_hex(16)},
         "type": event_type,
     }
+
+
+def _versioned(event: _Object) -> _Object:
+    return to_api_version(event, event["api_version"])
 
 
 def build_event(
@@ -485,10 +628,13 @@ def build_event(
     amount: int = 2000,
     currency: str = "usd",
     livemode: bool = False,
+    api_version: str = NEWEST_SUPPORTED,
 ) -> dict[str, Any]:
-    """A Stripe event of ``event_type`` (one of `SIMULATED_EVENT_TYPES`) with fresh ids;
-    KeyError for a type simulate does not know. ``amount`` is in the smallest unit."""
-    return _event(event_type, _sim(now, phone, amount, currency, livemode), _Ids())
+    """A Stripe event of ``event_type`` (one of `SIMULATED_EVENT_TYPES`) with fresh ids, in
+    the shape of ``api_version``; KeyError for a type simulate does not know. ``amount`` is
+    in the smallest unit."""
+    sim = _sim(now, phone, amount, currency, livemode)
+    return _versioned(_event(event_type, sim, _Ids(), api_version))
 
 
 def build_payment_events(
@@ -498,16 +644,17 @@ def build_payment_events(
     amount: int = 2000,
     currency: str = "usd",
     livemode: bool = False,
+    api_version: str = NEWEST_SUPPORTED,
 ) -> list[dict[str, Any]]:
     """The four events Stripe sends for one card payment through Checkout with an invoice:
     payment_intent.succeeded, charge.succeeded, checkout.session.completed, invoice.paid.
 
     They share one payment intent, charge, invoice, session and customer, and each
-    refers to the others as Stripe does; event ids differ.
+    refers to the others as Stripe does in ``api_version``; event ids differ.
     """
     sim, ids = _sim(now, phone, amount, currency, livemode), _Ids()
     events = [
-        _event(event_type, sim, ids)
+        _event(event_type, sim, ids, api_version)
         for event_type in (
             "payment_intent.succeeded",
             "charge.succeeded",
@@ -529,7 +676,74 @@ def build_payment_events(
         type="invoiceitem",
         invoice_item=_id("ii"),
     )
-    return events
+    return [_versioned(event) for event in events]
+
+
+# The first version that sends invoice_payment.paid.
+_INVOICE_PAYMENT_EVENTS = "2025-05-28"
+
+
+def build_subscription_payment_events(
+    *,
+    now: datetime,
+    phone: str = "+14155550123",
+    amount: int = 2000,
+    currency: str = "usd",
+    livemode: bool = False,
+    api_version: str = NEWEST_SUPPORTED,
+) -> list[dict[str, Any]]:
+    """The four events Stripe sends for one subscription payment: payment_intent.succeeded,
+    charge.succeeded, invoice.paid, and the invoice payment that links the invoice to its
+    payment intent (``invoice_payment.paid``; ``invoice.payment_succeeded`` for versions
+    before it existed). In ``api_version``'s shape: from basil on, only the invoice payment
+    names both the invoice and the payment intent."""
+    sim, ids = _sim(now, phone, amount, currency, livemode), _Ids()
+    version = parse_api_version(api_version)
+    linking = (
+        "invoice_payment.paid"
+        if version is not None and version.date >= _INVOICE_PAYMENT_EVENTS
+        else "invoice.payment_succeeded"
+    )
+    events = [
+        _event(event_type, sim, ids, api_version)
+        for event_type in ("payment_intent.succeeded", "charge.succeeded", "invoice.paid", linking)
+    ]
+    intent = events[0]["data"]["object"]
+    intent.update(
+        customer=ids.customer, invoice=ids.invoice, description="Subscription creation", metadata={}
+    )
+    return [_versioned(event) for event in events]
+
+
+def build_renewal_failure_events(
+    *,
+    now: datetime,
+    phone: str = "+14155550123",
+    amount: int = 2000,
+    currency: str = "usd",
+    livemode: bool = False,
+    api_version: str = NEWEST_SUPPORTED,
+) -> list[dict[str, Any]]:
+    """The three events Stripe sends for a subscription renewal whose card is declined:
+    invoice.payment_failed, payment_intent.payment_failed and charge.failed, sharing one
+    invoice, payment intent, charge and customer."""
+    sim, ids = _sim(now, phone, amount, currency, livemode), _Ids()
+    events = [
+        _event(event_type, sim, ids, api_version)
+        for event_type in (
+            "invoice.payment_failed",
+            "payment_intent.payment_failed",
+            "charge.failed",
+        )
+    ]
+    _, intent, charge = (event["data"]["object"] for event in events)
+    intent.update(
+        customer=ids.customer, invoice=ids.invoice, description="Subscription update", metadata={}
+    )
+    charge.update(
+        customer=ids.customer, invoice=ids.invoice, description="Subscription update", metadata={}
+    )
+    return [_versioned(event) for event in events]
 
 
 def build_failure_events(
@@ -539,13 +753,53 @@ def build_failure_events(
     amount: int = 2000,
     currency: str = "usd",
     livemode: bool = False,
+    api_version: str = NEWEST_SUPPORTED,
 ) -> list[dict[str, Any]]:
     """The two events Stripe sends for one declined card payment: payment_intent.
     payment_failed then charge.failed, sharing one payment intent, charge and customer."""
     sim, ids = _sim(now, phone, amount, currency, livemode), _Ids()
-    events = [_event(t, sim, ids) for t in ("payment_intent.payment_failed", "charge.failed")]
-    events[0]["data"]["object"]["customer"] = ids.customer
-    return events
+    events = [
+        _event(t, sim, ids, api_version) for t in ("payment_intent.payment_failed", "charge.failed")
+    ]
+    for event in events:
+        event["data"]["object"]["customer"] = ids.customer
+    return [_versioned(event) for event in events]
+
+
+def build_simulation(
+    event_type: str,
+    *,
+    now: datetime,
+    phone: str = "+14155550123",
+    amount: int = 2000,
+    currency: str = "usd",
+    livemode: bool = False,
+    api_version: str = NEWEST_SUPPORTED,
+) -> list[dict[str, Any]]:
+    """The events `payherald simulate EVENT_TYPE` posts, the one asked for last: alone, or,
+    where today's API would leave it waiting for another event of the same payment, after
+    the event Stripe sends with it (as ``stripe trigger`` sends a whole flow). A paid
+    invoice comes after the ``invoice_payment.paid`` that links it to its payment; a
+    failed invoice after its payment intent's failure, which says why the card was
+    declined."""
+    options: dict[str, Any] = {
+        "now": now,
+        "phone": phone,
+        "amount": amount,
+        "currency": currency,
+        "livemode": livemode,
+        "api_version": api_version,
+    }
+    version = parse_api_version(api_version)
+    today = version is not None and version.date >= FAMILIES["basil"]
+    if today and event_type in ("invoice.paid", "invoice.payment_succeeded"):
+        _, _, invoice, linking = build_subscription_payment_events(**options)
+        invoice["type"] = event_type
+        return [linking, invoice] if linking["type"] == "invoice_payment.paid" else [invoice]
+    if event_type == "invoice.payment_failed":
+        invoice, intent, _ = build_renewal_failure_events(**options)
+        return [intent, invoice]
+    return [build_event(event_type, **options)]
 
 
 def sign_payload(event: dict[str, Any], secret: str, *, timestamp: int) -> tuple[bytes, str]:

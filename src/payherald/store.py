@@ -35,7 +35,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from payherald.clock import Clock
 from payherald.database import READ_ONLY, current_revision, head_revision
 from payherald.exceptions import SchemaOutOfDate, StoreUnavailable
-from payherald.queue import WorkQueue
+from payherald.queue import WorkQueue, siblings_told
 from payherald.records import (
     ClaimedNotification,
     PlannedEvent,
@@ -164,8 +164,10 @@ class Store:
         *,
         status: str = "received",
         error: str | None = None,
+        links: Sequence[str] = (),
     ) -> RecordResult:
-        """Store ``event`` and queue ``planned`` in one transaction.
+        """Store ``event`` and queue ``planned`` in one transaction; ``links`` are the
+        identifiers of one payment that the event names, linked as one subject.
 
         A repeated event id stores nothing and queues nothing (``duplicate=True``). A
         planned notification about something already notified (the same payment reported
@@ -174,7 +176,10 @@ class Store:
         """
         for attempt in range(_ALIAS_RACE_RETRIES):
             try:
-                return self._record_event(event, planned, status=status, error=error)
+                (result,) = self._record(
+                    [PlannedEvent(event, tuple(planned), status, error, tuple(links))]
+                )
+                return result
             except _AliasRace:
                 if attempt == _ALIAS_RACE_RETRIES - 1:
                     raise StoreUnavailable(
@@ -203,17 +208,6 @@ class Store:
                 "concurrent transaction linked it first."
             ) from None
 
-    def _record_event(
-        self,
-        event: StripeEvent,
-        planned: Sequence[PlannedNotification],
-        *,
-        status: str,
-        error: str | None,
-    ) -> RecordResult:
-        (result,) = self._record([PlannedEvent(event, tuple(planned), status, error)])
-        return result
-
     def _record(self, items: Sequence[PlannedEvent]) -> list[RecordResult]:
         """Record ``items`` in one transaction, in a fixed number of statements whatever
         their count (the events, the payments' links, the notifications); raises
@@ -235,6 +229,7 @@ class Store:
                 ).scalars()
             )
             new = [index for event_id, index in first.items() if event_id in inserted]
+            self._link(connection, [("payment", items[i].links) for i in new if items[i].links])
             queued = self._queue_many(
                 connection, [(items[i].event.id, items[i].planned) for i in new], now
             )
@@ -250,6 +245,7 @@ class Store:
                 duplicate=index not in by_index,
                 queued=by_index.get(index, 0),
                 failed=index in by_index and item.status == "failed",
+                unsupported=index in by_index and item.status == "unsupported",
             )
             for index, item in enumerate(items)
         ]
@@ -260,10 +256,14 @@ class Store:
         """The one identifier that everything known about each subject is keyed on, in
         order, each subject seeing the links of those before it.
 
-        Links every alias of a subject to its identifier. If a concurrent transaction
-        linked one of them to another identifier first, raises _AliasRace so that the whole
-        transaction is recorded again, seeing that link. (On SQLite a transaction holds
-        the write lock from its start, so nobody can link anything meanwhile.)
+        Links every alias of a subject to its identifier: the identifier of its most
+        telling alias already known, else its first alias. When its aliases were known
+        under several identifiers (a payment intent and an invoice seen apart, then an
+        invoice payment naming both), those merge into the first: every alias of the
+        others is pointed at it. If a concurrent transaction linked one of them to another
+        identifier first, raises _AliasRace so that the whole transaction is recorded
+        again, seeing that link. (On SQLite a transaction holds the write lock from its
+        start, so nobody can link anything meanwhile.)
         """
         wanted = {
             f"{kind}:{alias}"
@@ -284,18 +284,35 @@ class Store:
             else {}
         )
         links: dict[str, str] = {}  # new aliases -> their identifier
+        merged: dict[tuple[str, str], str] = {}  # (kind, identifier) -> the one it joined
         canonicals = []
         for kind, subject in subjects:
             if kind not in LINKED_SUBJECTS:
                 canonicals.append(subject[0])
                 continue
             aliases = [f"{kind}:{alias}" for alias in subject]
-            # The most telling alias already known wins (the list is in order of preference).
-            canonical = next((known[a] for a in aliases if a in known), subject[0])
+            found = list(dict.fromkeys(known[a] for a in aliases if a in known))
+            canonical = found[0] if found else subject[0]
+            for other in found[1:]:
+                merged[(kind, other)] = canonical
+                for alias, identifier in known.items():
+                    if identifier == other and alias.startswith(f"{kind}:"):
+                        known[alias] = canonical
             for alias in aliases:
                 if alias not in known:
                     known[alias] = links[alias] = canonical
             canonicals.append(canonical)
+        for (kind, other), canonical in merged.items():
+            connection.execute(
+                update(subject_aliases)
+                .where(
+                    and_(
+                        subject_aliases.c.canonical == other,
+                        subject_aliases.c.alias.startswith(f"{kind}:", autoescape=True),
+                    )
+                )
+                .values(canonical=canonical)
+            )
         if links:
             connection.execute(
                 self._insert(subject_aliases).on_conflict_do_nothing(index_elements=["alias"]),
@@ -310,6 +327,52 @@ class Store:
                 if any(links[alias] != canonical for alias, canonical in linked):
                     raise _AliasRace()
         return canonicals
+
+    def link_payment(self, aliases: Sequence[str]) -> str:
+        """Link the identifiers of one payment (learnt from Stripe) as one subject, in a
+        transaction of its own; returns its identifier. Raises StoreUnavailable."""
+        for _ in range(_ALIAS_RACE_RETRIES):
+            try:
+                with self._transaction() as connection:
+                    (canonical,) = self._link(connection, [("payment", tuple(aliases))])
+                    return canonical
+            except _AliasRace:
+                continue
+        raise StoreUnavailable(
+            "The event store is too busy linking this payment; it will be tried again."
+        )
+
+    def subject_group(self, subject: str) -> tuple[str, frozenset[str]]:
+        """The identifier that ``subject`` (``kind:alias``) is linked to now, and every
+        alias linked to it (without the ``kind:``)."""
+        kind, _, alias = subject.partition(":")
+        with self._read() as connection:
+            canonical = connection.execute(
+                select(subject_aliases.c.canonical).where(subject_aliases.c.alias == subject)
+            ).scalar()
+            if canonical is None:
+                return alias, frozenset({alias})
+            aliases = connection.execute(
+                select(subject_aliases.c.alias).where(
+                    and_(
+                        subject_aliases.c.canonical == canonical,
+                        subject_aliases.c.alias.startswith(f"{kind}:", autoescape=True),
+                    )
+                )
+            ).scalars()
+            return canonical, frozenset(a.partition(":")[2] for a in aliases)
+
+    def told_sibling(self, held: ClaimedNotification) -> dict[str, Any] | None:
+        """Another notification of ``held``'s rule, to the same recipient, about what
+        ``held`` is about (as linked now) that is being or was sent; None if there is
+        none. Linking can join two notifications queued apart: only one is told."""
+        if held.subject is None:
+            return None
+        with self._read() as connection:
+            row = connection.execute(
+                siblings_told(notifications).where(notifications.c.id == held.id).limit(1)
+            ).first()
+        return dict(row._mapping) if row is not None else None
 
     def _queue_many(
         self,
@@ -338,6 +401,11 @@ class Store:
                 "channel": item.channel,
                 "livemode": item.livemode,
                 "to": item.to,
+                "subject": (
+                    f"{item.subject_kind}:{canonical}"
+                    if item.subject_kind in LINKED_SUBJECTS
+                    else None
+                ),
                 "status": "pending",
                 "attempts": 0,
                 "created_at": now,
@@ -387,6 +455,19 @@ class Store:
             query = query.where(events.c.type == type)
         with self._read() as connection:
             return [dict(row) for row in connection.execute(query).mappings()]
+
+    def event_payloads(self, *, type: str, since: datetime, until: datetime) -> list[str]:
+        """The payloads of the stored events of ``type`` that Stripe created between
+        ``since`` and ``until``."""
+        query = select(events.c.payload).where(
+            and_(
+                events.c.type == type,
+                events.c.stripe_created_at >= since,
+                events.c.stripe_created_at <= until,
+            )
+        )
+        with self._read() as connection:
+            return list(connection.execute(query).scalars())
 
     def list_notifications(
         self, *, status: str | None = None, event_id: str | None = None, limit: int = 100

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from payherald.stripe_objects import read_object
 from payherald.webhook import StripeEvent
 
 __all__ = ["SUBJECTS", "Subject", "payment_aliases"]
@@ -30,28 +31,9 @@ def _id(value: Any) -> str | None:
 
 
 def payment_aliases(event: StripeEvent) -> list[str]:
-    """Identifiers of the payment an event is about: ``pi_``, then ``in_``, ``cs_``, ``ch_``."""
-    obj = event.object
-    kind = obj.get("object")
-    intent = charge = invoice = session = None
-    if kind == "payment_intent":
-        intent, charge, invoice = _id(obj), _id(obj.get("latest_charge")), _id(obj.get("invoice"))
-    elif kind == "charge":
-        intent, charge, invoice = _id(obj.get("payment_intent")), _id(obj), _id(obj.get("invoice"))
-    elif kind == "invoice":
-        intent, charge, invoice = _id(obj.get("payment_intent")), _id(obj.get("charge")), _id(obj)
-        payments = obj.get("payments")
-        if intent is None and isinstance(payments, Mapping):  # API versions from 2025-03-31
-            for payment in payments.get("data") or ():
-                intent = intent or _id((payment.get("payment") or {}).get("payment_intent"))
-    elif kind == "checkout.session":
-        intent, invoice, session = (
-            _id(obj.get("payment_intent")),
-            _id(obj.get("invoice")),
-            _id(obj),
-        )
-    aliases = [alias for alias in (intent, invoice, session, charge) if alias]
-    return aliases or [_id(obj) or event.id]
+    """Identifiers of the payment an event is about: ``pi_``, then ``in_``, ``cs_``, ``ch_``
+    (as far as the event's object names them; see ``stripe_objects``)."""
+    return read_object(event.object).payment_ids or [_id(event.object) or event.id]
 
 
 def failed_attempt(event: StripeEvent) -> list[str]:

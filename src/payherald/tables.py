@@ -79,7 +79,8 @@ events = Table(
     Column("api_version", String(64)),
     Column("stripe_created_at", UTCDateTime),
     Column("payload", Text, nullable=False),
-    # received: stored, notifications queued; ignored: no rule for it; failed: planning failed
+    # received: stored, notifications queued; ignored: no rule for it; failed: planning
+    # failed; unsupported: of an API version payherald does not read
     Column("status", String(16), nullable=False),
     Column("error", Text),
     Column("received_at", UTCDateTime, nullable=False),
@@ -121,8 +122,12 @@ notifications = Table(
     # What the provider later reported (Twilio status callbacks); never moves backwards.
     Column("delivery_status", String(16)),
     Column("delivery_error_code", String(16)),
+    # The subject alias the key was made from ("payment:in_..."): its canonical, which
+    # later events may change by linking, names every notification about the same thing.
+    Column("subject", String(255)),
     Index("ix_notifications_status_run_at", "status", "run_at"),
     Index("ix_notifications_event_id", "event_id"),
+    Index("ix_notifications_subject", "subject"),
 )
 
 # Every status callback, once per (message, status), whatever Twilio repeats.
@@ -186,6 +191,7 @@ subject_aliases = Table(
     metadata,
     Column("alias", String(255), primary_key=True),
     Column("canonical", String(255), nullable=False),
+    Index("ix_subject_aliases_canonical", "canonical"),
 )
 
 meta = Table(

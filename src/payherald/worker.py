@@ -252,6 +252,17 @@ class Worker:
                 self._count(channel.name, "failed", recorded)
                 log.info("suppressed_before_send", error=reason)
                 return
+            sibling = self._store.told_sibling(notification)
+            if sibling is not None:
+                # Its twin, about the same payment, was sent while this one was composed.
+                reason = (
+                    f"Already told: notification {sibling['id']} (event "
+                    f"{sibling['event_id']}) is about the same payment."
+                )
+                recorded = self._queue.mark_skipped(notification, reason=reason)
+                self._count(channel.name, "skipped", recorded)
+                log.info("notification_skipped", reason=reason)
+                return
             log.warning("claim_lost", action="skip")
             return
         message = Message(

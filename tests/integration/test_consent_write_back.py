@@ -121,7 +121,9 @@ class RecordingCustomers:
 
 
 def messaged(database_url: str, sms: ScriptedChannel, clock: FrozenClock) -> Any:
-    ph = build_for_tests(database_url, settings=TWILIO_SETTINGS, clock=clock, channels={"sms": sms})
+    # A dunning text alone, sent at once: no wait for its payment's failure event.
+    settings = {**TWILIO_SETTINGS, "PAYHERALD_LINK_GRACE_SECONDS": "0"}
+    ph = build_for_tests(database_url, settings=settings, clock=clock, channels={"sms": sms})
     payload = build_event("invoice.payment_failed", now=clock.now(), livemode=True)
     payload["data"]["object"]["customer"] = "cus_A"
     event = parse_event(json.dumps(payload).encode())

@@ -37,7 +37,12 @@ def build(
 ) -> Any:
     return build_for_tests(
         database_url,
-        settings={"PAYHERALD_CONFIG": str(rules_file), **settings},
+        # A dunning text alone, sent at once: no wait for its payment's failure event.
+        settings={
+            "PAYHERALD_CONFIG": str(rules_file),
+            "PAYHERALD_LINK_GRACE_SECONDS": "0",
+            **settings,
+        },
         clock=clock,
         channels={"sms": sms},
         quiet_hours=QuietHours(),
@@ -188,7 +193,7 @@ def test_the_window_can_be_changed(
     rules.write_text('[quiet_hours]\nsend_from = "01:00"\nsend_until = "23:00"\n')
     ph = build_for_tests(
         database_url,
-        settings={"PAYHERALD_CONFIG": str(rules)},
+        settings={"PAYHERALD_CONFIG": str(rules), "PAYHERALD_LINK_GRACE_SECONDS": "0"},
         clock=night_in_new_york,
         channels={"sms": sms},
         quiet_hours=None,  # the rules file's window, as in production

@@ -40,7 +40,11 @@ def test_customer_phone_comes_first() -> None:
         ),
         (
             {"subscription_details": {"metadata": {"phone": "+14155550123"}}},
-            "subscription_details.metadata.phone",
+            "subscription.metadata.phone",
+        ),
+        (  # an invoice from API version 2025-03-31 (basil) on
+            {"parent": {"subscription_details": {"metadata": {"phone": "+14155550123"}}}},
+            "subscription.metadata.phone",
         ),
     ],
 )

@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 
+from payherald.api_versions import NEWEST_SUPPORTED
 from payherald.simulate import (
-    API_VERSION,
     SIMULATED_EVENT_TYPES,
     build_event,
     build_failure_events,
     build_payment_events,
+    build_renewal_failure_events,
+    build_subscription_payment_events,
     sign_payload,
 )
 from payherald.webhook import parse_event
@@ -22,6 +24,8 @@ NOW = datetime(2024, 7, 1, 12, 0, tzinfo=UTC)
 T = int(NOW.timestamp())
 DAY = 86_400
 PHONE = "+447700900123"
+# The shape before basil (2025-03-31): invoices, payment intents and charges name one another.
+LEGACY = "2024-06-20"
 
 # Where each object carries the customer's phone (PRODUCT.md F5).
 PHONE_PATHS = {
@@ -74,8 +78,8 @@ def data_object(event_type: str, **kwargs: Any) -> dict[str, Any]:
     return obj
 
 
-def test_the_simulated_types_are_the_catalogue_plus_customer_created_sorted() -> None:
-    assert list(SIMULATED_EVENT_TYPES) == sorted(PHONE_PATHS)
+def test_the_simulated_types_are_the_catalogue_plus_customer_and_invoice_payment_sorted() -> None:
+    assert list(SIMULATED_EVENT_TYPES) == sorted([*PHONE_PATHS, "invoice_payment.paid"])
 
 
 @pytest.mark.parametrize("event_type", SIMULATED_EVENT_TYPES)
@@ -85,23 +89,25 @@ def test_every_type_builds_an_event_the_webhook_parses(event_type: str) -> None:
         "id", "object", "api_version", "created", "data", "livemode", "pending_webhooks",
         "request", "type",
     }  # fmt: skip
-    assert event["api_version"] == API_VERSION == "2024-06-20"
+    assert event["api_version"] == NEWEST_SUPPORTED
     assert (event["type"], event["created"], event["livemode"]) == (event_type, T, True)
-    assert event["data"]["object"]["livemode"] is True
+    assert event["data"]["object"].get("livemode", True) is True  # a refund does not say
     parsed = parse_event(json.dumps(event).encode())
     assert (parsed.id, parsed.type) == (event["id"], event_type)
 
 
-@pytest.mark.parametrize("event_type", SIMULATED_EVENT_TYPES)
-def test_every_object_carries_the_phone_where_documented(event_type: str) -> None:
-    assert dig(data_object(event_type, phone=PHONE), PHONE_PATHS[event_type]) == PHONE
+@pytest.mark.parametrize("api_version", [LEGACY, NEWEST_SUPPORTED])
+@pytest.mark.parametrize("event_type", PHONE_PATHS)
+def test_every_object_carries_the_phone_where_documented(event_type: str, api_version: str) -> None:
+    obj = data_object(event_type, phone=PHONE, api_version=api_version)
+    assert dig(obj, PHONE_PATHS[event_type]) == PHONE
 
 
 @pytest.mark.parametrize(("event_type", "paths"), AMOUNT_PATHS.items())
 def test_amount_and_currency_flow_into_the_natural_fields(
     event_type: str, paths: tuple[tuple[str | int, ...], ...]
 ) -> None:
-    obj = data_object(event_type, amount=123456, currency="JPY")
+    obj = data_object(event_type, amount=123456, currency="JPY", api_version=LEGACY)
     assert [dig(obj, path) for path in paths] == [123456] * len(paths)
     assert obj["currency"] == "jpy"
 
@@ -159,7 +165,7 @@ def test_a_refund_points_at_its_charge_and_payment_intent() -> None:
 
 
 def test_a_failed_invoice_has_what_dunning_needs() -> None:
-    obj = data_object("invoice.payment_failed")
+    obj = data_object("invoice.payment_failed", api_version=LEGACY)
     assert obj["hosted_invoice_url"].startswith("https://invoice.stripe.com/")
     assert obj["attempt_count"] == 1
     assert obj["next_payment_attempt"] == T + 3 * DAY
@@ -169,7 +175,7 @@ def test_a_failed_invoice_has_what_dunning_needs() -> None:
 
 @pytest.mark.parametrize("event_type", ["invoice.paid", "invoice.payment_succeeded"])
 def test_a_paid_invoice_links_its_payment_and_subscription(event_type: str) -> None:
-    obj = data_object(event_type)
+    obj = data_object(event_type, api_version=LEGACY)
     assert obj["billing_reason"] == "subscription_create"
     assert obj["payment_intent"].startswith("pi_")
     assert obj["charge"].startswith("ch_")
@@ -183,7 +189,7 @@ def test_a_paid_invoice_links_its_payment_and_subscription(event_type: str) -> N
 
 
 def test_an_upcoming_invoice_has_no_id_and_a_renewal_date() -> None:
-    obj = data_object("invoice.upcoming")
+    obj = data_object("invoice.upcoming", api_version=LEGACY)
     assert "id" not in obj
     assert obj["subscription"].startswith("sub_")
     assert obj["next_payment_attempt"] == obj["period_end"] == T + 7 * DAY
@@ -220,7 +226,7 @@ def test_a_checkout_session_paid_in_payment_mode() -> None:
     ],
 )
 def test_a_subscription_has_its_plan_and_price(event_type: str) -> None:
-    obj = data_object(event_type, amount=1500)
+    obj = data_object(event_type, amount=1500, api_version=LEGACY)
     price = obj["items"]["data"][0]["price"]
     plan = obj["plan"]
     assert price["id"].startswith("price_")
@@ -242,7 +248,10 @@ def test_a_deleted_subscription_says_when_it_ended() -> None:
 
 
 def test_an_active_subscription_renews_in_seven_days() -> None:
-    assert data_object("customer.subscription.updated")["current_period_end"] == T + 7 * DAY
+    assert (
+        data_object("customer.subscription.updated", api_version=LEGACY)["current_period_end"]
+        == T + 7 * DAY
+    )
 
 
 def test_a_trial_ending_subscription_ends_its_trial_in_three_days() -> None:
@@ -252,7 +261,7 @@ def test_a_trial_ending_subscription_ends_its_trial_in_three_days() -> None:
 
 
 def test_a_plan_change_carries_the_previous_plan() -> None:
-    event = build_event("customer.subscription.updated", now=NOW)
+    event = build_event("customer.subscription.updated", now=NOW, api_version=LEGACY)
     previous = event["data"]["previous_attributes"]
     current = event["data"]["object"]
     assert previous["plan"]["nickname"] == "Basic monthly"
@@ -264,7 +273,9 @@ def test_a_plan_change_carries_the_previous_plan() -> None:
 
 
 def test_one_checkout_payment_is_four_events_about_the_same_objects() -> None:
-    events = build_payment_events(now=NOW, phone=PHONE, amount=4200, currency="eur", livemode=True)
+    events = build_payment_events(
+        now=NOW, phone=PHONE, amount=4200, currency="eur", livemode=True, api_version=LEGACY
+    )
     assert [e["type"] for e in events] == [
         "payment_intent.succeeded",
         "charge.succeeded",
@@ -318,3 +329,70 @@ def test_sign_payload_signs_the_body_it_returns() -> None:
     body, header = sign_payload(event, "whsec_test", timestamp=T)
     assert json.loads(body) == event
     stripe.WebhookSignature.verify_header(body.decode(), header, "whsec_test", tolerance=None)
+
+
+# -- today's shapes ----------------------------------------------------------------------
+
+
+def test_a_paid_invoice_of_today_names_no_payment_and_keeps_its_subscription_under_parent() -> None:
+    obj = data_object("invoice.paid")
+    assert not {"paid", "payment_intent", "charge", "subscription"} & set(obj)
+    assert obj["status"] == "paid"
+    assert obj["parent"]["subscription_details"]["subscription"].startswith("sub_")
+    line = obj["lines"]["data"][0]
+    assert not {"price", "plan", "type", "proration", "subscription_item"} & set(line)
+    details = line["pricing"]["price_details"]
+    assert (details["price"][:6], details["product"][:5]) == ("price_", "prod_")
+    assert line["parent"]["subscription_item_details"]["subscription_item"].startswith("si_")
+
+
+def test_a_subscription_of_today_keeps_its_period_on_its_items() -> None:
+    obj = data_object("customer.subscription.updated")
+    assert not {"current_period_end", "current_period_start", "plan"} & set(obj)
+    assert obj["items"]["data"][0]["current_period_end"] == T + 7 * DAY
+
+
+@pytest.mark.parametrize("event_type", ["payment_intent.succeeded", "charge.succeeded"])
+def test_a_payment_of_today_names_no_invoice(event_type: str) -> None:
+    assert "invoice" not in data_object(event_type)
+
+
+def test_a_subscription_payment_of_today_is_linked_only_by_its_invoice_payment() -> None:
+    events = build_subscription_payment_events(now=NOW, amount=3100)
+    assert [e["type"] for e in events] == [
+        "payment_intent.succeeded",
+        "charge.succeeded",
+        "invoice.paid",
+        "invoice_payment.paid",
+    ]
+    intent, charge, invoice, payment = (e["data"]["object"] for e in events)
+    assert "invoice" not in intent
+    assert "payment_intent" not in invoice
+    assert payment["invoice"] == invoice["id"]
+    assert payment["payment"] == {"type": "payment_intent", "payment_intent": intent["id"]}
+    assert charge["payment_intent"] == intent["id"]
+    assert {intent["customer"], charge["customer"], invoice["customer"]} == {invoice["customer"]}
+    assert payment["amount_paid"] == invoice["amount_paid"] == 3100
+
+
+def test_a_subscription_payment_before_invoice_payments_existed_ends_with_the_invoice_event() -> (
+    None
+):
+    events = build_subscription_payment_events(now=NOW, api_version="2025-02-24.acacia")
+    assert events[3]["type"] == "invoice.payment_succeeded"
+    intent, _, invoice, _ = (e["data"]["object"] for e in events)
+    assert (intent["invoice"], invoice["payment_intent"]) == (invoice["id"], intent["id"])
+
+
+def test_a_failed_renewal_is_three_events_about_one_invoice_and_charge() -> None:
+    invoice, intent, charge = (e["data"]["object"] for e in build_renewal_failure_events(now=NOW))
+    assert [invoice["object"], intent["object"], charge["object"]] == [
+        "invoice",
+        "payment_intent",
+        "charge",
+    ]
+    assert invoice["status"] == "open"
+    assert intent["last_payment_error"]["charge"] == charge["id"]
+    assert "invoice" not in intent
+    assert "invoice" not in charge
+    assert invoice["customer"] == intent["customer"] == charge["customer"]

@@ -1,0 +1,184 @@
+"""What payherald asks the Stripe API about payments before telling them.
+
+On today's API an invoice's events do not name its payment, a payment intent's do not
+name its invoice, and a refund names its charge but not its customer. With
+``STRIPE_SECRET_KEY`` set, the worker asks: the invoice payments of an invoice or of a
+payment intent (``GET /v1/invoice_payments``), and an object's current state
+(``GET /v1/invoices/ID``, ``/v1/payment_intents/ID``, ``/v1/charges/ID``), and a price's
+name (``/v1/prices/ID``: today's invoice lines name their price by id only). Every failure
+to ask raises TransientDeliveryError, so that the notification is retried with backoff and
+never sent on a guess. Charges and prices are cached (a refund's customer does not change).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import stripe
+
+from payherald.exceptions import TransientDeliveryError
+from payherald.stripe_objects import StripeObject, read_object
+
+__all__ = ["InMemoryStripeLookups", "StripeApiLookups", "StripeLookups"]
+
+RETRIEVABLE = ("invoice", "payment_intent", "charge", "price")
+# What does not change once made, and so may be cached: a charge's customer and billing
+# details, a price's name.
+_CACHED = frozenset({"charge", "price"})
+
+
+class StripeLookups(Protocol):
+    """Questions about payments, answered by the Stripe API."""
+
+    def invoice_payments(
+        self, *, invoice: str | None = None, payment_intent: str | None = None
+    ) -> list[StripeObject]:
+        """The invoice payments of ``invoice``, or of ``payment_intent`` (one of the two)."""
+        ...
+
+    def retrieve(self, kind: str, object_id: str) -> Mapping[str, Any] | None:
+        """The current ``kind`` (one of ``RETRIEVABLE``) ``object_id``, or None when Stripe
+        has no such object."""
+        ...
+
+
+class StripeApiLookups:
+    """The lookups through the Stripe API (``client``); charges and prices cached for
+    ``ttl`` seconds, at most ``cache_size`` of them."""
+
+    def __init__(
+        self,
+        *,
+        client: stripe.StripeClient,
+        ttl: float = 300.0,
+        cache_size: int = 10_000,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._ttl = ttl
+        self._cache_size = cache_size
+        self._monotonic = monotonic
+        self._cache: OrderedDict[str, tuple[float, Mapping[str, Any] | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def invoice_payments(
+        self, *, invoice: str | None = None, payment_intent: str | None = None
+    ) -> list[StripeObject]:
+        params: dict[str, Any] = {"limit": 10, "expand": ["data.payment.payment_intent"]}
+        if invoice is not None:
+            params["invoice"] = invoice
+        else:
+            params["payment"] = {"type": "payment_intent", "payment_intent": payment_intent}
+        what = f"the invoice payments of {invoice or payment_intent}"
+        try:
+            page = self._ask(
+                what,
+                lambda: self._client.v1.invoice_payments.list(params=params),  # type: ignore[arg-type]
+            )
+        except _NotFound:
+            return []  # an API without invoice payments (older fakes): nothing links them
+        return [read_object(item.to_dict()) for item in page.data]
+
+    def retrieve(self, kind: str, object_id: str) -> Mapping[str, Any] | None:
+        if kind in _CACHED:
+            return self._cached(kind, object_id)
+        return self._retrieve(kind, object_id)
+
+    def _retrieve(self, kind: str, object_id: str) -> Mapping[str, Any] | None:
+        v1 = self._client.v1
+        retrieve: Callable[[str], Any] = {  # type: ignore[assignment]
+            "invoice": v1.invoices.retrieve,
+            "payment_intent": v1.payment_intents.retrieve,
+            "charge": v1.charges.retrieve,
+            "price": lambda price: v1.prices.retrieve(price, params={"expand": ["product"]}),
+        }[kind]
+        try:
+            found = self._ask(f"{kind} {object_id}", lambda: retrieve(object_id))
+        except _NotFound:
+            return None
+        return dict(found.to_dict())
+
+    def _cached(self, kind: str, object_id: str) -> Mapping[str, Any] | None:
+        now = self._monotonic()
+        with self._lock:
+            cached = self._cache.get(object_id)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        found = self._retrieve(kind, object_id)
+        with self._lock:
+            self._cache[object_id] = (now, found)
+            self._cache.move_to_end(object_id)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return found
+
+    @staticmethod
+    def _ask(what: str, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except stripe.StripeError as exc:
+            if exc.http_status == 404:
+                raise _NotFound() from exc
+            raise _transient(what, exc) from exc
+
+
+class _NotFound(Exception):
+    """Stripe answered 404."""
+
+
+def _transient(what: str, exc: stripe.StripeError) -> TransientDeliveryError:
+    """A failure to ask Stripe about ``what``, as a retryable error that says why."""
+    if isinstance(exc, stripe.InvalidRequestError):
+        return TransientDeliveryError(
+            f"Stripe refused the request for {what}: {exc.user_message or exc}",
+            code="stripe_invalid_request",
+        )
+    if isinstance(exc, stripe.AuthenticationError):
+        return TransientDeliveryError(
+            f"Stripe refused STRIPE_SECRET_KEY while reading {what}; check the key.",
+            code="stripe_auth",
+        )
+    if isinstance(exc, stripe.PermissionError):
+        return TransientDeliveryError(
+            f"STRIPE_SECRET_KEY may not read {what}: give the restricted key read access "
+            "to invoices, payment intents, charges and prices.",
+            code="stripe_permission",
+        )
+    return TransientDeliveryError(
+        f"Could not read {what} at Stripe: {exc.user_message or exc}",
+        code="stripe_unavailable",
+    )
+
+
+class InMemoryStripeLookups:
+    """Fixed answers, for unit tests: ``objects`` by id, ``payments`` (invoice payment
+    objects as Stripe sends them)."""
+
+    def __init__(
+        self,
+        objects: Mapping[str, Mapping[str, Any]] | None = None,
+        payments: list[Mapping[str, Any]] | None = None,
+    ) -> None:
+        self._objects = dict(objects or {})
+        self._payments = [read_object(payment) for payment in payments or ()]
+        self.calls: list[tuple[str, str]] = []
+
+    def invoice_payments(
+        self, *, invoice: str | None = None, payment_intent: str | None = None
+    ) -> list[StripeObject]:
+        self.calls.append(("invoice_payments", str(invoice or payment_intent)))
+        return [
+            payment
+            for payment in self._payments
+            if (invoice is not None and payment.invoice == invoice)
+            or (payment_intent is not None and payment.payment_intent == payment_intent)
+        ]
+
+    def retrieve(self, kind: str, object_id: str) -> Mapping[str, Any] | None:
+        self.calls.append((kind, object_id))
+        found = self._objects.get(object_id)
+        return found if found is not None and found.get("object") == kind else None

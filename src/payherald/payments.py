@@ -1,0 +1,246 @@
+"""One payment across its events, settled just before a notification about it is told.
+
+Stripe reports one subscription payment as ``payment_intent.succeeded``,
+``charge.succeeded``, ``invoice.paid`` and ``invoice_payment.paid``, seconds apart and in
+any order. Before 2025-03-31 (basil) each event named the others, and the store linked
+them on arrival (``Store.record_event``). From basil on, an invoice names neither its
+payment intent nor its charge, and they do not name it: only ``invoice_payment.paid``
+links them. So, before a notification about a payment is sent, ``PaymentChecks``:
+
+- links an invoice that nothing has linked yet: it asks Stripe (``GET
+  /v1/invoice_payments``) when ``STRIPE_SECRET_KEY`` is set, and otherwise waits a grace
+  (``PAYHERALD_LINK_GRACE_SECONDS``) for the linking event;
+- skips a notification whose twin, about the same payment as linked now, was told (the
+  worker checks that again in the statement that commits the send);
+- for a rule marked ``not_for_invoices`` (a declined card), skips a payment that pays an
+  invoice: the invoice's own message tells it, with its link;
+- for a rule marked ``unless_paid`` (a failure text), re-reads the invoice or payment
+  intent from Stripe and skips it when it is paid by now; and, an invoice not saying why
+  its card was declined, learns the decline from its payment (from Stripe, or from the
+  payment's own failure event).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from payherald.api_versions import parse_api_version
+from payherald.clock import Clock
+from payherald.compose import NotificationDeferred, NotificationSkipped
+from payherald.lookups import StripeLookups
+from payherald.messages import decline_reason, payment_error
+from payherald.records import ClaimedNotification
+from payherald.rules import Rule
+from payherald.store import Store
+from payherald.stripe_objects import StripeObject, read_object
+from payherald.webhook import StripeEvent
+
+__all__ = ["PaymentChecks"]
+
+# Identifiers of a payment itself (not of an invoice or a Checkout session).
+_PAYMENT_PREFIXES = ("pi_", "ch_", "py_")
+_INVOICE_FAILED = "invoice.payment_failed"
+_PAYMENT_FAILED = ("payment_intent.payment_failed", "charge.failed")
+_TOLD_BY_INVOICE = NotificationSkipped(
+    "The payment pays an invoice: the invoice's own message tells its failure."
+)
+
+
+class PaymentChecks:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        lookups: StripeLookups | None,
+        clock: Clock,
+        link_grace: float = 60.0,
+    ) -> None:
+        self._store = store
+        self._lookups = lookups
+        self._clock = clock
+        self._grace = timedelta(seconds=link_grace)
+
+    def settle(
+        self, notification: ClaimedNotification, event: StripeEvent, rule: Rule
+    ) -> dict[str, Any]:
+        """Return, if ``notification`` may be told now, the variables learnt on the way (an
+        invoice failure's ``decline_reason``, from its payment). Raises
+        NotificationSkipped (told already, or not this rule's to tell),
+        NotificationDeferred (waiting for the event that links it), or
+        TransientDeliveryError (Stripe could not be asked: never a guess)."""
+        obj = read_object(event.object)
+        # Before basil, an invoice, its payment intent and its charge name one another:
+        # what an event does not name is not there, and nothing is to be waited for.
+        version = parse_api_version(event.api_version)
+        unlinked = version is None or version.links_invoices_by_payments
+        if notification.subject is not None and notification.subject.startswith("payment:"):
+            if unlinked:
+                self._link_invoice(notification)
+            self._skip_if_told(notification)
+        if rule.not_for_invoices:
+            if obj.invoice is not None:
+                raise _TOLD_BY_INVOICE
+            if unlinked:
+                self._skip_if_invoiced(notification, event, obj)
+        if rule.unless_paid and self._lookups is not None:
+            self._skip_if_paid(obj)
+        if rule.unless_paid and obj.kind == "invoice" and not obj.paid:
+            return self._invoice_decline(notification, event, obj)
+        return {}
+
+    # -- linking ----------------------------------------------------------------------
+
+    def _link_invoice(self, notification: ClaimedNotification) -> None:
+        assert notification.subject is not None
+        _, group = self._store.subject_group(notification.subject)
+        invoices = sorted(alias for alias in group if alias.startswith("in_"))
+        if not invoices or any(alias.startswith(_PAYMENT_PREFIXES) for alias in group):
+            return
+        if self._lookups is not None:
+            for payment in self._lookups.invoice_payments(invoice=invoices[0]):
+                if payment.status in ("paid", None) and payment.payment_ids[1:]:
+                    self._store.link_payment(payment.payment_ids)
+            return
+        self._wait(
+            notification,
+            f"waiting for the event that links invoice {invoices[0]} to its payment "
+            "(invoice_payment.paid), so that the payment is told once; set STRIPE_SECRET_KEY "
+            "to ask Stripe instead",
+        )
+
+    def _skip_if_told(self, notification: ClaimedNotification) -> None:
+        sibling = self._store.told_sibling(notification)
+        if sibling is not None:
+            raise NotificationSkipped(
+                f"Already told: notification {sibling['id']} (event {sibling['event_id']}) "
+                "is about the same payment."
+            )
+
+    def _wait(self, notification: ClaimedNotification, reason: str) -> None:
+        """Defer ``notification`` to the end of the grace after it was queued, if that is
+        still to come."""
+        created = notification.created_at or self._clock.now()
+        until = created + self._grace
+        if self._clock.now() < until:
+            raise NotificationDeferred(until, f"{reason} (until {until:%H:%M:%S} UTC)")
+
+    # -- a payment that pays an invoice -----------------------------------------------
+
+    def _skip_if_invoiced(
+        self, notification: ClaimedNotification, event: StripeEvent, obj: StripeObject
+    ) -> None:
+        told_by_invoice = _TOLD_BY_INVOICE
+        ids = obj.payment_ids
+        if ids:
+            _, group = self._store.subject_group(f"payment:{ids[0]}")
+            if any(alias.startswith("in_") for alias in group):
+                raise told_by_invoice
+        if self._lookups is not None:
+            if obj.payment_intent is None:
+                return
+            payments = self._lookups.invoice_payments(payment_intent=obj.payment_intent)
+            for payment in payments:
+                self._store.link_payment(payment.payment_ids)
+            if payments:
+                raise told_by_invoice
+            return
+        if obj.customer is None:
+            return  # a one-off payment by a guest: no invoice can be behind it
+        if self._invoice_failed_alike(event, obj):
+            raise told_by_invoice
+        self._wait(
+            notification,
+            "waiting for an invoice failure of the same customer, amount and currency, which "
+            "would tell this one; set STRIPE_SECRET_KEY to ask Stripe instead",
+        )
+
+    def _invoice_failed_alike(self, event: StripeEvent, obj: StripeObject) -> bool:
+        """Whether an invoice of the same customer, amount and currency failed within the
+        grace of ``event`` (how, with no key to ask Stripe, a failed payment is known to
+        be an invoice's on API versions that do not link them)."""
+        around = event.created or self._clock.now()
+        for payload in self._store.event_payloads(
+            type=_INVOICE_FAILED, since=around - self._grace, until=around + self._grace
+        ):
+            invoice = read_object(_data_object(payload))
+            if (invoice.customer, invoice.currency) == (obj.customer, obj.currency) and (
+                invoice.amount == obj.amount or invoice.raw.get("amount_due") == obj.amount
+            ):
+                return True
+        return False
+
+    # -- what an invoice's failure does not say -----------------------------------------
+
+    def _invoice_decline(
+        self, notification: ClaimedNotification, event: StripeEvent, obj: StripeObject
+    ) -> dict[str, Any]:
+        """The decline of the card that failed to pay the invoice: an invoice does not
+        carry it, its payment intent does. With a key, read from the invoice's payments;
+        without, from the payment's own failure event, waited for as long as the grace."""
+        if self._lookups is not None and obj.invoice is not None:
+            for payment in self._lookups.invoice_payments(invoice=obj.invoice):
+                intent = _mapping(payment.raw.get("payment")).get("payment_intent")
+                if error := payment_error(_mapping(intent)):
+                    return {"decline_reason": decline_reason(error)}
+            return {}
+        if error := self._payment_failure_alike(event, obj):
+            return {"decline_reason": decline_reason(error)}
+        self._wait(
+            notification,
+            "waiting for the payment's failure event, which says why the card was declined",
+        )
+        return {}
+
+    def _payment_failure_alike(self, event: StripeEvent, obj: StripeObject) -> Mapping[str, Any]:
+        """The decline of a stored payment failure within the grace of ``event`` that is
+        this invoice's: named by it (before basil), or of the same customer, amount and
+        currency."""
+        around = event.created or self._clock.now()
+        for kind in _PAYMENT_FAILED:
+            for payload in self._store.event_payloads(
+                type=kind, since=around - self._grace, until=around + self._grace
+            ):
+                raw = _data_object(payload)
+                payment = read_object(raw)
+                named = obj.invoice is not None and payment.invoice == obj.invoice
+                alike = (payment.customer, payment.currency, payment.amount) == (
+                    obj.customer,
+                    obj.currency,
+                    obj.amount,
+                )
+                if (named or (alike and obj.customer)) and (error := payment_error(raw)):
+                    return error
+        return {}
+
+    # -- the current state ------------------------------------------------------------
+
+    def _skip_if_paid(self, obj: StripeObject) -> None:
+        assert self._lookups is not None
+        if obj.kind == "invoice" and obj.invoice is not None:
+            invoice = self._lookups.retrieve("invoice", obj.invoice)
+            status = (invoice or {}).get("status")
+            if status in ("paid", "void", "uncollectible"):
+                raise NotificationSkipped(
+                    f"Invoice {obj.invoice} is {status} now (read from Stripe before sending)."
+                )
+        elif obj.payment_intent is not None:
+            intent = self._lookups.retrieve("payment_intent", obj.payment_intent)
+            if (intent or {}).get("status") == "succeeded":
+                raise NotificationSkipped(
+                    f"Payment {obj.payment_intent} has succeeded since (read from Stripe "
+                    "before sending)."
+                )
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _data_object(payload: str) -> Mapping[str, Any]:
+    parsed: Any = json.loads(payload)
+    data = parsed.get("data") if isinstance(parsed, Mapping) else None
+    obj = data.get("object") if isinstance(data, Mapping) else None
+    return obj if isinstance(obj, Mapping) else {}

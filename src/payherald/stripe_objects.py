@@ -1,0 +1,276 @@
+"""One reading of Stripe's objects, whatever the API version that shaped them.
+
+Stripe moves fields between versions: from 2025-03-31 (basil) an invoice no longer names
+its payment intent or charge, nor says ``paid``; its subscription moved under
+``parent.subscription_details``; its lines' price and product under
+``pricing.price_details``; a subscription's period end moved to its items; payment intents
+and charges no longer name their invoice, and a refund names its charge and payment intent
+but not its customer. ``read_object`` turns a payment intent, charge, invoice, invoice
+payment, refund, dispute, subscription, checkout session, review or early fraud warning of
+any supported version (see ``api_versions``) into the fields payherald uses. Rules,
+subjects, recipients and templates read a ``StripeObject``, never a version's own paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["LEGACY_FIELDS", "InvoiceLine", "StripeObject", "read_object"]
+
+# The fields read only from objects of versions before basil (2025-03-31), which the
+# installed SDK's model of today's API no longer has; each has today's counterpart above.
+LEGACY_FIELDS = frozenset(
+    {
+        "charge.invoice",
+        "invoice.charge",
+        "invoice.lines.data[].plan",
+        "invoice.lines.data[].price",
+        "invoice.paid",
+        "invoice.payment_intent",
+        "invoice.subscription",
+        "payment_intent.invoice",
+        "subscription.current_period_end",
+    }
+)
+
+_Map = Mapping[str, Any]
+_EMPTY: _Map = {}
+
+
+def _mapping(value: Any) -> _Map:
+    return value if isinstance(value, Mapping) else _EMPTY
+
+
+def _id(value: Any) -> str | None:
+    """An id, whether the field holds it or the expanded object."""
+    if isinstance(value, Mapping):
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _present(*values: Any) -> Any:
+    """The first value that is there: a real 0 counts, a missing field does not."""
+    return next((value for value in values if value is not None), None)
+
+
+def _data(value: Any) -> list[_Map]:
+    data = _mapping(value).get("data")
+    return [item for item in data if isinstance(item, Mapping)] if isinstance(data, list) else []
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceLine:
+    """A line of an invoice or an item of a subscription: what was bought."""
+
+    price: str | None
+    product: str | None
+    plan: str | None
+    name: str  # the price's nickname or the product's name, when the object carries them
+    interval: str | None
+    unit_amount: int | None
+    quantity: int
+
+
+def _line(item: _Map) -> InvoiceLine:
+    # Before basil: ``price`` and ``plan`` on the line. From basil: ``pricing.price_details``,
+    # whose ``price`` and ``product`` are ids unless expanded.
+    details = _mapping(_mapping(item.get("pricing")).get("price_details"))
+    price_field = item.get("price") or details.get("price")
+    price, plan = _mapping(price_field), _mapping(item.get("plan"))
+    product_field = price.get("product") or details.get("product") or plan.get("product")
+    product = _mapping(product_field)
+    return InvoiceLine(
+        price=_id(price_field) or _id(plan),
+        product=_id(product_field),
+        plan=_id(plan) or _id(price_field),
+        name=str(price.get("nickname") or plan.get("nickname") or product.get("name") or ""),
+        interval=_mapping(price.get("recurring")).get("interval") or plan.get("interval"),
+        unit_amount=_int(_present(price.get("unit_amount"), plan.get("amount"))),
+        quantity=_int(item.get("quantity")) or 1,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StripeObject:
+    """What payherald uses of one Stripe object. Ids are strings or None; a field the
+    object does not carry (in its version) is None, empty, or False."""
+
+    kind: str
+    id: str | None
+    # What a person would call the amount, in Stripe's smallest unit. A value that is not
+    # Stripe's integer is kept as it came, so that a message refuses it by name.
+    amount: Any
+    currency: str | None
+    customer: str | None
+    payment_intent: str | None
+    charge: str | None
+    invoice: str | None
+    subscription: str | None
+    session: str | None
+    status: str | None
+    paid: bool  # a paid invoice, a succeeded payment intent or charge
+    amount_refunded: int | None
+    metadata: _Map
+    subscription_metadata: _Map  # an invoice's subscription's, when the invoice carries it
+    lines: tuple[InvoiceLine, ...]
+    period_end: int | None  # when a subscription's current period (or an invoice's) ends
+    hosted_invoice_url: str | None
+    number: str | None
+    raw: _Map
+
+    @property
+    def payment_ids(self) -> list[str]:
+        """The payment's identifiers this object knows, most telling first: the payment
+        intent, then the invoice, the Checkout session, the charge."""
+        ids = (self.payment_intent, self.invoice, self.session, self.charge)
+        return [value for value in ids if value]
+
+
+def read_object(obj: _Map) -> StripeObject:
+    """``obj`` (an event's ``data.object``) as payherald reads it, in any version."""
+    kind = str(obj.get("object") or "")
+    reader = _READERS.get(kind, _generic)
+    fields: dict[str, Any] = {
+        "kind": kind,
+        "id": _id(obj),
+        "amount": obj.get("amount"),
+        "currency": str(obj["currency"]).lower() if isinstance(obj.get("currency"), str) else None,
+        "customer": _id(obj.get("customer")),
+        "payment_intent": _id(obj.get("payment_intent")),
+        "charge": _id(obj.get("charge")),
+        "invoice": _id(obj.get("invoice")),  # payment intents and charges before basil
+        "subscription": _id(obj.get("subscription")),
+        "session": None,
+        "status": obj.get("status") if isinstance(obj.get("status"), str) else None,
+        "paid": False,
+        "amount_refunded": _int(obj.get("amount_refunded")),
+        "metadata": _mapping(obj.get("metadata")),
+        "subscription_metadata": _subscription_metadata(obj),
+        "lines": (),
+        "period_end": None,
+        "hosted_invoice_url": None,
+        "number": None,
+        "raw": obj,
+    }
+    fields.update(reader(obj))
+    return StripeObject(**fields)
+
+
+def _subscription_metadata(obj: _Map) -> _Map:
+    """The metadata of the object's subscription, where the object carries it: an invoice's
+    ``parent.subscription_details`` (from basil) or ``subscription_details`` (before), or
+    an expanded ``subscription``."""
+    for details in (
+        _mapping(_mapping(obj.get("parent")).get("subscription_details")),
+        _mapping(obj.get("subscription_details")),
+        _mapping(obj.get("subscription")),
+    ):
+        if metadata := _mapping(details.get("metadata")):
+            return metadata
+    return _EMPTY
+
+
+def _generic(obj: _Map) -> dict[str, Any]:
+    return {}
+
+
+def _payment_intent(obj: _Map) -> dict[str, Any]:
+    return {
+        "payment_intent": _id(obj),
+        "charge": _id(obj.get("latest_charge")),
+        "amount": obj.get("amount_received") or obj.get("amount"),
+        "paid": obj.get("status") == "succeeded",
+    }
+
+
+def _charge(obj: _Map) -> dict[str, Any]:
+    return {
+        "charge": _id(obj),
+        "amount": obj.get("amount_captured") or obj.get("amount"),
+        "paid": obj.get("status") == "succeeded",
+    }
+
+
+def _invoice(obj: _Map) -> dict[str, Any]:
+    parent = _mapping(_mapping(obj.get("parent")).get("subscription_details"))
+    intent = _id(obj.get("payment_intent"))
+    for payment in _data(obj.get("payments")):  # from basil, when the payments are included
+        if intent is None and payment.get("status") in ("paid", None):
+            intent = _id(_mapping(payment.get("payment")).get("payment_intent"))
+    paid = obj.get("status") == "paid" or obj.get("paid") is True
+    amount = (
+        _present(obj.get("amount_paid"), obj.get("total"))
+        if paid
+        else _present(obj.get("amount_due"), obj.get("total"))
+    )
+    period_end = _int(obj.get("next_payment_attempt")) or _int(obj.get("period_end"))
+    return {
+        "invoice": _id(obj),
+        "payment_intent": intent,
+        "subscription": _id(obj.get("subscription")) or _id(parent.get("subscription")),
+        "amount": amount,
+        "paid": paid,
+        "lines": tuple(_line(line) for line in _data(obj.get("lines"))),
+        "period_end": period_end,
+        "hosted_invoice_url": obj.get("hosted_invoice_url") or None,
+        "number": obj.get("number") or None,
+    }
+
+
+def _invoice_payment(obj: _Map) -> dict[str, Any]:
+    payment = _mapping(obj.get("payment"))
+    intent = payment.get("payment_intent")
+    return {
+        "payment_intent": _id(intent),
+        "charge": _id(payment.get("charge")) or _id(_mapping(intent).get("latest_charge")),
+        "amount": _present(obj.get("amount_paid"), obj.get("amount_requested")),
+        "paid": obj.get("status") == "paid",
+        "customer": _id(_mapping(intent).get("customer")),
+    }
+
+
+def _session(obj: _Map) -> dict[str, Any]:
+    return {
+        "session": _id(obj),
+        "amount": obj.get("amount_total"),
+        "paid": obj.get("payment_status") == "paid",
+    }
+
+
+def _subscription(obj: _Map) -> dict[str, Any]:
+    items = _data(obj.get("items"))
+    lines = tuple(_line(item) for item in items)
+    amount: int | None = None
+    if lines:
+        if all(line.unit_amount is not None for line in lines):  # else metered or tiered
+            amount = sum((line.unit_amount or 0) * line.quantity for line in lines)
+    else:
+        amount = _int(_mapping(obj.get("plan")).get("amount"))
+    # Before basil the period is the subscription's; from basil each item has its own.
+    ends = [_int(item.get("current_period_end")) for item in items]
+    period_end = _int(obj.get("current_period_end")) or min(
+        (end for end in ends if end is not None), default=None
+    )
+    return {
+        "subscription": _id(obj),
+        "subscription_metadata": _mapping(obj.get("metadata")),
+        "amount": amount,
+        "lines": lines,
+        "period_end": period_end,
+    }
+
+
+_READERS = {
+    "payment_intent": _payment_intent,
+    "charge": _charge,
+    "invoice": _invoice,
+    "invoice_payment": _invoice_payment,
+    "checkout.session": _session,
+    "subscription": _subscription,
+}
