@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -134,25 +137,46 @@ def _announce(ph: Payherald, *, host: str, port: int, worker: bool) -> None:
         err.print("  No STRIPE_SECRET_KEY: customer phone numbers come from the event only.")
 
 
-def _serve(ph: Payherald, host: str, port: int, *, with_worker: bool) -> None:
+def _listen(host: str, port: int) -> socket.socket:
+    """The socket payherald will serve on, bound and listening; or exit with a sentence
+    saying why it cannot be, before anything says "listening" or a worker starts."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        return socket.create_server(
+            (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
+        )
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise _fail(
+                f"Cannot listen on {where}: another program (perhaps another payherald) is "
+                "already listening there; stop it, or pass --port with a free port."
+            ) from None
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise _fail(
+            f"Cannot listen on {where}: {reason}; pass --host with an address "
+            "of this machine, or --port with a free port."
+        ) from None
+
+
+def _serve(ph: Payherald, listener: socket.socket, *, with_worker: bool) -> None:
+    """Serve on ``listener``; stop the worker when the server stops."""
     import uvicorn
 
-    if with_worker:
-        ph.start_worker()
     config = uvicorn.Config(
         ph.http_app,
-        host=host,
-        port=port,
         log_config=None,
         access_log=False,
         log_level="warning",
         lifespan="off",
     )
     server = uvicorn.Server(config)
+    if with_worker:
+        ph.start_worker()
     try:
-        server.run()
+        server.run(sockets=[listener])
     finally:
         ph.stop()
+        listener.close()
 
 
 HostOption = Annotated[str, typer.Option(help="Address to listen on.")]
@@ -166,8 +190,9 @@ def run(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
 
     settings = _settings()
     ph = _guard(lambda: build(settings, migrate_schema=True))
+    listener = _listen(host, port)
     _announce(ph, host=host, port=port, worker=True)
-    _serve(ph, host, port, with_worker=True)
+    _serve(ph, listener, with_worker=True)
 
 
 @app.command()
@@ -177,8 +202,9 @@ def serve(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
 
     settings = _settings()
     ph = _guard(lambda: build(settings))
+    listener = _listen(host, port)
     _announce(ph, host=host, port=port, worker=False)
-    _serve(ph, host, port, with_worker=False)
+    _serve(ph, listener, with_worker=False)
 
 
 @app.command()
