@@ -159,7 +159,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _serve(ph: Payherald, listener: socket.socket, *, with_worker: bool) -> None:
-    """Serve on ``listener``; stop the worker when the server stops."""
+    """Serve on ``listener`` until SIGTERM or SIGINT, then stop the worker and return."""
     import uvicorn
 
     config = uvicorn.Config(
@@ -170,6 +170,16 @@ def _serve(ph: Payherald, listener: socket.socket, *, with_worker: bool) -> None
         lifespan="off",
     )
     server = uvicorn.Server(config)
+
+    def stop_serving(_signum: int, _frame: object) -> None:
+        server.should_exit = True
+
+    # uvicorn takes SIGTERM and SIGINT while it serves and, on its way out, puts back the
+    # handlers it found and raises the signal again for them. Python's default for SIGTERM
+    # would then kill the process before the worker is stopped (exit 143 under systemd,
+    # sends cut off mid-call); this handler lets `run` return and the worker stop first.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop_serving)
     if with_worker:
         ph.start_worker()
     try:

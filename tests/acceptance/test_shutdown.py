@@ -3,12 +3,14 @@ a port that is taken."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import sqlite3
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +21,8 @@ import httpx
 import pytest
 
 from tests.acceptance.test_cli import PAYHERALD, clean_env, cli
-from tests.support import answer_json, event_body, serving, sign
+from tests.peers import free_port
+from tests.support import SECRET, answer_json, event_body, serving, sign
 
 # How long the Twilio stand-in takes to accept a message: long enough that SIGTERM always
 # finds sends in flight.
@@ -117,6 +120,54 @@ def statuses(database: Path) -> dict[str, int]:
         return dict(
             connection.execute("SELECT status, count(*) FROM notifications GROUP BY status")
         )
+
+
+def test_sigterm_during_a_burst_stops_the_worker_cleanly_and_exits_0(
+    tmp_path: Path, twilio: SlowTwilio
+) -> None:
+    database = tmp_path / "payherald.db"
+    port = free_port()
+    process = start(
+        tmp_path,
+        "run",
+        port,
+        PAYHERALD_DATABASE_URL=f"sqlite:///{database}",
+        STRIPE_WEBHOOK_SECRET=SECRET,
+        TWILIO_ACCOUNT_SID="AC" + "0" * 32,
+        TWILIO_AUTH_TOKEN="f" * 32,
+        TWILIO_FROM_NUMBER="+15005550006",
+        TWILIO_API_BASE=twilio.url,
+        PAYHERALD_WORKER_CONCURRENCY="4",
+    )
+    url = f"http://127.0.0.1:{port}/webhooks/stripe"
+    try:
+        with ThreadPoolExecutor(8) as posters:
+            acknowledged = [posters.submit(post_event, url) for _ in range(200)]
+            deadline = time.monotonic() + 30
+            while twilio.accepted < 4:  # the worker is sending, and more is queued
+                assert time.monotonic() < deadline, "payherald never sent a message"
+                time.sleep(0.05)
+            process.send_signal(signal.SIGTERM)  # what `systemctl stop` sends
+            code = process.wait(60)
+        assert any(future.result() for future in acknowledged)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    log = (tmp_path / "run.log").read_text()
+    assert code == 0, log
+    assert '"event": "worker_stopped"' in log, log
+    left = statuses(database)
+    assert "sending" not in left, left
+    assert "claimed" not in left, left
+    assert left.get("sent") == twilio.accepted, left  # each message Twilio took is recorded
+
+
+def test_serve_exits_0_on_sigterm(tmp_path: Path) -> None:
+    env = {"PAYHERALD_DATABASE_URL": f"sqlite:///{tmp_path / 'payherald.db'}"}
+    assert cli(tmp_path, "migrate", **env).returncode == 0
+    process = start(tmp_path, "serve", free_port(), **env)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0, (tmp_path / "serve.log").read_text()
 
 
 @pytest.mark.parametrize("command", ["run", "serve"])
