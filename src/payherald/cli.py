@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from payherald.exceptions import PayheraldError
@@ -48,8 +49,12 @@ app.add_typer(notifications_app, name="notifications")
 app.add_typer(config_app, name="config")
 app.add_typer(optout_app, name="optout")
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+# Markup and emoji codes are off: what payherald prints is mostly not its own text (rule
+# names, message bodies, Stripe's and the database's words), and Rich would swallow a
+# "[teams.finance]" in it as a style tag. Payherald's own styling passes markup=True and
+# escapes what it puts inside.
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
 T = TypeVar("T")
 
 NOTIFICATION_FIELDS = (
@@ -79,7 +84,12 @@ EVENT_FIELDS = ("id", "type", "livemode", "status", "error", "received_at", "str
 
 def _error(message: str) -> None:
     """Print ``message`` as payherald's error, on standard error."""
-    err.print(f"[bold red]payherald:[/] {message}")
+    err.print(f"[bold red]payherald:[/] {escape(message)}", markup=True)
+
+
+def _warning(message: str) -> None:
+    """Print ``message`` as a warning, on standard error."""
+    err.print(f"[yellow]warning:[/] {escape(message)}", markup=True)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -121,7 +131,7 @@ def _channels(ph: Payherald) -> str:
 
 def _announce(ph: Payherald, *, host: str, port: int, worker: bool) -> None:
     settings = ph.settings
-    err.print(f"[bold]payherald[/] listening on http://{host}:{port}")
+    err.print(f"[bold]payherald[/] listening on {escape(f'http://{host}:{port}')}", markup=True)
     err.print(f"  Stripe webhook: POST http://{host}:{port}/webhooks/stripe")
     err.print(f"  store: {ph.engine.url.render_as_string(hide_password=True)}")
     if worker:
@@ -129,9 +139,10 @@ def _announce(ph: Payherald, *, host: str, port: int, worker: bool) -> None:
     if ph.development_secret:
         err.print(
             "  [yellow]No STRIPE_WEBHOOK_SECRET set: using the development secret "
-            f"{ph.development_secret}[/]\n"
+            f"{escape(ph.development_secret)}[/]\n"
             "  (kept in the database; `payherald simulate` signs with it too). Set "
-            "STRIPE_WEBHOOK_SECRET before pointing Stripe here."
+            "STRIPE_WEBHOOK_SECRET before pointing Stripe here.",
+            markup=True,
         )
     if settings.stripe_secret_key is None:
         err.print("  No STRIPE_SECRET_KEY: customer phone numbers come from the event only.")
@@ -232,7 +243,11 @@ def worker(
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    err.print(f"[bold]payherald worker[/] {ph.worker.worker_id}, channels: {_channels(ph)}")
+    err.print(
+        f"[bold]payherald worker[/] {escape(ph.worker.worker_id)}, channels: "
+        f"{escape(_channels(ph))}",
+        markup=True,
+    )
     if metrics_port is not None:
         try:
             ph.metrics.serve(port=metrics_port)
@@ -416,7 +431,7 @@ def config_check(
     for line in lines:
         out.print(line, markup=False)
     for warning in warnings:
-        err.print(f"[yellow]warning:[/] {warning}")
+        _warning(warning)
     out.print(f"{file}: OK" if file.exists() else "No rules file: the built-in rules are in use.")
 
 

@@ -9,8 +9,19 @@ import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
-from payherald.cli import _error, _fail, _guard, _print_rows, _settings, app, err, out
+from payherald.cli import (
+    _error,
+    _fail,
+    _guard,
+    _print_rows,
+    _settings,
+    _warning,
+    app,
+    err,
+    out,
+)
 from payherald.exceptions import PayheraldError
 
 if TYPE_CHECKING:
@@ -171,10 +182,9 @@ def endpoint_register(
             out.print("  its events were already the ones the rules need")
         out.print("Its signing secret is unchanged (Stripe shows it only at creation).")
     if result.duplicates:
-        err.print(
-            "[yellow]warning:[/] other endpoints have the same URL: "
-            f"{', '.join(result.duplicates)}; each delivers every event again. Delete them in "
-            "Developers > Webhooks."
+        _warning(
+            f"other endpoints have the same URL: {', '.join(result.duplicates)}; each "
+            "delivers every event again. Delete them in Developers > Webhooks."
         )
 
 
@@ -233,10 +243,10 @@ def doctor() -> None:
         clock=clock,
     ):
         if check.ok:
-            out.print(f"[green]ok[/]   {check.name}: {check.detail}")
+            out.print(f"[green]ok[/]   {escape(check.name)}: {escape(check.detail)}", markup=True)
         else:
             problems += 1
-            out.print(f"[red]FAIL[/] {check.name}: {check.detail}")
+            out.print(f"[red]FAIL[/] {escape(check.name)}: {escape(check.detail)}", markup=True)
             if check.fix:
                 out.print(f"       fix: {check.fix}")
     store.engine.dispose()

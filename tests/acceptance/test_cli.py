@@ -308,3 +308,28 @@ def test_simulate_to_someone_who_opted_out_says_why_nothing_went(running: Runnin
         "added by an operator); no channel of the rule may carry it)"
     )
     assert "None" not in line
+
+
+def test_config_check_keeps_bracketed_words_in_its_error(tmp_path: Path) -> None:
+    (tmp_path / "payherald.toml").write_text('[rules.dispute_alert]\nto = "team:nope"\n')
+    result = cli(tmp_path, "config", "check")
+    assert result.returncode == 2
+    assert "add [teams.nope] with its sms, email or slack_webhook." in result.stderr
+
+
+def test_notifications_list_shows_a_bracketed_body_as_written(tmp_path: Path) -> None:
+    from payherald import parse_event
+    from tests.support import build_for_tests, event_body
+
+    rules = tmp_path / "payherald.toml"
+    rules.write_text('[rules.payment_confirmation]\ntemplate = "[receipt] Paid, thank you."\n')
+    ph = build_for_tests(
+        f"sqlite:///{tmp_path / 'payherald.db'}", settings={"PAYHERALD_CONFIG": str(rules)}
+    )
+    event = parse_event(event_body())
+    ph.store.record_event(event, ph.rules.plan(event))
+    assert ph.worker.run_until_idle() >= 1
+    ph.engine.dispose()
+    result = cli(tmp_path, "notifications", "list", COLUMNS="250")
+    assert result.returncode == 0, result.stderr
+    assert "[receipt] Paid, thank you." in result.stdout
