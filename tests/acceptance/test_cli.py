@@ -317,6 +317,19 @@ def test_config_check_keeps_bracketed_words_in_its_error(tmp_path: Path) -> None
     assert "add [teams.nope] with its sms, email or slack_webhook." in result.stderr
 
 
+def test_an_unknown_template_filter_is_one_sentence(tmp_path: Path) -> None:
+    (tmp_path / "payherald.toml").write_text(
+        '[rules.payment_confirmation]\ntemplate = "{{ amount | nosuchfilter }}"\n'
+    )
+    result = cli(tmp_path, "config", "check")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "payherald: payherald.toml:2: rules.payment_confirmation.template: The template does "
+        "not compile: No filter named 'nosuchfilter'; beside Jinja's own filters there are "
+        "money, date, datetime."
+    ]
+
+
 def test_notifications_list_shows_a_bracketed_body_as_written(tmp_path: Path) -> None:
     from payherald import parse_event
     from tests.support import build_for_tests, event_body
