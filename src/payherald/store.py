@@ -60,6 +60,16 @@ __all__ = [
 WAKE_CHANNEL = "payherald_work"
 
 TERMINAL_STATUSES = frozenset({"sent", "failed", "skipped"})
+# What `list_events` and `get_event` give of an event (not its payload).
+_LISTED_EVENT_COLUMNS = (
+    events.c.id,
+    events.c.type,
+    events.c.livemode,
+    events.c.status,
+    events.c.error,
+    events.c.received_at,
+    events.c.stripe_created_at,
+)
 # How often recording an event is tried again when a concurrent one linked the same payment.
 _ALIAS_RACE_RETRIES = 5
 
@@ -371,15 +381,7 @@ class Store:
 
     def list_events(self, *, type: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         query = (
-            select(
-                events.c.id,
-                events.c.type,
-                events.c.livemode,
-                events.c.status,
-                events.c.error,
-                events.c.received_at,
-                events.c.stripe_created_at,
-            )
+            select(*_LISTED_EVENT_COLUMNS)
             .order_by(events.c.received_at.desc(), events.c.id)
             .limit(limit)
         )
@@ -387,6 +389,13 @@ class Store:
             query = query.where(events.c.type == type)
         with self._read() as connection:
             return [dict(row) for row in connection.execute(query).mappings()]
+
+    def get_event(self, event_id: str) -> dict[str, Any] | None:
+        """The event ``event_id`` as ``list_events`` gives it, or None if it is not stored."""
+        query = select(*_LISTED_EVENT_COLUMNS).where(events.c.id == event_id)
+        with self._read() as connection:
+            row = connection.execute(query).mappings().first()
+        return dict(row) if row is not None else None
 
     def list_notifications(
         self, *, status: str | None = None, event_id: str | None = None, limit: int = 100

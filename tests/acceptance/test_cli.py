@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -167,6 +168,53 @@ def test_events_list_json_has_the_documented_fields(running: Running) -> None:
     assert event["status"] == "received"
     assert event["id"].startswith("evt_")
     assert event["received_at"]
+
+
+@pytest.mark.parametrize("path", ["", "/", "/webhooks/stripe"])
+def test_simulate_takes_payheralds_address_or_its_webhook_url(running: Running, path: str) -> None:
+    result = cli(running.cwd, "simulate", "payment_intent.succeeded", "--url", running.url + path)
+    assert result.returncode == 0, result.stderr
+    assert f"to {running.url}/webhooks/stripe: HTTP 200" in result.stderr
+    assert "Payment of $20.00 received" in result.stderr
+
+
+def test_simulate_an_event_no_rule_handles_says_so(running: Running) -> None:
+    result = cli(running.cwd, "simulate", "charge.refunded", "--url", running.url)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[1:] == [
+        "No rule handles charge.refunded, so nothing was queued; add one to the rules file "
+        "(`payherald config check` lists each rule and its events)."
+    ]
+
+
+def test_simulate_an_event_whose_rule_has_no_team_says_so(running: Running) -> None:
+    result = cli(running.cwd, "simulate", "charge.dispute.created", "--url", running.url)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[1:] == [
+        "Nothing was queued for it:",
+        "  dispute_alert: it sends to team 'finance', which is not defined in payherald.toml; "
+        "add [teams.finance] with its sms, email or slack_webhook.",
+    ]
+
+
+def test_simulate_against_another_database_says_to_share_it(running: Running) -> None:
+    log = (running.cwd / "run.log").read_text()
+    secret = re.search(r"whsec_dev_\w+", log)
+    assert secret, log
+    other = {"PAYHERALD_DATABASE_URL": f"sqlite:///{running.cwd / 'other.db'}"}
+    assert cli(running.cwd, "migrate", **other).returncode == 0
+    result = cli(
+        running.cwd,
+        "simulate",
+        "payment_intent.succeeded",
+        "--url",
+        running.url,
+        STRIPE_WEBHOOK_SECRET=secret.group(0),
+        **other,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "this database has no such event" in result.stderr
+    assert "is PAYHERALD_DATABASE_URL the same as the server's?" in result.stderr
 
 
 def test_simulate_without_a_server_says_what_to_do(tmp_path: Path) -> None:
