@@ -518,6 +518,12 @@ def notifications_list(
     limit: LimitOption = 100,
 ) -> None:
     """Notifications and what became of them, newest first."""
+    from payherald.queue import STATUSES
+
+    if status is not None and status not in STATUSES:
+        raise _fail(
+            f"--status {status!r} is not a notification status; use one of {', '.join(STATUSES)}."
+        )
     store = _store(_settings())
     rows = _guard(lambda: store.list_notifications(status=status, limit=limit))
     _print_rows(

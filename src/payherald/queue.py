@@ -29,7 +29,11 @@ from payherald.tables import events, notifications, suppressions
 if TYPE_CHECKING:
     from payherald.store import Store
 
-__all__ = ["WorkQueue"]
+__all__ = ["STATUSES", "WorkQueue"]
+
+# Every status a notification can be in: the states above, and ``skipped`` (deliberately
+# not sent). The README's "Notification statuses" says what each means.
+STATUSES = ("pending", "claimed", "sending", "sent", "skipped", "failed", "unknown")
 
 
 class WorkQueue:

@@ -255,6 +255,19 @@ def test_lists_on_an_unmigrated_database_say_to_migrate(tmp_path: Path) -> None:
     assert "run `payherald migrate`" in result.stderr
 
 
+def test_notifications_list_refuses_an_unknown_status_and_names_the_statuses(
+    tmp_path: Path,
+) -> None:
+    assert cli(tmp_path, "migrate").returncode == 0
+    result = cli(tmp_path, "notifications", "list", "--status", "bogus")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip() == (
+        "payherald: --status 'bogus' is not a notification status; use one of pending, "
+        "claimed, sending, sent, skipped, failed, unknown."
+    )
+
+
 def test_run_on_a_database_path_that_cannot_exist_says_so(tmp_path: Path) -> None:
     result = cli(tmp_path, "run", PAYHERALD_DATABASE_URL="sqlite:////nonexistent-dir/x.db")
     assert result.returncode == 2
