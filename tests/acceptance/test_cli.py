@@ -268,6 +268,13 @@ def test_notifications_list_refuses_an_unknown_status_and_names_the_statuses(
     )
 
 
+def test_the_readme_quotes_the_unmigrated_database_error_as_printed(tmp_path: Path) -> None:
+    result = cli(tmp_path, "events", "list")
+    (line,) = result.stderr.splitlines()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert f"`` {line} ``" in readme
+
+
 def test_run_on_a_database_path_that_cannot_exist_says_so(tmp_path: Path) -> None:
     result = cli(tmp_path, "run", PAYHERALD_DATABASE_URL="sqlite:////nonexistent-dir/x.db")
     assert result.returncode == 2
