@@ -263,14 +263,16 @@ def worker(
 @app.command(name="migrate")
 def migrate_command() -> None:
     """Create or upgrade the database schema."""
-    from payherald.clock import SystemClock
-    from payherald.database import create_store_engine, head_revision, migrate
-    from payherald.store import Store
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from payherald.database import cannot_open, create_store_engine, head_revision, migrate
 
     settings = _settings()
     engine = create_store_engine(settings.sqlalchemy_url)
-    _guard(lambda: Store(engine=engine, clock=SystemClock()).ping())
-    migrate(engine)
+    try:
+        migrate(engine)
+    except SQLAlchemyError as exc:
+        raise _fail(cannot_open(settings.database_url, exc)) from None
     err.print(f"Database schema is at revision {head_revision()}.")
 
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import stripe
 
 from payherald.clock import Clock
+from payherald.database import unreachable_advice
 from payherald.endpoints import (
     WEBHOOK_PATH,
     EndpointError,
@@ -65,13 +66,8 @@ def _store_check(store: Store) -> Check:
     try:
         store.ping()
     except PayheraldError as exc:
-        return Check(
-            "store",
-            False,
-            exc.message,
-            "Check PAYHERALD_DATABASE_URL: the database server must be running and reachable "
-            "from here, a SQLite file's folder must exist and be writable",
-        )
+        advice = unreachable_advice(store.engine.url)
+        return Check("store", False, exc.message, advice[0].upper() + advice[1:])
     try:
         store.check_schema()
     except PayheraldError as exc:

@@ -33,7 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from payherald.clock import Clock
-from payherald.database import READ_ONLY, current_revision, head_revision
+from payherald.database import READ_ONLY, cannot_open, current_revision, head_revision
 from payherald.exceptions import SchemaOutOfDate, StoreUnavailable
 from payherald.queue import WorkQueue
 from payherald.records import (
@@ -137,8 +137,11 @@ class Store:
         try:
             yield
         except DBAPIError as exc:
+            # The driver's first line says what failed; psycopg adds hints on lines of
+            # their own, which would break the one-line log and doctor's one-line check.
+            reason = (str(exc.orig).strip().splitlines() or [""])[0]
             raise StoreUnavailable(
-                f"The event store is unavailable: {type(exc.orig).__name__}: {exc.orig}"
+                f"The event store is unavailable: {type(exc.orig).__name__}: {reason}"
             ) from exc
         except SQLAlchemyError as exc:  # pool exhausted, connection invalidated...
             raise StoreUnavailable(f"The event store is unavailable: {exc}") from exc
@@ -158,7 +161,7 @@ class Store:
         try:
             revision = current_revision(self._engine)
         except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"The event store is unavailable: {exc}") from exc
+            raise StoreUnavailable(cannot_open(self._engine.url, exc)) from exc
         if revision != head_revision():
             raise SchemaOutOfDate(
                 f"The database schema is at {revision or 'nothing'}, this payherald needs "

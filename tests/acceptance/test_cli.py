@@ -282,6 +282,36 @@ def test_run_on_a_database_path_that_cannot_exist_says_so(tmp_path: Path) -> Non
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "command", [["run"], ["serve"], ["migrate"], ["events", "list"]], ids=" ".join
+)
+def test_an_unreachable_postgresql_gets_postgresql_advice_in_one_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    url = f"postgresql://payherald:hunter2@127.0.0.1:{free_port()}/payherald"
+    result = cli(tmp_path, *command, PAYHERALD_DATABASE_URL=url)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(
+        "payherald: Cannot open the database at postgresql://payherald:***@127.0.0.1:"
+    )
+    assert line.endswith(
+        "; check that PostgreSQL is running and accepts connections from here at that host "
+        "and port, and that the user, password and database in PAYHERALD_DATABASE_URL are "
+        "right."
+    )
+    assert "hunter2" not in line
+
+
+def test_doctor_gives_postgresql_advice_for_an_unreachable_postgresql(tmp_path: Path) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/payherald"
+    result = cli(tmp_path, "doctor", PAYHERALD_DATABASE_URL=url)
+    lines = result.stdout.splitlines()
+    at = next(i for i, text in enumerate(lines) if text.startswith("FAIL store:"))
+    assert lines[at + 1].strip().startswith("fix: Check that PostgreSQL is running")
+    assert "SQLite" not in lines[at + 1]
+
+
 def test_a_port_out_of_range_is_refused(tmp_path: Path) -> None:
     result = cli(tmp_path, "run", "--port", "99999")
     assert result.returncode == 2
