@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import stripe
 
+from payherald.api_versions import FAMILIES, parse_api_version, unsupported_reason
 from payherald.clock import Clock
 from payherald.database import unreachable_advice
 from payherald.endpoints import (
@@ -27,6 +28,7 @@ from payherald.endpoints import (
     StripeUnavailable,
     known_fingerprint,
     list_endpoints,
+    repin_advice,
     same_url,
     secret_fingerprint,
 )
@@ -37,6 +39,9 @@ from payherald.store import Store
 
 __all__ = ["Check", "run_checks"]
 
+# Endpoints on a version before this one (basil) get the shapes Stripe accounts had before;
+# payherald reads them, but new accounts and Stripe's documentation have moved on.
+OLD_SHAPES_BEFORE = FAMILIES["basil"]
 # Stripe signatures are accepted 300 s either way; a clock this far off eats into that.
 _CLOCK_SKEW_LIMIT = 60.0
 
@@ -47,6 +52,8 @@ class Check:
     ok: bool
     detail: str
     fix: str | None = None
+    # Passed, but worth a look: printed as "warn", not counted as a problem.
+    warning: bool = False
 
 
 def run_checks(
@@ -199,6 +206,8 @@ def _stripe_checks(
         )
     else:
         yield Check("webhook endpoint", True, f"{endpoint.id} sends every event type the rules use")
+    for each in matching:
+        yield _api_version_check(each.id, getattr(each, "api_version", None), public)
     fingerprint = known_fingerprint(store, endpoint.id)
     if fingerprint is None:
         yield Check(
@@ -222,6 +231,41 @@ def _stripe_checks(
             "Copy the endpoint's signing secret from Developers > Webhooks into "
             "STRIPE_WEBHOOK_SECRET",
         )
+
+
+def _api_version_check(endpoint_id: str, api_version: str | None, public_url: str) -> Check:
+    """The API version endpoint ``endpoint_id`` sends its events in, against the ones
+    payherald reads (``api_versions``)."""
+    repin = repin_advice(endpoint_id, public_url)
+    if api_version is None:
+        return Check(
+            "webhook api version",
+            True,
+            f"{endpoint_id} has no API version of its own: Stripe sends it events in the "
+            "account's default version, which changes when someone upgrades the account",
+            repin,
+            warning=True,
+        )
+    reason = unsupported_reason(api_version)
+    if reason is not None:
+        return Check(
+            "webhook api version",
+            False,
+            f"{endpoint_id} is on {api_version}, whose events payherald stores but does not "
+            f"act on: {reason.rstrip('.')}",
+            repin,
+        )
+    version = parse_api_version(api_version)
+    if version is not None and version.date < OLD_SHAPES_BEFORE:
+        return Check(
+            "webhook api version",
+            True,
+            f"{endpoint_id} is on {api_version}: payherald reads it, but recent Stripe "
+            f"accounts default to newer shapes (basil, {OLD_SHAPES_BEFORE}, and later)",
+            repin,
+            warning=True,
+        )
+    return Check("webhook api version", True, f"{endpoint_id} is on {api_version}")
 
 
 def _listing_failed_check(exc: StripeCallFailed) -> Check:

@@ -6,6 +6,12 @@ would deliver every event twice. Stripe shows an endpoint's signing secret only 
 created; payherald prints it then, and keeps a SHA-256 fingerprint of it (never the secret)
 so that ``payherald doctor`` can tell whether STRIPE_WEBHOOK_SECRET is that endpoint's.
 
+An endpoint it creates is pinned to the API version of the installed stripe SDK
+(``api_versions.NEWEST_SUPPORTED``), so that its events keep the shape payherald reads
+whatever the account's default becomes. Stripe takes an endpoint's ``api_version`` only
+when the endpoint is created; one on another version has to be made again
+(``repin_advice``).
+
 A failed call to Stripe is an ``EndpointError`` whose message says which call failed, why,
 and what to do; its subclass says whose the failure is::
 
@@ -28,6 +34,7 @@ from urllib.parse import urlsplit
 
 import stripe
 
+from payherald.api_versions import NEWEST_SUPPORTED
 from payherald.exceptions import PayheraldError
 from payherald.store import Store
 
@@ -42,6 +49,7 @@ __all__ = [
     "known_fingerprint",
     "list_endpoints",
     "register",
+    "repin_advice",
     "same_url",
     "secret_fingerprint",
     "webhook_url",
@@ -87,6 +95,9 @@ class Registration:
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     duplicates: tuple[str, ...] = field(default=())  # other endpoints with the same URL
+    # The endpoint's API version: the pinned one when created here; None is the account's
+    # default. Stripe never changes it on an update.
+    api_version: str | None = None
 
 
 def webhook_url(url: str) -> str:
@@ -177,22 +188,38 @@ def register(
             added=tuple(sorted(set(wanted) - had)),
             removed=tuple(sorted(had - set(wanted))),
             duplicates=tuple(other.id for other in same[1:]),
+            api_version=getattr(endpoint, "api_version", None),
         )
+    params: Any = {  # the SDK types api_version as a Literal of every version
+        "url": url,
+        "enabled_events": wanted,
+        "description": "payherald: Stripe events to SMS",
+        "api_version": NEWEST_SUPPORTED,
+    }
     created = _call(
-        lambda: client.v1.webhook_endpoints.create(
-            params={
-                "url": url,
-                "enabled_events": wanted,
-                "description": "payherald: Stripe events to SMS",
-            }
-        ),
+        lambda: client.v1.webhook_endpoints.create(params=params),
         call="POST /v1/webhook_endpoints",
         doing="create the webhook endpoint",
     )
     if store is not None and created.secret:
         store.set_meta(_FINGERPRINT + created.id, secret_fingerprint(created.secret))
     return Registration(
-        endpoint_id=created.id, url=url, created=True, secret=created.secret, added=tuple(wanted)
+        endpoint_id=created.id,
+        url=url,
+        created=True,
+        secret=created.secret,
+        added=tuple(wanted),
+        api_version=getattr(created, "api_version", None) or NEWEST_SUPPORTED,
+    )
+
+
+def repin_advice(endpoint_id: str, public_url: str) -> str:
+    """How to move endpoint ``endpoint_id`` to the pinned API version, as a clause."""
+    return (
+        "Stripe cannot change an endpoint's API version in place: to pin it to "
+        f"{NEWEST_SUPPORTED}, delete {endpoint_id} in Developers > Webhooks, run `payherald "
+        f"endpoint register {public_url}` to create a new endpoint pinned to it, and set "
+        "STRIPE_WEBHOOK_SECRET to the new secret it prints"
     )
 
 

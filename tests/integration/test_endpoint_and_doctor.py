@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from payherald import FrozenClock, load_settings
+from payherald.api_versions import NEWEST_SUPPORTED
 from payherald.doctor import run_checks
 from payherald.quiet_hours import QuietHours
 from tests import peers
@@ -209,6 +210,7 @@ def test_doctor_passes_when_everything_is_right(ready: dict[str, str], tmp_path:
         "webhook secret",
         "webhook endpoint",
         "webhook secret matches",
+        "webhook api version",
         "public url",
         "twilio",
         "twilio sender",
@@ -329,6 +331,99 @@ def test_an_endpoint_made_by_hand_with_a_trailing_slash_is_the_same_endpoint(
     assert [e.id for e in client.v1.webhook_endpoints.list().data] == [by_hand.id]
     after = cli(tmp_path, "doctor", **env)
     assert f"ok   webhook endpoint: {by_hand.id} sends every event type" in after.stdout
+
+
+# -- API versions: localstripe's endpoints (the launcher's) keep the api_version given at
+# creation and return it, as Stripe's do, and ignore it on update.
+
+
+def test_register_pins_a_new_endpoint_to_the_sdks_api_version(
+    fresh: peers.LocalStripe, tmp_path: Path, sqlite_url: str
+) -> None:
+    build_for_tests(sqlite_url).engine.dispose()
+    env = {
+        "STRIPE_SECRET_KEY": "sk_test_payherald",
+        "STRIPE_API_BASE": fresh.url,
+        "PAYHERALD_DATABASE_URL": sqlite_url,
+    }
+    result = cli(tmp_path, "endpoint", "register", PUBLIC, **env)
+    assert result.returncode == 0, result.stderr
+    assert f"  pinned to API version {NEWEST_SUPPORTED}\n" in result.stdout
+    (endpoint,) = fresh.stripe_client().v1.webhook_endpoints.list().data
+    assert endpoint.api_version == NEWEST_SUPPORTED == "2026-10-28.endive"
+
+
+def by_hand(localstripe: peers.LocalStripe, api_version: str | None) -> Any:
+    """An endpoint for PUBLIC made in the dashboard, on ``api_version`` (None: the
+    account's default), sending every event."""
+    params: dict[str, Any] = {"url": PUBLIC + "/webhooks/stripe", "enabled_events": ["*"]}
+    if api_version is not None:
+        params["api_version"] = api_version
+    return localstripe.stripe_client().v1.webhook_endpoints.create(params=params)
+
+
+@pytest.fixture
+def hand_made_env(
+    fresh: peers.LocalStripe, twilio_account: TwilioAccountPeer, sqlite_url: str
+) -> dict[str, str]:
+    build_for_tests(sqlite_url).engine.dispose()
+    return doctor_env(fresh, twilio_account, sqlite_url)
+
+
+def test_register_on_an_endpoint_of_another_version_says_stripe_cannot_change_it(
+    fresh: peers.LocalStripe, hand_made_env: dict[str, str], tmp_path: Path
+) -> None:
+    endpoint = by_hand(fresh, "2024-06-20")
+    result = cli(tmp_path, "endpoint", "register", PUBLIC, **hand_made_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"warning: {endpoint.id} is on API version 2024-06-20, not {NEWEST_SUPPORTED}, the "
+        "one payherald pins; Stripe cannot change an endpoint's API version in place: to pin "
+        f"it to {NEWEST_SUPPORTED}, delete {endpoint.id} in Developers > Webhooks, run "
+        f"`payherald endpoint register {PUBLIC}` to create a new endpoint pinned to it, and "
+        "set STRIPE_WEBHOOK_SECRET to the new secret it prints."
+    ]
+    (still,) = fresh.stripe_client().v1.webhook_endpoints.list().data
+    assert (still.id, still.api_version) == (endpoint.id, "2024-06-20")
+
+
+def test_doctor_warns_of_an_endpoint_older_than_basil_and_passes(
+    fresh: peers.LocalStripe, hand_made_env: dict[str, str], tmp_path: Path
+) -> None:
+    endpoint = by_hand(fresh, "2024-06-20")
+    result = cli(tmp_path, "doctor", STRIPE_WEBHOOK_SECRET=endpoint.secret, **hand_made_env)
+    assert result.returncode == 0, result.stdout
+    assert (
+        f"warn webhook api version: {endpoint.id} is on 2024-06-20: payherald reads it, but "
+        "recent Stripe accounts default to newer shapes (basil, 2025-03-31, and later)"
+    ) in result.stdout
+    assert "fix: Stripe cannot change an endpoint's API version in place" in result.stdout
+    assert "Everything checked is ready (1 warning(s) above)." in result.stdout
+
+
+def test_doctor_warns_of_an_endpoint_on_the_accounts_default_version(
+    fresh: peers.LocalStripe, hand_made_env: dict[str, str], tmp_path: Path
+) -> None:
+    endpoint = by_hand(fresh, None)
+    result = cli(tmp_path, "doctor", STRIPE_WEBHOOK_SECRET=endpoint.secret, **hand_made_env)
+    assert result.returncode == 0, result.stdout
+    assert (
+        f"warn webhook api version: {endpoint.id} has no API version of its own: Stripe sends "
+        "it events in the account's default version"
+    ) in result.stdout
+
+
+def test_doctor_fails_an_endpoint_on_a_version_newer_than_payherald_reads(
+    fresh: peers.LocalStripe, hand_made_env: dict[str, str], tmp_path: Path
+) -> None:
+    endpoint = by_hand(fresh, "2099-01-01.zinnia")
+    result = cli(tmp_path, "doctor", STRIPE_WEBHOOK_SECRET=endpoint.secret, **hand_made_env)
+    assert result.returncode == 1
+    assert (
+        f"FAIL webhook api version: {endpoint.id} is on 2099-01-01.zinnia, whose events "
+        "payherald stores but does not act on: API version 2099-01-01.zinnia is newer than "
+        f"{NEWEST_SUPPORTED}"
+    ) in result.stdout
 
 
 def test_doctor_finds_an_unmigrated_store(ready: dict[str, str], tmp_path: Path) -> None:
