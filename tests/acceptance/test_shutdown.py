@@ -1,5 +1,5 @@
-"""`payherald run` and `serve` as systemd stops them (SIGTERM), and as a second copy meets
-a port that is taken."""
+"""`payherald run`, `serve` and `worker` as systemd stops them (SIGTERM), and `run` and
+`serve` as a second copy meets a port that is taken."""
 
 from __future__ import annotations
 
@@ -168,6 +168,32 @@ def test_serve_exits_0_on_sigterm(tmp_path: Path) -> None:
     process = start(tmp_path, "serve", free_port(), **env)
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) == 0, (tmp_path / "serve.log").read_text()
+
+
+def test_worker_exits_0_on_sigterm_once_stopped(tmp_path: Path) -> None:
+    env = {"PAYHERALD_DATABASE_URL": f"sqlite:///{tmp_path / 'payherald.db'}"}
+    assert cli(tmp_path, "migrate", **env).returncode == 0
+    log = tmp_path / "worker.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [*PAYHERALD, "worker"],
+            cwd=tmp_path,
+            env=clean_env(tmp_path, PAYHERALD_LOG_FORMAT="json", **env),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while '"event": "worker_started"' not in log.read_text():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert '"event": "worker_stopped"' in log.read_text()
 
 
 @pytest.mark.parametrize("command", ["run", "serve"])
