@@ -25,7 +25,7 @@ from payherald.channels.slack import SlackChannel
 from payherald.clock import Clock, SystemClock
 from payherald.compose import Composer
 from payherald.config import Config, load_config
-from payherald.database import create_store_engine, migrate
+from payherald.database import cannot_open, create_store_engine, migrate
 from payherald.exceptions import StoreUnavailable
 from payherald.lookups import StripeApiLookups, StripeLookups
 from payherald.messages import MessageContext, TemplateRenderer
@@ -187,11 +187,7 @@ def build(
         try:
             migrate(engine)
         except SQLAlchemyError as exc:
-            raise StoreUnavailable(
-                f"Cannot open the database at {settings.database_url}: "
-                f"{getattr(exc, 'orig', None) or exc}. Check PAYHERALD_DATABASE_URL: for "
-                "SQLite, the directory must exist and be writable."
-            ) from exc
+            raise StoreUnavailable(cannot_open(settings.database_url, exc)) from exc
     store.check_schema()
 
     secrets = settings.webhook_secrets

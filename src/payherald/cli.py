@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -15,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from payherald.exceptions import PayheraldError
@@ -45,8 +49,12 @@ app.add_typer(notifications_app, name="notifications")
 app.add_typer(config_app, name="config")
 app.add_typer(optout_app, name="optout")
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+# Markup and emoji codes are off: what payherald prints is mostly not its own text (rule
+# names, message bodies, Stripe's and the database's words), and Rich would swallow a
+# "[teams.finance]" in it as a style tag. Payherald's own styling passes markup=True and
+# escapes what it puts inside.
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
 T = TypeVar("T")
 
 NOTIFICATION_FIELDS = (
@@ -76,7 +84,12 @@ EVENT_FIELDS = ("id", "type", "livemode", "status", "error", "received_at", "str
 
 def _error(message: str) -> None:
     """Print ``message`` as payherald's error, on standard error."""
-    err.print(f"[bold red]payherald:[/] {message}")
+    err.print(f"[bold red]payherald:[/] {escape(message)}", markup=True)
+
+
+def _warning(message: str) -> None:
+    """Print ``message`` as a warning, on standard error."""
+    err.print(f"[yellow]warning:[/] {escape(message)}", markup=True)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -118,7 +131,7 @@ def _channels(ph: Payherald) -> str:
 
 def _announce(ph: Payherald, *, host: str, port: int, worker: bool) -> None:
     settings = ph.settings
-    err.print(f"[bold]payherald[/] listening on http://{host}:{port}")
+    err.print(f"[bold]payherald[/] listening on {escape(f'http://{host}:{port}')}", markup=True)
     err.print(f"  Stripe webhook: POST http://{host}:{port}/webhooks/stripe")
     err.print(f"  store: {ph.engine.url.render_as_string(hide_password=True)}")
     if worker:
@@ -126,33 +139,65 @@ def _announce(ph: Payherald, *, host: str, port: int, worker: bool) -> None:
     if ph.development_secret:
         err.print(
             "  [yellow]No STRIPE_WEBHOOK_SECRET set: using the development secret "
-            f"{ph.development_secret}[/]\n"
+            f"{escape(ph.development_secret)}[/]\n"
             "  (kept in the database; `payherald simulate` signs with it too). Set "
-            "STRIPE_WEBHOOK_SECRET before pointing Stripe here."
+            "STRIPE_WEBHOOK_SECRET before pointing Stripe here.",
+            markup=True,
         )
     if settings.stripe_secret_key is None:
         err.print("  No STRIPE_SECRET_KEY: customer phone numbers come from the event only.")
 
 
-def _serve(ph: Payherald, host: str, port: int, *, with_worker: bool) -> None:
+def _listen(host: str, port: int) -> socket.socket:
+    """The socket payherald will serve on, bound and listening; or exit with a sentence
+    saying why it cannot be, before anything says "listening" or a worker starts."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        return socket.create_server(
+            (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
+        )
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise _fail(
+                f"Cannot listen on {where}: another program (perhaps another payherald) is "
+                "already listening there; stop it, or pass --port with a free port."
+            ) from None
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise _fail(
+            f"Cannot listen on {where}: {reason}; pass --host with an address "
+            "of this machine, or --port with a free port."
+        ) from None
+
+
+def _serve(ph: Payherald, listener: socket.socket, *, with_worker: bool) -> None:
+    """Serve on ``listener`` until SIGTERM or SIGINT, then stop the worker and return."""
     import uvicorn
 
-    if with_worker:
-        ph.start_worker()
     config = uvicorn.Config(
         ph.http_app,
-        host=host,
-        port=port,
         log_config=None,
         access_log=False,
         log_level="warning",
         lifespan="off",
     )
     server = uvicorn.Server(config)
+
+    def stop_serving(_signum: int, _frame: object) -> None:
+        server.should_exit = True
+
+    # uvicorn takes SIGTERM and SIGINT while it serves and, on its way out, puts back the
+    # handlers it found and raises the signal again for them. Python's default for SIGTERM
+    # would then kill the process before the worker is stopped (exit 143 under systemd,
+    # sends cut off mid-call); this handler lets `run` return and the worker stop first.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop_serving)
+    if with_worker:
+        ph.start_worker()
     try:
-        server.run()
+        server.run(sockets=[listener])
     finally:
         ph.stop()
+        listener.close()
 
 
 HostOption = Annotated[str, typer.Option(help="Address to listen on.")]
@@ -166,8 +211,9 @@ def run(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
 
     settings = _settings()
     ph = _guard(lambda: build(settings, migrate_schema=True))
+    listener = _listen(host, port)
     _announce(ph, host=host, port=port, worker=True)
-    _serve(ph, host, port, with_worker=True)
+    _serve(ph, listener, with_worker=True)
 
 
 @app.command()
@@ -177,8 +223,9 @@ def serve(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
 
     settings = _settings()
     ph = _guard(lambda: build(settings))
+    listener = _listen(host, port)
     _announce(ph, host=host, port=port, worker=False)
-    _serve(ph, host, port, with_worker=False)
+    _serve(ph, listener, with_worker=False)
 
 
 @app.command()
@@ -196,7 +243,11 @@ def worker(
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    err.print(f"[bold]payherald worker[/] {ph.worker.worker_id}, channels: {_channels(ph)}")
+    err.print(
+        f"[bold]payherald worker[/] {escape(ph.worker.worker_id)}, channels: "
+        f"{escape(_channels(ph))}",
+        markup=True,
+    )
     if metrics_port is not None:
         try:
             ph.metrics.serve(port=metrics_port)
@@ -212,34 +263,48 @@ def worker(
 @app.command(name="migrate")
 def migrate_command() -> None:
     """Create or upgrade the database schema."""
-    from payherald.clock import SystemClock
-    from payherald.database import create_store_engine, head_revision, migrate
-    from payherald.store import Store
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from payherald.database import cannot_open, create_store_engine, head_revision, migrate
 
     settings = _settings()
     engine = create_store_engine(settings.sqlalchemy_url)
-    _guard(lambda: Store(engine=engine, clock=SystemClock()).ping())
-    migrate(engine)
+    try:
+        migrate(engine)
+    except SQLAlchemyError as exc:
+        raise _fail(cannot_open(settings.database_url, exc)) from None
     err.print(f"Database schema is at revision {head_revision()}.")
 
 
 @app.command()
 def simulate(
     event_type: Annotated[str, typer.Argument(help="One of: " + ", ".join(SIMULATED_EVENT_TYPES))],
-    url: Annotated[str, typer.Option(help="payherald's Stripe webhook URL.")] = (
-        "http://127.0.0.1:8000/webhooks/stripe"
-    ),
+    url: Annotated[
+        str,
+        typer.Option(
+            help="payherald's address (http://127.0.0.1:8000), or its webhook URL "
+            "(http://127.0.0.1:8000/webhooks/stripe)."
+        ),
+    ] = "http://127.0.0.1:8000",
     phone: Annotated[str, typer.Option(help="The customer's phone number.")] = "+14155550123",
     amount: Annotated[int, typer.Option(help="In the currency's smallest unit.", min=0)] = 2000,
     currency: Annotated[str, typer.Option(help="Three-letter currency code.")] = "usd",
     livemode: Annotated[bool, typer.Option(help="Send as a live-mode event.")] = False,
+    api_version: Annotated[
+        str | None,
+        typer.Option(
+            help="The Stripe API version whose shapes to send, from 2024-06-20 on (default: "
+            "the installed stripe SDK's)."
+        ),
+    ] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for the messages.")] = 10.0,
 ) -> None:
     """Send a realistic, signed Stripe event to a running payherald and show what it sent."""
     import httpx
 
+    from payherald.api_versions import NEWEST_SUPPORTED, unsupported_reason
     from payherald.clock import SystemClock
-    from payherald.simulate import build_event, sign_payload
+    from payherald.simulate import build_simulation, sign_payload
 
     if event_type not in SIMULATED_EVENT_TYPES:
         raise _fail(
@@ -247,46 +312,125 @@ def simulate(
             + ", ".join(SIMULATED_EVENT_TYPES)
             + "."
         )
+    target = _webhook_target(url)
     settings = _settings()
     store = None if settings.webhook_secrets and wait <= 0 else _store(settings)
     secret = settings.webhook_secrets[0] if settings.webhook_secrets else None
     if secret is None:
         assert store is not None
         secret = _guard(store.development_secret)
+    version = api_version or NEWEST_SUPPORTED
+    if api_version is not None and (reason := unsupported_reason(api_version)):
+        raise _fail(f"--api-version: {reason}")
     now = SystemClock().now()
-    event = build_event(
-        event_type, now=now, phone=phone, amount=amount, currency=currency, livemode=livemode
+    *companions, event = build_simulation(
+        event_type,
+        now=now,
+        phone=phone,
+        amount=amount,
+        currency=currency,
+        livemode=livemode,
+        api_version=version,
     )
-    body, header = sign_payload(event, secret, timestamp=int(now.timestamp()))
-    try:
-        response = httpx.post(
-            url,
-            content=body,
-            timeout=10.0,
-            headers={
-                "Stripe-Signature": header,
-                "Content-Type": "application/json; charset=utf-8",
-                "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks) payherald-simulate",
-            },
+
+    def post(payload: dict[str, Any]) -> httpx.Response:
+        body, header = sign_payload(payload, secret, timestamp=int(now.timestamp()))
+        try:
+            return httpx.post(
+                target,
+                content=body,
+                timeout=10.0,
+                headers={
+                    "Stripe-Signature": header,
+                    "Content-Type": "application/json; charset=utf-8",
+                    "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks) "
+                    "payherald-simulate",
+                },
+            )
+        except httpx.HTTPError as exc:
+            raise _fail(
+                f"Could not reach payherald at {target} ({exc}). Is `payherald run` running?",
+                code=1,
+            ) from None
+
+    for companion in companions:
+        sent = post(companion)
+        err.print(
+            f"Sent {companion['type']} {companion['id']} first, as Stripe does: HTTP "
+            f"{sent.status_code}",
+            markup=False,
         )
-    except httpx.HTTPError as exc:
-        raise _fail(
-            f"Could not reach payherald at {url} ({exc}). Is `payherald run` running?", code=1
-        ) from None
+    response = post(event)
     err.print(
         f"Sent {event_type} {event['id']} ({'live' if livemode else 'test'} mode) "
-        f"to {url}: HTTP {response.status_code} {response.text}"
+        f"to {target}: HTTP {response.status_code} {response.text}"
     )
+    if response.status_code == 404:
+        raise _fail(
+            f"Nothing at {target} takes Stripe webhooks; pass payherald's address as --url, "
+            "like http://127.0.0.1:8000.",
+            code=1,
+        )
     if response.status_code >= 300:
         raise typer.Exit(1)
     if store is not None and wait > 0:
-        _show_outcome(store, event["id"], wait)
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {}
+        _show_outcome(
+            store,
+            settings,
+            event_id=event["id"],
+            event_type=event_type,
+            wait=wait,
+            answer=answer if isinstance(answer, dict) else {},
+        )
 
 
-def _show_outcome(store: Store, event_id: str, wait: float) -> None:
+def _webhook_target(url: str) -> str:
+    """Where simulate posts for ``--url``: payherald's address (with or without a path of
+    its own, a trailing slash or not) gets the webhook path; its webhook URL is kept."""
+    from urllib.parse import urlsplit
+
+    from payherald.endpoints import WEBHOOK_PATH
+
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _fail(
+            f"--url {url!r} is not a URL; give payherald's address, like http://127.0.0.1:8000."
+        )
+    path = parts.path.rstrip("/")
+    if not path.endswith(WEBHOOK_PATH):
+        path += WEBHOOK_PATH
+    return parts._replace(path=path).geturl()
+
+
+def _show_outcome(
+    store: Store,
+    settings: Settings,
+    *,
+    event_id: str,
+    event_type: str,
+    wait: float,
+    answer: dict[str, Any],
+) -> None:
+    """What became of the event the server acknowledged (``answer`` is its reply): each
+    notification it queued once settled, or why it queued none."""
     from payherald.recipients import mask_phone
     from payherald.store import TERMINAL_STATUSES
 
+    event = _guard(lambda: store.get_event(event_id))
+    if event is None:
+        err.print(
+            f"The server stored {event_id}, but this database has no such event, so what "
+            "became of it cannot be shown (is PAYHERALD_DATABASE_URL the same as the server's?)."
+        )
+        return
+    if answer.get("queued") == 0:
+        for line in _nothing_queued(settings, event, duplicate=bool(answer.get("duplicate"))):
+            err.print(line)
+        return
     deadline = time.monotonic() + wait
     rows = store.list_notifications(event_id=event_id)
     while time.monotonic() < deadline and (
@@ -295,10 +439,7 @@ def _show_outcome(store: Store, event_id: str, wait: float) -> None:
         time.sleep(0.1)
         rows = store.list_notifications(event_id=event_id)
     if not rows:
-        err.print(
-            "No notification was recorded for it in this database "
-            "(is PAYHERALD_DATABASE_URL the same as the server's?)."
-        )
+        err.print(f"No notification of {event_id} was recorded within {wait:g} s.")
         return
     for row in rows:
         outcome = row["status"] + (f" ({row['error']})" if row["error"] else "")
@@ -307,6 +448,62 @@ def _show_outcome(store: Store, event_id: str, wait: float) -> None:
         err.print(f"  {row['rule']}: {where}{outcome}")
         if row["body"]:
             err.print(f"    {row['body']}")
+
+
+def _nothing_queued(settings: Settings, event: dict[str, Any], *, duplicate: bool) -> list[str]:
+    """Why the server queued no notification for ``event`` (a stored event's row), in the
+    words of its rules file: the lines to print."""
+    from payherald.config import load_config
+    from payherald.messages import TemplateRenderer
+
+    if duplicate:
+        return [f"payherald already had {event['id']}, so nothing new was queued."]
+    if event["status"] == "failed":
+        reason = (event["error"] or "").strip().splitlines()[-1:] or ["see the server's log"]
+        return [
+            f"Nothing was queued: processing the event failed ({reason[0]}); fix the cause, "
+            f"then run `payherald replay {event['id']}`."
+        ]
+    if event["status"] != "ignored":
+        return [
+            "Nothing new was queued: this payment's messages were already queued for an "
+            "earlier event, and payherald sends each once."
+        ]
+    path, required = settings.rules_file
+    try:
+        book = load_config(path, required=required).rule_book(
+            TemplateRenderer(locale=settings.locale)
+        )
+    except PayheraldError as exc:
+        return [f"No rule queued anything for it ({exc.message})."]
+    event_type = event["type"]
+    handling = [rule for rule in book.rules if rule.enabled and event_type in rule.events]
+    if not handling:
+        return [
+            f"No rule handles {event_type}, so nothing was queued; add one to the rules file "
+            "(`payherald config check` lists each rule and its events)."
+        ]
+    lines = ["Nothing was queued for it:"]
+    for rule in handling:
+        team = book.teams.get(rule.team) if rule.team else None
+        if rule.team and team is None:
+            why = (
+                f"it sends to team {rule.team!r}, which is not defined in {path}; add "
+                f"[teams.{rule.team}] with its sms, email or slack_webhook."
+            )
+        elif team is not None and not any(team.addresses(c) for c in rule.channels):
+            why = (
+                f"team {rule.team!r} has no address on this rule's channels "
+                f"({', '.join(rule.channels)}); add one in [teams.{rule.team}]."
+            )
+        elif rule.first_payment_only:
+            why = "it welcomes a customer's first payment, and the event names no customer."
+        elif rule.when:
+            why = f"its condition ({rule.when}) does not hold for this event."
+        else:
+            why = "it planned nothing for this event."
+        lines.append(f"  {rule.name}: {why}")
+    return lines
 
 
 def _jsonable(row: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
@@ -352,6 +549,12 @@ def notifications_list(
     limit: LimitOption = 100,
 ) -> None:
     """Notifications and what became of them, newest first."""
+    from payherald.queue import STATUSES
+
+    if status is not None and status not in STATUSES:
+        raise _fail(
+            f"--status {status!r} is not a notification status; use one of {', '.join(STATUSES)}."
+        )
     store = _store(_settings())
     rows = _guard(lambda: store.list_notifications(status=status, limit=limit))
     _print_rows(
@@ -380,7 +583,7 @@ def config_check(
     for line in lines:
         out.print(line, markup=False)
     for warning in warnings:
-        err.print(f"[yellow]warning:[/] {warning}")
+        _warning(warning)
     out.print(f"{file}: OK" if file.exists() else "No rules file: the built-in rules are in use.")
 
 

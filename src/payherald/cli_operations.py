@@ -9,8 +9,19 @@ import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
-from payherald.cli import _error, _fail, _guard, _print_rows, _settings, app, err, out
+from payherald.cli import (
+    _error,
+    _fail,
+    _guard,
+    _print_rows,
+    _settings,
+    _warning,
+    app,
+    err,
+    out,
+)
 from payherald.exceptions import PayheraldError
 
 if TYPE_CHECKING:
@@ -24,7 +35,7 @@ __all__ = ["endpoint_app"]
 endpoint_app = typer.Typer(help="The Stripe webhook endpoint.", no_args_is_help=True)
 app.add_typer(endpoint_app, name="endpoint")
 
-ENDPOINT_FIELDS = ("id", "url", "status", "livemode", "enabled_events")
+ENDPOINT_FIELDS = ("id", "url", "status", "livemode", "api_version", "enabled_events")
 
 
 def _built(settings: Settings) -> Payherald:
@@ -147,7 +158,8 @@ def endpoint_register(
     url: Annotated[str, typer.Argument(help="payherald's public address, https://…")],
 ) -> None:
     """Create the Stripe webhook endpoint for URL, or update the one already there."""
-    from payherald.endpoints import register, webhook_url
+    from payherald.api_versions import NEWEST_SUPPORTED
+    from payherald.endpoints import register, repin_advice, webhook_url
 
     settings = _settings()
     _guard(lambda: webhook_url(url))
@@ -157,6 +169,7 @@ def endpoint_register(
     ph.engine.dispose()
     if result.created:
         out.print(f"Created {result.endpoint_id} for {result.url}")
+        out.print(f"  pinned to API version {result.api_version}")
         out.print(f"  events: {', '.join(result.added)}")
         out.print("Its signing secret, shown only this once:")
         sys.stdout.write(f"\n    export STRIPE_WEBHOOK_SECRET={result.secret}\n\n")
@@ -170,11 +183,20 @@ def endpoint_register(
         if not (result.added or result.removed):
             out.print("  its events were already the ones the rules need")
         out.print("Its signing secret is unchanged (Stripe shows it only at creation).")
+        if result.api_version != NEWEST_SUPPORTED:
+            on = (
+                f"is on API version {result.api_version}"
+                if result.api_version
+                else "has no API version of its own (Stripe sends it the account's default)"
+            )
+            _warning(
+                f"{result.endpoint_id} {on}, not {NEWEST_SUPPORTED}, the one payherald pins; "
+                f"{repin_advice(result.endpoint_id, url)}."
+            )
     if result.duplicates:
-        err.print(
-            "[yellow]warning:[/] other endpoints have the same URL: "
-            f"{', '.join(result.duplicates)}; each delivers every event again. Delete them in "
-            "Developers > Webhooks."
+        _warning(
+            f"other endpoints have the same URL: {', '.join(result.duplicates)}; each "
+            "delivers every event again. Delete them in Developers > Webhooks."
         )
 
 
@@ -223,7 +245,7 @@ def doctor() -> None:
         if settings.twilio_account_sid and settings.twilio_auth_token
         else None
     )
-    problems = 0
+    problems = warnings = 0
     for check in run_checks(
         settings=settings,
         store=store,
@@ -232,15 +254,23 @@ def doctor() -> None:
         twilio_client=twilio,
         clock=clock,
     ):
-        if check.ok:
-            out.print(f"[green]ok[/]   {check.name}: {check.detail}")
-        else:
+        if not check.ok:
             problems += 1
-            out.print(f"[red]FAIL[/] {check.name}: {check.detail}")
-            if check.fix:
-                out.print(f"       fix: {check.fix}")
+            label = "[red]FAIL[/]"
+        elif check.warning:
+            warnings += 1
+            label = "[yellow]warn[/]"
+        else:
+            label = "[green]ok[/]  "
+        out.print(f"{label} {escape(check.name)}: {escape(check.detail)}", markup=True)
+        if check.fix and (check.warning or not check.ok):
+            out.print(f"       fix: {check.fix}")
     store.engine.dispose()
     if problems:
         out.print(f"{problems} problem(s) found.")
         raise typer.Exit(1)
-    out.print("Everything checked is ready.")
+    out.print(
+        f"Everything checked is ready ({warnings} warning(s) above)."
+        if warnings
+        else "Everything checked is ready."
+    )

@@ -9,9 +9,17 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import URL, Engine, create_engine, event, make_url
 
-__all__ = ["READ_ONLY", "create_store_engine", "current_revision", "head_revision", "migrate"]
+__all__ = [
+    "READ_ONLY",
+    "cannot_open",
+    "create_store_engine",
+    "current_revision",
+    "head_revision",
+    "migrate",
+    "unreachable_advice",
+]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # How long a SQLite writer waits for another to finish before giving up (seconds).
@@ -84,3 +92,25 @@ def current_revision(engine: Engine) -> str | None:
     """The revision the database is at, or None when it has never been migrated."""
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+def unreachable_advice(url: str | URL) -> str:
+    """What to check when the database at ``url`` cannot be opened, for its kind."""
+    if make_url(url).get_backend_name() == "postgresql":
+        return (
+            "check that PostgreSQL is running and accepts connections from here at that host "
+            "and port, and that the user, password and database in PAYHERALD_DATABASE_URL "
+            "are right"
+        )
+    return "check PAYHERALD_DATABASE_URL: the SQLite file's directory must exist and be writable"
+
+
+def cannot_open(url: str | URL, exc: Exception) -> str:
+    """The sentence for a database that cannot be opened: where (without its password),
+    why (the driver's first line), and what to check."""
+    parsed = make_url(url)
+    shown = parsed.set(drivername=parsed.get_backend_name()).render_as_string(hide_password=True)
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    reason = lines[0].rstrip(".") if lines else type(cause).__name__
+    return f"Cannot open the database at {shown} ({reason}); {unreachable_advice(parsed)}."

@@ -5,11 +5,28 @@ so running it again (after changing the rules, say) never makes a second endpoin
 would deliver every event twice. Stripe shows an endpoint's signing secret only when it is
 created; payherald prints it then, and keeps a SHA-256 fingerprint of it (never the secret)
 so that ``payherald doctor`` can tell whether STRIPE_WEBHOOK_SECRET is that endpoint's.
+
+An endpoint it creates is pinned to the API version of the installed stripe SDK
+(``api_versions.NEWEST_SUPPORTED``), so that its events keep the shape payherald reads
+whatever the account's default becomes. Stripe takes an endpoint's ``api_version`` only
+when the endpoint is created; one on another version has to be made again
+(``repin_advice``).
+
+A failed call to Stripe is an ``EndpointError`` whose message says which call failed, why,
+and what to do; its subclass says whose the failure is::
+
+    EndpointError                 the URL cannot be used, or a call to Stripe failed
+    └── StripeCallFailed          Stripe refused or failed the call named in ``call``
+        ├── StripeKeyRefused      STRIPE_SECRET_KEY itself is refused (HTTP 401)
+        ├── StripePermissionMissing  the key works, but may not make this call (HTTP 403)
+        └── StripeUnavailable     Stripe was not reached, failed (5xx) or is rate limiting;
+                                  retryable
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +34,7 @@ from urllib.parse import urlsplit
 
 import stripe
 
+from payherald.api_versions import NEWEST_SUPPORTED
 from payherald.exceptions import PayheraldError
 from payherald.store import Store
 
@@ -24,9 +42,14 @@ __all__ = [
     "WEBHOOK_PATH",
     "EndpointError",
     "Registration",
+    "StripeCallFailed",
+    "StripeKeyRefused",
+    "StripePermissionMissing",
+    "StripeUnavailable",
     "known_fingerprint",
     "list_endpoints",
     "register",
+    "repin_advice",
     "same_url",
     "secret_fingerprint",
     "webhook_url",
@@ -40,6 +63,29 @@ class EndpointError(PayheraldError):
     """Stripe refused, or the URL cannot be used; the message says what to do."""
 
 
+class StripeCallFailed(EndpointError):
+    """A call to Stripe's webhook endpoints API failed."""
+
+    def __init__(self, message: str, *, call: str, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.call = call  # "GET /v1/webhook_endpoints"
+        self.http_status = http_status  # None when Stripe was not reached
+
+
+class StripeKeyRefused(StripeCallFailed):
+    """Stripe refused STRIPE_SECRET_KEY."""
+
+
+class StripePermissionMissing(StripeCallFailed):
+    """STRIPE_SECRET_KEY works, but may not make this call (a restricted key)."""
+
+
+class StripeUnavailable(StripeCallFailed):
+    """Stripe could not be reached, failed, or is rate limiting; try again later."""
+
+    retryable = True
+
+
 @dataclass(frozen=True, slots=True)
 class Registration:
     endpoint_id: str
@@ -49,6 +95,9 @@ class Registration:
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     duplicates: tuple[str, ...] = field(default=())  # other endpoints with the same URL
+    # The endpoint's API version: the pinned one when created here; None is the account's
+    # default. Stripe never changes it on an update.
+    api_version: str | None = None
 
 
 def webhook_url(url: str) -> str:
@@ -97,7 +146,11 @@ def list_endpoints(client: stripe.StripeClient) -> list[Any]:
     found: list[Any] = []
     params: Any = {"limit": 100}  # the SDK's TypedDicts, built up
     while True:
-        page = _call(lambda: client.v1.webhook_endpoints.list(params=params))
+        page = _call(
+            lambda: client.v1.webhook_endpoints.list(params=params),
+            call="GET /v1/webhook_endpoints",
+            doing="list the webhook endpoints",
+        )
         found.extend(page.data)
         if not page.has_more or not page.data:
             return sorted(found, key=lambda endpoint: endpoint.created or 0)
@@ -123,7 +176,9 @@ def register(
         _call(
             lambda: client.v1.webhook_endpoints.update(
                 endpoint.id, params={"enabled_events": wanted, "disabled": False}
-            )
+            ),
+            call=f"POST /v1/webhook_endpoints/{endpoint.id}",
+            doing=f"update webhook endpoint {endpoint.id}",
         )
         return Registration(
             endpoint_id=endpoint.id,
@@ -133,20 +188,38 @@ def register(
             added=tuple(sorted(set(wanted) - had)),
             removed=tuple(sorted(had - set(wanted))),
             duplicates=tuple(other.id for other in same[1:]),
+            api_version=getattr(endpoint, "api_version", None),
         )
+    params: Any = {  # the SDK types api_version as a Literal of every version
+        "url": url,
+        "enabled_events": wanted,
+        "description": "payherald: Stripe events to SMS",
+        "api_version": NEWEST_SUPPORTED,
+    }
     created = _call(
-        lambda: client.v1.webhook_endpoints.create(
-            params={
-                "url": url,
-                "enabled_events": wanted,
-                "description": "payherald: Stripe events to SMS",
-            }
-        )
+        lambda: client.v1.webhook_endpoints.create(params=params),
+        call="POST /v1/webhook_endpoints",
+        doing="create the webhook endpoint",
     )
     if store is not None and created.secret:
         store.set_meta(_FINGERPRINT + created.id, secret_fingerprint(created.secret))
     return Registration(
-        endpoint_id=created.id, url=url, created=True, secret=created.secret, added=tuple(wanted)
+        endpoint_id=created.id,
+        url=url,
+        created=True,
+        secret=created.secret,
+        added=tuple(wanted),
+        api_version=getattr(created, "api_version", None) or NEWEST_SUPPORTED,
+    )
+
+
+def repin_advice(endpoint_id: str, public_url: str) -> str:
+    """How to move endpoint ``endpoint_id`` to the pinned API version, as a clause."""
+    return (
+        "Stripe cannot change an endpoint's API version in place: to pin it to "
+        f"{NEWEST_SUPPORTED}, delete {endpoint_id} in Developers > Webhooks, run `payherald "
+        f"endpoint register {public_url}` to create a new endpoint pinned to it, and set "
+        "STRIPE_WEBHOOK_SECRET to the new secret it prints"
     )
 
 
@@ -155,13 +228,69 @@ def known_fingerprint(store: Store, endpoint_id: str) -> str | None:
     return store.get_meta(_FINGERPRINT + endpoint_id)
 
 
-def _call(request: Any) -> Any:
+def _call(request: Any, *, call: str, doing: str) -> Any:
+    """``request()``, with a failure of Stripe's as a StripeCallFailed that names the call
+    (``call``, what it was to ``doing``), says why in Stripe's first words, and what to do."""
     try:
         return request()
-    except (stripe.AuthenticationError, stripe.PermissionError) as exc:
-        raise EndpointError(
-            f"Stripe refused STRIPE_SECRET_KEY ({exc.user_message or exc}). Use a secret key, "
-            "or a restricted key with write access to Webhook Endpoints."
+    except stripe.AuthenticationError as exc:
+        raise StripeKeyRefused(
+            f"Stripe refused STRIPE_SECRET_KEY when asked to {doing} ({call}: "
+            f"{_reason(exc)}); check the key in the Stripe dashboard, Developers > API keys.",
+            call=call,
+            http_status=exc.http_status,
+        ) from exc
+    except stripe.PermissionError as exc:
+        raise StripePermissionMissing(
+            f"STRIPE_SECRET_KEY may not {doing} ({call}: HTTP {exc.http_status}, "
+            f"{_reason(exc)}); use a secret key, or give the restricted key write access to "
+            "Webhook Endpoints.",
+            call=call,
+            http_status=exc.http_status,
+        ) from exc
+    except stripe.APIConnectionError as exc:
+        raise StripeUnavailable(
+            f"Could not {doing}: Stripe could not be reached ({call}: {_network_reason(exc)}); "
+            "check this machine's network (and STRIPE_API_BASE, if it is set), then run this "
+            "again.",
+            call=call,
+        ) from exc
+    except stripe.RateLimitError as exc:
+        raise StripeUnavailable(
+            f"Could not {doing}: Stripe is limiting this key's requests ({call}: HTTP 429); "
+            "run this again in a minute.",
+            call=call,
+            http_status=exc.http_status,
+        ) from exc
+    except stripe.InvalidRequestError as exc:
+        raise StripeCallFailed(
+            f"Stripe refused to {doing} ({call}: HTTP {exc.http_status}, {_reason(exc)}); "
+            "fix what it names, then run this again.",
+            call=call,
+            http_status=exc.http_status,
         ) from exc
     except stripe.StripeError as exc:
-        raise EndpointError(f"Stripe answered: {exc.user_message or exc}") from exc
+        status = f"HTTP {exc.http_status}" if exc.http_status else type(exc).__name__
+        raise StripeUnavailable(
+            f"Could not {doing}: Stripe failed ({call}: {status}, {_reason(exc)}); this is "
+            "on Stripe's side, so run this again in a few minutes (status.stripe.com says "
+            "whether Stripe is down).",
+            call=call,
+            http_status=exc.http_status,
+        ) from exc
+
+
+def _reason(exc: stripe.StripeError) -> str:
+    """Stripe's own words for ``exc``, on one line and without a closing period."""
+    words = " ".join(str(exc.user_message or exc or type(exc).__name__).split())
+    return words.rstrip(".") or type(exc).__name__
+
+
+def _network_reason(exc: stripe.APIConnectionError) -> str:
+    """Why the connection failed, from the SDK's long message: 'Connection refused',
+    'Name or service not known', 'timed out'."""
+    text = str(exc.user_message or exc)
+    found = re.search(r"\[Errno -?\d+\] ([^\"')\]]+)", text)
+    if found:
+        return found.group(1).strip()
+    return "timed out" if "timed out" in text else "a network error"

@@ -261,6 +261,19 @@ CONDITION_VARIABLES = (
 )
 
 
+# The filters templates have beside Jinja's own.
+_PAYHERALD_FILTERS = ("money", "date", "datetime")
+
+
+def _not_compiled(what: str, exc: TemplateError, *, filters: tuple[str, ...] = ()) -> RenderError:
+    """Jinja's complaint about a template or condition as one sentence: its message,
+    without the source location that ``str()`` appends on a line of its own."""
+    message = " ".join((exc.message or type(exc).__name__).split()).rstrip(".")
+    if filters and message.startswith("No filter named"):
+        message += f"; beside Jinja's own filters there are {', '.join(filters)}"
+    return RenderError(f"The {what} does not compile: {message}.")
+
+
 class TemplateRenderer:
     """Compiles and renders templates and conditions in one sandbox."""
 
@@ -269,9 +282,9 @@ class TemplateRenderer:
         self._env = SandboxedEnvironment(
             undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
         )
-        self._env.filters["money"] = self._money
-        self._env.filters["date"] = self._date
-        self._env.filters["datetime"] = self._datetime
+        self._env.filters.update(
+            zip(_PAYHERALD_FILTERS, (self._money, self._date, self._datetime), strict=True)
+        )
         # Conditions test for fields that an event may not have (`metadata.tier == 'gold'`):
         # there, a missing field is simply undefined, and false. Unknown top-level names
         # are still refused when the condition is compiled.
@@ -315,7 +328,7 @@ class TemplateRenderer:
         try:
             return frozenset(meta.find_undeclared_variables(self._env.parse(template)))
         except TemplateError as exc:
-            raise RenderError(f"The template does not compile: {exc}") from exc
+            raise _not_compiled("template", exc, filters=_PAYHERALD_FILTERS) from exc
 
     def check(self, template: str) -> None:
         """Raise RenderError if ``template`` does not compile or uses an unknown variable;
@@ -342,7 +355,7 @@ class TemplateRenderer:
             )
             compiled = self._conditions.compile_expression(expression)
         except TemplateError as exc:
-            raise RenderError(f"The condition does not compile: {exc}") from exc
+            raise _not_compiled("condition", exc) from exc
         unknown = names - CONDITION_VARIABLES
         if unknown:
             raise RenderError(

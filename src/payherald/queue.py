@@ -29,8 +29,11 @@ from payherald.tables import events, notifications, subject_aliases, suppression
 if TYPE_CHECKING:
     from payherald.store import Store
 
-__all__ = ["TOLD_STATUSES", "WorkQueue", "siblings_told"]
+__all__ = ["STATUSES", "TOLD_STATUSES", "WorkQueue", "siblings_told"]
 
+# Every status a notification can be in: the states above, and ``skipped`` (deliberately
+# not sent). The README's "Notification statuses" says what each means.
+STATUSES = ("pending", "claimed", "sending", "sent", "skipped", "failed", "unknown")
 # A notification in one of these may have reached its recipient.
 TOLD_STATUSES = ("sending", "sent", "unknown")
 

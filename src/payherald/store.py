@@ -33,7 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from payherald.clock import Clock
-from payherald.database import READ_ONLY, current_revision, head_revision
+from payherald.database import READ_ONLY, cannot_open, current_revision, head_revision
 from payherald.exceptions import SchemaOutOfDate, StoreUnavailable
 from payherald.queue import WorkQueue, siblings_told
 from payherald.records import (
@@ -60,6 +60,16 @@ __all__ = [
 WAKE_CHANNEL = "payherald_work"
 
 TERMINAL_STATUSES = frozenset({"sent", "failed", "skipped"})
+# What `list_events` and `get_event` give of an event (not its payload).
+_LISTED_EVENT_COLUMNS = (
+    events.c.id,
+    events.c.type,
+    events.c.livemode,
+    events.c.status,
+    events.c.error,
+    events.c.received_at,
+    events.c.stripe_created_at,
+)
 # How often recording an event is tried again when a concurrent one linked the same payment.
 _ALIAS_RACE_RETRIES = 5
 
@@ -127,8 +137,11 @@ class Store:
         try:
             yield
         except DBAPIError as exc:
+            # The driver's first line says what failed; psycopg adds hints on lines of
+            # their own, which would break the one-line log and doctor's one-line check.
+            reason = (str(exc.orig).strip().splitlines() or [""])[0]
             raise StoreUnavailable(
-                f"The event store is unavailable: {type(exc.orig).__name__}: {exc.orig}"
+                f"The event store is unavailable: {type(exc.orig).__name__}: {reason}"
             ) from exc
         except SQLAlchemyError as exc:  # pool exhausted, connection invalidated...
             raise StoreUnavailable(f"The event store is unavailable: {exc}") from exc
@@ -148,7 +161,7 @@ class Store:
         try:
             revision = current_revision(self._engine)
         except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"The event store is unavailable: {exc}") from exc
+            raise StoreUnavailable(cannot_open(self._engine.url, exc)) from exc
         if revision != head_revision():
             raise SchemaOutOfDate(
                 f"The database schema is at {revision or 'nothing'}, this payherald needs "
@@ -439,15 +452,7 @@ class Store:
 
     def list_events(self, *, type: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         query = (
-            select(
-                events.c.id,
-                events.c.type,
-                events.c.livemode,
-                events.c.status,
-                events.c.error,
-                events.c.received_at,
-                events.c.stripe_created_at,
-            )
+            select(*_LISTED_EVENT_COLUMNS)
             .order_by(events.c.received_at.desc(), events.c.id)
             .limit(limit)
         )
@@ -468,6 +473,13 @@ class Store:
         )
         with self._read() as connection:
             return list(connection.execute(query).scalars())
+
+    def get_event(self, event_id: str) -> dict[str, Any] | None:
+        """The event ``event_id`` as ``list_events`` gives it, or None if it is not stored."""
+        query = select(*_LISTED_EVENT_COLUMNS).where(events.c.id == event_id)
+        with self._read() as connection:
+            row = connection.execute(query).mappings().first()
+        return dict(row) if row is not None else None
 
     def list_notifications(
         self, *, status: str | None = None, event_id: str | None = None, limit: int = 100

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -169,6 +170,53 @@ def test_events_list_json_has_the_documented_fields(running: Running) -> None:
     assert event["received_at"]
 
 
+@pytest.mark.parametrize("path", ["", "/", "/webhooks/stripe"])
+def test_simulate_takes_payheralds_address_or_its_webhook_url(running: Running, path: str) -> None:
+    result = cli(running.cwd, "simulate", "payment_intent.succeeded", "--url", running.url + path)
+    assert result.returncode == 0, result.stderr
+    assert f"to {running.url}/webhooks/stripe: HTTP 200" in result.stderr
+    assert "Payment of $20.00 received" in result.stderr
+
+
+def test_simulate_an_event_no_rule_handles_says_so(running: Running) -> None:
+    result = cli(running.cwd, "simulate", "charge.refunded", "--url", running.url)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[1:] == [
+        "No rule handles charge.refunded, so nothing was queued; add one to the rules file "
+        "(`payherald config check` lists each rule and its events)."
+    ]
+
+
+def test_simulate_an_event_whose_rule_has_no_team_says_so(running: Running) -> None:
+    result = cli(running.cwd, "simulate", "charge.dispute.created", "--url", running.url)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[1:] == [
+        "Nothing was queued for it:",
+        "  dispute_alert: it sends to team 'finance', which is not defined in payherald.toml; "
+        "add [teams.finance] with its sms, email or slack_webhook.",
+    ]
+
+
+def test_simulate_against_another_database_says_to_share_it(running: Running) -> None:
+    log = (running.cwd / "run.log").read_text()
+    secret = re.search(r"whsec_dev_\w+", log)
+    assert secret, log
+    other = {"PAYHERALD_DATABASE_URL": f"sqlite:///{running.cwd / 'other.db'}"}
+    assert cli(running.cwd, "migrate", **other).returncode == 0
+    result = cli(
+        running.cwd,
+        "simulate",
+        "payment_intent.succeeded",
+        "--url",
+        running.url,
+        STRIPE_WEBHOOK_SECRET=secret.group(0),
+        **other,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "this database has no such event" in result.stderr
+    assert "is PAYHERALD_DATABASE_URL the same as the server's?" in result.stderr
+
+
 def test_simulate_without_a_server_says_what_to_do(tmp_path: Path) -> None:
     assert cli(tmp_path, "migrate").returncode == 0
     port = free_port()
@@ -207,11 +255,61 @@ def test_lists_on_an_unmigrated_database_say_to_migrate(tmp_path: Path) -> None:
     assert "run `payherald migrate`" in result.stderr
 
 
+def test_notifications_list_refuses_an_unknown_status_and_names_the_statuses(
+    tmp_path: Path,
+) -> None:
+    assert cli(tmp_path, "migrate").returncode == 0
+    result = cli(tmp_path, "notifications", "list", "--status", "bogus")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip() == (
+        "payherald: --status 'bogus' is not a notification status; use one of pending, "
+        "claimed, sending, sent, skipped, failed, unknown."
+    )
+
+
+def test_the_readme_quotes_the_unmigrated_database_error_as_printed(tmp_path: Path) -> None:
+    result = cli(tmp_path, "events", "list")
+    (line,) = result.stderr.splitlines()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert f"`` {line} ``" in readme
+
+
 def test_run_on_a_database_path_that_cannot_exist_says_so(tmp_path: Path) -> None:
     result = cli(tmp_path, "run", PAYHERALD_DATABASE_URL="sqlite:////nonexistent-dir/x.db")
     assert result.returncode == 2
     assert "Cannot open the database at sqlite:////nonexistent-dir/x.db" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [["run"], ["serve"], ["migrate"], ["events", "list"]], ids=" ".join
+)
+def test_an_unreachable_postgresql_gets_postgresql_advice_in_one_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    url = f"postgresql://payherald:hunter2@127.0.0.1:{free_port()}/payherald"
+    result = cli(tmp_path, *command, PAYHERALD_DATABASE_URL=url)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(
+        "payherald: Cannot open the database at postgresql://payherald:***@127.0.0.1:"
+    )
+    assert line.endswith(
+        "; check that PostgreSQL is running and accepts connections from here at that host "
+        "and port, and that the user, password and database in PAYHERALD_DATABASE_URL are "
+        "right."
+    )
+    assert "hunter2" not in line
+
+
+def test_doctor_gives_postgresql_advice_for_an_unreachable_postgresql(tmp_path: Path) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/payherald"
+    result = cli(tmp_path, "doctor", PAYHERALD_DATABASE_URL=url)
+    lines = result.stdout.splitlines()
+    at = next(i for i, text in enumerate(lines) if text.startswith("FAIL store:"))
+    assert lines[at + 1].strip().startswith("fix: Check that PostgreSQL is running")
+    assert "SQLite" not in lines[at + 1]
 
 
 def test_a_port_out_of_range_is_refused(tmp_path: Path) -> None:
@@ -308,3 +406,41 @@ def test_simulate_to_someone_who_opted_out_says_why_nothing_went(running: Runnin
         "added by an operator); no channel of the rule may carry it)"
     )
     assert "None" not in line
+
+
+def test_config_check_keeps_bracketed_words_in_its_error(tmp_path: Path) -> None:
+    (tmp_path / "payherald.toml").write_text('[rules.dispute_alert]\nto = "team:nope"\n')
+    result = cli(tmp_path, "config", "check")
+    assert result.returncode == 2
+    assert "add [teams.nope] with its sms, email or slack_webhook." in result.stderr
+
+
+def test_an_unknown_template_filter_is_one_sentence(tmp_path: Path) -> None:
+    (tmp_path / "payherald.toml").write_text(
+        '[rules.payment_confirmation]\ntemplate = "{{ amount | nosuchfilter }}"\n'
+    )
+    result = cli(tmp_path, "config", "check")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "payherald: payherald.toml:2: rules.payment_confirmation.template: The template does "
+        "not compile: No filter named 'nosuchfilter'; beside Jinja's own filters there are "
+        "money, date, datetime."
+    ]
+
+
+def test_notifications_list_shows_a_bracketed_body_as_written(tmp_path: Path) -> None:
+    from payherald import parse_event
+    from tests.support import build_for_tests, event_body
+
+    rules = tmp_path / "payherald.toml"
+    rules.write_text('[rules.payment_confirmation]\ntemplate = "[receipt] Paid, thank you."\n')
+    ph = build_for_tests(
+        f"sqlite:///{tmp_path / 'payherald.db'}", settings={"PAYHERALD_CONFIG": str(rules)}
+    )
+    event = parse_event(event_body())
+    ph.store.record_event(event, ph.rules.plan(event))
+    assert ph.worker.run_until_idle() >= 1
+    ph.engine.dispose()
+    result = cli(tmp_path, "notifications", "list", COLUMNS="250")
+    assert result.returncode == 0, result.stderr
+    assert "[receipt] Paid, thank you." in result.stdout

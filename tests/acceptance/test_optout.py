@@ -26,6 +26,14 @@ def test_add_list_remove(tmp_path: Path) -> None:
     assert opted_out(tmp_path) == []
 
 
+def test_list_shows_a_bracketed_reason_as_written(tmp_path: Path) -> None:
+    cli(tmp_path, "migrate")
+    cli(tmp_path, "optout", "add", "+14155550123", "--reason", "[ticket 42] asked by phone")
+    result = cli(tmp_path, "optout", "list", COLUMNS="250")
+    assert result.returncode == 0, result.stderr
+    assert "[ticket 42] asked by phone" in result.stdout
+
+
 def test_a_bad_number_is_refused_with_a_sentence(tmp_path: Path) -> None:
     cli(tmp_path, "migrate")
     result = cli(tmp_path, "optout", "add", "call me")

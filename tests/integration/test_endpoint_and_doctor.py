@@ -1,6 +1,7 @@
 """`payherald endpoint register|list` and `payherald doctor` (F32), as a user runs them,
-against localstripe (with the webhook endpoints API the test launcher adds to it) and a
-loopback Twilio-shaped account API."""
+against localstripe (with the webhook endpoints API the test launcher adds to it), a
+loopback Twilio-shaped account API, and, where Stripe must refuse or fail one call, a
+loopback stand-in for Stripe's webhook endpoints API."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from payherald import FrozenClock, load_settings
+from payherald.api_versions import NEWEST_SUPPORTED
 from payherald.doctor import run_checks
 from payherald.quiet_hours import QuietHours
 from tests import peers
@@ -208,6 +210,7 @@ def test_doctor_passes_when_everything_is_right(ready: dict[str, str], tmp_path:
         "webhook secret",
         "webhook endpoint",
         "webhook secret matches",
+        "webhook api version",
         "public url",
         "twilio",
         "twilio sender",
@@ -330,6 +333,99 @@ def test_an_endpoint_made_by_hand_with_a_trailing_slash_is_the_same_endpoint(
     assert f"ok   webhook endpoint: {by_hand.id} sends every event type" in after.stdout
 
 
+# -- API versions: localstripe's endpoints (the launcher's) keep the api_version given at
+# creation and return it, as Stripe's do, and ignore it on update.
+
+
+def test_register_pins_a_new_endpoint_to_the_sdks_api_version(
+    fresh: peers.LocalStripe, tmp_path: Path, sqlite_url: str
+) -> None:
+    build_for_tests(sqlite_url).engine.dispose()
+    env = {
+        "STRIPE_SECRET_KEY": "sk_test_payherald",
+        "STRIPE_API_BASE": fresh.url,
+        "PAYHERALD_DATABASE_URL": sqlite_url,
+    }
+    result = cli(tmp_path, "endpoint", "register", PUBLIC, **env)
+    assert result.returncode == 0, result.stderr
+    assert f"  pinned to API version {NEWEST_SUPPORTED}\n" in result.stdout
+    (endpoint,) = fresh.stripe_client().v1.webhook_endpoints.list().data
+    assert endpoint.api_version == NEWEST_SUPPORTED == "2026-10-28.endive"
+
+
+def by_hand(localstripe: peers.LocalStripe, api_version: str | None) -> Any:
+    """An endpoint for PUBLIC made in the dashboard, on ``api_version`` (None: the
+    account's default), sending every event."""
+    params: dict[str, Any] = {"url": PUBLIC + "/webhooks/stripe", "enabled_events": ["*"]}
+    if api_version is not None:
+        params["api_version"] = api_version
+    return localstripe.stripe_client().v1.webhook_endpoints.create(params=params)
+
+
+@pytest.fixture
+def hand_made_env(
+    fresh: peers.LocalStripe, twilio_account: TwilioAccountPeer, sqlite_url: str
+) -> dict[str, str]:
+    build_for_tests(sqlite_url).engine.dispose()
+    return doctor_env(fresh, twilio_account, sqlite_url)
+
+
+def test_register_on_an_endpoint_of_another_version_says_stripe_cannot_change_it(
+    fresh: peers.LocalStripe, hand_made_env: dict[str, str], tmp_path: Path
+) -> None:
+    endpoint = by_hand(fresh, "2024-06-20")
+    result = cli(tmp_path, "endpoint", "register", PUBLIC, **hand_made_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"warning: {endpoint.id} is on API version 2024-06-20, not {NEWEST_SUPPORTED}, the "
+        "one payherald pins; Stripe cannot change an endpoint's API version in place: to pin "
+        f"it to {NEWEST_SUPPORTED}, delete {endpoint.id} in Developers > Webhooks, run "
+        f"`payherald endpoint register {PUBLIC}` to create a new endpoint pinned to it, and "
+        "set STRIPE_WEBHOOK_SECRET to the new secret it prints."
+    ]
+    (still,) = fresh.stripe_client().v1.webhook_endpoints.list().data
+    assert (still.id, still.api_version) == (endpoint.id, "2024-06-20")
+
+
+def test_doctor_warns_of_an_endpoint_older_than_basil_and_passes(
+    fresh: peers.LocalStripe, hand_made_env: dict[str, str], tmp_path: Path
+) -> None:
+    endpoint = by_hand(fresh, "2024-06-20")
+    result = cli(tmp_path, "doctor", STRIPE_WEBHOOK_SECRET=endpoint.secret, **hand_made_env)
+    assert result.returncode == 0, result.stdout
+    assert (
+        f"warn webhook api version: {endpoint.id} is on 2024-06-20: payherald reads it, but "
+        "recent Stripe accounts default to newer shapes (basil, 2025-03-31, and later)"
+    ) in result.stdout
+    assert "fix: Stripe cannot change an endpoint's API version in place" in result.stdout
+    assert "Everything checked is ready (1 warning(s) above)." in result.stdout
+
+
+def test_doctor_warns_of_an_endpoint_on_the_accounts_default_version(
+    fresh: peers.LocalStripe, hand_made_env: dict[str, str], tmp_path: Path
+) -> None:
+    endpoint = by_hand(fresh, None)
+    result = cli(tmp_path, "doctor", STRIPE_WEBHOOK_SECRET=endpoint.secret, **hand_made_env)
+    assert result.returncode == 0, result.stdout
+    assert (
+        f"warn webhook api version: {endpoint.id} has no API version of its own: Stripe sends "
+        "it events in the account's default version"
+    ) in result.stdout
+
+
+def test_doctor_fails_an_endpoint_on_a_version_newer_than_payherald_reads(
+    fresh: peers.LocalStripe, hand_made_env: dict[str, str], tmp_path: Path
+) -> None:
+    endpoint = by_hand(fresh, "2099-01-01.zinnia")
+    result = cli(tmp_path, "doctor", STRIPE_WEBHOOK_SECRET=endpoint.secret, **hand_made_env)
+    assert result.returncode == 1
+    assert (
+        f"FAIL webhook api version: {endpoint.id} is on 2099-01-01.zinnia, whose events "
+        "payherald stores but does not act on: API version 2099-01-01.zinnia is newer than "
+        f"{NEWEST_SUPPORTED}"
+    ) in result.stdout
+
+
 def test_doctor_finds_an_unmigrated_store(ready: dict[str, str], tmp_path: Path) -> None:
     env = {**ready, "PAYHERALD_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}"}
     result = cli(tmp_path, "doctor", **env)
@@ -358,3 +454,176 @@ def test_doctor_finds_a_clock_far_from_stripes(ready: dict[str, str], sqlite_url
     assert not checks["clock"].ok
     assert "s off Stripe's" in checks["clock"].detail
     ph.engine.dispose()
+
+
+# -- Stripe refusing or failing one call ---------------------------------------------------
+# localstripe answers every call it knows, so these use a loopback stand-in for Stripe's
+# webhook endpoints API that refuses or fails the one call a test needs.
+
+RESTRICTED = (
+    "The provided key 'rk_test_***' does not have the required permissions for this "
+    "endpoint on account 'acct_1'. Having the 'rak_webhook_write' permission would allow "
+    "this request to continue."
+)
+
+
+class StripeStandIn(ThreadingHTTPServer):
+    """/v1/webhook_endpoints on 127.0.0.1: GET lists ``endpoints``, POST creates one; a
+    status in ``failing`` (by method) answers that status with Stripe's error shape."""
+
+    daemon_threads = True
+
+    def __init__(self, **failing: tuple[int, str]) -> None:
+        super().__init__(("127.0.0.1", 0), _StripeStandInHandler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self.failing = failing
+        self.endpoints: list[dict[str, Any]] = []
+        self.created: list[dict[str, list[str]]] = []
+
+
+class _StripeStandInHandler(BaseHTTPRequestHandler):
+    server: StripeStandIn
+
+    def _fail(self) -> bool:
+        if self.command not in self.server.failing:
+            return False
+        status, message = self.server.failing[self.command]
+        kind = "api_error" if status >= 500 else "invalid_request_error"
+        answer_json(self, status, {"error": {"type": kind, "message": message}})
+        return True
+
+    def do_GET(self) -> None:
+        if not self._fail():
+            answer_json(
+                self,
+                200,
+                {
+                    "object": "list",
+                    "data": self.server.endpoints,
+                    "has_more": False,
+                    "url": "/v1/webhook_endpoints",
+                },
+            )
+
+    def do_POST(self) -> None:
+        form = parse_qs(self.rfile.read(int(self.headers["Content-Length"] or 0)).decode())
+        if self._fail():
+            return
+        self.server.created.append(form)
+        endpoint = {
+            "id": f"we_{len(self.server.created)}",
+            "object": "webhook_endpoint",
+            "url": form["url"][0],
+            "enabled_events": form.get("enabled_events[]", []),
+            "api_version": form.get("api_version", [None])[0],
+            "status": "enabled",
+            "livemode": False,
+            "created": int(time.time()),
+            "secret": "whsec_" + "5" * 32,
+        }
+        self.server.endpoints.append({k: v for k, v in endpoint.items() if k != "secret"})
+        answer_json(self, 200, endpoint)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def stand_in_env(stand_in: StripeStandIn, sqlite_url: str) -> dict[str, str]:
+    build_for_tests(sqlite_url).engine.dispose()  # a migrated store
+    return {
+        "STRIPE_SECRET_KEY": "rk_test_payherald",
+        "STRIPE_API_BASE": stand_in.url,
+        "PAYHERALD_DATABASE_URL": sqlite_url,
+        "PAYHERALD_PUBLIC_URL": PUBLIC,
+    }
+
+
+def doctor_line(stdout: str, start: str) -> str:
+    return next(line for line in stdout.splitlines() if line.startswith(start))
+
+
+def test_doctor_does_not_blame_a_key_that_may_not_list_endpoints(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    with serving(StripeStandIn(GET=(403, RESTRICTED))) as stand_in:
+        result = cli(tmp_path, "doctor", **stand_in_env(stand_in, sqlite_url))
+    assert "ok   stripe key: works (test mode), but it may not list webhook endpoints" in (
+        result.stdout
+    )
+    assert doctor_line(result.stdout, "FAIL webhook endpoint:") == (
+        "FAIL webhook endpoint: STRIPE_SECRET_KEY may not list the webhook endpoints (GET "
+        f"/v1/webhook_endpoints: HTTP 403, {RESTRICTED.rstrip('.')}); use a secret key, or "
+        "give the restricted key write access to Webhook Endpoints."
+    )
+    assert result.returncode == 1
+
+
+def test_doctor_says_which_call_failed_when_stripe_fails_and_leaves_the_key_alone(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    with serving(StripeStandIn(GET=(503, "Stripe is down for maintenance."))) as stand_in:
+        result = cli(tmp_path, "doctor", **stand_in_env(stand_in, sqlite_url))
+    assert "ok   stripe key: not checked: GET /v1/webhook_endpoints failed (below)" in (
+        result.stdout
+    )
+    assert doctor_line(result.stdout, "FAIL webhook endpoint:").startswith(
+        "FAIL webhook endpoint: Could not list the webhook endpoints: Stripe failed (GET "
+        "/v1/webhook_endpoints: HTTP 503, Stripe is down for maintenance); this is on "
+        "Stripe's side"
+    )
+    assert "FAIL stripe key" not in result.stdout
+
+
+def test_doctor_fails_the_key_stripe_refuses(tmp_path: Path, sqlite_url: str) -> None:
+    with serving(StripeStandIn(GET=(401, "Invalid API Key provided: rk_test_***"))) as stand_in:
+        result = cli(tmp_path, "doctor", **stand_in_env(stand_in, sqlite_url))
+    assert doctor_line(result.stdout, "FAIL stripe key:") == (
+        "FAIL stripe key: Stripe refused STRIPE_SECRET_KEY when asked to list the webhook "
+        "endpoints (GET /v1/webhook_endpoints: Invalid API Key provided: rk_test_***); check "
+        "the key in the Stripe dashboard, Developers > API keys."
+    )
+
+
+def test_endpoint_list_when_stripe_fails_is_one_sentence(tmp_path: Path, sqlite_url: str) -> None:
+    with serving(StripeStandIn(GET=(500, "An unknown error occurred"))) as stand_in:
+        result = cli(tmp_path, "endpoint", "list", **stand_in_env(stand_in, sqlite_url))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "payherald: Could not list the webhook endpoints: Stripe failed (GET "
+        "/v1/webhook_endpoints: HTTP 500, An unknown error occurred); this is on Stripe's "
+        "side, so run this again in a few minutes (status.stripe.com says whether Stripe is "
+        "down)."
+    ]
+
+
+def test_endpoint_register_when_stripe_cannot_be_reached_is_one_sentence(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    build_for_tests(sqlite_url).engine.dispose()
+    env = {
+        "STRIPE_SECRET_KEY": "sk_test_payherald",
+        "STRIPE_API_BASE": f"http://127.0.0.1:{peers.free_port()}",  # nobody listens
+        "PAYHERALD_DATABASE_URL": sqlite_url,
+    }
+    result = cli(tmp_path, "endpoint", "register", PUBLIC, **env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "payherald: Could not list the webhook endpoints: Stripe could not be reached (GET "
+        "/v1/webhook_endpoints: Connection refused); check this machine's network (and "
+        "STRIPE_API_BASE, if it is set), then run this again."
+    ]
+
+
+def test_endpoint_register_that_stripe_refuses_says_what_it_refused(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    refusal = "Invalid URL: URLs must be publicly accessible."
+    with serving(StripeStandIn(POST=(400, refusal))) as stand_in:
+        env = stand_in_env(stand_in, sqlite_url)
+        result = cli(tmp_path, "endpoint", "register", PUBLIC, **env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "payherald: Stripe refused to create the webhook endpoint (POST /v1/webhook_endpoints: "
+        "HTTP 400, Invalid URL: URLs must be publicly accessible); fix what it names, then run "
+        "this again."
+    ]

@@ -80,6 +80,12 @@ def test_an_event_no_rule_handles_is_kept_as_ignored(store: Store) -> None:
     assert store.list_events()[0]["status"] == "ignored"
 
 
+def test_get_event_gives_one_stored_event_as_listed_and_none_for_another(store: Store) -> None:
+    store.record_event(event("evt_1"), [planned()])
+    assert store.get_event("evt_1") == store.list_events()[0]
+    assert store.get_event("evt_nope") is None
+
+
 def test_a_claim_is_given_to_one_worker_only(store: Store) -> None:
     store.record_event(event(), [planned()])
     first = store.queue.claim(worker_id="a", limit=10, lease=60)
