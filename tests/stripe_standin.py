@@ -2,7 +2,7 @@
 lacks or answers in its 2017 shapes: invoice payments, and invoices, payment intents,
 charges, prices and customers as today's API returns them.
 
-Tests tell it what Stripe knows (``add``, ``pay``) and point the real ``stripe`` SDK at it
+Tests tell it what Stripe knows (``add``, ``link``) and point the real ``stripe`` SDK at it
 with ``STRIPE_API_BASE``. It answers like Stripe: list objects, 404 with an error body for
 an unknown id, and it honours ``invoice``, ``payment[payment_intent]`` and ``customer``
 filters. Every request is recorded in ``requests``.

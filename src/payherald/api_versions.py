@@ -21,8 +21,10 @@ import stripe
 
 __all__ = [
     "FAMILIES",
+    "INVOICE_PAYMENT_EVENTS",
     "NEWEST_SUPPORTED",
     "OLDEST_SUPPORTED",
+    "REFUNDS_HAVE_EVENTS",
     "ApiVersion",
     "parse_api_version",
     "unsupported_reason",
@@ -40,6 +42,12 @@ FAMILIES: dict[str, str] = {
     "endive": "2026-09-30",
 }
 
+# From this version, Stripe sends invoice_payment.paid.
+INVOICE_PAYMENT_EVENTS = "2025-05-28"
+# From this version, Stripe sends refund.created for every refund; before it, a charge's
+# refund was reported by charge.refunded alone.
+REFUNDS_HAVE_EVENTS = "2024-10-28"
+
 _VERSION = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:\.([a-z]+))?$")
 
 
@@ -52,6 +60,11 @@ class ApiVersion:
 
     def __str__(self) -> str:
         return f"{self.date}.{self.family}" if self.family else self.date
+
+    @property
+    def sends_invoice_payment_events(self) -> bool:
+        """From 2025-05-28, ``invoice_payment.paid`` links a paid invoice to its payment."""
+        return self.date >= INVOICE_PAYMENT_EVENTS
 
     @property
     def links_invoices_by_payments(self) -> bool:

@@ -22,7 +22,7 @@ from phonenumbers import timezone as phone_timezones
 
 from payherald.channels.router import ChannelRouter
 from payherald.clock import Clock, SystemClock
-from payherald.exceptions import RecipientNotFound, RenderError
+from payherald.exceptions import RecipientNotFound, RenderError, TransientDeliveryError
 from payherald.lookups import StripeLookups
 from payherald.messages import MessageContext, message_context
 from payherald.quiet_hours import QuietHours
@@ -128,7 +128,12 @@ class Composer:
         if rule is None:
             raise RenderError(f"No rule named {notification.rule!r} is configured any more.")
         learnt = self._payments.settle(notification, event, rule)
-        charge = self._followed_charge(event)
+        try:
+            charge = self._followed_charge(event)
+        except TransientDeliveryError:
+            if notification.recipient == "customer":
+                raise  # without the charge there is no one to send to
+            charge = None  # a team alert goes out without the customer's name
         customer = self._customer(event, charge)
         notes: list[str] = []
         addresses: tuple[str, ...] = ()
@@ -162,7 +167,7 @@ class Composer:
             event, customer, self._context, high_value=self._rules.high_value, timezone=zone
         )
         variables.update(learnt)
-        if not variables["plan_name"]:
+        if not variables["plan_name"] and "plan_name" in self._uses(rule):
             variables["plan_name"] = self._plan_name(event)
         if rule._condition_needs_customer:
             try:
@@ -200,6 +205,13 @@ class Composer:
         if isinstance(customer, str) and customer and self._customers is not None:
             return self._customers.get(customer)
         return None
+
+    def _uses(self, rule: Rule) -> frozenset[str]:
+        """The variables ``rule``'s texts and condition name."""
+        renderer = self._rules.renderer
+        texts = [rule.template, *([rule.fallback] if rule.fallback else [])]
+        names = frozenset().union(*(renderer.variables(text) for text in texts))
+        return names | ({"plan_name"} if rule.when and "plan_name" in rule.when else set())
 
     def _plan_name(self, event: StripeEvent) -> str:
         """The name of the first line's price, read from Stripe: today's invoice lines name

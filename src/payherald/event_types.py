@@ -20,9 +20,10 @@ _GROUPS = {
     "subscription.pending_update_expired subscription.resumed subscription.trial_will_end "
     "subscription.updated tax_id.created tax_id.deleted tax_id.updated",
     "customer_cash_balance_transaction": "created",
-    "invoice": "created deleted finalization_failed finalized marked_uncollectible overdue paid "
-    "payment_action_required payment_failed payment_succeeded sent upcoming updated voided "
-    "will_be_due",
+    "invoice": "created deleted finalization_failed finalized marked_uncollectible overdue "
+    "overpaid paid payment_action_required payment_failed payment_succeeded sent upcoming "
+    "updated voided will_be_due",
+    "invoice_payment": "paid",
     "invoiceitem": "created deleted",
     "mandate": "updated",
     "payment_intent": "amount_capturable_updated canceled created partially_funded "

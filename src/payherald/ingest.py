@@ -18,7 +18,7 @@ from payherald.store import PlannedEvent, RecordResult, Store
 from payherald.stripe_objects import read_object
 from payherald.webhook import StripeEvent
 
-__all__ = ["ingest", "plan_event", "record_planned"]
+__all__ = ["ingest", "payment_links", "plan_event", "record_planned"]
 
 _log = structlog.get_logger("payherald.ingest")
 
@@ -34,13 +34,24 @@ def plan_event(rules: RuleBook, event: StripeEvent) -> PlannedEvent:
         # Read with the wrong shapes, it could be mis-told: stored, flagged and counted.
         _log.warning("event_unsupported", event_id=event.id, event_type=event.type, reason=reason)
         return PlannedEvent(event, status="unsupported", error=reason)
+    links = payment_links(event)
     try:
         planned = rules.plan(event)
-        links = tuple(read_object(event.object).payment_ids)
     except Exception as exc:
         _log.exception("planning_failed", event_id=event.id, event_type=event.type)
-        return PlannedEvent(event, status="failed", error="".join(traceback.format_exception(exc)))
-    return PlannedEvent(event, tuple(planned), links=links if len(links) > 1 else ())
+        error = "".join(traceback.format_exception(exc))
+        return PlannedEvent(event, status="failed", error=error, links=links)
+    return PlannedEvent(event, tuple(planned), links=links)
+
+
+def payment_links(event: StripeEvent) -> tuple[str, ...]:
+    """The identifiers of one payment that ``event`` names together, to be linked; empty
+    when it names fewer than two. Never raises."""
+    try:
+        ids = read_object(event.object).payment_ids
+    except Exception:  # a payload nobody foresaw: planning says so, with its traceback
+        return ()
+    return tuple(ids) if len(ids) > 1 else ()
 
 
 def record_planned(store: Store, item: PlannedEvent) -> RecordResult:

@@ -135,6 +135,7 @@ def condition_context(
     previous_prices = {line.price for line in previous.lines if line.price}
     return {
         "event_type": event.type,
+        "api_version": str(event.api_version or ""),
         "livemode": event.livemode,
         "object": raw,
         "metadata": dict(metadata),

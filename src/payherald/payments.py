@@ -22,9 +22,8 @@ links them. So, before a notification about a payment is sent, ``PaymentChecks``
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from payherald.api_versions import parse_api_version
@@ -36,14 +35,16 @@ from payherald.records import ClaimedNotification
 from payherald.rules import Rule
 from payherald.store import Store
 from payherald.stripe_objects import StripeObject, read_object
-from payherald.webhook import StripeEvent
+from payherald.webhook import StripeEvent, parse_event
 
-__all__ = ["PaymentChecks"]
+__all__ = ["PaymentChecks", "twin_told"]
 
 # Identifiers of a payment itself (not of an invoice or a Checkout session).
 _PAYMENT_PREFIXES = ("pi_", "ch_", "py_")
 _INVOICE_FAILED = "invoice.payment_failed"
 _PAYMENT_FAILED = ("payment_intent.payment_failed", "charge.failed")
+# How long to wait for a twin that is being sent, before looking again.
+_TWIN_SENDING = timedelta(seconds=30)
 _TOLD_BY_INVOICE = NotificationSkipped(
     "The payment pays an invoice: the invoice's own message tells its failure."
 )
@@ -78,13 +79,12 @@ class PaymentChecks:
         unlinked = version is None or version.links_invoices_by_payments
         if notification.subject is not None and notification.subject.startswith("payment:"):
             if unlinked:
-                self._link_invoice(notification)
+                waits = version is None or version.sends_invoice_payment_events
+                self._link_invoice(notification, waits=waits)
             self._skip_if_told(notification)
-        if rule.not_for_invoices:
-            if obj.invoice is not None:
-                raise _TOLD_BY_INVOICE
-            if unlinked:
-                self._skip_if_invoiced(notification, event, obj)
+        # (A payment that names its invoice, before basil, was not even queued: RuleBook.plan.)
+        if rule.not_for_invoices and unlinked:
+            self._skip_if_invoiced(notification, event, obj)
         if rule.unless_paid and self._lookups is not None:
             self._skip_if_paid(obj)
         if rule.unless_paid and obj.kind == "invoice" and not obj.paid:
@@ -93,7 +93,10 @@ class PaymentChecks:
 
     # -- linking ----------------------------------------------------------------------
 
-    def _link_invoice(self, notification: ClaimedNotification) -> None:
+    def _link_invoice(self, notification: ClaimedNotification, *, waits: bool) -> None:
+        """Link the invoice of ``notification`` to its payment, if nothing has: ask Stripe,
+        or, when the event's version sends ``invoice_payment.paid`` (``waits``), wait for
+        it."""
         assert notification.subject is not None
         _, group = self._store.subject_group(notification.subject)
         invoices = sorted(alias for alias in group if alias.startswith("in_"))
@@ -101,9 +104,11 @@ class PaymentChecks:
             return
         if self._lookups is not None:
             for payment in self._lookups.invoice_payments(invoice=invoices[0]):
-                if payment.status in ("paid", None) and payment.payment_ids[1:]:
+                if payment.status in ("paid", None) and len(payment.payment_ids) > 1:
                     self._store.link_payment(payment.payment_ids)
             return
+        if not waits:
+            return  # 2025-03-31 and 2025-04-30 send no event that would link it
         self._wait(
             notification,
             f"waiting for the event that links invoice {invoices[0]} to its payment "
@@ -114,16 +119,14 @@ class PaymentChecks:
     def _skip_if_told(self, notification: ClaimedNotification) -> None:
         sibling = self._store.told_sibling(notification)
         if sibling is not None:
-            raise NotificationSkipped(
-                f"Already told: notification {sibling['id']} (event {sibling['event_id']}) "
-                "is about the same payment."
-            )
+            raise twin_told(sibling, self._clock.now())
 
     def _wait(self, notification: ClaimedNotification, reason: str) -> None:
         """Defer ``notification`` to the end of the grace after it was queued, if that is
         still to come."""
-        created = notification.created_at or self._clock.now()
-        until = created + self._grace
+        if notification.created_at is None:
+            return  # not from the store (a hand-made notification): nothing to wait from
+        until = notification.created_at + self._grace
         if self._clock.now() < until:
             raise NotificationDeferred(until, f"{reason} (until {until:%H:%M:%S} UTC)")
 
@@ -138,6 +141,8 @@ class PaymentChecks:
             _, group = self._store.subject_group(f"payment:{ids[0]}")
             if any(alias.startswith("in_") for alias in group):
                 raise told_by_invoice
+        if obj.customer is None:
+            return  # a one-off payment by a guest: no invoice can be behind it
         if self._lookups is not None:
             if obj.payment_intent is None:
                 return
@@ -147,8 +152,6 @@ class PaymentChecks:
             if payments:
                 raise told_by_invoice
             return
-        if obj.customer is None:
-            return  # a one-off payment by a guest: no invoice can be behind it
         if self._invoice_failed_alike(event, obj):
             raise told_by_invoice
         self._wait(
@@ -181,6 +184,12 @@ class PaymentChecks:
         carry it, its payment intent does. With a key, read from the invoice's payments;
         without, from the payment's own failure event, waited for as long as the grace."""
         if self._lookups is not None and obj.invoice is not None:
+            # Before basil the invoice names its charge and payment intent: read them.
+            for kind, named in (("payment_intent", obj.payment_intent), ("charge", obj.charge)):
+                if named is not None and (
+                    error := payment_error(self._lookups.retrieve(kind, named) or {})
+                ):
+                    return {"decline_reason": decline_reason(error)}
             for payment in self._lookups.invoice_payments(invoice=obj.invoice):
                 intent = _mapping(payment.raw.get("payment")).get("payment_intent")
                 if error := payment_error(_mapping(intent)):
@@ -235,12 +244,24 @@ class PaymentChecks:
                 )
 
 
+def twin_told(
+    sibling: Mapping[str, Any], now: datetime
+) -> NotificationSkipped | NotificationDeferred:
+    """What becomes of a notification whose twin about the same payment, ``sibling``
+    (``Store.told_sibling``), is told: skipped; or, while the twin is still being sent (it
+    may yet fail on every channel), asked again a little later."""
+    about = f"notification {sibling['id']} (event {sibling['event_id']})"
+    if sibling["status"] == "sending":
+        return NotificationDeferred(
+            now + _TWIN_SENDING, f"waiting for {about}, about the same payment, to be sent"
+        )
+    return NotificationSkipped(f"Already told: {about} is about the same payment.")
+
+
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
 def _data_object(payload: str) -> Mapping[str, Any]:
-    parsed: Any = json.loads(payload)
-    data = parsed.get("data") if isinstance(parsed, Mapping) else None
-    obj = data.get("object") if isinstance(data, Mapping) else None
-    return obj if isinstance(obj, Mapping) else {}
+    """A stored event's object (stored events were verified and parsed on arrival)."""
+    return parse_event(payload.encode()).object

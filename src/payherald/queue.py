@@ -17,11 +17,23 @@ LOCKED``, so any number of workers share the queue.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, Table, Update, and_, bindparam, exists, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    exists,
+    or_,
+    select,
+    text,
+    update,
+)
 
 from payherald.records import ClaimedNotification, claimed_from_row
 from payherald.tables import events, notifications, subject_aliases, suppressions
@@ -29,7 +41,14 @@ from payherald.tables import events, notifications, subject_aliases, suppression
 if TYPE_CHECKING:
     from payherald.store import Store
 
-__all__ = ["STATUSES", "TOLD_STATUSES", "WorkQueue", "siblings_told"]
+__all__ = [
+    "STATUSES",
+    "TOLD_STATUSES",
+    "WorkQueue",
+    "lock_canonicals",
+    "lock_subject",
+    "siblings_told",
+]
 
 # Every status a notification can be in: the states above, and ``skipped`` (deliberately
 # not sent). The README's "Notification statuses" says what each means.
@@ -167,7 +186,8 @@ class WorkQueue:
             if unless_told and self._postgres:
                 # Two notifications about one thing, claimed by two workers at once: the
                 # second waits here for the first to commit, then sees it told.
-                connection.execute(_GROUP_LOCK, {"subject": held.subject})
+                assert held.subject is not None
+                lock_subject(connection, held.subject)
             return bool(connection.execute(statement, parameters).rowcount)
 
     def mark_sending(
@@ -310,22 +330,42 @@ class WorkQueue:
         )
 
 
-_GROUP_LOCK = text(
-    "SELECT pg_advisory_xact_lock(hashtext(coalesce("
-    "(SELECT canonical FROM subject_aliases WHERE alias = :subject), :subject)))"
-)
+# PostgreSQL advisory locks on a subject's identifier (its canonical), held to the end of the
+# transaction; the first key keeps them apart from any other advisory lock.
+_LOCK = text("SELECT pg_advisory_xact_lock(7301, hashtext(:canonical))")
+_CANONICAL = text("SELECT canonical FROM subject_aliases WHERE alias = :alias")
+
+
+def lock_canonicals(connection: Connection, canonicals: Iterable[str]) -> None:
+    """Lock these identifiers, in one order (so that two transactions cannot deadlock on
+    them), until ``connection``'s transaction ends. PostgreSQL only."""
+    for canonical in sorted(set(canonicals)):
+        connection.execute(_LOCK, {"canonical": canonical})
+
+
+def lock_subject(connection: Connection, subject: str) -> None:
+    """Lock the identifier ``subject`` is linked to now, as linking locks it (``Store._link``
+    locks both identifiers it merges): a merge committed while this waited moves the
+    subject to another identifier, so the lock follows it until it stays put."""
+    held: set[str] = set()
+    while True:
+        canonical = connection.execute(_CANONICAL, {"alias": subject}).scalar() or subject
+        if canonical in held:
+            return
+        connection.execute(_LOCK, {"canonical": canonical})
+        held.add(canonical)
 
 
 def siblings_told(held: Table) -> Select[Any]:
     """The other notifications of ``held``'s rule, to the same recipient, about what
     ``held`` is about as linked now (the canonical of its subject), that were told or
-    are being told: their ``id`` and ``event_id``. ``held`` is the ``notifications``
+    are being told: their ``id``, ``event_id`` and ``status``. ``held`` is the ``notifications``
     table, correlated by the statement that uses this."""
     sibling = notifications.alias("sibling")
     sibling_subject = subject_aliases.alias("sibling_subject")
     held_subject = subject_aliases.alias("held_subject")
     return (
-        select(sibling.c.id, sibling.c.event_id)
+        select(sibling.c.id, sibling.c.event_id, sibling.c.status)
         .join(sibling_subject, sibling_subject.c.alias == sibling.c.subject)
         .join(held_subject, held_subject.c.canonical == sibling_subject.c.canonical)
         .where(

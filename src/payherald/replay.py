@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from payherald.api_versions import unsupported_reason
 from payherald.exceptions import MalformedEvent, PayheraldError
+from payherald.ingest import payment_links
 from payherald.rules import RuleBook
 from payherald.store import Store
 from payherald.webhook import parse_event
@@ -63,5 +64,5 @@ def replay(store: Store, rules: RuleBook, event_id: str) -> ReplayResult:
             f"{event_id}: planning its notifications still fails ({type(exc).__name__}: {exc}); "
             "it stays failed. Fix the cause (see the log), then replay it again."
         ) from exc
-    new, again, unchanged = store.replay_event(event_id, planned)
+    new, again, unchanged = store.replay_event(event_id, planned, links=payment_links(event))
     return ReplayResult(event_id=event_id, new=new, again=again, unchanged=unchanged)

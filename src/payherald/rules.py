@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from payherald.api_versions import REFUNDS_HAVE_EVENTS
 from payherald.exceptions import ConfigurationError, RenderError
 from payherald.messages import SENDING_VARIABLES, TemplateRenderer, condition_context
 from payherald.stripe_objects import read_object
@@ -32,6 +33,7 @@ __all__ = [
     "BUILTIN_RULES",
     "CHANNELS",
     "LINKED_SUBJECTS",
+    "LINKING_EVENT",
     "PlannedNotification",
     "Rule",
     "RuleBook",
@@ -39,9 +41,19 @@ __all__ = [
 ]
 
 CHANNELS = ("sms", "whatsapp", "voice", "email", "slack")
+# The event that links an invoice to its payment from API version 2025-05-28 on.
+LINKING_EVENT = "invoice_payment.paid"
 # Subjects whose aliases the store links across events (one payment, many events).
 LINKED_SUBJECTS = frozenset({"payment", "failed_attempt", "refund"})
 _PREFIX = "{% if business %}{{ business }}: {% endif %}"
+# One refund, one message: refund.created tells it. Before API version 2024-10-28 a charge's
+# refund sent no refund.created, only charge.refunded, which then tells it; from that version
+# on charge.refunded is passed over (it does not name the refund, so the two could not be
+# told to be one).
+_REFUND_EVENT = (
+    "event_type == 'refund.created' or "
+    f"(api_version != '' and api_version < '{REFUNDS_HAVE_EVENTS}')"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +173,8 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     Rule(
         name="refund_customer",
         description="Customer: refund acknowledgement with amount and timeline (F10).",
-        # Not charge.refunded as well: from API version 2022-11-15 it no longer names the
-        # refund, so the two could not be told to be the same refund.
-        events=frozenset({"refund.created"}),
+        events=frozenset({"refund.created", "charge.refunded"}),
+        when=_REFUND_EVENT,
         subject="refund",
         template=_PREFIX + "We have refunded {{ refund_amount | money(currency) }} to your "
         "card. It usually appears within 5-10 business days. Ref: {{ reference }}",
@@ -171,7 +182,8 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     Rule(
         name="refund_team",
         description="Finance: a refund was issued (F10).",
-        events=frozenset({"refund.created"}),
+        events=frozenset({"refund.created", "charge.refunded"}),
+        when=_REFUND_EVENT,
         to="team:finance",
         channels=("slack", "sms", "email"),
         subject="refund",
@@ -379,4 +391,14 @@ class RuleBook:
 
     @property
     def event_types(self) -> Sequence[str]:
-        return sorted(self._by_type)
+        """The event types the rules need: the ones they handle, and ``invoice_payment.paid``
+        when one tells a payment from an invoice's event (it links the invoice to its
+        payment, so that the payment is told once; see ``payments``)."""
+        types = set(self._by_type)
+        if any(
+            rule.subject == "payment" and event_type.startswith("invoice.")
+            for event_type, rules in self._by_type.items()
+            for rule in rules
+        ):
+            types.add(LINKING_EVENT)
+        return sorted(types)

@@ -35,7 +35,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from payherald.clock import Clock
 from payherald.database import READ_ONLY, cannot_open, current_revision, head_revision
 from payherald.exceptions import SchemaOutOfDate, StoreUnavailable
-from payherald.queue import WorkQueue, siblings_told
+from payherald.queue import WorkQueue, lock_canonicals, siblings_told
 from payherald.records import (
     ClaimedNotification,
     PlannedEvent,
@@ -284,18 +284,16 @@ class Store:
             if kind in LINKED_SUBJECTS
             for alias in subject
         }
-        known: dict[str, str] = (
-            {
-                alias: canonical
-                for alias, canonical in connection.execute(
-                    select(subject_aliases.c.alias, subject_aliases.c.canonical).where(
-                        subject_aliases.c.alias.in_(sorted(wanted))
-                    )
-                )
-            }
-            if wanted
-            else {}
-        )
+        known = self._known_aliases(connection, wanted)
+        if self._postgres and wanted:
+            # Lock every identifier these aliases are linked to, and re-read until no merge
+            # moved them meanwhile: a concurrent merge, or a worker committing a send about
+            # one of them, then goes first (a merge locks both identifiers it joins).
+            locked: set[str] = set()
+            while new_locks := set(known.values()) - locked:
+                lock_canonicals(connection, new_locks)
+                locked |= new_locks
+                known = self._known_aliases(connection, wanted)
         links: dict[str, str] = {}  # new aliases -> their identifier
         merged: dict[tuple[str, str], str] = {}  # (kind, identifier) -> the one it joined
         canonicals = []
@@ -316,6 +314,7 @@ class Store:
                     known[alias] = links[alias] = canonical
             canonicals.append(canonical)
         for (kind, other), canonical in merged.items():
+            # Both identifiers are locked (above): no send about either commits meanwhile.
             connection.execute(
                 update(subject_aliases)
                 .where(
@@ -340,6 +339,15 @@ class Store:
                 if any(links[alias] != canonical for alias, canonical in linked):
                     raise _AliasRace()
         return canonicals
+
+    @staticmethod
+    def _known_aliases(connection: Connection, wanted: set[str]) -> dict[str, str]:
+        if not wanted:
+            return {}
+        query = select(subject_aliases.c.alias, subject_aliases.c.canonical).where(
+            subject_aliases.c.alias.in_(sorted(wanted))
+        )
+        return {alias: canonical for alias, canonical in connection.execute(query)}
 
     def link_payment(self, aliases: Sequence[str]) -> str:
         """Link the identifiers of one payment (learnt from Stripe) as one subject, in a
@@ -377,13 +385,16 @@ class Store:
 
     def told_sibling(self, held: ClaimedNotification) -> dict[str, Any] | None:
         """Another notification of ``held``'s rule, to the same recipient, about what
-        ``held`` is about (as linked now) that is being or was sent; None if there is
-        none. Linking can join two notifications queued apart: only one is told."""
+        ``held`` is about (as linked now) that is being or was sent (one that was sent,
+        first): its ``id``, ``event_id`` and ``status``; None if there is none. Linking can
+        join two notifications queued apart: only one is told."""
         if held.subject is None:
             return None
         with self._read() as connection:
+            found = siblings_told(notifications).where(notifications.c.id == held.id).subquery()
+            # A twin that was told outweighs one still being sent.
             row = connection.execute(
-                siblings_told(notifications).where(notifications.c.id == held.id).limit(1)
+                select(found).order_by(case((found.c.status == "sending", 1), else_=0)).limit(1)
             ).first()
         return dict(row._mapping) if row is not None else None
 
@@ -463,10 +474,11 @@ class Store:
 
     def event_payloads(self, *, type: str, since: datetime, until: datetime) -> list[str]:
         """The payloads of the stored events of ``type`` that Stripe created between
-        ``since`` and ``until``."""
+        ``since`` and ``until`` (not those of an API version payherald does not read)."""
         query = select(events.c.payload).where(
             and_(
                 events.c.type == type,
+                events.c.status != "unsupported",
                 events.c.stripe_created_at >= since,
                 events.c.stripe_created_at <= until,
             )
@@ -585,14 +597,31 @@ class Store:
             return list(connection.execute(query.order_by(events.c.received_at)).scalars())
 
     def replay_event(
-        self, event_id: str, planned: Sequence[PlannedNotification]
+        self,
+        event_id: str,
+        planned: Sequence[PlannedNotification],
+        *,
+        links: Sequence[str] = (),
     ) -> tuple[int, int, int]:
-        """Process a stored event again: queue what ``planned`` adds (what is already
-        queued or sent is not, as when it was recorded), and queue its failed
-        notifications again from the first channel. Returns (new, queued again, left as
-        they are)."""
+        """Process a stored event again: link ``links`` (as when it was recorded), queue
+        what ``planned`` adds (what is already queued or sent is not), and queue its
+        failed notifications again from the first channel. Returns (new, queued again,
+        left as they are)."""
+        try:
+            return self._replay_event(event_id, planned, links)
+        except _AliasRace:
+            raise StoreUnavailable(
+                "The event store was linking this event's payment in another transaction; "
+                "replay it again."
+            ) from None
+
+    def _replay_event(
+        self, event_id: str, planned: Sequence[PlannedNotification], links: Sequence[str]
+    ) -> tuple[int, int, int]:
         now = self._clock.now()
         with self._transaction() as connection:
+            if links:
+                self._link(connection, [("payment", tuple(links))])
             new = self._queue(connection, event_id, planned, now)
             again = connection.execute(
                 update(notifications)

@@ -30,8 +30,10 @@ LEGACY_FIELDS = frozenset(
         "invoice.paid",
         "invoice.payment_intent",
         "invoice.subscription",
+        "invoice.subscription_details",
         "payment_intent.invoice",
         "subscription.current_period_end",
+        "subscription.plan",
     }
 )
 

@@ -88,9 +88,8 @@ def trial(event: StripeEvent) -> list[str]:
 
 def renewal(event: StripeEvent) -> list[str]:
     """An upcoming renewal, by subscription and date (upcoming invoices have no id)."""
-    obj = event.object
-    when = obj.get("next_payment_attempt") or obj.get("period_end")
-    return [f"{_id(obj.get('subscription')) or event.id}:renewal:{when}"]
+    obj = read_object(event.object)
+    return [f"{obj.subscription or event.id}:renewal:{obj.period_end}"]
 
 
 SUBJECTS: dict[str, Subject] = {

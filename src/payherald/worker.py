@@ -37,6 +37,7 @@ from payherald.exceptions import (
     TransientDeliveryError,
 )
 from payherald.metrics import Metrics
+from payherald.payments import twin_told
 from payherald.ratelimit import RateLimiter
 from payherald.recipients import mask_phone
 from payherald.store import ClaimedNotification, Store
@@ -174,21 +175,13 @@ class Worker:
         )
         try:
             composed = self._composer.compose(notification)
-        except NotificationSkipped as exc:
-            self._count(
-                notification.channel,
-                "skipped",
-                self._queue.mark_skipped(notification, reason=exc.reason),
-            )
-            log.info("notification_skipped", reason=exc.reason)
+        except (NotificationSkipped, NotificationDeferred) as exc:
+            self._not_now(notification, exc, log, channel=notification.channel)
             return
-        except NotificationDeferred as exc:
-            self._count(
-                notification.channel,
-                "deferred",
-                self._queue.defer(notification, run_at=exc.until, reason=exc.reason),
-            )
-            log.info("notification_deferred", reason=exc.reason, until=exc.until.isoformat())
+        except StoreUnavailable as exc:
+            # Reading or linking the payment's identifiers failed: nothing was sent.
+            retry = TransientDeliveryError(exc.message, code="store_unavailable")
+            self._retry_or_fail(notification, retry, log, channel=notification.channel)
             return
         except RecipientNotFound as exc:
             # When the chain ran out because channels refused, the last refusal's code
@@ -198,8 +191,11 @@ class Worker:
                 if notification.refusals and notification.error_code
                 else "no_recipient"
             )
+            # Counted under the channel that refused it last; under "none" when no channel
+            # could even be tried.
+            counted = notification.refusals[-1][0] if notification.refusals else "none"
             self._count(
-                notification.channel,
+                counted,
                 "failed",
                 self._queue.mark_failed(notification, error=exc.message, code=code),
             )
@@ -255,13 +251,9 @@ class Worker:
             sibling = self._store.told_sibling(notification)
             if sibling is not None:
                 # Its twin, about the same payment, was sent while this one was composed.
-                reason = (
-                    f"Already told: notification {sibling['id']} (event "
-                    f"{sibling['event_id']}) is about the same payment."
+                self._not_now(
+                    notification, twin_told(sibling, self._clock.now()), log, channel=channel.name
                 )
-                recorded = self._queue.mark_skipped(notification, reason=reason)
-                self._count(channel.name, "skipped", recorded)
-                log.info("notification_skipped", reason=reason)
                 return
             log.warning("claim_lost", action="skip")
             return
@@ -272,6 +264,24 @@ class Worker:
             channel=composed.channel,
         )
         self._send(notification, channel, message, log)
+
+    def _not_now(
+        self,
+        notification: ClaimedNotification,
+        outcome: NotificationSkipped | NotificationDeferred,
+        log: Any,
+        *,
+        channel: str,
+    ) -> None:
+        """Record that ``notification`` is not sent: skipped for good, or deferred."""
+        if isinstance(outcome, NotificationSkipped):
+            recorded = self._queue.mark_skipped(notification, reason=outcome.reason)
+            self._count(channel, "skipped", recorded)
+            log.info("notification_skipped", reason=outcome.reason)
+            return
+        recorded = self._queue.defer(notification, run_at=outcome.until, reason=outcome.reason)
+        self._count(channel, "deferred", recorded)
+        log.info("notification_deferred", reason=outcome.reason, until=outcome.until.isoformat())
 
     def _send(
         self, notification: ClaimedNotification, channel: Channel, message: Message, log: Any

@@ -3,6 +3,7 @@ as events come in and the worker drains the queue, on SQLite and on PostgreSQL."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,21 @@ class BrokenRules(RuleBook):
 
     def plan(self, event: StripeEvent) -> Any:
         raise KeyError("a payload nobody foresaw")
+
+
+def test_a_customer_no_channel_can_reach_is_counted_under_no_channel(
+    ph: Any, server: LiveServer
+) -> None:
+    start = scrape(server.url)
+    payload = json.loads(event_body(event_id="evt_nobody", livemode=True))
+    payload["data"]["object"].update(shipping=None, receipt_email=None)
+    body = json.dumps(payload).encode()
+    assert post(server.url, body, sign(body)).json()["queued"] == 1
+    ph.worker.run_until_idle()
+    done = scrape(server.url)
+    failed = "payherald_notifications_total"
+    assert delta(start, done, failed, channel="none", status="failed") == 1
+    assert delta(start, done, failed, channel="sms", status="failed") == 0
 
 
 def test_a_planning_failure_and_an_unwritable_store_are_counted(tmp_path: Path) -> None:

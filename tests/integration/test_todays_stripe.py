@@ -6,14 +6,16 @@ the Stripe API) and without one. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from payherald import FrozenClock
+from payherald import FrozenClock, parse_event
 from payherald.api_versions import NEWEST_SUPPORTED
+from payherald.ingest import ingest
 from payherald.simulate import (
     build_event,
     build_renewal_failure_events,
@@ -271,30 +273,41 @@ def test_a_failure_text_about_an_invoice_paid_since_is_not_sent(
     assert keyed.sms.delivered == []
 
 
-def test_a_refund_of_today_reaches_the_customer_through_its_charge(
-    keyed: Stripe, standin: StripeStandIn
+@pytest.mark.parametrize("order", ["refund_first", "charge_first"])
+def test_a_refund_of_today_reaches_the_customer_through_its_charge_once(
+    keyed: Stripe, standin: StripeStandIn, order: str
 ) -> None:
     refund_event = build_event("refund.created", now=keyed.clock.now(), livemode=True, amount=750)
     refund = refund_event["data"]["object"]
     refund.update(customer=None, metadata={})  # as Stripe sends it: no contact, no customer
-    standin.add(
-        {
-            "id": refund["charge"],
-            "object": "charge",
-            "customer": "cus_refunded",
-            "billing_details": {"phone": "+14155550199", "email": None, "address": None},
-        },
-        {"id": "cus_refunded", "object": "customer", "name": "Jenny Rosen", "phone": None},
-    )
-    keyed.send(refund_event)
+    charge = {
+        "id": refund["charge"],
+        "object": "charge",
+        "customer": "cus_refunded",
+        "billing_details": {"phone": "+14155550199", "email": None, "address": None},
+    }
+    standin.add(charge, {"id": "cus_refunded", "object": "customer", "name": "Jenny Rosen"})
     charge_refunded = build_event("charge.refunded", now=keyed.clock.now(), livemode=True)
-    charge_refunded["data"]["object"].update(id=refund["charge"], amount_refunded=750)
-    keyed.send(charge_refunded)
-    to_customer = [m for m in keyed.sms.delivered if m.to == "+14155550199"]
-    assert [m.body for m in to_customer] == [
-        "We have refunded $7.50 to your card. It usually appears within 5-10 business days. "
-        f"Ref: {refund['id']}"
+    charge_refunded["data"]["object"].update(
+        id=refund["charge"],
+        customer="cus_refunded",
+        amount_refunded=750,
+        billing_details=charge["billing_details"],
+    )
+    charge_refunded["data"]["previous_attributes"] = {"amount_refunded": 0}
+    events = [refund_event, charge_refunded]
+    for event in events if order == "refund_first" else events[::-1]:
+        keyed.send(event)
+    keyed.later(GRACE + 1)
+    to_customer = [m for m in keyed.sms.delivered if m.to != TEAM_PHONE]
+    assert [(m.to, m.body) for m in to_customer] == [
+        (
+            "+14155550199",
+            "We have refunded $7.50 to your card. It usually appears within 5-10 business "
+            f"days. Ref: {refund['id']}",
+        )
     ]
+    assert len(keyed.told(events, "refund_team")) == 1
 
 
 def test_an_event_of_a_future_api_version_is_stored_and_flagged_not_told(
@@ -333,3 +346,78 @@ def test_a_refunds_charge_is_asked_for_once(keyed: Stripe, standin: StripeStandI
     assert standin.requested(f"/v1/charges/{refund['charge']}") == 1
     told = keyed.told([refund_event, again], "refund_customer")
     assert [row["to"] for row in told] == [PHONE, PHONE]
+
+
+def test_a_stripe_lookup_that_fails_is_retried_with_backoff_and_nothing_is_sent_on_a_guess(
+    keyed: Stripe, standin: StripeStandIn
+) -> None:
+    events = build_subscription_payment_events(now=keyed.clock.now(), phone=PHONE, livemode=True)
+    _known_to_stripe(standin, events)
+    standin.fail_next = 1000  # Stripe is down
+    keyed.send(events[2])  # invoice.paid, which nothing has linked yet
+    rows = [r for r in keyed.notifications(events) if r["rule"] == "payment_confirmation"]
+    assert [(r["status"], r["error_code"]) for r in rows] == [("pending", "stripe_unavailable")]
+    assert rows[0]["error"].startswith("Could not read the invoice payments of in_")
+    assert rows[0]["run_at"] > keyed.clock.now()  # backed off
+    assert keyed.sms.delivered == []
+    standin.fail_next = 0  # Stripe is back
+    keyed.later(3600)
+    assert len(keyed.told(events, "payment_confirmation")) == 1
+
+
+def test_a_charge_refund_before_2024_10_28_is_told_from_charge_refunded(keyless: Stripe) -> None:
+    refunded = build_event(
+        "charge.refunded", now=keyless.clock.now(), livemode=True, api_version="2024-06-20"
+    )
+    charge = refunded["data"]["object"]
+    charge.update(amount_refunded=500)
+    refunded["data"]["previous_attributes"] = {"amount_refunded": 0}
+    keyless.send(refunded)
+    keyless.send(refunded)  # Stripe retries it
+    to_customer = [m.body for m in keyless.sms.delivered if m.to == PHONE]
+    assert to_customer == [
+        "We have refunded $5.00 to your card. It usually appears within 5-10 business days. "
+        f"Ref: {charge['id']}"
+    ]
+
+
+def test_two_workers_committing_the_twins_of_one_payment_at_once_send_one(
+    database_url: str, tmp_path: Any
+) -> None:
+    # The invoice and the payment intent each queue a confirmation before the invoice
+    # payment links them; two workers then commit the send of one twin each at the same
+    # moment. The statement that commits a send lets exactly one through (on PostgreSQL
+    # under an advisory lock on the payment, on SQLite under the write lock).
+    import threading
+
+    clock = FrozenClock()
+    ph = build_for_tests(database_url, clock=clock, settings={"PAYHERALD_LINK_GRACE_SECONDS": "0"})
+    queue = ph.store.queue
+    for _ in range(20):
+        intent, _, invoice, linking = build_subscription_payment_events(
+            now=clock.now(), phone=PHONE, livemode=True
+        )
+        for payload in (invoice, intent, linking):
+            ingest(ph.store, ph.rules, parse_event(json.dumps(payload).encode()))
+        claimed = [
+            n
+            for n in queue.claim(worker_id="w", limit=10, lease=60)
+            if n.rule == "payment_confirmation"
+        ]
+        assert len(claimed) == 2
+        barrier = threading.Barrier(2)
+        won: list[bool] = []
+
+        def send(held: Any, barrier: threading.Barrier, won: list[bool]) -> None:
+            barrier.wait()
+            won.append(queue.mark_sending(held, to=PHONE, body="Paid", channel="sms", lease=60))
+
+        threads = [threading.Thread(target=send, args=(held, barrier, won)) for held in claimed]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(won) == [False, True]
+        for held in queue.claim(worker_id="w", limit=10, lease=60):
+            queue.mark_skipped(held, reason="not under test")
+    ph.engine.dispose()

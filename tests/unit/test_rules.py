@@ -365,3 +365,27 @@ def test_a_rule_book_refuses_a_template_that_does_not_compile() -> None:
     broken = Rule(name="x", events=frozenset({"x"}), template="{% if %}")
     with pytest.raises(RenderError, match="does not compile"):
         RuleBook([broken], renderer=RENDERER)
+
+
+def test_charge_refunded_tells_a_refund_only_before_refunds_had_events_of_their_own() -> None:
+    # From 2024-10-28 every refund sends refund.created, which tells it; charge.refunded
+    # cannot name the refund, so it is passed over there.
+    before = event("charge.refunded", LEGACY)
+    today = event("charge.refunded")
+    assert {p.rule for p in BOOK.plan(before)} == {"refund_customer", "refund_team"}
+    assert BOOK.plan(today) == []
+    assert {p.rule for p in BOOK.plan(event("refund.created"))} == {
+        "refund_customer",
+        "refund_team",
+    }
+
+
+def test_the_rules_need_the_event_that_links_an_invoice_to_its_payment() -> None:
+    # endpoint register subscribes to these: without invoice_payment.paid, today's invoices
+    # could not be linked to their payment with no key.
+    assert "invoice_payment.paid" in BOOK.event_types
+    only_intents = RuleBook(
+        [Rule(name="x", events=frozenset({"payment_intent.succeeded"}), template="Paid")],
+        renderer=RENDERER,
+    )
+    assert only_intents.event_types == ["payment_intent.succeeded"]

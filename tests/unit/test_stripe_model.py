@@ -16,19 +16,26 @@ import pytest
 from stripe._object_classes import OBJECT_CLASSES
 
 from payherald.api_versions import NEWEST_SUPPORTED
-from payherald.messages import MessageContext, message_context
+from payherald.config import Config
+from payherald.messages import MessageContext, TemplateRenderer, message_context
 from payherald.recipients import resolve_email, resolve_phone
+from payherald.rules import Team
 from payherald.simulate import (
     SIMULATED_EVENT_TYPES,
     build_event,
     build_payment_events,
     build_renewal_failure_events,
+    build_simulation,
     build_subscription_payment_events,
 )
 from payherald.stripe_objects import LEGACY_FIELDS, read_object
+from payherald.subjects import SUBJECTS
 from payherald.webhook import StripeEvent
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+BOOK = Config(
+    teams={"finance": Team(name="finance", sms=("+14155550100",))}, high_value={"usd": 1}
+).rule_book(TemplateRenderer())
 OLDER = "2024-06-20"  # the last version before the release families
 FIXTURES3 = Path(__file__).resolve().parents[3] / "shared" / "stripe" / "fixtures3.json"
 
@@ -75,7 +82,8 @@ def unknown_fields(value: Any, cls: Any, path: str) -> Iterator[str]:
 
 
 def todays_events() -> list[dict[str, Any]]:
-    events = [build_event(t, now=NOW) for t in SIMULATED_EVENT_TYPES]
+    # What `payherald simulate` posts for every type, and the builders the tests use.
+    events = [e for t in SIMULATED_EVENT_TYPES for e in build_simulation(t, now=NOW)]
     events += build_payment_events(now=NOW)
     events += build_subscription_payment_events(now=NOW)
     events += build_renewal_failure_events(now=NOW)
@@ -148,8 +156,9 @@ class _Recording(Mapping[str, Any]):
 
 
 def _fields_read(events: list[dict[str, Any]]) -> set[tuple[Any, str]]:
-    """The fields of ``events``' objects that the reading layer, the templates' variables
-    and the recipient chain read (that the objects have), with the SDK class of each."""
+    """The fields of ``events``' objects that the reading layer, the templates' variables,
+    the rules' planning, the subjects and the recipient chain read (that the objects
+    have), with the SDK class of each."""
     reads: set[tuple[Any, str]] = set()
     context = MessageContext(business_name=None, locale="en_US", update_card_url=None)
     for payload in events:
@@ -166,6 +175,9 @@ def _fields_read(events: list[dict[str, Any]]) -> set[tuple[Any, str]]:
         )
         read_object(obj)
         message_context(event, None, context)
+        BOOK.plan(event)
+        for subject in SUBJECTS.values():
+            subject(event)
         for resolve in (resolve_phone, resolve_email):
             try:
                 resolve(obj, None)
@@ -178,7 +190,13 @@ def _older_events() -> list[dict[str, Any]]:
     events = [build_event(t, now=NOW, api_version=OLDER) for t in SIMULATED_EVENT_TYPES]
     events += build_payment_events(now=NOW, api_version=OLDER)
     events += build_renewal_failure_events(now=NOW, api_version=OLDER)
-    return events
+    # What older objects may carry beside: an invoice's subscription details, and a
+    # subscription with its plan and no items.
+    invoice = build_event("invoice.paid", now=NOW, api_version=OLDER)
+    invoice["data"]["object"]["subscription_details"] = {"metadata": {"phone": "+14155550123"}}
+    subscription = build_event("customer.subscription.updated", now=NOW, api_version=OLDER)
+    subscription["data"]["object"]["items"] = {"object": "list", "data": [], "has_more": False}
+    return [*events, invoice, subscription]
 
 
 def test_a_field_read_that_todays_sdk_no_longer_has_is_named_as_read_for_older_versions() -> None:
