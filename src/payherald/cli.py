@@ -312,6 +312,9 @@ def simulate(
             + ", ".join(SIMULATED_EVENT_TYPES)
             + "."
         )
+    version = api_version or NEWEST_SUPPORTED
+    if api_version is not None and (reason := unsupported_reason(api_version)):
+        raise _fail(f"--api-version: {reason}")
     target = _webhook_target(url)
     settings = _settings()
     store = None if settings.webhook_secrets and wait <= 0 else _store(settings)
@@ -319,9 +322,6 @@ def simulate(
     if secret is None:
         assert store is not None
         secret = _guard(store.development_secret)
-    version = api_version or NEWEST_SUPPORTED
-    if api_version is not None and (reason := unsupported_reason(api_version)):
-        raise _fail(f"--api-version: {reason}")
     now = SystemClock().now()
     *companions, event = build_simulation(
         event_type,

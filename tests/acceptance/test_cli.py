@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from payherald.api_versions import NEWEST_SUPPORTED
 from tests.peers import free_port
 
 PAYHERALD = [sys.executable, "-m", "payherald"]
@@ -452,3 +453,32 @@ def test_notifications_list_shows_a_bracketed_body_as_written(tmp_path: Path) ->
     result = cli(tmp_path, "notifications", "list", COLUMNS="250")
     assert result.returncode == 0, result.stderr
     assert "[receipt] Paid, thank you." in result.stdout
+
+
+def test_simulate_sends_todays_shapes_and_an_older_version_when_asked(running: Running) -> None:
+    import sqlite3
+
+    versions = {}
+    for asked in (None, "2024-06-20"):
+        args = ["simulate", "invoice.paid", "--url", running.url]
+        result = cli(running.cwd, *args, *(["--api-version", asked] if asked else []))
+        assert result.returncode == 0, result.stderr
+        (line,) = [x for x in result.stderr.splitlines() if x.startswith("Sent invoice.paid ")]
+        event_id = line.split()[2]
+        with contextlib.closing(sqlite3.connect(running.cwd / "payherald.db")) as db:
+            (payload,) = db.execute(
+                "SELECT payload FROM events WHERE id = ?", (event_id,)
+            ).fetchone()
+        invoice = json.loads(payload)["data"]["object"]
+        versions[asked] = (json.loads(payload)["api_version"], "payment_intent" in invoice)
+        told = [n for n in notifications(running.cwd) if n["event_id"] == event_id]
+        assert [(n["rule"], n["status"]) for n in told if n["rule"] == "payment_confirmation"] == [
+            ("payment_confirmation", "sent")
+        ], told
+    assert versions == {None: (NEWEST_SUPPORTED, False), "2024-06-20": ("2024-06-20", True)}
+
+
+def test_simulate_refuses_an_api_version_it_cannot_send(tmp_path: Path) -> None:
+    result = cli(tmp_path, "simulate", "payment_intent.succeeded", "--api-version", "2099-01-01")
+    assert result.returncode == 2
+    assert "--api-version: API version 2099-01-01 is newer than" in result.stderr

@@ -222,6 +222,20 @@ def either(
     yield from _stripe(database_url, tmp_path, standin if request.param else None)
 
 
+def _open_invoice_payment(invoice: dict[str, Any], intent: dict[str, Any]) -> dict[str, Any]:
+    """The invoice payment Stripe keeps for an invoice whose payment intent failed."""
+    return {
+        "id": f"inpay_{invoice['id']}",
+        "object": "invoice_payment",
+        "invoice": invoice["id"],
+        "status": "open",
+        "amount_paid": None,
+        "amount_requested": invoice["amount_due"],
+        "currency": invoice["currency"],
+        "payment": {"type": "payment_intent", "payment_intent": intent["id"]},
+    }
+
+
 @pytest.mark.parametrize("version", FAMILIES)
 def test_a_failed_renewal_gives_one_failure_text(
     either: Stripe, standin: StripeStandIn, version: str
@@ -232,18 +246,7 @@ def test_a_failed_renewal_gives_one_failure_text(
         )
         invoice, intent, _ = (event["data"]["object"] for event in events)
         standin.add(*(event["data"]["object"] for event in events))
-        standin.link(
-            {
-                "id": f"inpay_{invoice['id']}",
-                "object": "invoice_payment",
-                "invoice": invoice["id"],
-                "status": "open",
-                "amount_paid": None,
-                "amount_requested": invoice["amount_due"],
-                "currency": invoice["currency"],
-                "payment": {"type": "payment_intent", "payment_intent": intent["id"]},
-            }
-        )
+        standin.link(_open_invoice_payment(invoice, intent))
         for index in order:
             either.send(events[index])
         either.later(GRACE + 1)
@@ -420,4 +423,46 @@ def test_two_workers_committing_the_twins_of_one_payment_at_once_send_one(
         assert sorted(won) == [False, True]
         for held in queue.claim(worker_id="w", limit=10, lease=60):
             queue.mark_skipped(held, reason="not under test")
+    ph.engine.dispose()
+
+
+def test_a_dunning_text_held_by_quiet_hours_is_read_again_from_stripe_when_the_window_opens(
+    database_url: str, tmp_path: Any, standin: StripeStandIn
+) -> None:
+    from datetime import UTC, datetime
+
+    from payherald.quiet_hours import QuietHours
+
+    night = FrozenClock(datetime(2026, 6, 10, 6, 0, tzinfo=UTC))  # 02:00 in New York
+    settings = {"STRIPE_SECRET_KEY": "sk_test_standin", "STRIPE_API_BASE": standin.url}
+    sms = ScriptedChannel("sms")
+    ph = build_for_tests(
+        database_url,
+        clock=night,
+        channels={"sms": sms},
+        settings=settings,
+        quiet_hours=QuietHours(),
+    )
+    events = build_renewal_failure_events(
+        now=night.now(), phone="+12125550123", livemode=True, api_version=NEWEST_SUPPORTED
+    )
+    invoice, intent = events[0]["data"]["object"], events[1]["data"]["object"]
+    standin.add(*(event["data"]["object"] for event in events))
+    standin.link(_open_invoice_payment(invoice, intent))
+    for payload in events:
+        ingest(ph.store, ph.rules, parse_event(json.dumps(payload).encode()))
+    ph.worker.run_until_idle()
+    (held,) = [r for r in ph.store.list_notifications() if r["rule"] == "invoice_payment_failed"]
+    assert held["status"] == "pending"
+    assert held["notes"].startswith("quiet hours")
+    # The customer pays during the night; the text is read again when the window opens.
+    standin.add(invoice | {"status": "paid", "amount_paid": invoice["amount_due"]})
+    night.advance(8 * 3600)
+    ph.worker.run_until_idle()
+    (told,) = [r for r in ph.store.list_notifications() if r["rule"] == "invoice_payment_failed"]
+    assert (told["status"], told["error"]) == (
+        "skipped",
+        f"Invoice {invoice['id']} is paid now (read from Stripe before sending).",
+    )
+    assert sms.attempts == []
     ph.engine.dispose()
