@@ -292,6 +292,8 @@ class TemplateRenderer:
         self._conditions = SandboxedEnvironment(undefined=ChainableUndefined)
         # The rules' templates are few and rendered for every message: compile each once.
         self._compiled = functools.lru_cache(maxsize=512)(self._env.from_string)
+        # The composer asks which variables a rule's texts use, for every message.
+        self._variables = functools.lru_cache(maxsize=512)(self._parse_variables)
 
     def _money(self, amount: Any, currency: Any) -> str:
         if isinstance(amount, bool) or not isinstance(amount, int):
@@ -326,6 +328,9 @@ class TemplateRenderer:
 
     def variables(self, template: str) -> frozenset[str]:
         """The variables ``template`` uses (it must compile)."""
+        return self._variables(template)
+
+    def _parse_variables(self, template: str) -> frozenset[str]:
         try:
             return frozenset(meta.find_undeclared_variables(self._env.parse(template)))
         except TemplateError as exc:

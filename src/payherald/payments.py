@@ -10,8 +10,9 @@ links them. So, before a notification about a payment is sent, ``PaymentChecks``
 - links an invoice that nothing has linked yet: it asks Stripe (``GET
   /v1/invoice_payments``) when ``STRIPE_SECRET_KEY`` is set, and otherwise waits a grace
   (``PAYHERALD_LINK_GRACE_SECONDS``) for the linking event;
-- skips a notification whose twin, about the same payment as linked now, was told (the
-  worker checks that again in the statement that commits the send);
+- leaves to the statement that commits the send the refusal of a notification whose
+  twin, about the same payment as linked now, was told (``twin_told`` says what becomes
+  of it);
 - for a rule marked ``not_for_invoices`` (a declined card), skips a payment that pays an
   invoice: the invoice's own message tells it, with its link;
 - for a rule marked ``unless_paid`` (a failure text), re-reads the invoice or payment
@@ -77,11 +78,15 @@ class PaymentChecks:
         # what an event does not name is not there, and nothing is to be waited for.
         version = parse_api_version(event.api_version)
         unlinked = version is None or version.links_invoices_by_payments
-        if notification.subject is not None and notification.subject.startswith("payment:"):
-            if unlinked:
-                waits = version is None or version.sends_invoice_payment_events
-                self._link_invoice(notification, waits=waits)
-            self._skip_if_told(notification)
+        about_a_payment = notification.subject is not None and notification.subject.startswith(
+            "payment:"
+        )
+        # Only an event that names an invoice and no payment can be about a payment nothing
+        # linked; a twin already told is refused by the statement that commits the send.
+        names_no_payment = obj.payment_intent is None and obj.charge is None
+        if about_a_payment and unlinked and obj.invoice is not None and names_no_payment:
+            waits = version is None or version.sends_invoice_payment_events
+            self._link_invoice(notification, waits=waits)
         # (A payment that names its invoice, before basil, was not even queued: RuleBook.plan.)
         if rule.not_for_invoices and unlinked:
             self._skip_if_invoiced(notification, event, obj)
@@ -115,11 +120,6 @@ class PaymentChecks:
             "(invoice_payment.paid), so that the payment is told once; set STRIPE_SECRET_KEY "
             "to ask Stripe instead",
         )
-
-    def _skip_if_told(self, notification: ClaimedNotification) -> None:
-        sibling = self._store.told_sibling(notification)
-        if sibling is not None:
-            raise twin_told(sibling, self._clock.now())
 
     def _wait(self, notification: ClaimedNotification, reason: str) -> None:
         """Defer ``notification`` to the end of the grace after it was queued, if that is

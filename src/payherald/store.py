@@ -22,6 +22,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
+    bindparam,
     case,
     exists,
     func,
@@ -70,6 +71,12 @@ _LISTED_EVENT_COLUMNS = (
     events.c.received_at,
     events.c.stripe_created_at,
 )
+# A subject's identifier and every alias linked to it, in one read.
+_SUBJECT_GROUP = text(
+    "SELECT linked.alias, linked.canonical FROM subject_aliases AS held "
+    "JOIN subject_aliases AS linked ON linked.canonical = held.canonical "
+    "WHERE held.alias = :subject"
+)
 # How often recording an event is tried again when a concurrent one linked the same payment.
 _ALIAS_RACE_RETRIES = 5
 
@@ -91,6 +98,17 @@ class Store:
         # queue here instead, and each goes the moment the one before it commits.
         self._write_lock = threading.Lock() if not self._postgres else None
         self.queue = WorkQueue(self)
+        # Asked for every message refused as a twin's: built once (building costs more
+        # than running it).
+        found = (
+            siblings_told(notifications)
+            .where(notifications.c.id == bindparam("held_id"))
+            .subquery()
+        )
+        # A twin that was told outweighs one still being sent.
+        self._told_sibling = (
+            select(found).order_by(case((found.c.status == "sending", 1), else_=0)).limit(1)
+        )
 
     @property
     def engine(self) -> Engine:
@@ -368,20 +386,13 @@ class Store:
         alias linked to it (without the ``kind:``)."""
         kind, _, alias = subject.partition(":")
         with self._read() as connection:
-            canonical = connection.execute(
-                select(subject_aliases.c.canonical).where(subject_aliases.c.alias == subject)
-            ).scalar()
-            if canonical is None:
-                return alias, frozenset({alias})
-            aliases = connection.execute(
-                select(subject_aliases.c.alias).where(
-                    and_(
-                        subject_aliases.c.canonical == canonical,
-                        subject_aliases.c.alias.startswith(f"{kind}:", autoescape=True),
-                    )
-                )
-            ).scalars()
-            return canonical, frozenset(a.partition(":")[2] for a in aliases)
+            rows = connection.execute(_SUBJECT_GROUP, {"subject": subject}).all()
+        if not rows:
+            return alias, frozenset({alias})
+        prefix = f"{kind}:"
+        return rows[0].canonical, frozenset(
+            row.alias.removeprefix(prefix) for row in rows if row.alias.startswith(prefix)
+        )
 
     def told_sibling(self, held: ClaimedNotification) -> dict[str, Any] | None:
         """Another notification of ``held``'s rule, to the same recipient, about what
@@ -391,11 +402,7 @@ class Store:
         if held.subject is None:
             return None
         with self._read() as connection:
-            found = siblings_told(notifications).where(notifications.c.id == held.id).subquery()
-            # A twin that was told outweighs one still being sent.
-            row = connection.execute(
-                select(found).order_by(case((found.c.status == "sending", 1), else_=0)).limit(1)
-            ).first()
+            row = connection.execute(self._told_sibling, {"held_id": held.id}).first()
         return dict(row._mapping) if row is not None else None
 
     def _queue_many(
