@@ -46,9 +46,7 @@ _INVOICE_FAILED = "invoice.payment_failed"
 _PAYMENT_FAILED = ("payment_intent.payment_failed", "charge.failed")
 # How long to wait for a twin that is being sent, before looking again.
 _TWIN_SENDING = timedelta(seconds=30)
-_TOLD_BY_INVOICE = NotificationSkipped(
-    "The payment pays an invoice: the invoice's own message tells its failure."
-)
+_TOLD_BY_INVOICE = "The payment pays an invoice: the invoice's own message tells its failure."
 
 
 class PaymentChecks:
@@ -135,12 +133,11 @@ class PaymentChecks:
     def _skip_if_invoiced(
         self, notification: ClaimedNotification, event: StripeEvent, obj: StripeObject
     ) -> None:
-        told_by_invoice = _TOLD_BY_INVOICE
         ids = obj.payment_ids
         if ids:
             _, group = self._store.subject_group(f"payment:{ids[0]}")
             if any(alias.startswith("in_") for alias in group):
-                raise told_by_invoice
+                raise NotificationSkipped(_TOLD_BY_INVOICE)
         if obj.customer is None:
             return  # a one-off payment by a guest: no invoice can be behind it
         if self._lookups is not None:
@@ -150,10 +147,10 @@ class PaymentChecks:
             for payment in payments:
                 self._store.link_payment(payment.payment_ids)
             if payments:
-                raise told_by_invoice
+                raise NotificationSkipped(_TOLD_BY_INVOICE)
             return
         if self._invoice_failed_alike(event, obj):
-            raise told_by_invoice
+            raise NotificationSkipped(_TOLD_BY_INVOICE)
         self._wait(
             notification,
             "waiting for an invoice failure of the same customer, amount and currency, which "
