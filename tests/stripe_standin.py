@@ -18,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.support import serving
+
 _PATHS = {
     "invoices": "invoice",
     "payment_intents": "payment_intent",
@@ -134,10 +136,5 @@ def stripe_standin() -> Iterator[StripeStandIn]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     standin.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with server, serving(server):  # closed after it stops serving
         yield standin
-    finally:
-        server.shutdown()
-        server.server_close()
