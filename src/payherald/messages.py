@@ -23,7 +23,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from payherald.exceptions import RenderError
 from payherald.money import format_money
-from payherald.stripe_objects import InvoiceLine, StripeObject, read_object
+from payherald.stripe_objects import InvoiceLine, StripeObject, as_int, as_mapping, read_object
 from payherald.webhook import StripeEvent
 
 __all__ = [
@@ -81,10 +81,6 @@ def decline_reason(error: Mapping[str, Any] | None) -> str:
     return _GENERIC_DECLINE
 
 
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
 def payment_error(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     """Why a payment intent (``last_payment_error``) or a charge (its outcome and failure
     code) was declined, for ``decline_reason``; empty when the object does not say."""
@@ -92,14 +88,10 @@ def payment_error(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(error, Mapping):
         return error
     found = {
-        "reason": _mapping(obj.get("outcome")).get("reason"),
+        "reason": as_mapping(obj.get("outcome")).get("reason"),
         "failure_code": obj.get("failure_code"),
     }
     return {key: value for key, value in found.items() if value}
-
-
-def _timestamp(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _refund_amount(event: StripeEvent, obj: StripeObject) -> Any:
@@ -107,7 +99,7 @@ def _refund_amount(event: StripeEvent, obj: StripeObject) -> Any:
     is what it grew by."""
     if obj.kind != "charge":
         return obj.amount
-    previous = _mapping(_mapping(event.payload.get("data")).get("previous_attributes"))
+    previous = as_mapping(as_mapping(event.payload.get("data")).get("previous_attributes"))
     total, before = obj.amount_refunded, previous.get("amount_refunded")
     if isinstance(total, int) and isinstance(before, int):
         return total - before
@@ -127,7 +119,7 @@ def condition_context(
     metadata = obj.metadata
     previous = read_object(
         {"object": obj.kind}
-        | dict(_mapping(_mapping(event.payload.get("data")).get("previous_attributes")))
+        | dict(as_mapping(as_mapping(event.payload.get("data")).get("previous_attributes")))
     )
     first = obj.lines[0] if obj.lines else None
     currency = obj.currency or "usd"
@@ -157,11 +149,11 @@ def condition_context(
         "interval": str((first.interval if first else None) or "month"),
         "decline_reason": decline_reason(payment_error(raw)),
         "dispute_reason": _DISPUTE_REASONS.get(str(raw.get("reason")), "no reason given"),
-        "evidence_due": _timestamp(_mapping(raw.get("evidence_details")).get("due_by")),
-        "cancel_date": _timestamp(
+        "evidence_due": as_int(as_mapping(raw.get("evidence_details")).get("due_by")),
+        "cancel_date": as_int(
             raw.get("canceled_at") or raw.get("ended_at") or raw.get("cancel_at")
         ),
-        "trial_end": _timestamp(raw.get("trial_end")),
+        "trial_end": as_int(raw.get("trial_end")),
         "renewal_date": obj.period_end,
         "hosted_invoice_url": str(obj.hosted_invoice_url or ""),
         "high_value_threshold": (high_value or {}).get(currency),
@@ -200,16 +192,16 @@ def message_context(
     variables = condition_context(event, high_value=high_value)
     obj = event.object
     customer = customer or {}
-    details = _mapping(obj.get("customer_details"))
+    details = as_mapping(obj.get("customer_details"))
     name = (
         customer.get("name")
         or details.get("name")
-        or _mapping(obj.get("shipping")).get("name")
-        or _mapping(obj.get("billing_details")).get("name")
+        or as_mapping(obj.get("shipping")).get("name")
+        or as_mapping(obj.get("billing_details")).get("name")
         or obj.get("customer_name")
         or ""
     )
-    tags = _mapping(customer.get("metadata")).get("tags") or ""
+    tags = as_mapping(customer.get("metadata")).get("tags") or ""
     variables.update(
         customer=dict(customer),
         tags=[tag.strip() for tag in str(tags).split(",") if tag.strip()],
@@ -304,7 +296,7 @@ class TemplateRenderer:
         return format_money(amount, str(currency), self._locale)
 
     def _when(self, context: Context, value: Any) -> datetime:
-        if _timestamp(value) is None:
+        if as_int(value) is None:
             raise RenderError(f"Expected a Unix timestamp for a date, got {value!r}.")
         try:
             zone = ZoneInfo(str(context.get("timezone") or "UTC"))

@@ -35,7 +35,7 @@ from payherald.messages import decline_reason, payment_error
 from payherald.records import ClaimedNotification
 from payherald.rules import Rule
 from payherald.store import Store
-from payherald.stripe_objects import StripeObject, read_object
+from payherald.stripe_objects import StripeObject, as_mapping, read_object
 from payherald.webhook import StripeEvent, parse_event
 
 __all__ = ["PaymentChecks", "twin_told"]
@@ -188,8 +188,8 @@ class PaymentChecks:
                 ):
                     return {"decline_reason": decline_reason(error)}
             for payment in self._lookups.invoice_payments(invoice=obj.invoice):
-                intent = _mapping(payment.raw.get("payment")).get("payment_intent")
-                if error := payment_error(_mapping(intent)):
+                intent = as_mapping(payment.raw.get("payment")).get("payment_intent")
+                if error := payment_error(as_mapping(intent)):
                     return {"decline_reason": decline_reason(error)}
             return {}
         if error := self._payment_failure_alike(event, obj):
@@ -253,10 +253,6 @@ def twin_told(
             now + _TWIN_SENDING, f"waiting for {about}, about the same payment, to be sent"
         )
     return NotificationSkipped(f"Already told: {about} is about the same payment.")
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
 
 
 def _data_object(payload: str) -> Mapping[str, Any]:

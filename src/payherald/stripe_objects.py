@@ -17,7 +17,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LEGACY_FIELDS", "InvoiceLine", "StripeObject", "read_object"]
+__all__ = [
+    "LEGACY_FIELDS",
+    "InvoiceLine",
+    "StripeObject",
+    "as_int",
+    "as_mapping",
+    "object_id",
+    "read_object",
+]
 
 # The fields read only from objects of versions before basil (2025-03-31), which the
 # installed SDK's model of today's API no longer has; each has today's counterpart above.
@@ -41,18 +49,20 @@ _Map = Mapping[str, Any]
 _EMPTY: _Map = {}
 
 
-def _mapping(value: Any) -> _Map:
+def as_mapping(value: Any) -> _Map:
+    """``value`` if it is a mapping (an object Stripe expanded), else an empty one."""
     return value if isinstance(value, Mapping) else _EMPTY
 
 
-def _id(value: Any) -> str | None:
+def object_id(value: Any) -> str | None:
     """An id, whether the field holds it or the expanded object."""
     if isinstance(value, Mapping):
         value = value.get("id")
     return value if isinstance(value, str) and value else None
 
 
-def _int(value: Any) -> int | None:
+def as_int(value: Any) -> int | None:
+    """``value`` if it is an integer (an amount, a Unix timestamp), else None."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
@@ -62,7 +72,7 @@ def _present(*values: Any) -> Any:
 
 
 def _data(value: Any) -> list[_Map]:
-    data = _mapping(value).get("data")
+    data = as_mapping(value).get("data")
     return [item for item in data if isinstance(item, Mapping)] if isinstance(data, list) else []
 
 
@@ -82,19 +92,19 @@ class InvoiceLine:
 def _line(item: _Map) -> InvoiceLine:
     # Before basil: ``price`` and ``plan`` on the line. From basil: ``pricing.price_details``,
     # whose ``price`` and ``product`` are ids unless expanded.
-    details = _mapping(_mapping(item.get("pricing")).get("price_details"))
+    details = as_mapping(as_mapping(item.get("pricing")).get("price_details"))
     price_field = item.get("price") or details.get("price")
-    price, plan = _mapping(price_field), _mapping(item.get("plan"))
+    price, plan = as_mapping(price_field), as_mapping(item.get("plan"))
     product_field = price.get("product") or details.get("product") or plan.get("product")
-    product = _mapping(product_field)
+    product = as_mapping(product_field)
     return InvoiceLine(
-        price=_id(price_field) or _id(plan),
-        product=_id(product_field),
-        plan=_id(plan) or _id(price_field),
+        price=object_id(price_field) or object_id(plan),
+        product=object_id(product_field),
+        plan=object_id(plan) or object_id(price_field),
         name=str(price.get("nickname") or plan.get("nickname") or product.get("name") or ""),
-        interval=_mapping(price.get("recurring")).get("interval") or plan.get("interval"),
-        unit_amount=_int(_present(price.get("unit_amount"), plan.get("amount"))),
-        quantity=_int(item.get("quantity")) or 1,
+        interval=as_mapping(price.get("recurring")).get("interval") or plan.get("interval"),
+        unit_amount=as_int(_present(price.get("unit_amount"), plan.get("amount"))),
+        quantity=as_int(item.get("quantity")) or 1,
     )
 
 
@@ -140,19 +150,19 @@ def read_object(obj: _Map) -> StripeObject:
     reader = _READERS.get(kind, _generic)
     fields: dict[str, Any] = {
         "kind": kind,
-        "id": _id(obj),
+        "id": object_id(obj),
         "amount": obj.get("amount"),
         "currency": str(obj["currency"]).lower() if isinstance(obj.get("currency"), str) else None,
-        "customer": _id(obj.get("customer")),
-        "payment_intent": _id(obj.get("payment_intent")),
-        "charge": _id(obj.get("charge")),
-        "invoice": _id(obj.get("invoice")),  # payment intents and charges before basil
-        "subscription": _id(obj.get("subscription")),
+        "customer": object_id(obj.get("customer")),
+        "payment_intent": object_id(obj.get("payment_intent")),
+        "charge": object_id(obj.get("charge")),
+        "invoice": object_id(obj.get("invoice")),  # payment intents and charges before basil
+        "subscription": object_id(obj.get("subscription")),
         "session": None,
         "status": obj.get("status") if isinstance(obj.get("status"), str) else None,
         "paid": False,
-        "amount_refunded": _int(obj.get("amount_refunded")),
-        "metadata": _mapping(obj.get("metadata")),
+        "amount_refunded": as_int(obj.get("amount_refunded")),
+        "metadata": as_mapping(obj.get("metadata")),
         "subscription_metadata": _subscription_metadata(obj),
         "lines": (),
         "period_end": None,
@@ -169,11 +179,11 @@ def _subscription_metadata(obj: _Map) -> _Map:
     ``parent.subscription_details`` (from basil) or ``subscription_details`` (before), or
     an expanded ``subscription``."""
     for details in (
-        _mapping(_mapping(obj.get("parent")).get("subscription_details")),
-        _mapping(obj.get("subscription_details")),
-        _mapping(obj.get("subscription")),
+        as_mapping(as_mapping(obj.get("parent")).get("subscription_details")),
+        as_mapping(obj.get("subscription_details")),
+        as_mapping(obj.get("subscription")),
     ):
-        if metadata := _mapping(details.get("metadata")):
+        if metadata := as_mapping(details.get("metadata")):
             return metadata
     return _EMPTY
 
@@ -184,8 +194,8 @@ def _generic(obj: _Map) -> dict[str, Any]:
 
 def _payment_intent(obj: _Map) -> dict[str, Any]:
     return {
-        "payment_intent": _id(obj),
-        "charge": _id(obj.get("latest_charge")),
+        "payment_intent": object_id(obj),
+        "charge": object_id(obj.get("latest_charge")),
         "amount": obj.get("amount_received") or obj.get("amount"),
         "paid": obj.get("status") == "succeeded",
     }
@@ -193,29 +203,29 @@ def _payment_intent(obj: _Map) -> dict[str, Any]:
 
 def _charge(obj: _Map) -> dict[str, Any]:
     return {
-        "charge": _id(obj),
+        "charge": object_id(obj),
         "amount": obj.get("amount_captured") or obj.get("amount"),
         "paid": obj.get("status") == "succeeded",
     }
 
 
 def _invoice(obj: _Map) -> dict[str, Any]:
-    parent = _mapping(_mapping(obj.get("parent")).get("subscription_details"))
-    intent = _id(obj.get("payment_intent"))
+    parent = as_mapping(as_mapping(obj.get("parent")).get("subscription_details"))
+    intent = object_id(obj.get("payment_intent"))
     for payment in _data(obj.get("payments")):  # from basil, when the payments are included
         if intent is None and payment.get("status") in ("paid", None):
-            intent = _id(_mapping(payment.get("payment")).get("payment_intent"))
+            intent = object_id(as_mapping(payment.get("payment")).get("payment_intent"))
     paid = obj.get("status") == "paid" or obj.get("paid") is True
     amount = (
         _present(obj.get("amount_paid"), obj.get("total"))
         if paid
         else _present(obj.get("amount_due"), obj.get("total"))
     )
-    period_end = _int(obj.get("next_payment_attempt")) or _int(obj.get("period_end"))
+    period_end = as_int(obj.get("next_payment_attempt")) or as_int(obj.get("period_end"))
     return {
-        "invoice": _id(obj),
+        "invoice": object_id(obj),
         "payment_intent": intent,
-        "subscription": _id(obj.get("subscription")) or _id(parent.get("subscription")),
+        "subscription": object_id(obj.get("subscription")) or object_id(parent.get("subscription")),
         "amount": amount,
         "paid": paid,
         "lines": tuple(_line(line) for line in _data(obj.get("lines"))),
@@ -226,20 +236,21 @@ def _invoice(obj: _Map) -> dict[str, Any]:
 
 
 def _invoice_payment(obj: _Map) -> dict[str, Any]:
-    payment = _mapping(obj.get("payment"))
+    payment = as_mapping(obj.get("payment"))
     intent = payment.get("payment_intent")
     return {
-        "payment_intent": _id(intent),
-        "charge": _id(payment.get("charge")) or _id(_mapping(intent).get("latest_charge")),
+        "payment_intent": object_id(intent),
+        "charge": object_id(payment.get("charge"))
+        or object_id(as_mapping(intent).get("latest_charge")),
         "amount": _present(obj.get("amount_paid"), obj.get("amount_requested")),
         "paid": obj.get("status") == "paid",
-        "customer": _id(_mapping(intent).get("customer")),
+        "customer": object_id(as_mapping(intent).get("customer")),
     }
 
 
 def _session(obj: _Map) -> dict[str, Any]:
     return {
-        "session": _id(obj),
+        "session": object_id(obj),
         "amount": obj.get("amount_total"),
         "paid": obj.get("payment_status") == "paid",
     }
@@ -253,15 +264,15 @@ def _subscription(obj: _Map) -> dict[str, Any]:
         if all(line.unit_amount is not None for line in lines):  # else metered or tiered
             amount = sum((line.unit_amount or 0) * line.quantity for line in lines)
     else:
-        amount = _int(_mapping(obj.get("plan")).get("amount"))
+        amount = as_int(as_mapping(obj.get("plan")).get("amount"))
     # Before basil the period is the subscription's; from basil each item has its own.
-    ends = [_int(item.get("current_period_end")) for item in items]
-    period_end = _int(obj.get("current_period_end")) or min(
+    ends = [as_int(item.get("current_period_end")) for item in items]
+    period_end = as_int(obj.get("current_period_end")) or min(
         (end for end in ends if end is not None), default=None
     )
     return {
-        "subscription": _id(obj),
-        "subscription_metadata": _mapping(obj.get("metadata")),
+        "subscription": object_id(obj),
+        "subscription_metadata": as_mapping(obj.get("metadata")),
         "amount": amount,
         "lines": lines,
         "period_end": period_end,

@@ -12,9 +12,8 @@ event arrives first and whichever identifiers it carries.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
-from payherald.stripe_objects import read_object
+from payherald.stripe_objects import as_mapping, object_id, read_object
 from payherald.webhook import StripeEvent
 
 __all__ = ["SUBJECTS", "Subject", "payment_aliases"]
@@ -24,16 +23,10 @@ __all__ = ["SUBJECTS", "Subject", "payment_aliases"]
 Subject = Callable[[StripeEvent], list[str]]
 
 
-def _id(value: Any) -> str | None:
-    if isinstance(value, Mapping):
-        value = value.get("id")
-    return value if isinstance(value, str) and value else None
-
-
 def payment_aliases(event: StripeEvent) -> list[str]:
     """Identifiers of the payment an event is about: ``pi_``, then ``in_``, ``cs_``, ``ch_``
     (as far as the event's object names them; see ``stripe_objects``)."""
-    return read_object(event.object).payment_ids or [_id(event.object) or event.id]
+    return read_object(event.object).payment_ids or [object_id(event.object) or event.id]
 
 
 def failed_attempt(event: StripeEvent) -> list[str]:
@@ -42,16 +35,16 @@ def failed_attempt(event: StripeEvent) -> list[str]:
     failure with no charge (an authentication that was not completed) is its own event."""
     obj = event.object
     if obj.get("object") == "charge":
-        return [alias for alias in (_id(obj),) if alias] or [event.id]
+        return [alias for alias in (object_id(obj),) if alias] or [event.id]
     error = obj.get("last_payment_error")
-    charge = _id(error.get("charge")) if isinstance(error, Mapping) else None
+    charge = object_id(error.get("charge")) if isinstance(error, Mapping) else None
     if charge:
         return [charge]
     if obj.get("object") == "invoice":
         # Each failed collection attempt of an invoice is its own failure.
-        return [f"{_id(obj) or event.id}:attempt:{obj.get('attempt_count') or 0}"]
+        return [f"{object_id(obj) or event.id}:attempt:{obj.get('attempt_count') or 0}"]
     # Not latest_charge: that may be an earlier failure, already told.
-    return [f"{_id(obj) or event.id}:{event.id}"]
+    return [f"{object_id(obj) or event.id}:{event.id}"]
 
 
 def refund(event: StripeEvent) -> list[str]:
@@ -60,20 +53,16 @@ def refund(event: StripeEvent) -> list[str]:
     total tells one refund from the next."""
     obj = event.object
     if obj.get("object") == "refund":
-        return [_id(obj) or event.id]
-    refunds = _mapping(obj.get("refunds")).get("data")
-    if isinstance(refunds, list) and refunds and _id(refunds[0]):
-        return [str(_id(refunds[0]))]
-    return [f"{_id(obj) or event.id}:refunded:{obj.get('amount_refunded')}"]
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+        return [object_id(obj) or event.id]
+    refunds = as_mapping(obj.get("refunds")).get("data")
+    if isinstance(refunds, list) and refunds and object_id(refunds[0]):
+        return [str(object_id(refunds[0]))]
+    return [f"{object_id(obj) or event.id}:refunded:{obj.get('amount_refunded')}"]
 
 
 def the_object(event: StripeEvent) -> list[str]:
     """The event's object itself (a dispute, a cancelled subscription)."""
-    return [_id(event.object) or event.id]
+    return [object_id(event.object) or event.id]
 
 
 def the_event(event: StripeEvent) -> list[str]:
@@ -83,7 +72,7 @@ def the_event(event: StripeEvent) -> list[str]:
 
 def trial(event: StripeEvent) -> list[str]:
     """A subscription's trial, by when it ends: one reminder per trial."""
-    return [f"{_id(event.object) or event.id}:trial:{event.object.get('trial_end')}"]
+    return [f"{object_id(event.object) or event.id}:trial:{event.object.get('trial_end')}"]
 
 
 def renewal(event: StripeEvent) -> list[str]:
