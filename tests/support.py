@@ -53,19 +53,18 @@ def event_body(
 
 
 class LiveServer:
-    """An ASGI app served by uvicorn on 127.0.0.1 in a background thread."""
+    """An ASGI app served by uvicorn on 127.0.0.1 in a background thread, configured as
+    `payherald run` serves it (``serving.uvicorn_config``) with ``settings`` (the defaults
+    when not given)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, settings: Any = None) -> None:
+        from payherald import load_settings
+        from payherald.serving import uvicorn_config
+
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=self.port,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            log_level="warning",
+        config = uvicorn_config(
+            app, settings or load_settings(), host="127.0.0.1", port=self.port
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)

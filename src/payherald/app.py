@@ -259,6 +259,8 @@ def build(
         help_text=settings.help_text,
         write_back=write_back is not None,
         metrics=metrics,
+        admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
+        body_timeout=settings.http_body_timeout,
     )
     return Payherald(
         settings=settings,

@@ -173,14 +173,9 @@ def _serve(ph: Payherald, listener: socket.socket, *, with_worker: bool) -> None
     """Serve on ``listener`` until SIGTERM or SIGINT, then stop the worker and return."""
     import uvicorn
 
-    config = uvicorn.Config(
-        ph.http_app,
-        log_config=None,
-        access_log=False,
-        log_level="warning",
-        lifespan="off",
-    )
-    server = uvicorn.Server(config)
+    from payherald.serving import uvicorn_config
+
+    server = uvicorn.Server(uvicorn_config(ph.http_app, ph.settings))
 
     def stop_serving(_signum: int, _frame: object) -> None:
         server.should_exit = True

@@ -8,7 +8,9 @@ The hierarchy::
     │   ├── PayloadTooLarge         the body is over the size limit (HTTP 413)
     │   ├── SignatureInvalid        the Stripe-Signature header does not verify (HTTP 400)
     │   └── MalformedEvent          the body verifies but is not a Stripe event (HTTP 400)
+    ├── RequestBodyIncomplete       the body did not all arrive: too slow, or the client left
     ├── StoreUnavailable            the database cannot be reached or written; retryable
+    │   └── ValueNotStorable        the database refused a value (a NUL, too long): permanent
     ├── SchemaOutOfDate             the database needs `payherald migrate`
     ├── RecipientNotFound           no usable address for the recipient; permanent
     ├── RenderError                 a message template cannot be rendered; permanent
@@ -34,10 +36,12 @@ __all__ = [
     "PermanentDeliveryError",
     "RecipientNotFound",
     "RenderError",
+    "RequestBodyIncomplete",
     "SchemaOutOfDate",
     "SignatureInvalid",
     "StoreUnavailable",
     "TransientDeliveryError",
+    "ValueNotStorable",
     "WebhookRejected",
 ]
 
@@ -79,10 +83,25 @@ class MalformedEvent(WebhookRejected):
     """The body is not a Stripe event."""
 
 
+class RequestBodyIncomplete(PayheraldError):
+    """The request body did not all arrive in the time allowed; send it again, at once."""
+
+    status_code = 408
+
+
 class StoreUnavailable(PayheraldError):
     """The event store is unavailable."""
 
     retryable = True
+
+
+# A StoreUnavailable, so that every caller that survives an unwritable store survives this
+# too; the webhook tells it apart and answers it as permanent.
+class ValueNotStorable(StoreUnavailable):
+    """The database refused a value it was given (a NUL character, a value too long for its
+    column); storing the same thing again fails the same way."""
+
+    retryable = False
 
 
 class SchemaOutOfDate(PayheraldError):

@@ -4,11 +4,17 @@ The webhook handler verifies and parses, then hands the event to the group commi
 (``group_commit``), which writes many requests' events in one transaction, and answers once
 that transaction committed. It never calls Stripe, Twilio or any other provider, so its
 answer does not wait on them. A store that cannot be written answers 503 so that Stripe
-retries; nothing is acknowledged that is not stored.
+retries; nothing is acknowledged that is not stored. An event the database refuses a value
+of (``ValueNotStorable``) answers 422: a retry would fail the same way.
+
+A request body must arrive within ``body_timeout`` seconds (408); one cut off by its client
+is logged in one line. How connections are bounded otherwise is ``serving``'s part.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,21 +24,30 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from payherald.consent import record_reply
 from payherald.delivery import DeliveryReport, record_delivery
-from payherald.exceptions import PayloadTooLarge, StoreUnavailable, WebhookRejected
+from payherald.exceptions import (
+    PayloadTooLarge,
+    RequestBodyIncomplete,
+    StoreUnavailable,
+    ValueNotStorable,
+    WebhookRejected,
+)
 from payherald.group_commit import GroupCommitter
 from payherald.metrics import Metrics
 from payherald.rules import RuleBook
 from payherald.store import RecordResult, Store
 from payherald.webhook import MAX_BODY_BYTES, StripeEvent, WebhookVerifier, parse_event
 
-__all__ = ["create_http_app"]
+__all__ = ["BODY_TIMEOUT_SECONDS", "create_http_app"]
 
 _log = structlog.get_logger("payherald.server")
+
+BODY_TIMEOUT_SECONDS = 30.0
 
 
 def create_http_app(
@@ -47,6 +62,8 @@ def create_http_app(
     help_text: str | None = None,
     write_back: bool = False,
     metrics: Metrics | None = None,
+    admin_token: str | None = None,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
 ) -> FastAPI:
     """The ASGI application. ``on_queued`` is called after a commit that queued work (the
     in-process worker's wake-up). Webhook events are written by a ``GroupCommitter``,
@@ -55,7 +72,9 @@ def create_http_app(
     headers a client can set such as ``X-Forwarded-Host``. With ``write_back``, opt-outs
     and opt-ins by reply are queued for the Stripe customer's metadata (``stripe_sync``).
     Webhook requests are counted in ``metrics`` (a new ``Metrics`` on ``store`` by
-    default), served on ``GET /metrics``."""
+    default), served on ``GET /metrics``. ``/readyz`` tells why the store is unavailable
+    only to a caller presenting ``admin_token`` (PAYHERALD_ADMIN_TOKEN) as a bearer token;
+    request bodies must arrive within ``body_timeout`` seconds."""
     metrics = metrics or Metrics(store=store)
     twilio_validator = RequestValidator(twilio_auth_token) if twilio_auth_token else None
     name = f"{business_name}: " if business_name else ""
@@ -75,6 +94,23 @@ def create_http_app(
 
     committer = GroupCommitter(store=store, rules=rules, on_queued=on_queued)
     app.state.group_committer = committer
+    app.state.body_timeout = body_timeout
+
+    async def body_incomplete(request: Request, exc: Exception) -> JSONResponse:
+        """One log line for a body cut off or too slow (never a traceback, never a 500)."""
+        assert isinstance(exc, RequestBodyIncomplete)
+        _log.warning(
+            "request_body_incomplete",
+            client=request.client.host if request.client else None,
+            path=request.url.path,
+            reason=exc.message,
+        )
+        # Closed after the answer: the rest of the body may still be on its way.
+        return JSONResponse(
+            {"error": exc.message}, status_code=exc.status_code, headers={"Connection": "close"}
+        )
+
+    app.add_exception_handler(RequestBodyIncomplete, body_incomplete)
 
     def acknowledge(event: StripeEvent, result: RecordResult) -> dict[str, Any]:
         """Count the stored event's outcome; the body of its 200 answer."""
@@ -110,6 +146,16 @@ def create_http_app(
             return JSONResponse({"error": exc.message}, status_code=exc.status_code)
         try:
             result = await committer.record(event)
+        except ValueNotStorable as exc:
+            metrics.event(event.type, "not_stored")
+            _log.warning("event_not_storable", event_id=event.id, error=exc.message)
+            return JSONResponse(
+                {
+                    "error": "payherald cannot store this event: the database refused one of "
+                    "its values, and would refuse it again on a retry."
+                },
+                status_code=422,
+            )
         except StoreUnavailable as exc:
             metrics.event(event.type, "not_stored")
             _log.error("event_not_stored", event_id=event.id, error=exc.message)
@@ -260,12 +306,28 @@ def create_http_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    def presents_admin_token(request: Request) -> bool:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return (
+            admin_token is not None
+            and scheme.lower() == "bearer"
+            and hmac.compare_digest(token.strip().encode(), admin_token.encode())
+        )
+
     @app.get("/readyz", summary="Ready: the store answers")
-    async def readyz() -> JSONResponse:
+    async def readyz(request: Request) -> JSONResponse:
         try:
             await run_in_threadpool(store.ping)
         except StoreUnavailable as exc:
-            return JSONResponse({"status": "unavailable", "error": exc.message}, status_code=503)
+            # The driver's reason names the database's host, port and user: for the log,
+            # and for the operator presenting the admin token, not for anyone who asks.
+            _log.warning("not_ready", error=exc.message)
+            error = (
+                exc.message
+                if presents_admin_token(request)
+                else "store unavailable: payherald cannot use its database; its log says why."
+            )
+            return JSONResponse({"status": "unavailable", "error": error}, status_code=503)
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", summary="Prometheus metrics")
@@ -278,13 +340,26 @@ def create_http_app(
 
 
 async def _read_body(request: Request) -> bytes:
-    """The body, refusing anything over MAX_BODY_BYTES without reading all of it."""
+    """The body, refusing anything over MAX_BODY_BYTES without reading all of it; raises
+    RequestBodyIncomplete when it does not all arrive within the app's body timeout or the
+    client disconnects first."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise PayloadTooLarge()
+    timeout: float = request.app.state.body_timeout
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise PayloadTooLarge()
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise PayloadTooLarge()
+    except TimeoutError:
+        raise RequestBodyIncomplete(
+            f"The request body did not all arrive within {timeout:g} s; send it again, at once."
+        ) from None
+    except ClientDisconnect:
+        raise RequestBodyIncomplete(
+            "The client disconnected before sending the whole request body."
+        ) from None
     return bytes(body)

@@ -87,6 +87,15 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", validation_alias=_env("PAYHERALD_LOG_FORMAT")
     )
+    http_header_timeout: float = Field(
+        10.0, gt=0, le=600, validation_alias=_env("PAYHERALD_HTTP_HEADER_TIMEOUT_SECONDS")
+    )
+    http_body_timeout: float = Field(
+        30.0, gt=0, le=3600, validation_alias=_env("PAYHERALD_HTTP_BODY_TIMEOUT_SECONDS")
+    )
+    http_max_connections: int = Field(
+        1000, ge=1, le=1_000_000, validation_alias=_env("PAYHERALD_HTTP_MAX_CONNECTIONS")
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -31,11 +31,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError
 
 from payherald.clock import Clock
 from payherald.database import READ_ONLY, cannot_open, current_revision, head_revision
-from payherald.exceptions import SchemaOutOfDate, StoreUnavailable
+from payherald.exceptions import SchemaOutOfDate, StoreUnavailable, ValueNotStorable
 from payherald.queue import WorkQueue, lock_canonicals, siblings_told
 from payherald.records import (
     ClaimedNotification,
@@ -158,6 +158,12 @@ class Store:
             # The driver's first line says what failed; psycopg adds hints on lines of
             # their own, which would break the one-line log and doctor's one-line check.
             reason = (str(exc.orig).strip().splitlines() or [""])[0]
+            if isinstance(exc, DataError):
+                # A value the database refuses (SQLSTATE class 22: a NUL in text, a string
+                # too long for its column): the same write fails the same way every time.
+                raise ValueNotStorable(
+                    f"The database refused a value: {type(exc.orig).__name__}: {reason}"
+                ) from exc
             raise StoreUnavailable(
                 f"The event store is unavailable: {type(exc.orig).__name__}: {reason}"
             ) from exc

@@ -9,6 +9,7 @@ ones). Only a verified body is parsed into a ``StripeEvent``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,13 @@ __all__ = ["MAX_BODY_BYTES", "TOLERANCE_SECONDS", "StripeEvent", "WebhookVerifie
 
 MAX_BODY_BYTES = 1024 * 1024
 TOLERANCE_SECONDS = 300
+
+# What Stripe sends (evt_1NG8Du2eZvKYlo2CUI79vXWy; payment_intent.succeeded; 2024-06-20 or
+# 2025-03-31.basil), and what every database stores as it is: no NUL or other control
+# character, nothing longer than its column.
+_EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]{1,251}")
+_EVENT_TYPE = re.compile(r"[A-Za-z0-9_.]{1,128}")
+_API_VERSION = re.compile(r"[!-~]{0,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +138,18 @@ def parse_event(payload: bytes) -> StripeEvent:
         raise MalformedEvent("The event has no 'id'; a Stripe event id looks like evt_...")
     if len(event_id) > 255:
         raise MalformedEvent("The event id is longer than 255 characters.")
+    if not _EVENT_ID.fullmatch(event_id):
+        raise MalformedEvent(
+            "The event id is not a Stripe event id: it should be evt_ followed by letters and "
+            "digits."
+        )
     if not isinstance(event_type, str) or not event_type or len(event_type) > 128:
         raise MalformedEvent("The event has no 'type' (like payment_intent.succeeded).")
+    if not _EVENT_TYPE.fullmatch(event_type):
+        raise MalformedEvent(
+            "The event's 'type' is not a Stripe event type: it should be letters, digits, "
+            "dots and underscores, like payment_intent.succeeded."
+        )
     obj = data.get("data", {}).get("object") if isinstance(data.get("data"), dict) else None
     if not isinstance(obj, dict):
         raise MalformedEvent("The event has no 'data.object'; it is not a Stripe event.")
@@ -144,6 +162,11 @@ def parse_event(payload: bytes) -> StripeEvent:
     except (OverflowError, OSError, ValueError) as exc:
         raise MalformedEvent("The event's 'created' is not a valid Unix timestamp.") from exc
     api_version = data.get("api_version")
+    if isinstance(api_version, str) and not _API_VERSION.fullmatch(api_version):
+        raise MalformedEvent(
+            "The event's 'api_version' is not a Stripe API version (like 2024-06-20): it "
+            "should be up to 64 printable characters."
+        )
     return StripeEvent(
         id=event_id,
         type=event_type,

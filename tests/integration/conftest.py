@@ -52,5 +52,5 @@ def ph(database_url: str) -> Iterator[Any]:
 @pytest.fixture
 def server(ph: Any) -> Iterator[LiveServer]:
     """``ph``'s HTTP app served on 127.0.0.1."""
-    with LiveServer(ph.http_app) as live:
+    with LiveServer(ph.http_app, ph.settings) as live:
         yield live

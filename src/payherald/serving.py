@@ -1,0 +1,117 @@
+"""How the HTTP app is served: uvicorn, with every connection bounded in time and number.
+
+``uvicorn_config`` is the one configuration, used by ``payherald run`` and ``serve`` and by
+the tests. Its bounds:
+
+- A request head (request line and headers) must arrive within
+  PAYHERALD_HTTP_HEADER_TIMEOUT_SECONDS of the connection opening, or of the previous
+  response on a kept-alive connection; else the connection is closed. uvicorn's own
+  ``timeout_keep_alive`` only covers a connection idle after a response, so one that
+  opens and sends nothing, or half a head, would be held for ever.
+- A request body must arrive within PAYHERALD_HTTP_BODY_TIMEOUT_SECONDS (the handlers'
+  ``server._read_body``, answered 408). A response sent before its request's body was all
+  read (408, 413, or a route that reads no body) closes the connection, rather than
+  reading and dropping the rest for as long as the client sends it.
+- A request on a connection past PAYHERALD_HTTP_MAX_CONNECTIONS open ones (idle
+  kept-alive ones count) is answered 503 by uvicorn (``limit_concurrency``); requests are
+  served again once connections close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from payherald.settings import Settings
+
+__all__ = ["BoundedHttpProtocol", "uvicorn_config"]
+
+_log = structlog.get_logger("payherald.serving")
+
+
+class BoundedConfig(uvicorn.Config):
+    """uvicorn's configuration, with the time a request head may take to arrive."""
+
+    def __init__(self, app: Any, *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(app, http=BoundedHttpProtocol, **kwargs)
+        self.header_timeout = header_timeout
+
+
+class BoundedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, closing a connection whose request head does not
+    arrive in time and one whose request body was not all read when its response was
+    sent (see the module's docstring)."""
+
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        if not isinstance(config, BoundedConfig):
+            raise TypeError("BoundedHttpProtocol is served with a BoundedConfig")
+        self._header_timeout = config.header_timeout
+        self._head_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_deadline()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm_head_deadline()
+
+    def on_headers_complete(self) -> None:
+        self._cancel_head_deadline()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        # With a pipelined request waiting, self.cycle is that request's, not the one
+        # answered; a request is only pipelined after the one before it was all read.
+        unread = not self.pipeline and self.cycle.response_complete and self.cycle.more_body
+        super().on_response_complete()
+        if unread and not self.transport.is_closing():
+            self.transport.close()
+
+    def _arm_head_deadline(self) -> None:
+        if self._head_deadline is None:
+            self._head_deadline = self.loop.call_later(self._header_timeout, self._head_late)
+
+    def _cancel_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_late(self) -> None:
+        self._head_deadline = None
+        if not self.transport.is_closing():
+            _log.info(
+                "request_head_timeout",
+                client=self.client[0] if self.client else None,
+                timeout=self._header_timeout,
+            )
+            self.transport.close()
+
+
+def uvicorn_config(
+    app: Any, settings: Settings, *, host: str = "127.0.0.1", port: int = 8000
+) -> uvicorn.Config:
+    """The configuration ``app`` is served with, bounded by ``settings``. ``host`` and
+    ``port`` are unused when uvicorn is handed a listening socket."""
+    return BoundedConfig(
+        app,
+        header_timeout=settings.http_header_timeout,
+        # uvicorn answers 503 once the open connections, the asking one included, reach
+        # its limit: one more, so that PAYHERALD_HTTP_MAX_CONNECTIONS of them are served.
+        limit_concurrency=settings.http_max_connections + 1,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        log_level="warning",
+        lifespan="off",
+    )
