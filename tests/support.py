@@ -63,9 +63,7 @@ class LiveServer:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn_config(
-            app, settings or load_settings(), host="127.0.0.1", port=self.port
-        )
+        config = uvicorn_config(app, settings or load_settings(), host="127.0.0.1", port=self.port)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 

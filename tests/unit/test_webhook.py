@@ -155,3 +155,44 @@ def test_parse_event_says_what_is_missing(body: bytes, words: str) -> None:
 def test_parse_event_refuses_absurd_values_with_a_sentence(body: bytes, words: str) -> None:
     with pytest.raises(MalformedEvent, match=words):
         parse_event(body)
+
+
+def _envelope(**fields: object) -> bytes:
+    event = {"id": "evt_1", "type": "x", "livemode": False, "data": {"object": {}}}
+    event.update(fields)
+    return json.dumps(event).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (_envelope(id="evt_a\u0000b"), "not a Stripe event id"),
+        (_envelope(id="evt_a\nb"), "not a Stripe event id"),
+        (_envelope(id="pi_1"), "not a Stripe event id"),
+        (_envelope(id="evt_"), "not a Stripe event id"),
+        (_envelope(type="charge.succeeded\u0000"), "not a Stripe event type"),
+        (_envelope(type="charge succeeded"), "not a Stripe event type"),
+        (_envelope(api_version="2024-06-20\u0000"), "not a Stripe API version"),
+        (_envelope(api_version="2024-06-20." + "x" * 60), "not a Stripe API version"),
+    ],
+)
+def test_parse_event_refuses_envelope_values_no_database_would_store(
+    body: bytes, words: str
+) -> None:
+    with pytest.raises(MalformedEvent, match=words):
+        parse_event(body)
+
+
+def test_parse_event_takes_the_ids_types_and_versions_stripe_sends() -> None:
+    event = parse_event(
+        _envelope(
+            id="evt_1NG8Du2eZvKYlo2CUI79vXWy",
+            type="v1.billing.meter.error_report_triggered",
+            api_version="2025-03-31.basil",
+        )
+    )
+    assert (event.id, event.type, event.api_version) == (
+        "evt_1NG8Du2eZvKYlo2CUI79vXWy",
+        "v1.billing.meter.error_report_triggered",
+        "2025-03-31.basil",
+    )
