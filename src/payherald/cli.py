@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from payherald.exceptions import PayheraldError
 from payherald.settings import Settings, load_settings
 from payherald.simulate import SIMULATED_EVENT_TYPES
+from payherald.terminal import OperatorConsole
 
 if TYPE_CHECKING:
     from payherald.app import Payherald
@@ -52,9 +52,10 @@ app.add_typer(optout_app, name="optout")
 # Markup and emoji codes are off: what payherald prints is mostly not its own text (rule
 # names, message bodies, Stripe's and the database's words), and Rich would swallow a
 # "[teams.finance]" in it as a style tag. Payherald's own styling passes markup=True and
-# escapes what it puts inside.
-err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
-out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+# escapes what it puts inside. Terminal escapes in that text are printed escaped
+# (OperatorConsole), never sent to the terminal.
+err = OperatorConsole(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+out = OperatorConsole(highlight=False, soft_wrap=True, markup=False, emoji=False)
 T = TypeVar("T")
 
 NOTIFICATION_FIELDS = (

@@ -3,6 +3,10 @@
 A reply is a keyword only when the keyword is the whole message, in any case, with spaces
 and punctuation around it ignored: "stop", " Stop! ", "OPT OUT." opt out; "please stop
 texting me about my order" is an ordinary reply and changes nothing.
+
+Consent is recorded under the number in E.164, the form payherald sends to, however the
+reply's sender was written ("4155550123", "(415) 555-0123", "whatsapp:+1 415 555 0123"):
+``reply_sender`` reads it as ``optout add`` and ``optout import`` read a number.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ __all__ = [
     "read_consent_csv",
     "record_consent",
     "record_reply",
+    "reply_sender",
     "suppressed",
 ]
 
@@ -85,6 +90,19 @@ def record_consent(
         )
 
 
+_WHATSAPP = "whatsapp:"
+
+
+def reply_sender(raw: str, *, default_region: str) -> tuple[str, str | None]:
+    """The channel a reply came by (``sms`` or ``whatsapp``) and its sender in E.164, or
+    None when ``raw`` (Twilio's From) is not a phone number. Numbers written without a
+    country code are read in ``default_region``."""
+    raw = raw.strip()
+    whatsapp = raw[: len(_WHATSAPP)].lower() == _WHATSAPP
+    number = raw[len(_WHATSAPP) :] if whatsapp else raw
+    return ("whatsapp" if whatsapp else "sms"), normalise_phone(number, default_region)
+
+
 def record_reply(
     store: Store,
     *,
@@ -92,10 +110,13 @@ def record_reply(
     sender: str,
     body: str,
     channel: str,
+    raw_sender: str | None = None,
     write_back: bool = False,
 ) -> tuple[bool, Action | None, bool]:
     """Record an inbound message once per ``provider_id`` and act on its keyword.
-    Returns (first time seen, keyword, whether consent changed)."""
+    ``sender`` is the E.164 number consent is recorded under (see ``reply_sender``),
+    ``raw_sender`` the From field as received, kept beside it. Returns (first time seen,
+    keyword, whether consent changed)."""
     action = classify_reply(body)
     now = store.clock.now()
     with store.transaction() as connection:
@@ -105,6 +126,7 @@ def record_reply(
                 .values(
                     provider_id=provider_id,
                     sender=sender,
+                    raw_sender=raw_sender,
                     body=body,
                     action=action,
                     received_at=now,

@@ -29,6 +29,8 @@ __all__ = [
     "InMemoryCustomerDirectory",
     "ResolvedPhone",
     "StripeCustomerDirectory",
+    "mask_address",
+    "mask_email",
     "mask_phone",
     "normalise_phone",
     "resolve_email",
@@ -285,3 +287,18 @@ def mask_phone(value: str) -> str:
     return "".join(
         char if (index in keep or not char.isdigit()) else "*" for index, char in enumerate(value)
     )
+
+
+def mask_email(value: str) -> str:
+    """Hide all of the mailbox but its first letter: jane.doe@example.com ->
+    j***@example.com. The domain stays, so a log line still says where a message went."""
+    local, at, domain = value.rpartition("@")
+    if not at:
+        return mask_phone(value)
+    return f"{local[:1]}***@{domain}"
+
+
+def mask_address(value: str) -> str:
+    """An address payherald messages, masked as its kind is: an email address with
+    ``mask_email``, anything else (a phone number in any form) with ``mask_phone``."""
+    return mask_email(value) if "@" in value else mask_phone(value)

@@ -28,7 +28,7 @@ from starlette.requests import ClientDisconnect
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from payherald.consent import record_reply
+from payherald.consent import classify_reply, record_reply, reply_sender
 from payherald.delivery import DeliveryReport, record_delivery
 from payherald.exceptions import (
     PayloadTooLarge,
@@ -39,6 +39,7 @@ from payherald.exceptions import (
 )
 from payherald.group_commit import GroupCommitter
 from payherald.metrics import Metrics
+from payherald.recipients import mask_address
 from payherald.rules import RuleBook
 from payherald.store import RecordResult, Store
 from payherald.webhook import MAX_BODY_BYTES, StripeEvent, WebhookVerifier, parse_event
@@ -61,6 +62,7 @@ def create_http_app(
     business_name: str | None = None,
     help_text: str | None = None,
     write_back: bool = False,
+    default_region: str = "US",
     metrics: Metrics | None = None,
     admin_token: str | None = None,
     body_timeout: float = BODY_TIMEOUT_SECONDS,
@@ -71,6 +73,8 @@ def create_http_app(
     ``public_url`` (PAYHERALD_PUBLIC_URL), the address Twilio was given, never against
     headers a client can set such as ``X-Forwarded-Host``. With ``write_back``, opt-outs
     and opt-ins by reply are queued for the Stripe customer's metadata (``stripe_sync``).
+    A reply's sender written without a country code is read in ``default_region``
+    (PAYHERALD_DEFAULT_REGION).
     Webhook requests are counted in ``metrics`` (a new ``Metrics`` on ``store`` by
     default), served on ``GET /metrics``. ``/readyz`` tells why the store is unavailable
     only to a caller presenting ``admin_token`` (PAYHERALD_ADMIN_TOKEN) as a bearer token;
@@ -237,14 +241,26 @@ def create_http_app(
                 {"error": "Not a Twilio inbound message: MessageSid, From and Body are needed."},
                 status_code=400,
             )
-        channel = "whatsapp" if sender.startswith("whatsapp:") else "sms"
-        address = sender.removeprefix("whatsapp:")
+        channel, address = reply_sender(sender, default_region=default_region)
+        if address is None:
+            # Not a number payherald could ever have texted, so there is no consent to
+            # record. Twilio does not retry an inbound message, so a 4xx would only show
+            # as an error in its console for each text from a short code or a name; a
+            # 200 with no reply ends it, and the log line tells the operator.
+            _log.warning(
+                "inbound_sender_unreadable",
+                provider_id=sid,
+                sender=mask_address(sender),
+                keyword=classify_reply(text),
+            )
+            return Response(str(MessagingResponse()), media_type="application/xml")
         try:
             new, action, changed = await run_in_threadpool(
                 record_reply,
                 store,
                 provider_id=sid,
                 sender=address,
+                raw_sender=sender,
                 body=text,
                 channel=channel,
                 write_back=write_back,

@@ -178,10 +178,13 @@ inbound_messages = Table(
     "inbound_messages",
     metadata,
     Column("provider_id", String(64), primary_key=True),
+    # In E.164: the address consent is recorded under, whatever form Twilio sent.
     Column("sender", String(255), nullable=False),
     Column("body", Text, nullable=False),
     Column("action", String(16)),
     Column("received_at", UTCDateTime, nullable=False),
+    # The From field as Twilio sent it ("whatsapp:+1 415 555 0123"); None before 0009.
+    Column("raw_sender", String(255)),
 )
 
 # Every identifier seen for one thing (a payment: its intent, charge, invoice, Checkout

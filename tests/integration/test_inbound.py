@@ -9,10 +9,11 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from sqlalchemy import select
+from structlog.testing import capture_logs
 
 from payherald import FrozenClock, parse_event
-from payherald.consent import record_consent
-from payherald.tables import consents
+from payherald.consent import record_consent, suppressed
+from payherald.tables import consents, inbound_messages
 from payherald.testing import ScriptedChannel
 from tests.support import (
     TWILIO_SETTINGS,
@@ -44,6 +45,16 @@ def reply(
 ) -> httpx.Response:
     params = {"MessageSid": sid, "From": sender, "To": "+15005550006", "Body": body}
     return post_as_twilio(base, "/webhooks/twilio/inbound", params, token=token)
+
+
+def inbound_rows(ph: Any) -> list[tuple[str, str | None]]:
+    with ph.engine.connect() as connection:
+        return [
+            tuple(row)
+            for row in connection.execute(
+                select(inbound_messages.c.sender, inbound_messages.c.raw_sender)
+            )
+        ]
 
 
 def consent_rows(ph: Any) -> list[tuple[str, str, str]]:
@@ -133,3 +144,48 @@ def test_a_stop_between_composing_and_sending_wins(ph: Any, sms: ScriptedChannel
     (row,) = ph.store.list_notifications()
     assert row["status"] == "failed"
     assert "must not be messaged" in row["error"]
+
+
+@pytest.mark.parametrize(
+    "sender",
+    ["4155550123", "(415) 555-0123", "1-415-555-0123", "whatsapp:+1 415 555 0123"],
+)
+def test_a_stop_from_a_number_not_in_e164_suppresses_its_e164_form(
+    ph: Any, server: LiveServer, sms: ScriptedChannel, sender: str
+) -> None:
+    """Consent is recorded under the number payherald texts, whatever form the sender was
+    written in; the sender as received is kept beside it."""
+    answer = reply(server.url, "STOP", sender=sender)
+    assert answer.status_code == 200
+    assert "You will get no more messages from us" in answer.text
+    assert ph.store.suppression(PHONE) is not None
+    assert inbound_rows(ph) == [(PHONE, sender)]
+    assert consent_rows(ph) == [(PHONE, "opt_out", "STOP")]
+    event = parse_event(event_body(livemode=True))  # a payment by the customer at PHONE
+    ph.store.record_event(event, ph.rules.plan(event))
+    ph.worker.run_until_idle()
+    assert sms.attempts == []
+    (row,) = ph.store.list_notifications()
+    assert row["status"] == "failed"
+    assert "+*******0123 must not be messaged: opted out (reply: STOP)" in row["error"]
+
+
+@pytest.mark.parametrize("sender", ["+1 555 0123", "12345", "whatsapp:Acme"])
+def test_a_sender_that_is_no_phone_number_is_answered_logged_and_not_stored(
+    ph: Any, server: LiveServer, sender: str
+) -> None:
+    with capture_logs() as logs:
+        answer = reply(server.url, "STOP", sender=sender)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("application/xml")
+    assert "<Message>" not in answer.text
+    assert inbound_rows(ph) == []
+    assert consent_rows(ph) == []
+    assert suppressed(ph.store) == []
+    (line,) = [entry for entry in logs if entry["event"] == "inbound_sender_unreadable"]
+    assert line["provider_id"] == "SM1"
+    assert line["keyword"] == "opt_out"
+    digits = "".join(char for char in sender if char.isdigit())
+    if len(digits) > 4:
+        assert digits not in line["sender"]
+        assert line["sender"].endswith(digits[-4:])

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from payherald.consent import HELP, OPT_IN, OPT_OUT, classify_reply
+from payherald.consent import (
+    HELP,
+    OPT_IN,
+    OPT_OUT,
+    classify_reply,
+    read_consent_csv,
+    reply_sender,
+)
+from payherald.recipients import normalise_phone
 
 
 def variants(word: str) -> list[str]:
@@ -53,3 +61,28 @@ def test_opt_out_may_be_spaced_or_hyphenated(text: str) -> None:
 )
 def test_a_keyword_inside_a_sentence_is_an_ordinary_reply(text: str) -> None:
     assert classify_reply(text) is None
+
+
+NATIONAL_FORMS = ["4155550123", "(415) 555-0123", "1-415-555-0123", "+1 415 555 0123"]
+
+
+@pytest.mark.parametrize("raw", NATIONAL_FORMS)
+def test_a_reply_sender_an_optout_add_and_an_import_read_a_number_alike(raw: str) -> None:
+    """A STOP by reply, `optout add` and `optout import` record one number under one
+    address, so that each form of it is suppressed by any of them."""
+    assert reply_sender(raw, default_region="US") == ("sms", "+14155550123")
+    assert reply_sender(f"whatsapp:{raw}", default_region="US") == ("whatsapp", "+14155550123")
+    assert normalise_phone(raw, "US") == "+14155550123"  # what `optout add` stores
+    rows, problems = read_consent_csv(f'phone\n"{raw}"\n', default_region="US")
+    assert problems == []
+    assert [row.address for row in rows] == ["+14155550123"]
+
+
+def test_a_national_reply_sender_is_read_in_the_default_region() -> None:
+    assert reply_sender("020 7183 8750", default_region="GB") == ("sms", "+442071838750")
+    assert reply_sender("020 7183 8750", default_region="US") == ("sms", None)
+
+
+@pytest.mark.parametrize("raw", ["", "Acme", "12345", "+1 555 0123", "whatsapp:"])
+def test_a_sender_that_is_no_phone_number_has_no_address(raw: str) -> None:
+    assert reply_sender(raw, default_region="US")[1] is None
