@@ -27,3 +27,17 @@ def test_url_encoded_numbers() -> None:
     line = scrub(url="https://api.twilio.com/Messages.json?To=%2B14155550123&PageSize=20")
     assert "14155550123" not in str(line["url"])
     assert "0123" in str(line["url"])
+
+
+def test_the_database_password_is_scrubbed_as_written_and_decoded() -> None:
+    from payherald.settings import load_settings
+
+    url = "postgresql://payherald:s3cret%2Fpw@db.internal:5432/payherald"
+    settings = load_settings(PAYHERALD_DATABASE_URL=url)
+    line = scrubber(settings.secret_values())(
+        None, "error", {"event": "store_failed", "error": f"{url} refused s3cret/pw"}
+    )
+    assert "s3cret" not in str(line)
+    assert line["error"] == (
+        "postgresql://payherald:[redacted]@db.internal:5432/payherald refused [redacted]"
+    )
