@@ -195,11 +195,13 @@ def _prune_events(store: Store, before: datetime, batch_size: int, summary: Prun
             if row.status not in TERMINAL_STATUSES or row.updated_at >= before
         }
         doomed = [event_id for event_id in found if event_id not in held]
-        their_notifications = select(notifications.c.id).where(notifications.c.event_id.in_(doomed))
+        # By provider id, on the reports' primary key (notification_id has no index); a
+        # report about an earlier provider id of the same notification is swept up after.
+        their_messages = select(notifications.c.provider_id).where(
+            notifications.c.event_id.in_(doomed), notifications.c.provider_id.is_not(None)
+        )
         summary.delivery_reports += connection.execute(
-            delete(delivery_reports).where(
-                delivery_reports.c.notification_id.in_(their_notifications)
-            )
+            delete(delivery_reports).where(delivery_reports.c.provider_id.in_(their_messages))
         ).rowcount
         summary.notifications += connection.execute(
             delete(notifications).where(notifications.c.event_id.in_(doomed))
@@ -218,6 +220,9 @@ def _count(store: Store, before: datetime, summary: PruneSummary) -> None:
     old = events.c.received_at < before
     doomed = select(events.c.id).where(old, ~_holds_event(before))
     their_notifications = select(notifications.c.id).where(notifications.c.event_id.in_(doomed))
+    their_messages = select(notifications.c.provider_id).where(
+        notifications.c.event_id.in_(doomed), notifications.c.provider_id.is_not(None)
+    )
     with store.read() as connection:
         summary.events = _count_rows(connection, events.c.id, old, ~_holds_event(before))
         summary.kept = _count_rows(connection, events.c.id, old, _holds_event(before))
@@ -228,8 +233,13 @@ def _count(store: Store, before: datetime, summary: PruneSummary) -> None:
             connection,
             delivery_reports.c.provider_id,
             or_(
-                delivery_reports.c.notification_id.in_(their_notifications),
+                delivery_reports.c.provider_id.in_(their_messages),
                 _orphan_reports(before),
+                # Orphaned by this prune: about an earlier provider id of a notification.
+                and_(
+                    delivery_reports.c.received_at < before,
+                    delivery_reports.c.notification_id.in_(their_notifications),
+                ),
             ),
         )
         summary.inbound_messages = _count_rows(
