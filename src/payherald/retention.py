@@ -122,35 +122,10 @@ def prune(
         return summary
     while _prune_events(store, before, batch_size, summary) == batch_size:
         pass
-    old_messages = select(inbound_messages.c.provider_id).where(
-        inbound_messages.c.received_at < before
-    )
-    while True:
-        with store.transaction() as connection:
-            found = connection.execute(old_messages.limit(batch_size)).scalars().all()
-            connection.execute(
-                delete(inbound_messages).where(inbound_messages.c.provider_id.in_(found))
-            )
-        summary.inbound_messages += len(found)
-        summary.batches += bool(found)
-        if len(found) < batch_size:
-            break
-    report_key = tuple_(delivery_reports.c.provider_id, delivery_reports.c.status)
-    while True:
-        with store.transaction() as connection:
-            keys = connection.execute(
-                select(delivery_reports.c.provider_id, delivery_reports.c.status)
-                .where(_orphan_reports(before))
-                .limit(batch_size)
-            ).all()
-            if keys:
-                connection.execute(
-                    delete(delivery_reports).where(report_key.in_([tuple(k) for k in keys]))
-                )
-        summary.delivery_reports += len(keys)
-        summary.batches += bool(keys)
-        if len(keys) < batch_size:
-            break
+    while _prune_inbound(store, before, batch_size, summary) == batch_size:
+        pass
+    while _sweep_reports(store, before, batch_size, summary) == batch_size:
+        pass
     with store.read() as connection:
         summary.kept = _count_rows(connection, events.c.id, events.c.received_at < before)
     _log.info(
@@ -209,6 +184,47 @@ def _prune_events(store: Store, before: datetime, batch_size: int, summary: Prun
         summary.events += connection.execute(delete(events).where(events.c.id.in_(doomed))).rowcount
     summary.batches += 1
     return len(found)
+
+
+def _prune_inbound(store: Store, before: datetime, batch_size: int, summary: PruneSummary) -> int:
+    """Delete one batch of inbound messages received before ``before``; returns how many."""
+    with store.transaction() as connection:
+        found = (
+            connection.execute(
+                select(inbound_messages.c.provider_id)
+                .where(inbound_messages.c.received_at < before)
+                .limit(batch_size)
+            )
+            .scalars()
+            .all()
+        )
+        if found:
+            connection.execute(
+                delete(inbound_messages).where(inbound_messages.c.provider_id.in_(found))
+            )
+    summary.inbound_messages += len(found)
+    summary.batches += bool(found)
+    return len(found)
+
+
+def _sweep_reports(store: Store, before: datetime, batch_size: int, summary: PruneSummary) -> int:
+    """Delete one batch of delivery reports received before ``before`` about no kept
+    notification; returns how many."""
+    with store.transaction() as connection:
+        keys = [
+            tuple(key)
+            for key in connection.execute(
+                select(delivery_reports.c.provider_id, delivery_reports.c.status)
+                .where(_orphan_reports(before))
+                .limit(batch_size)
+            )
+        ]
+        if keys:
+            report = tuple_(delivery_reports.c.provider_id, delivery_reports.c.status)
+            connection.execute(delete(delivery_reports).where(report.in_(keys)))
+    summary.delivery_reports += len(keys)
+    summary.batches += bool(keys)
+    return len(keys)
 
 
 def _count_rows(connection: Connection, column: Any, *where: Any) -> int:

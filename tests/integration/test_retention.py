@@ -133,6 +133,26 @@ def test_a_dry_run_counts_what_prune_deletes_and_deletes_nothing(
     assert (counted.inbound_messages, counted.kept) == (done.inbound_messages, done.kept)
 
 
+def test_delivery_reports_about_no_kept_message_go_too(
+    store: Store, old_clock: FrozenClock
+) -> None:
+    sent(store, "evt_1", "pi_1", "SM_now")
+    (notification,) = store.list_notifications()
+    # About an earlier provider id of the same message, and about no message of ours.
+    record_delivery(
+        store, DeliveryReport("SM_before", "failed", notification_id=notification["id"])
+    )
+    record_delivery(store, DeliveryReport("SM_stranger", "delivered"))
+    old_clock.advance(95 * DAY)
+    record_delivery(store, DeliveryReport("SM_stranger", "read"))  # recent: kept
+    before = old_clock.now() - timedelta(days=90)
+    assert prune(store, before, dry_run=True).delivery_reports == 3
+    assert prune(store, before, batch_size=1).delivery_reports == 3
+    with store.read() as connection:
+        left = connection.execute(select(delivery_reports.c.provider_id, delivery_reports.c.status))
+        assert left.all() == [("SM_stranger", "read")]
+
+
 def test_the_worker_process_prunes_on_its_own(database_url: str, old_clock: FrozenClock) -> None:
     ph = build_for_tests(database_url, clock=old_clock, settings={"PAYHERALD_RETENTION_DAYS": "30"})
     try:
