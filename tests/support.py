@@ -169,6 +169,8 @@ def build_for_tests(database_url: str, **kwargs: Any) -> Any:
         "STRIPE_WEBHOOK_SECRET": SECRET,
         # A test that wants the scheduled reconciliation turns it on.
         "PAYHERALD_RECONCILE_INTERVAL_SECONDS": "0",
+        # And the scheduled prune.
+        "PAYHERALD_RETENTION_DAYS": "0",
     }
     overrides.update(kwargs.pop("settings", {}))
     settings = load_settings(**overrides)

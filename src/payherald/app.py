@@ -34,6 +34,7 @@ from payherald.payments import PaymentChecks
 from payherald.quiet_hours import QuietHours
 from payherald.ratelimit import RateLimiter
 from payherald.recipients import CustomerDirectory, StripeCustomerDirectory
+from payherald.retention import Pruner
 from payherald.rules import RuleBook
 from payherald.server import create_http_app
 from payherald.settings import Settings
@@ -62,6 +63,8 @@ class Payherald:
     metrics: Metrics
     # Backfills recent events on a schedule (None without STRIPE_SECRET_KEY, or turned off).
     reconciler: Reconciler | None = None
+    # Deletes what is older than PAYHERALD_RETENTION_DAYS on a schedule (None with 0).
+    pruner: Pruner | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -77,6 +80,12 @@ class Payherald:
                     args=(stop,),
                     name="payherald-reconcile",
                     daemon=True,
+                )
+            )
+        if self.pruner is not None:
+            threads.append(
+                threading.Thread(
+                    target=self.pruner.run, args=(stop,), name="payherald-prune", daemon=True
                 )
             )
         if self.settings.is_postgres:
@@ -283,6 +292,11 @@ def build(
                 metrics=metrics,
             )
             if client is not None and settings.reconcile_interval > 0
+            else None
+        ),
+        pruner=(
+            Pruner(store=store, clock=clock, retention_days=settings.retention_days)
+            if settings.retention_days
             else None
         ),
     )

@@ -39,6 +39,7 @@ __all__ = [
     "BackfillError",
     "BackfillSummary",
     "Reconciler",
+    "parse_instant",
     "parse_since",
 ]
 
@@ -57,24 +58,35 @@ class BackfillError(PayheraldError):
     """The backfill cannot go on; the message says why and what to do."""
 
 
+def parse_instant(text: str, *, now: datetime, option: str) -> datetime:
+    """``24h``, ``90m``, ``7d`` (that long before ``now``), or an ISO date or time (UTC
+    unless it says otherwise), not in the future. Raises ValueError with a sentence that
+    names ``option``."""
+    match = _RELATIVE.match(text)
+    if match:
+        instant = now - timedelta(**{_UNITS[match[2]]: int(match[1])})
+    else:
+        try:
+            instant = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise ValueError(
+                f"{option} {text!r} is neither a duration (30m, 24h, 7d) nor an ISO date "
+                "(2026-11-20 or 2026-11-20T08:00:00Z)."
+            ) from None
+        if instant.tzinfo is None:
+            instant = instant.replace(tzinfo=UTC)
+    if instant > now:
+        raise ValueError(f"{option} {text!r} is in the future.")
+    return instant
+
+
 def parse_since(text: str, *, now: datetime) -> datetime:
     """``24h``, ``90m``, ``7d``, or an ISO date or time (UTC unless it says otherwise), as
     an instant within Stripe's 30 days. Raises BackfillError with a sentence."""
-    match = _RELATIVE.match(text)
-    if match:
-        since = now - timedelta(**{_UNITS[match[2]]: int(match[1])})
-    else:
-        try:
-            since = datetime.fromisoformat(text.strip())
-        except ValueError:
-            raise BackfillError(
-                f"--since {text!r} is neither a duration (30m, 24h, 7d) nor an ISO date "
-                "(2026-11-20 or 2026-11-20T08:00:00Z)."
-            ) from None
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
-    if since > now:
-        raise BackfillError(f"--since {text!r} is in the future.")
+    try:
+        since = parse_instant(text, now=now, option="--since")
+    except ValueError as exc:
+        raise BackfillError(str(exc)) from None
     if since < now - STRIPE_EVENT_RETENTION:
         raise BackfillError(
             f"--since {text!r} is more than 30 days ago, and Stripe keeps events for 30 days; "

@@ -660,18 +660,20 @@ def optout_list(as_json: JsonOption = False) -> None:
 def optout_export(
     file: Annotated[Path | None, typer.Argument(help="Write here instead of stdout.")] = None,
 ) -> None:
-    """Every consent record (who opted in or out, when, how, in which words) as CSV."""
-    import csv
-
-    from payherald.consent import CSV_FIELDS, consent_records
+    """Every consent record (who opted in or out, when, how, in which words) as CSV; a file
+    is written readable by you only, and cells a spreadsheet would run as formulas start
+    with a single quote."""
+    from payherald.consent import consent_records, write_consent_csv
+    from payherald.files import open_private
 
     store = _store(_settings())
     rows = _guard(lambda: consent_records(store))
-    with file.open("w", newline="") if file else nullcontext(sys.stdout) as stream:
-        writer = csv.DictWriter(stream, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "created_at": row["created_at"].isoformat()})
+    try:
+        stream = open_private(file) if file else nullcontext(sys.stdout)
+    except OSError as exc:
+        raise _fail(f"Cannot write {file}: {exc.strerror}.") from None
+    with stream as opened:
+        write_consent_csv(opened, rows)
     if file:
         err.print(f"Wrote {len(rows)} consent records to {file}.")
 

@@ -1,4 +1,4 @@
-"""Operations commands: backfill, replay, endpoint register|list, doctor (F30-F32).
+"""Operations commands: backfill, replay, prune, endpoint register|list, doctor (F30-F32).
 
 Registered on the `payherald` command by ``payherald.cli``.
 """
@@ -17,6 +17,7 @@ from payherald.cli import (
     _guard,
     _print_rows,
     _settings,
+    _store,
     _warning,
     app,
     err,
@@ -151,6 +152,37 @@ def replay(
         )
     if still_failing:
         raise _fail(f"{still_failing} of {len(ids)} event(s) could not be replayed; see above.")
+
+
+@app.command()
+def prune(
+    before: Annotated[
+        str,
+        typer.Option(
+            help="Delete what was received before this: 90d, or an ISO date (30d at the least)."
+        ),
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")
+    ] = False,
+) -> None:
+    """Delete old events, their notifications and delivery reports, and old inbound
+    messages; what is still being sent, and consents and the opt-out list, are kept."""
+    from payherald.backfill import parse_instant
+    from payherald.clock import SystemClock
+    from payherald.retention import check_cutoff
+    from payherald.retention import prune as prune_store
+
+    now = SystemClock().now()
+    try:
+        cutoff = parse_instant(before, now=now, option="--before")
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    _guard(lambda: check_cutoff(cutoff, now=now))
+    store = _store(_settings())
+    summary = _guard(lambda: prune_store(store, cutoff, dry_run=dry_run))
+    store.engine.dispose()
+    out.print(("Dry run: " if dry_run else "Pruned: ") + summary.describe(dry_run=dry_run))
 
 
 @endpoint_app.command("register")

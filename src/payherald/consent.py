@@ -15,7 +15,7 @@ import csv
 import io
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from sqlalchemy import Connection, delete, select
 
@@ -33,11 +33,13 @@ __all__ = [
     "consent_records",
     "import_consents",
     "must_not_be_messaged",
+    "neutralise_cell",
     "read_consent_csv",
     "record_consent",
     "record_reply",
     "reply_sender",
     "suppressed",
+    "write_consent_csv",
 ]
 
 Action = Literal["opt_out", "opt_in", "help"]
@@ -209,6 +211,34 @@ class ConsentRow:
 
 
 CSV_FIELDS = ("address", "action", "channel", "words", "source", "created_at")
+# What a spreadsheet takes as the start of a formula (OWASP's "CSV injection" list).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_cell(value: str) -> str:
+    """``value`` as a CSV cell a spreadsheet shows as text and never runs: one that would
+    start a formula (``=HYPERLINK(...)``, and so ``+14155550123`` too) gets a leading
+    single quote, which ``read_consent_csv`` takes off again."""
+    return f"'{value}" if value.startswith(_FORMULA_STARTS) else value
+
+
+def _unneutralised(value: str) -> str:
+    if value.startswith("'") and value[1:].startswith(_FORMULA_STARTS):
+        return value[1:]
+    return value
+
+
+def write_consent_csv(stream: TextIO, records: list[dict[str, Any]]) -> None:
+    """Write ``records`` (as ``consent_records`` gives them) as CSV, every cell that could
+    start a formula neutralised."""
+    writer = csv.writer(stream)
+    writer.writerow(CSV_FIELDS)
+    for record in records:
+        cells = {**record, "created_at": record["created_at"].isoformat()}
+        writer.writerow(
+            neutralise_cell(str(cells[name])) if cells[name] is not None else ""
+            for name in CSV_FIELDS
+        )
 
 
 def read_consent_csv(text: str, *, default_region: str) -> tuple[list[ConsentRow], list[str]]:
@@ -228,8 +258,9 @@ def read_consent_csv(text: str, *, default_region: str) -> tuple[list[ConsentRow
     rows, problems = [], []
     for record in reader:
         line = reader.line_num
+        # A cell our own export neutralised ("'+14155550123") reads as written.
         values = {
-            key.strip().lower(): (value or "").strip()
+            key.strip().lower(): _unneutralised((value or "").strip())
             for key, value in record.items()
             if key is not None
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Engine, create_engine, event, make_url
+
+from payherald.files import create_private
 
 __all__ = [
     "READ_ONLY",
@@ -31,13 +34,17 @@ READ_ONLY = "payherald_read_only"
 def create_store_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url`` with the settings payherald relies on.
 
-    On SQLite: WAL (readers never block the writer), ``synchronous=FULL`` (a committed
-    event survives a power cut, as promised to Stripe when we answer 2xx), foreign keys on,
-    and every transaction opened with ``BEGIN IMMEDIATE`` so two writers queue for the lock
-    instead of deadlocking when a read turns into a write; a transaction with the
-    execution option ``READ_ONLY`` is a plain ``BEGIN``, for reads that must not wait.
+    On SQLite: a database file that does not exist yet is created readable by its owner
+    only (0600, whatever the umask; SQLite gives its -wal and -shm files the same mode),
+    for it holds phone numbers, message bodies and raw payloads; WAL (readers never block
+    the writer), ``synchronous=FULL`` (a committed event survives a power cut, as promised
+    to Stripe when we answer 2xx), foreign keys on, and every transaction opened with
+    ``BEGIN IMMEDIATE`` so two writers queue for the lock instead of deadlocking when a
+    read turns into a write; a transaction with the execution option ``READ_ONLY`` is a
+    plain ``BEGIN``, for reads that must not wait.
     """
     if url.startswith("sqlite"):
+        _create_private(make_url(url).database)
         engine = create_engine(
             url,
             connect_args={"timeout": _SQLITE_BUSY_TIMEOUT, "check_same_thread": False},
@@ -46,6 +53,16 @@ def create_store_engine(url: str, **kwargs: Any) -> Engine:
         _configure_sqlite(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _create_private(database: str | None) -> None:
+    """Create the SQLite file ``database`` empty with mode 0600 if it does not exist; an
+    existing file is left as it is (``doctor`` warns when others may read it)."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    # A directory that is missing or read-only: SQLite's own error says so on connect.
+    with contextlib.suppress(OSError):
+        create_private(database)
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -8,6 +8,9 @@ not in a customer's missing text.
 
 from __future__ import annotations
 
+import os
+import shlex
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -67,6 +70,8 @@ def run_checks(
 ) -> Iterator[Check]:
     """Every check, in the order a person would fix them."""
     yield _store_check(store)
+    if (private := _store_file_check(store)) is not None:
+        yield private
     yield from _stripe_checks(settings, store, rules, stripe_client, clock)
     yield _public_url_check(settings)
     yield from _twilio_checks(settings, twilio_client)
@@ -83,6 +88,33 @@ def _store_check(store: Store) -> Check:
     except PayheraldError as exc:
         return Check("store", False, exc.message, "Run: payherald migrate")
     return Check("store", True, "reachable and migrated")
+
+
+def _store_file_check(store: Store) -> Check | None:
+    """A warning when others than its owner may read the SQLite file (or its -wal and
+    -shm): it holds phone numbers, emails, message bodies and raw payloads."""
+    database = store.engine.url.database
+    if store.engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    readable = []
+    for path in (database, f"{database}-wal", f"{database}-shm"):
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            continue
+        if mode & 0o077:
+            readable.append((path, mode))
+    if not readable:
+        return None
+    shown = ", ".join(f"{path} is {mode:04o}" for path, mode in readable)
+    return Check(
+        "store file",
+        True,
+        f"others than its owner may read the database ({shown}): it holds phone numbers, "
+        "emails, message bodies and raw payloads",
+        "chmod 600 " + " ".join(shlex.quote(path) for path, _ in readable),
+        warning=True,
+    )
 
 
 def _key_mode(key: str) -> str | None:

@@ -12,14 +12,13 @@ never sent on a guess. Charges and prices are cached (a refund's customer does n
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import stripe
 
+from payherald.cache import TtlCache
 from payherald.exceptions import TransientDeliveryError
 from payherald.stripe_objects import StripeObject, read_object
 
@@ -59,11 +58,9 @@ class StripeApiLookups:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
-        self._ttl = ttl
-        self._cache_size = cache_size
-        self._monotonic = monotonic
-        self._cache: OrderedDict[str, tuple[float, Mapping[str, Any] | None]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: TtlCache[Mapping[str, Any] | None] = TtlCache(
+            ttl=ttl, size=cache_size, monotonic=monotonic
+        )
 
     def invoice_payments(
         self, *, invoice: str | None = None, payment_intent: str | None = None
@@ -85,7 +82,7 @@ class StripeApiLookups:
 
     def retrieve(self, kind: str, object_id: str) -> Mapping[str, Any] | None:
         if kind in _CACHED:
-            return self._cached(kind, object_id)
+            return self._cache.get_or_fetch(object_id, lambda: self._retrieve(kind, object_id))
         return self._retrieve(kind, object_id)
 
     def _retrieve(self, kind: str, object_id: str) -> Mapping[str, Any] | None:
@@ -101,20 +98,6 @@ class StripeApiLookups:
         except _NotFound:
             return None
         return dict(found.to_dict())
-
-    def _cached(self, kind: str, object_id: str) -> Mapping[str, Any] | None:
-        now = self._monotonic()
-        with self._lock:
-            cached = self._cache.get(object_id)
-        if cached is not None and now - cached[0] < self._ttl:
-            return cached[1]
-        found = self._retrieve(kind, object_id)
-        with self._lock:
-            self._cache[object_id] = (now, found)
-            self._cache.move_to_end(object_id)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return found
 
     @staticmethod
     def _ask(what: str, call: Callable[[], Any]) -> Any:

@@ -11,7 +11,6 @@ is the default region for numbers written without a country code.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any, Protocol
 import phonenumbers
 import stripe
 
+from payherald.cache import TtlCache
 from payherald.exceptions import RecipientNotFound, TransientDeliveryError
 from payherald.stripe_objects import read_object
 
@@ -92,27 +92,26 @@ class InMemoryCustomerDirectory:
 
 
 class StripeCustomerDirectory:
-    """Customers read through the Stripe API, cached for ``ttl`` seconds."""
+    """Customers read through the Stripe API, cached for ``ttl`` seconds, at most
+    ``cache_size`` of them."""
 
     def __init__(
         self,
         *,
         client: stripe.StripeClient,
         ttl: float = 300.0,
+        cache_size: int = 10_000,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
-        self._ttl = ttl
-        self._monotonic = monotonic
-        self._cache: dict[str, tuple[float, Mapping[str, Any] | None]] = {}
-        self._lock = threading.Lock()
+        self._cache: TtlCache[Mapping[str, Any] | None] = TtlCache(
+            ttl=ttl, size=cache_size, monotonic=monotonic
+        )
 
     def get(self, customer_id: str) -> Mapping[str, Any] | None:
-        now = self._monotonic()
-        with self._lock:
-            cached = self._cache.get(customer_id)
-        if cached is not None and now - cached[0] < self._ttl:
-            return cached[1]
+        return self._cache.get_or_fetch(customer_id, lambda: self._retrieve(customer_id))
+
+    def _retrieve(self, customer_id: str) -> Mapping[str, Any] | None:
         try:
             customer: Mapping[str, Any] | None = self._client.v1.customers.retrieve(
                 customer_id
@@ -131,8 +130,6 @@ class StripeCustomerDirectory:
             ) from exc
         if customer is not None and customer.get("deleted"):
             customer = None
-        with self._lock:
-            self._cache[customer_id] = (now, customer)
         return customer
 
     def has_earlier_payment(

@@ -8,17 +8,28 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from babel.core import Locale, UnknownLocaleError
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from payherald.exceptions import ConfigurationError
 
 __all__ = ["Settings", "load_settings"]
 
+# Backfill fetches events up to 30 days old (Stripe keeps them that long) and Stripe retries
+# a webhook for 3 days: an event pruned later than that can never come again.
+MIN_RETENTION_DAYS = 30
 _PLACEHOLDER_MARKERS = ("...", "xxxxxx", "changeme", "<", ">", "your_", "replace_me")
 
 
@@ -84,6 +95,8 @@ class Settings(BaseSettings):
     reconcile_interval: float = Field(
         3600.0, ge=0, validation_alias=_env("PAYHERALD_RECONCILE_INTERVAL_SECONDS")
     )
+    # How many days of events, their notifications and inbound messages are kept (0: all).
+    retention_days: int = Field(90, ge=0, validation_alias=_env("PAYHERALD_RETENTION_DAYS"))
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", validation_alias=_env("PAYHERALD_LOG_FORMAT")
     )
@@ -204,6 +217,17 @@ class Settings(BaseSettings):
             )
         return problems
 
+    @field_validator("retention_days")
+    @classmethod
+    def _keep_what_may_come_again(cls, days: int) -> int:
+        if 0 < days < MIN_RETENTION_DAYS:
+            raise ValueError(
+                f"must be 0 (keep everything) or at least {MIN_RETENTION_DAYS}: backfill "
+                f"fetches events up to {MIN_RETENTION_DAYS} days old, and an event pruned "
+                "sooner would be taken as new and notified again."
+            )
+        return days
+
     @property
     def webhook_secrets(self) -> list[str]:
         """The configured Stripe signing secrets, in order; empty when none is set."""
@@ -256,8 +280,15 @@ class Settings(BaseSettings):
         return self.sqlalchemy_url.startswith("postgresql")
 
     def secret_values(self) -> list[str]:
-        """Every configured secret, so that logs can be scrubbed of them."""
+        """Every configured secret, so that logs can be scrubbed of them (the database
+        URL's password too, as written and as decoded)."""
         values = list(self.webhook_secrets)
+        try:
+            written = urlsplit(self.database_url).password
+        except ValueError:
+            written = None
+        if written:
+            values.extend({written, unquote(written)})
         for secret in (
             self.stripe_secret_key,
             self.twilio_auth_token,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 from pathlib import Path
 
 from tests.acceptance.test_cli import cli
@@ -51,9 +53,10 @@ def test_import_then_export_keeps_when_how_and_what_words(tmp_path: Path) -> Non
     assert "Imported 2 rows (2 changed the opt-out list)" in result.stderr
     assert opted_out(tmp_path) == ["+14155550123", "+14155550124"]
     exported = list(csv.DictReader(io.StringIO(cli(tmp_path, "optout", "export").stdout)))
+    # A leading + would make a spreadsheet read a formula: the quote keeps it text.
     assert [(r["address"], r["action"], r["words"], r["source"]) for r in exported] == [
-        ("+14155550123", "opt_out", "STOP", "import:list.csv"),
-        ("+14155550124", "opt_out", "asked by email", "import:list.csv"),
+        ("'+14155550123", "opt_out", "STOP", "import:list.csv"),
+        ("'+14155550124", "opt_out", "asked by email", "import:list.csv"),
     ]
     assert all(r["created_at"] for r in exported)
 
@@ -80,3 +83,47 @@ def test_a_file_without_a_phone_column_says_what_it_needs(tmp_path: Path) -> Non
     result = cli(tmp_path, "optout", "import", "list.csv")
     assert result.returncode == 2
     assert "the header needs a 'phone' column" in result.stderr
+
+
+FORMULAS = ('=HYPERLINK("https://evil.example","click")', "+1+2", "-3+4", "@SUM(A1)")
+
+
+def test_export_neutralises_formulas_and_its_file_imports_back(tmp_path: Path) -> None:
+    cli(tmp_path, "migrate")
+    rows = "".join(
+        f'+1415555012{index},"{words.replace(chr(34), chr(34) * 2)}"\n'
+        for index, words in enumerate(FORMULAS)
+    )
+    (tmp_path / "list.csv").write_text("phone,words\n" + rows)
+    assert cli(tmp_path, "optout", "import", "list.csv").returncode == 0
+    assert cli(tmp_path, "optout", "export", "export.csv").returncode == 0
+    exported = list(csv.reader(io.StringIO((tmp_path / "export.csv").read_text())))
+    cells = [cell for row in exported[1:] for cell in row]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert [row[3] for row in exported[1:]] == [f"'{words}" for words in FORMULAS]
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cli(elsewhere, "migrate")
+    (elsewhere / "export.csv").write_bytes((tmp_path / "export.csv").read_bytes())
+    imported = cli(elsewhere, "optout", "import", "export.csv")
+    assert imported.returncode == 0, imported.stderr
+    assert opted_out(elsewhere) == opted_out(tmp_path)
+    again = list(csv.DictReader(io.StringIO(cli(elsewhere, "optout", "export").stdout)))
+    assert [row["words"] for row in again] == [f"'{words}" for words in FORMULAS]
+
+
+def test_an_export_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    cli(tmp_path, "migrate")
+    cli(tmp_path, "optout", "add", "+14155550123")
+    (tmp_path / "old.csv").write_text("was readable by all\n")
+    (tmp_path / "old.csv").chmod(0o644)
+    previous = os.umask(0o022)
+    try:
+        for name in ("new.csv", "old.csv"):
+            result = cli(tmp_path, "optout", "export", name)
+            assert result.returncode == 0, result.stderr
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    finally:
+        os.umask(previous)
+    assert "+14155550123" in (tmp_path / "old.csv").read_text()

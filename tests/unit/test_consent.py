@@ -1,4 +1,5 @@
-"""What a reply means (F24): every keyword, any case, padded, only as the whole message."""
+"""What a reply means (F24): every keyword, any case, padded, only as the whole message;
+and the opt-out list as CSV, safe to open in a spreadsheet."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from payherald.consent import (
     OPT_IN,
     OPT_OUT,
     classify_reply,
+    neutralise_cell,
     read_consent_csv,
     reply_sender,
 )
@@ -86,3 +88,17 @@ def test_a_national_reply_sender_is_read_in_the_default_region() -> None:
 @pytest.mark.parametrize("raw", ["", "Acme", "12345", "+1 555 0123", "whatsapp:"])
 def test_a_sender_that_is_no_phone_number_has_no_address(raw: str) -> None:
     assert reply_sender(raw, default_region="US")[1] is None
+
+
+def test_cells_that_would_start_a_formula_get_a_leading_quote() -> None:
+    for cell in ("=1+1", "+14155550123", "-2", "@SUM(A1)", "\tx", "\rx"):
+        assert neutralise_cell(cell) == "'" + cell
+    for cell in ("STOP", "opt_out", "'quoted already", "2026-11-20T08:00:00+00:00", ""):
+        assert neutralise_cell(cell) == cell
+
+
+def test_a_neutralised_export_reads_back_as_written() -> None:
+    text = "address,action,words\n'+14155550123,opt_out,'=HYPERLINK(\"x\")\n"
+    rows, problems = read_consent_csv(text, default_region="US")
+    assert problems == []
+    assert [(row.address, row.words) for row in rows] == [("+14155550123", '=HYPERLINK("x")')]

@@ -104,3 +104,17 @@ def test_console_log_lines_show_terminal_escapes_escaped(
     assert "\x1b" not in err
     assert "\x9b" not in err
     assert "bad\\x1b[2J\\x9b31m" in err
+
+
+def test_the_database_password_is_scrubbed_as_written_and_decoded() -> None:
+    from payherald.settings import load_settings
+
+    url = "postgresql://payherald:s3cret%2Fpw@db.internal:5432/payherald"
+    settings = load_settings(PAYHERALD_DATABASE_URL=url)
+    line = scrubber(settings.secret_values())(
+        None, "error", {"event": "store_failed", "error": f"{url} refused s3cret/pw"}
+    )
+    assert "s3cret" not in str(line)
+    assert line["error"] == (
+        "postgresql://payherald:[redacted]@db.internal:5432/payherald refused [redacted]"
+    )

@@ -95,3 +95,19 @@ def test_an_unknown_locale_is_refused_with_examples(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("PAYHERALD_LOCALE", "xx_YY")
     with pytest.raises(ConfigurationError, match=r"PAYHERALD_LOCALE 'xx_YY' is not a locale"):
         load_settings()
+
+
+def test_retention_keeps_90_days_by_default_and_0_keeps_everything() -> None:
+    assert load_settings().retention_days == 90
+    assert load_settings(PAYHERALD_RETENTION_DAYS="0").retention_days == 0
+    assert load_settings(PAYHERALD_RETENTION_DAYS="30").retention_days == 30
+
+
+def test_a_retention_shorter_than_backfill_reaches_is_refused_with_why() -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(PAYHERALD_RETENTION_DAYS="7")
+    assert raised.value.message == (
+        "PAYHERALD_RETENTION_DAYS: must be 0 (keep everything) or at least 30: backfill "
+        "fetches events up to 30 days old, and an event pruned sooner would be taken as new "
+        "and notified again."
+    )
