@@ -213,13 +213,18 @@ class ConsentRow:
 CSV_FIELDS = ("address", "action", "channel", "words", "source", "created_at")
 # What a spreadsheet takes as the start of a formula (OWASP's "CSV injection" list).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A phone number in E.164 is a constant to a spreadsheet, not a formula: it is left as it
+# is, so that the file feeds other tools too.
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
 
 def neutralise_cell(value: str) -> str:
-    """``value`` as a CSV cell a spreadsheet shows as text and never runs: one that would
-    start a formula (``=HYPERLINK(...)``, and so ``+14155550123`` too) gets a leading
-    single quote, which ``read_consent_csv`` takes off again."""
-    return f"'{value}" if value.startswith(_FORMULA_STARTS) else value
+    """``value`` as a CSV cell a spreadsheet never runs: one that would start a formula
+    (``=HYPERLINK(...)``, ``-2+3``, ``@SUM(A1)``) gets a leading single quote, which
+    ``read_consent_csv`` takes off again. An E.164 number (``+14155550123``) is kept."""
+    if value.startswith(_FORMULA_STARTS) and not _E164.fullmatch(value):
+        return f"'{value}"
+    return value
 
 
 def _unneutralised(value: str) -> str:

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -53,10 +54,10 @@ def test_import_then_export_keeps_when_how_and_what_words(tmp_path: Path) -> Non
     assert "Imported 2 rows (2 changed the opt-out list)" in result.stderr
     assert opted_out(tmp_path) == ["+14155550123", "+14155550124"]
     exported = list(csv.DictReader(io.StringIO(cli(tmp_path, "optout", "export").stdout)))
-    # A leading + would make a spreadsheet read a formula: the quote keeps it text.
+    # An E.164 number is a constant to a spreadsheet, not a formula: it is exported bare.
     assert [(r["address"], r["action"], r["words"], r["source"]) for r in exported] == [
-        ("'+14155550123", "opt_out", "STOP", "import:list.csv"),
-        ("'+14155550124", "opt_out", "asked by email", "import:list.csv"),
+        ("+14155550123", "opt_out", "STOP", "import:list.csv"),
+        ("+14155550124", "opt_out", "asked by email", "import:list.csv"),
     ]
     assert all(r["created_at"] for r in exported)
 
@@ -99,7 +100,10 @@ def test_export_neutralises_formulas_and_its_file_imports_back(tmp_path: Path) -
     assert cli(tmp_path, "optout", "export", "export.csv").returncode == 0
     exported = list(csv.reader(io.StringIO((tmp_path / "export.csv").read_text())))
     cells = [cell for row in exported[1:] for cell in row]
-    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    formulas = [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    # Only the phone numbers start with +, and they are bare E.164: constants, not formulas.
+    assert formulas == [row[0] for row in exported[1:]]
+    assert all(re.fullmatch(r"\+1415555012[0-9]", cell) for cell in formulas)
     assert [row[3] for row in exported[1:]] == [f"'{words}" for words in FORMULAS]
 
     elsewhere = tmp_path / "elsewhere"

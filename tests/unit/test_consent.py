@@ -91,9 +91,14 @@ def test_a_sender_that_is_no_phone_number_has_no_address(raw: str) -> None:
 
 
 def test_cells_that_would_start_a_formula_get_a_leading_quote() -> None:
-    for cell in ("=1+1", "+14155550123", "-2", "@SUM(A1)", "\tx", "\rx"):
+    for cell in ("=1+1", "+1+cmd|' /C calc'!A0", "+1 415", "-2", "@SUM(A1)", "\tx", "\rx"):
         assert neutralise_cell(cell) == "'" + cell
     for cell in ("STOP", "opt_out", "'quoted already", "2026-11-20T08:00:00+00:00", ""):
+        assert neutralise_cell(cell) == cell
+
+
+def test_a_phone_number_in_e164_is_exported_as_it_is() -> None:
+    for cell in ("+14155550123", "+447700900123"):
         assert neutralise_cell(cell) == cell
 
 
