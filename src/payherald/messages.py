@@ -189,8 +189,14 @@ def message_context(
     *,
     high_value: Mapping[str, int] | None = None,
     timezone: str | None = None,
+    metadata_links: bool = False,
 ) -> dict[str, Any]:
-    """Every variable a template sees for ``event`` and its customer (when known)."""
+    """Every variable a template sees for ``event`` and its customer (when known).
+
+    ``fix_url`` is the invoice's page, else the operator's ``update_card_url``; an
+    object's ``metadata.update_card_url`` comes first only with ``metadata_links`` (the
+    rule's ``allow_metadata_links``): whoever can write metadata must not choose where the
+    operator's messages send customers."""
     variables = condition_context(event, high_value=high_value)
     obj = event.object
     customer = customer or {}
@@ -218,7 +224,7 @@ def message_context(
         ),
         business=context.business_name or "",
         fix_url=str(
-            variables["metadata"].get("update_card_url")
+            (variables["metadata"].get("update_card_url") if metadata_links else None)
             or variables["hosted_invoice_url"]
             or context.update_card_url
             or ""
