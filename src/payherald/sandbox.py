@@ -27,7 +27,7 @@ from typing import Any
 
 from jinja2 import nodes, pass_context
 from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import SandboxedEnvironment, safe_range
 from jinja2.visitor import NodeTransformer
 
 from payherald.exceptions import RenderError
@@ -128,7 +128,11 @@ def _replaced_length(text: str, old: Any, new: Any, count: Any = -1) -> int:
 
 
 def _check_call(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-    """Before a str method runs: refuse widths, and growth, beyond ``MAX_SIZE``."""
+    """Before ``range`` or a str method runs: refuse sizes, widths and growth beyond
+    ``MAX_SIZE``."""
+    if func is safe_range and all(isinstance(arg, int) for arg in args):
+        _check_length(len(range(*args)))
+        return
     func = getattr(func, "__wrapped__", func)  # the sandbox wraps str.format
     owner = getattr(func, "__self__", None)
     if not isinstance(owner, str):
