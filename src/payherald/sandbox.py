@@ -154,6 +154,9 @@ def _check_call(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> 
 
 
 # Jinja filters that can multiply a size, and how large their result may get.
+_GROWING_FILTERS = frozenset({"center", "indent", "replace", "format", "join"})
+
+
 def _filter_estimate(
     name: str, value: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
 ) -> int:
@@ -174,13 +177,16 @@ def _filter_estimate(
 def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     """``func`` as a filter that counts as a step and whose result is size-checked."""
 
+    # pass_context/pass_environment filters get the context first; the value follows.
+    offset = 1 if getattr(func, "jinja_pass_arg", None) else 0
+    growing = name in _GROWING_FILTERS
+
     def bounded(*args: Any, **kwargs: Any) -> Any:
         _step()
-        # pass_context/pass_environment filters get the context first; the value follows.
-        offset = 1 if getattr(func, "jinja_pass_arg", None) else 0
-        if len(args) > offset:
-            _check_length(_filter_estimate(name, args[offset], args[offset + 1 :], kwargs))
-        if name == "join" and len(args) > offset and isinstance(args[offset], Iterable):
+        if not growing or len(args) <= offset:
+            return _sized(func(*args, **kwargs))
+        _check_length(_filter_estimate(name, args[offset], args[offset + 1 :], kwargs))
+        if name == "join" and isinstance(args[offset], Iterable):
             items = list(args[offset])
             separator = str(args[offset + 1] if len(args) > offset + 1 else kwargs.get("d", ""))
             _check_length(sum(len(str(item)) for item in items) + len(separator) * len(items))
