@@ -21,6 +21,7 @@ import phonenumbers
 from phonenumbers import timezone as phone_timezones
 
 from payherald.channels.router import ChannelRouter
+from payherald.channels.slack import escape_mrkdwn
 from payherald.clock import Clock, SystemClock
 from payherald.exceptions import RecipientNotFound, RenderError, TransientDeliveryError
 from payherald.lookups import StripeLookups
@@ -45,6 +46,8 @@ _PHONE_CHANNELS = frozenset({"sms", "whatsapp", "voice"})
 # Objects about a charge, that may name no customer of their own.
 _CHARGE_KINDS = frozenset({"refund", "dispute", "review", "radar.early_fraud_warning"})
 _OWN_CHARGE_WINDOW = timedelta(minutes=10)
+# Channels whose text is markup: what a template prints from the variables is escaped.
+_MARKUP_ESCAPES = {"slack": escape_mrkdwn}
 
 
 class NotificationSkipped(Exception):
@@ -164,7 +167,12 @@ class Composer:
                 )
             zone = team.timezone
         variables = message_context(
-            event, customer, self._context, high_value=self._rules.high_value, timezone=zone
+            event,
+            customer,
+            self._context,
+            high_value=self._rules.high_value,
+            timezone=zone,
+            metadata_links=rule.allow_metadata_links,
         )
         variables.update(learnt)
         if not variables["plan_name"] and "plan_name" in self._uses(rule):
@@ -178,7 +186,7 @@ class Composer:
                 raise NotificationSkipped(f"The rule's condition is not met: {rule.when}")
         if rule.first_payment_only:
             self._check_first_payment(event, variables["customer_id"])
-        body = self._render(rule, variables, notes)
+        body = self._render(rule, variables, notes, channel)
         return Composed(
             to=to,
             channel=channel,
@@ -310,14 +318,17 @@ class Composer:
         if self._customers.has_earlier_payment(customer_id, payment=payment, before=before):
             raise NotificationSkipped("Not the customer's first successful payment.")
 
-    def _render(self, rule: Rule, variables: Mapping[str, Any], notes: list[str]) -> str:
+    def _render(
+        self, rule: Rule, variables: Mapping[str, Any], notes: list[str], channel: str
+    ) -> str:
+        escape = _MARKUP_ESCAPES.get(channel)
         try:
-            return self._rules.renderer.render(rule.template, variables)
+            return self._rules.renderer.render(rule.template, variables, escape=escape)
         except RenderError as exc:
             if not rule.fallback:
                 raise
             notes.append(f"fallback text used: {exc.message}")
-            return self._rules.renderer.render(rule.fallback, variables)
+            return self._rules.renderer.render(rule.fallback, variables, escape=escape)
 
 
 def _phone_timezone(number: str) -> str | None:

@@ -46,7 +46,7 @@ from payherald.event_types import STRIPE_EVENT_TYPES
 from payherald.exceptions import ConfigurationError, RenderError
 from payherald.messages import TemplateRenderer
 from payherald.quiet_hours import QuietHours, parse_clock_time
-from payherald.recipients import normalise_phone
+from payherald.recipients import email_address_problem, normalise_phone
 from payherald.rules import BUILTIN_RULES, CHANNELS, Rule, RuleBook, Team
 from payherald.subjects import SUBJECTS
 
@@ -75,6 +75,7 @@ _RULE_KEYS = {
     "not_for_invoices",
     "unless_paid",
     "quiet_hours_exempt",
+    "allow_metadata_links",
     "enabled",
     "description",
 }
@@ -232,8 +233,8 @@ class _Reader:
             numbers.append(number)
         emails = self._strings(where, "email", table.get("email", []))
         for address in emails:
-            if "@" not in address:
-                self.problem(where, "email", f"{address!r} is not an email address.")
+            if problem := email_address_problem(address):
+                self.problem(where, "email", problem + ".")
         slack = table.get("slack_webhook")
         if slack is not None and not (isinstance(slack, str) and slack.startswith("https://")):
             self.problem(
@@ -361,6 +362,7 @@ class _Reader:
             "not_for_invoices",
             "unless_paid",
             "quiet_hours_exempt",
+            "allow_metadata_links",
             "enabled",
         ):
             if key in table:

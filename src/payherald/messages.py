@@ -1,8 +1,10 @@
 """What a message says: the variables a template sees, and the sandbox that renders it.
 
-Templates and conditions are Jinja2 in a ``SandboxedEnvironment`` with ``StrictUndefined``:
-the sandbox keeps them away from Python internals, and a misspelt variable is an error,
-never an empty gap in a customer's message. The variables are flat and the same for every
+Templates and conditions are Jinja2 in a bounded sandbox (``sandbox``) with
+``StrictUndefined``: the sandbox keeps them away from Python internals and bounds their time
+and size, and a misspelt variable is an error, never an empty gap in a customer's message.
+What a template prints from the variables is data: cleaned, cut, and escaped for the
+channel's markup (``sandbox``). The variables are flat and the same for every
 event type (``amount``, ``currency``, ``plan_name``...); a field an event does not have is
 ``None`` or empty, so that ``{% if ... %}`` can test for it.
 """
@@ -19,10 +21,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from babel.dates import format_date, format_datetime
 from jinja2 import ChainableUndefined, StrictUndefined, TemplateError, meta, pass_context
 from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment
 
 from payherald.exceptions import RenderError
 from payherald.money import format_money
+from payherald.sandbox import BoundedSandbox
 from payherald.stripe_objects import InvoiceLine, StripeObject, as_int, as_mapping, read_object
 from payherald.webhook import StripeEvent
 
@@ -187,8 +189,14 @@ def message_context(
     *,
     high_value: Mapping[str, int] | None = None,
     timezone: str | None = None,
+    metadata_links: bool = False,
 ) -> dict[str, Any]:
-    """Every variable a template sees for ``event`` and its customer (when known)."""
+    """Every variable a template sees for ``event`` and its customer (when known).
+
+    ``fix_url`` is the invoice's page, else the operator's ``update_card_url``; an
+    object's ``metadata.update_card_url`` comes first only with ``metadata_links`` (the
+    rule's ``allow_metadata_links``): whoever can write metadata must not choose where the
+    operator's messages send customers."""
     variables = condition_context(event, high_value=high_value)
     obj = event.object
     customer = customer or {}
@@ -216,7 +224,7 @@ def message_context(
         ),
         business=context.business_name or "",
         fix_url=str(
-            variables["metadata"].get("update_card_url")
+            (variables["metadata"].get("update_card_url") if metadata_links else None)
             or variables["hosted_invoice_url"]
             or context.update_card_url
             or ""
@@ -272,16 +280,16 @@ class TemplateRenderer:
 
     def __init__(self, *, locale: str = "en_US") -> None:
         self._locale = locale
-        self._env = SandboxedEnvironment(
+        self._env = BoundedSandbox(
             undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
         )
-        self._env.filters.update(
-            zip(_PAYHERALD_FILTERS, (self._money, self._date, self._datetime), strict=True)
+        self._env.add_filters(
+            dict(zip(_PAYHERALD_FILTERS, (self._money, self._date, self._datetime), strict=True))
         )
         # Conditions test for fields that an event may not have (`metadata.tier == 'gold'`):
         # there, a missing field is simply undefined, and false. Unknown top-level names
         # are still refused when the condition is compiled.
-        self._conditions = SandboxedEnvironment(undefined=ChainableUndefined)
+        self._conditions = BoundedSandbox(undefined=ChainableUndefined)
         # The rules' templates are few and rendered for every message: compile each once.
         self._compiled = functools.lru_cache(maxsize=512)(self._env.from_string)
         # The composer asks which variables a rule's texts use, for every message.
@@ -351,9 +359,13 @@ class TemplateRenderer:
             names = frozenset(
                 meta.find_undeclared_variables(self._env.parse("{{ (" + expression + ") }}"))
             )
-            compiled = self._conditions.compile_expression(expression)
+            expression_of = self._conditions.compile_expression(expression)
         except TemplateError as exc:
             raise _not_compiled("condition", exc) from exc
+
+        def compiled(**variables: Any) -> Any:
+            return self._conditions.bounded(expression_of, **variables)
+
         unknown = names - CONDITION_VARIABLES
         if unknown:
             raise RenderError(
@@ -362,11 +374,26 @@ class TemplateRenderer:
             )
         return compiled, names
 
-    def render(self, template: str, variables: Mapping[str, Any]) -> str:
+    def render(
+        self,
+        template: str,
+        variables: Mapping[str, Any],
+        *,
+        escape: Callable[[str], str] | None = None,
+    ) -> str:
         """Render ``template``; runs of white space collapse, so that a template can be
-        written over several lines and still yield one SMS."""
+        written over several lines and still yield one SMS. ``escape`` is the channel's
+        markup escape (Slack's), applied to what the template prints from the variables.
+        Raises RenderError, also for a template that overruns the sandbox's bounds."""
+        compiled = self._compiled(template)
         try:
-            text = self._compiled(template).render(variables)
+            text = self._env.render(compiled, variables, escape=escape)
+        except RenderError:
+            raise
         except TemplateError as exc:
+            raise RenderError(f"The message could not be rendered: {exc}") from exc
+        except (ArithmeticError, LookupError, TypeError, ValueError, RecursionError) as exc:
+            # Operator text went wrong in plain Python terms: 1/0, range(10**9), an int
+            # of a word. The template is at fault, never the event.
             raise RenderError(f"The message could not be rendered: {exc}") from exc
         return " ".join(text.split())

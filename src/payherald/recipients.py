@@ -15,6 +15,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from email.errors import HeaderParseError
+from email.headerregistry import Address
+from email.utils import getaddresses
 from typing import Any, Protocol
 
 import phonenumbers
@@ -29,6 +32,7 @@ __all__ = [
     "InMemoryCustomerDirectory",
     "ResolvedPhone",
     "StripeCustomerDirectory",
+    "email_address_problem",
     "mask_address",
     "mask_email",
     "mask_phone",
@@ -161,6 +165,28 @@ def normalise_phone(raw: str, default_region: str | None) -> str | None:
     if not phonenumbers.is_valid_number(parsed):
         return None
     return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+def email_address_problem(raw: str) -> str | None:
+    """What is wrong with ``raw`` as one email address (a clause, without its full stop),
+    or None when it is exactly one plain address (``name@example.com``)."""
+    if any(char in raw for char in "\r\n"):
+        return f"{raw!r} holds a line break"
+    if len([found for found in getaddresses([raw]) if any(found)]) > 1:
+        return f"{raw!r} names more than one email address"
+    try:
+        address = Address(addr_spec=raw.strip())
+    except (HeaderParseError, ValueError, IndexError):
+        address = None
+    if (
+        address is None
+        or not address.username
+        or not address.domain
+        or '"' in raw
+        or not raw.strip().isprintable()
+    ):
+        return f"{raw!r} is not an email address like name@example.com"
+    return None
 
 
 def _dig(obj: Mapping[str, Any] | None, *path: str) -> Any:

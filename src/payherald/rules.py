@@ -112,6 +112,9 @@ class Rule:
     # Sent to customers at any hour (F25); other customer texts and calls wait for the
     # recipient's daytime.
     quiet_hours_exempt: bool = False
+    # An object's metadata.update_card_url may replace the link (fix_url); by default
+    # only the invoice's page and PAYHERALD_UPDATE_CARD_URL are used.
+    allow_metadata_links: bool = False
     enabled: bool = True
     description: str = ""
     # Compiled by RuleBook; None when there is no condition.

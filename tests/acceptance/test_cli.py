@@ -337,6 +337,28 @@ def test_config_check_renders_every_rule_with_its_segments(tmp_path: Path) -> No
     assert result.stdout.rstrip().endswith("payherald.toml: OK")
 
 
+def test_config_check_says_a_runaway_template_is_stopped_naming_its_rule(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "payherald.toml").write_text(
+        "[rules.payment_confirmation]\n"
+        'template = "{% for i in range(10000) %}{% for j in range(10000) %}{{ i }}'
+        '{% endfor %}{% endfor %}"\n'
+        "[rules.welcome]\n"
+        "template = \"{{ 'x' * 10**9 }}\"\n"
+    )
+    started = time.monotonic()
+    result = cli(tmp_path, "config", "check")
+    assert time.monotonic() - started < 20  # the interpreter's start, not the templates
+    assert (
+        "warning: rule payment_confirmation: cannot render a charge.succeeded event: The "
+        "template takes more than 10,000 loop iterations and calls; payherald stops it "
+        "there. Simplify the template." in " ".join(result.stderr.split())
+    )
+    assert "warning: rule welcome: cannot render" in result.stderr
+    assert "builds a value of more than 10,000 characters" in " ".join(result.stderr.split())
+
+
 def test_config_check_names_the_line_of_a_mistake(tmp_path: Path) -> None:
     (tmp_path / "payherald.toml").write_text('[rules.welcome]\n\nchanels = ["sms"]\n')
     result = cli(tmp_path, "config", "check")

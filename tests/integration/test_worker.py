@@ -214,7 +214,9 @@ def test_a_template_that_cannot_render_is_a_recorded_failure(ph: Any) -> None:
     )
     ph.worker.run_until_idle()
     row = only(ph)
-    assert (row["status"], row["error_code"]) == ("failed", "internal_error")
+    # The operator's arithmetic, not payherald, is at fault: a render error, in words.
+    assert (row["status"], row["error_code"]) == ("failed", "render_error")
+    assert row["error"] == "The message could not be rendered: division by zero"
 
 
 def test_a_template_that_lacks_a_field_uses_the_fallback_text(

@@ -177,3 +177,20 @@ def test_a_subject_that_is_not_a_name_is_an_error_not_a_crash(tmp_path: Path, va
 )
 def test_odd_values_are_errors_not_crashes(tmp_path: Path, text: str) -> None:
     assert problem(tmp_path, text)
+
+
+def test_a_rule_may_let_metadata_links_replace_the_configured_one(tmp_path: Path) -> None:
+    config = load(tmp_path, "[rules.payment_failed]\nallow_metadata_links = true\n")
+    rules = {rule.name: rule for rule in config.rules}  # type: ignore[attr-defined]
+    assert rules["payment_failed"].allow_metadata_links
+    assert not rules["invoice_payment_failed"].allow_metadata_links
+    message = problem(tmp_path, '[rules.payment_failed]\nallow_metadata_links = "yes"\n')
+    assert ":2: rules.payment_failed.allow_metadata_links: must be true or false." in message
+
+
+def test_a_team_email_must_be_exactly_one_address(tmp_path: Path) -> None:
+    message = problem(tmp_path, '[teams.finance]\nemail = ["a@x.example, b@evil.example"]\n')
+    assert (
+        ":2: teams.finance.email: 'a@x.example, b@evil.example' names more than one email "
+        "address." in message
+    )

@@ -5,6 +5,8 @@ offers it), ``smtps://...:465`` (TLS from the start), or ``smtp://host:25`` with
 A 5xx refusal (unknown mailbox, relay denied) is permanent; a 4xx, or a server that cannot
 be reached, is retried. A connection lost after the message was handed over leaves the
 outcome unknown: an SMTP server cannot be asked afterwards, so it is not resent blindly.
+An address that is not exactly one plain address (``a@x, b@evil``, a line break) is
+refused before anything is sent, permanently: retrying cannot mend it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from payherald.exceptions import (
     PermanentDeliveryError,
     TransientDeliveryError,
 )
+from payherald.recipients import email_address_problem
 
 __all__ = ["EmailChannel", "SmtpServer"]
 
@@ -96,6 +99,13 @@ class EmailChannel:
         return self._sender
 
     def send(self, message: Message) -> str:
+        problem = email_address_problem(message.to)
+        if problem:
+            raise PermanentDeliveryError(
+                f"Nothing was sent: {problem}; correct it on the Stripe customer or in "
+                "the rules file's team.",
+                code="invalid_address",
+            )
         email = self.compose(message)
         try:
             asyncio.run(self._send(email))

@@ -6,6 +6,11 @@ A team's address is ``slack:<team>``; the webhook URL comes from the rules file
 retrying will not fix; 429 and 5xx are retried. A team channel seeing an alert twice is
 better than not at all, so a 5xx is retried rather than reconciled: a webhook post cannot
 be looked up afterwards.
+
+The body arrives ready for Slack's mrkdwn: the composer rendered it with ``escape_mrkdwn``
+applied to every value the template printed, so a customer's ``<!channel>`` or
+``<https://evil.example|Approve refund>`` shows as text, while a link written in the
+template itself stays a link. The channel cannot tell the two apart, so it does not escape.
 """
 
 from __future__ import annotations
@@ -20,7 +25,16 @@ from slack_sdk.webhook import WebhookClient
 from payherald.channels.base import Message, ReconcileOutcome, Reconciliation
 from payherald.exceptions import PermanentDeliveryError, TransientDeliveryError
 
-__all__ = ["SlackChannel"]
+__all__ = ["SlackChannel", "escape_mrkdwn"]
+
+# Slack reads these three as markup (links, mentions, ``<!channel>``) and asks for them to
+# be escaped as HTML entities, and only these: others would show as entities.
+_MRKDWN = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+def escape_mrkdwn(text: str) -> str:
+    """``text`` as plain text inside Slack mrkdwn."""
+    return text.translate(_MRKDWN)
 
 
 class SlackChannel:
