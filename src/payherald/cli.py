@@ -335,7 +335,13 @@ def simulate(
     phone: Annotated[str, typer.Option(help="The customer's phone number.")] = "+14155550123",
     amount: Annotated[int, typer.Option(help="In the currency's smallest unit.", min=0)] = 2000,
     currency: Annotated[str, typer.Option(help="Three-letter currency code.")] = "usd",
-    livemode: Annotated[bool, typer.Option(help="Send as a live-mode event.")] = False,
+    livemode: Annotated[
+        bool,
+        typer.Option(
+            help="Send as a live-mode event, signed with a live: (or unmarked) secret of "
+            "STRIPE_WEBHOOK_SECRET; the development secret signs only test-mode events."
+        ),
+    ] = False,
     api_version: Annotated[
         str | None,
         typer.Option(
