@@ -6,8 +6,8 @@ shapes: one long item (``t=1,v1=aaaa...``) and millions of short ones (``x=1,x=1
 what made the split on the event loop cost seconds). Meanwhile a thread asks ``/healthz``
 every 10 ms. Prints, as JSON, for each shape: the median and the slowest time from the
 first byte sent to the answer read, the answer's status, and ``/healthz``'s median and
-slowest latency while those requests were served; then the server's resident memory
-before and after. About 15 s; everything it starts is stopped at the end.
+slowest latency while those requests were served (and idle, before them); then the
+server's resident memory before and after. About 15 s; everything it starts is stopped at the end.
 """
 
 from __future__ import annotations
@@ -94,6 +94,12 @@ def measure(requests: int, logs: Path) -> dict[str, Any]:
     with running("payherald-serve", payherald("serve", "--port", str(port)), env, logs) as p:
         p.wait_http(f"http://127.0.0.1:{port}/healthz")
         results["rss_before_mib"] = p.rss_mb()
+        idle = HealthPoller(f"http://127.0.0.1:{port}/healthz")
+        idle.start()
+        time.sleep(0.5)
+        idle.stopped.set()
+        idle.join()
+        results["healthz_idle"] = milliseconds(idle.latencies)
         for shape, make in SHAPES.items():
             header = make(HEADER_BYTES)
             poller = HealthPoller(f"http://127.0.0.1:{port}/healthz")
