@@ -303,6 +303,7 @@ ITEM = st.one_of(
     TIMES.map(lambda t: f"v1={_signature(t, OTHER_SECRET)}"),
     TIMES.map(lambda t: f"v0={_signature(t)}"),
     st.text(alphabet="0123456789abcdef", min_size=64, max_size=64).map(lambda h: f"v1={h}"),
+    st.sampled_from(["v1=" + "é" * 64, "v1=" + "A" * 64, "v1=", "t=", "t=+1"]),
     st.text(max_size=12),
 )
 SPACE = st.sampled_from(["", "", "", "", "", " ", "\t", "\n"])
@@ -324,10 +325,15 @@ HEADER = st.one_of(
 )
 
 
-def exactly_one_fresh_signed_timestamp(header: str) -> bool:
-    """Whether ``header`` is, item for item, a single t=<fresh> and a v1 over it (with
-    any other well-formed items beside): what the SDK's generator makes, and nothing else."""
+def stripe_would_sign(header: str, *, body: bytes, now: int, secret: str = SECRET) -> bool:
+    """Whether ``header`` is what Stripe sends for ``body`` at ``now``: items name=value
+    without spaces, at most 16 in at most 4096 bytes, one t of plain digits within 300 s
+    of ``now``, every v1 64 lowercase hex digits and one of them the SDK's signature over
+    that t (other schemes beside are allowed). Written from the SDK's rules, apart from
+    the verifier's code."""
     items = [item.partition("=") for item in header.split(",")]
+    if len(header) > 4096 or len(items) > 16:
+        return False
     if any(
         not eq or not name or name.strip() != name or value.strip() != value
         for name, eq, value in items
@@ -337,9 +343,17 @@ def exactly_one_fresh_signed_timestamp(header: str) -> bool:
     if len(times) != 1 or not times[0].isascii() or not times[0].isdigit():
         return False
     timestamp = int(times[0])
-    return abs(timestamp - FRESH) <= 300 and any(
-        name == "v1" and value == _signature(timestamp) for name, _, value in items
+    signatures = [value for name, _, value in items if name == "v1"]
+    expected = sign(body, secret, timestamp=timestamp).split("v1=")[1]
+    return (
+        abs(timestamp - now) <= 300
+        and all(len(v1) == 64 and set(v1) <= set("0123456789abcdef") for v1 in signatures)
+        and expected in signatures
     )
+
+
+def exactly_one_fresh_signed_timestamp(header: str) -> bool:
+    return stripe_would_sign(header, body=BODY, now=FRESH)
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
