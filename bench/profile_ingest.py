@@ -30,7 +30,7 @@ BATCH = 64  # the load generator's concurrent senders
 def main() -> None:
     from pyinstrument import Profiler
 
-    from payherald import WebhookVerifier, build, load_settings, parse_event
+    from payherald import WebhookVerifier, build, load_settings
     from payherald.clock import SystemClock
     from payherald.ingest import plan_event
 
@@ -49,8 +49,7 @@ def main() -> None:
         for start in range(0, len(requests), BATCH):
             batch = []
             for body, header, _intent in requests[start : start + BATCH]:
-                verifier.verify(body, header)
-                batch.append(parse_event(body))
+                batch.append(verifier.receive(body, header))
             ph.store.record_events([plan_event(ph.rules, event) for event in batch])
         profiler.stop()
         elapsed = time.perf_counter() - started

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
         WebhookRejected,
     )
     from payherald.settings import Settings, load_settings
-    from payherald.webhook import StripeEvent, WebhookVerifier, parse_event
+    from payherald.webhook import SigningSecret, StripeEvent, WebhookVerifier, parse_event
 
 # Where each public name lives. Imported on first use (PEP 562), so that `payherald --help`
 # does not pay for FastAPI, Stripe and Twilio.
@@ -55,6 +55,7 @@ _HOMES = {
     "WebhookRejected": "exceptions",
     "Settings": "settings",
     "load_settings": "settings",
+    "SigningSecret": "webhook",
     "StripeEvent": "webhook",
     "WebhookVerifier": "webhook",
     "parse_event": "webhook",
@@ -93,6 +94,7 @@ __all__ = [
     "SchemaOutOfDate",
     "Settings",
     "SignatureInvalid",
+    "SigningSecret",
     "StoreUnavailable",
     "StripeEvent",
     "SystemClock",

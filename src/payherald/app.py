@@ -41,7 +41,7 @@ from payherald.settings import Settings
 from payherald.store import Store
 from payherald.stripe_sync import ConsentWriteBack
 from payherald.wakeup import listen_for_work
-from payherald.webhook import WebhookVerifier
+from payherald.webhook import SigningSecret, WebhookVerifier
 from payherald.worker import Worker
 
 __all__ = ["Payherald", "build"]
@@ -200,10 +200,12 @@ def build(
     store.check_schema()
 
     secrets = settings.webhook_secrets
+    signing = [SigningSecret(secret, mode) for mode, secret in settings.marked_webhook_secrets]
     development_secret = None
     if not secrets:
         development_secret = store.development_secret()
         secrets = [development_secret]
+        signing = [SigningSecret(development_secret, "test", development=True)]
 
     path, required = settings.rules_file
     config = load_config(path, required=required)
@@ -257,7 +259,7 @@ def build(
     )
     http_app = create_http_app(
         store=store,
-        verifier=WebhookVerifier(secrets=secrets, clock=clock),
+        verifier=WebhookVerifier(secrets=signing, clock=clock),
         rules=rules,
         on_queued=worker.wake,
         twilio_auth_token=(

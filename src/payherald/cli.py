@@ -114,6 +114,47 @@ def _settings() -> Settings:
     return settings
 
 
+def _build(settings: Settings, *, migrate_schema: bool = False) -> Payherald:
+    """payherald built from ``settings``; its development secret, when it made one, is
+    scrubbed from the logs like the configured secrets."""
+    from payherald.app import build
+    from payherald.logs import configure_logging
+
+    ph = _guard(lambda: build(settings, migrate_schema=migrate_schema))
+    if ph.development_secret:
+        configure_logging(
+            secrets=[*settings.secret_values(), ph.development_secret],
+            log_format=settings.log_format,
+        )
+    return ph
+
+
+def _refuse_development_secret(ph: Payherald, *, dev: bool) -> None:
+    """Exit with a sentence if ``ph`` would take events signed with the development
+    secret while something real is configured (a provider channel or a live key),
+    unless the operator passed --dev."""
+    if ph.development_secret is None or dev:
+        return
+    real = list(ph.channels)
+    if ph.settings.stripe_key_mode == "live":
+        real.append("a live Stripe key")
+    if real:
+        raise _fail(
+            f"STRIPE_WEBHOOK_SECRET is not set and real sending is configured "
+            f"({', '.join(real)}): set STRIPE_WEBHOOK_SECRET to your endpoint's signing "
+            "secret (`payherald endpoint register https://your-host` prints it), or pass "
+            "--dev to try payherald out with its development secret."
+        )
+
+
+def _development_fingerprint(secret: str) -> str:
+    """How the development secret is shown: enough to tell two apart, never enough to
+    sign with (`simulate` reads the secret itself from the store)."""
+    from payherald.endpoints import secret_fingerprint
+
+    return f"whsec_dev_…{secret_fingerprint(secret)[:8]}"
+
+
 def _store(settings: Settings) -> Store:
     from payherald.clock import SystemClock
     from payherald.database import create_store_engine
@@ -140,7 +181,7 @@ def _announce(ph: Payherald, *, host: str, port: int, worker: bool) -> None:
     if ph.development_secret:
         err.print(
             "  [yellow]No STRIPE_WEBHOOK_SECRET set: using the development secret "
-            f"{escape(ph.development_secret)}[/]\n"
+            f"{escape(_development_fingerprint(ph.development_secret))}[/] for test-mode events\n"
             "  (kept in the database; `payherald simulate` signs with it too). Set "
             "STRIPE_WEBHOOK_SECRET before pointing Stripe here.",
             markup=True,
@@ -198,27 +239,34 @@ def _serve(ph: Payherald, listener: socket.socket, *, with_worker: bool) -> None
 
 HostOption = Annotated[str, typer.Option(help="Address to listen on.")]
 PortOption = Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)]
+DevOption = Annotated[
+    bool,
+    typer.Option(
+        "--dev",
+        help="Accept test-mode events signed with the development secret even though a "
+        "provider or a live key is configured, for trying payherald out (only without "
+        "STRIPE_WEBHOOK_SECRET).",
+    ),
+]
 
 
 @app.command()
-def run(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
+def run(host: HostOption = "127.0.0.1", port: PortOption = 8000, dev: DevOption = False) -> None:
     """Server, worker and schema in one process: the way to start on one machine."""
-    from payherald.app import build
-
     settings = _settings()
-    ph = _guard(lambda: build(settings, migrate_schema=True))
+    ph = _build(settings, migrate_schema=True)
+    _refuse_development_secret(ph, dev=dev)
     listener = _listen(host, port)
     _announce(ph, host=host, port=port, worker=True)
     _serve(ph, listener, with_worker=True)
 
 
 @app.command()
-def serve(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
+def serve(host: HostOption = "127.0.0.1", port: PortOption = 8000, dev: DevOption = False) -> None:
     """Only the HTTP server (webhooks and health); run `payherald worker` beside it."""
-    from payherald.app import build
-
     settings = _settings()
-    ph = _guard(lambda: build(settings))
+    ph = _build(settings)
+    _refuse_development_secret(ph, dev=dev)
     listener = _listen(host, port)
     _announce(ph, host=host, port=port, worker=False)
     _serve(ph, listener, with_worker=False)
@@ -232,10 +280,8 @@ def worker(
     ] = None,
 ) -> None:
     """Only the worker: claims queued notifications and sends them."""
-    from payherald.app import build
-
     settings = _settings()
-    ph = _guard(lambda: build(settings))
+    ph = _build(settings)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -285,7 +331,13 @@ def simulate(
     phone: Annotated[str, typer.Option(help="The customer's phone number.")] = "+14155550123",
     amount: Annotated[int, typer.Option(help="In the currency's smallest unit.", min=0)] = 2000,
     currency: Annotated[str, typer.Option(help="Three-letter currency code.")] = "usd",
-    livemode: Annotated[bool, typer.Option(help="Send as a live-mode event.")] = False,
+    livemode: Annotated[
+        bool,
+        typer.Option(
+            help="Send as a live-mode event, signed with a live: (or unmarked) secret of "
+            "STRIPE_WEBHOOK_SECRET; the development secret signs only test-mode events."
+        ),
+    ] = False,
     api_version: Annotated[
         str | None,
         typer.Option(
@@ -313,8 +365,22 @@ def simulate(
         raise _fail(f"--api-version: {reason}")
     target = _webhook_target(url)
     settings = _settings()
+    mode = "live" if livemode else "test"
+    if livemode and not settings.webhook_secrets:
+        raise _fail(
+            "simulate --livemode needs STRIPE_WEBHOOK_SECRET, the signing secret of the "
+            "endpoint payherald takes live events on: payherald refuses live-mode events "
+            "signed with its development secret."
+        )
+    signing = [secret for mark, secret in settings.marked_webhook_secrets if mark in (None, mode)]
+    if settings.webhook_secrets and not signing:
+        raise _fail(
+            f"STRIPE_WEBHOOK_SECRET has no secret marked {mode}: (nor an unmarked one) to sign "
+            f"a {mode}-mode event with; add the {mode} endpoint's secret, or "
+            + ("drop --livemode." if livemode else "pass --livemode.")
+        )
     store = None if settings.webhook_secrets and wait <= 0 else _store(settings)
-    secret = settings.webhook_secrets[0] if settings.webhook_secrets else None
+    secret = signing[0] if signing else None
     if secret is None:
         assert store is not None
         secret = _guard(store.development_secret)

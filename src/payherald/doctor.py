@@ -117,18 +117,6 @@ def _store_file_check(store: Store) -> Check | None:
     )
 
 
-def _key_mode(key: str) -> str | None:
-    for prefix, mode in (
-        ("sk_test_", "test"),
-        ("rk_test_", "test"),
-        ("sk_live_", "live"),
-        ("rk_live_", "live"),
-    ):
-        if key.startswith(prefix):
-            return mode
-    return None
-
-
 def _stripe_checks(
     settings: Settings,
     store: Store,
@@ -149,7 +137,7 @@ def _stripe_checks(
             "Endpoints is enough)",
         )
     else:
-        mode = _key_mode(settings.stripe_secret_key.get_secret_value())
+        mode = settings.stripe_key_mode
         works = (
             f"works ({mode} mode)"
             if mode
@@ -218,11 +206,7 @@ def _stripe_checks(
     problems = []
     if getattr(endpoint, "status", "enabled") != "enabled":
         problems.append("it is disabled")
-    mode = (
-        _key_mode(settings.stripe_secret_key.get_secret_value())
-        if settings.stripe_secret_key
-        else None
-    )
+    mode = settings.stripe_key_mode
     if mode is not None and bool(endpoint.livemode) != (mode == "live"):
         problems.append(
             f"it is a {'live' if endpoint.livemode else 'test'}-mode endpoint but the key is "

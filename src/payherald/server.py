@@ -42,7 +42,7 @@ from payherald.metrics import Metrics
 from payherald.recipients import mask_address
 from payherald.rules import RuleBook
 from payherald.store import RecordResult, Store
-from payherald.webhook import MAX_BODY_BYTES, StripeEvent, WebhookVerifier, parse_event
+from payherald.webhook import MAX_BODY_BYTES, StripeEvent, WebhookVerifier
 
 __all__ = ["BODY_TIMEOUT_SECONDS", "create_http_app"]
 
@@ -140,8 +140,7 @@ def create_http_app(
         client = request.client.host if request.client else None
         try:
             body = await _read_body(request)
-            verifier.verify(body, request.headers.get("stripe-signature"))
-            event = parse_event(body)
+            event = verifier.receive(body, request.headers.get("stripe-signature"))
         except WebhookRejected as exc:
             metrics.rejected()
             _log.warning(

@@ -30,6 +30,7 @@ __all__ = ["Settings", "load_settings"]
 # Backfill fetches events up to 30 days old (Stripe keeps them that long) and Stripe retries
 # a webhook for 3 days: an event pruned later than that can never come again.
 MIN_RETENTION_DAYS = 30
+_MODES: dict[str, Literal["live", "test"]] = {"live": "live", "test": "test"}
 _PLACEHOLDER_MARKERS = ("...", "xxxxxx", "changeme", "<", ">", "your_", "replace_me")
 
 
@@ -113,9 +114,15 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check(self) -> Settings:
         problems: list[str] = []
-        for index, secret in enumerate(self.webhook_secrets, start=1):
+        for index, (mark, secret) in enumerate(self._marked_webhook_secrets(), start=1):
             where = "STRIPE_WEBHOOK_SECRET" + (f" (entry {index})" if index > 1 else "")
-            if not secret.startswith("whsec_") or _looks_like_placeholder(secret):
+            if mark is not None and mark not in _MODES:
+                problems.append(
+                    f"{where} is marked {mark!r}, which is neither live nor test: write "
+                    "live:whsec_... for the live endpoint's secret and test:whsec_... for a "
+                    "test endpoint's (or the secret alone to accept either mode)."
+                )
+            elif not secret.startswith("whsec_") or _looks_like_placeholder(secret):
                 problems.append(
                     f"{where} does not look like a Stripe signing secret: it should start with "
                     "whsec_. Copy it from the webhook endpoint's page in the Stripe Dashboard or "
@@ -230,11 +237,40 @@ class Settings(BaseSettings):
 
     @property
     def webhook_secrets(self) -> list[str]:
-        """The configured Stripe signing secrets, in order; empty when none is set."""
+        """The configured Stripe signing secrets, in order, without their marks; empty
+        when none is set."""
+        return [secret for _mark, secret in self._marked_webhook_secrets()]
+
+    @property
+    def marked_webhook_secrets(self) -> list[tuple[Literal["live", "test"] | None, str]]:
+        """Each configured signing secret with the mode of the events it may sign: "live"
+        for an entry written live:whsec_..., "test" for test:whsec_..., None (either) for
+        an unmarked one."""
+        return [
+            (_MODES.get(mark) if mark else None, secret)
+            for mark, secret in self._marked_webhook_secrets()
+        ]
+
+    def _marked_webhook_secrets(self) -> list[tuple[str | None, str]]:
         if self.stripe_webhook_secret is None:
             return []
         raw = self.stripe_webhook_secret.get_secret_value()
-        return [part.strip() for part in raw.split(",") if part.strip()]
+        entries = [part.strip() for part in raw.split(",") if part.strip()]
+        # A Stripe secret has no colon, so one is the end of a mark.
+        return [
+            (mark.strip().lower(), secret.strip()) if colon else (None, entry)
+            for entry in entries
+            for mark, colon, secret in [entry.partition(":")]
+        ]
+
+    @property
+    def stripe_key_mode(self) -> Literal["live", "test"] | None:
+        """The mode of STRIPE_SECRET_KEY by its prefix; None without a key (or with one
+        whose prefix says none)."""
+        key = self.stripe_secret_key.get_secret_value() if self.stripe_secret_key else ""
+        if key.startswith(("sk_live_", "rk_live_")):
+            return "live"
+        return "test" if key.startswith(("sk_test_", "rk_test_")) else None
 
     @property
     def rules_file(self) -> tuple[Path, bool]:

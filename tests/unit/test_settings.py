@@ -45,6 +45,52 @@ def test_a_webhook_secret_that_is_not_one_says_where_to_find_it(
         load_settings()
 
 
+def test_webhook_secrets_marked_live_or_test_keep_their_mark(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "live:whsec_one, TEST: whsec_two,whsec_three")
+    settings = load_settings()
+    assert settings.marked_webhook_secrets == [
+        ("live", "whsec_one"),
+        ("test", "whsec_two"),
+        (None, "whsec_three"),
+    ]
+    # Those that only need the secrets (doctor's fingerprints, endpoint) get them bare.
+    assert settings.webhook_secrets == ["whsec_one", "whsec_two", "whsec_three"]
+    assert set(settings.secret_values()) >= {"whsec_one", "whsec_two", "whsec_three"}
+
+
+def test_a_webhook_secret_with_an_unknown_mark_is_one_sentence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "live:whsec_one,prod:whsec_two")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    (line,) = caught.value.message.splitlines()
+    assert (
+        "STRIPE_WEBHOOK_SECRET (entry 2) is marked 'prod', which is neither live nor test" in line
+    )
+    assert "live:whsec_..." in line
+    assert "whsec_two" not in line
+
+
+@pytest.mark.parametrize(
+    ("key", "mode"),
+    [
+        ("sk_live_abc123", "live"),
+        ("rk_live_abc123", "live"),
+        ("sk_test_abc123", "test"),
+        (None, None),
+    ],
+)
+def test_the_stripe_key_mode_is_read_from_its_prefix(
+    monkeypatch: pytest.MonkeyPatch, key: str | None, mode: str | None
+) -> None:
+    if key:
+        monkeypatch.setenv("STRIPE_SECRET_KEY", key)
+    assert load_settings().stripe_key_mode == mode
+
+
 def test_a_bad_stripe_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STRIPE_SECRET_KEY", "pk_test_123")
     with pytest.raises(ConfigurationError, match="STRIPE_SECRET_KEY"):

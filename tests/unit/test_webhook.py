@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
-from payherald import FrozenClock, MalformedEvent, SignatureInvalid, WebhookVerifier, parse_event
+from payherald import (
+    FrozenClock,
+    MalformedEvent,
+    SignatureInvalid,
+    SigningSecret,
+    WebhookVerifier,
+    parse_event,
+)
+from payherald.webhook import MAX_SIGNATURE_HEADER_BYTES, MAX_SIGNATURE_ITEMS
 from tests.support import OTHER_SECRET, SECRET, event_body, sign
 
 BODY = event_body()
@@ -99,7 +111,7 @@ def test_v0_only_header_is_refused(verifier: WebhookVerifier, clock: FrozenClock
 
 def test_non_utf8_body_is_refused(verifier: WebhookVerifier, clock: FrozenClock) -> None:
     with pytest.raises(SignatureInvalid, match="UTF-8"):
-        verifier.verify(b"\xff\xfe", f"t={now(clock)},v1=00")
+        verifier.verify(b"\xff\xfe", f"t={now(clock)},v1={'0' * 64}")
 
 
 def test_error_messages_never_contain_the_secret(
@@ -196,3 +208,225 @@ def test_parse_event_takes_the_ids_types_and_versions_stripe_sends() -> None:
         "v1.billing.meter.error_report_triggered",
         "2025-03-31.basil",
     )
+
+
+# -- the one reading of the header ---------------------------------------------------------
+
+DAY = 86400
+
+
+def test_a_stale_signature_behind_a_fresh_decoy_timestamp_is_refused(
+    verifier: WebhookVerifier, clock: FrozenClock
+) -> None:
+    # A request signed 30 days ago, replayed with a fresh t= put in front, once read as
+    # fresh (the stripped name) while the signature was checked over the old t.
+    old = sign(BODY, timestamp=now(clock) - 30 * DAY)
+    with pytest.raises(SignatureInvalid, match="malformed"):
+        verifier.verify(BODY, f"x=1, t={now(clock)},{old}")
+    with pytest.raises(SignatureInvalid, match="more than one timestamp"):
+        verifier.verify(BODY, f"t={now(clock)},{old}")
+
+
+@pytest.mark.parametrize(
+    "decorate",
+    [
+        lambda h: " " + h,
+        lambda h: h + " ",
+        lambda h: h.replace(",", ", "),
+        lambda h: h.replace("t=", "t =", 1),
+        lambda h: h.replace("v1=", "v1= ", 1),
+        lambda h: h + ",",
+        lambda h: h + ",junk",
+    ],
+)
+def test_whitespace_or_empty_items_in_a_valid_header_are_refused(
+    verifier: WebhookVerifier, clock: FrozenClock, decorate: Any
+) -> None:
+    with pytest.raises(SignatureInvalid, match="malformed"):
+        verifier.verify(BODY, decorate(sign(BODY, timestamp=now(clock))))
+
+
+@pytest.mark.parametrize("written", ["+{t}", "{t}.0", "0x{t:x}", "{t}_0", "-{t}", "١٢٣"])
+def test_a_timestamp_that_is_not_plain_digits_is_refused(
+    verifier: WebhookVerifier, clock: FrozenClock, written: str
+) -> None:
+    signature = sign(BODY, timestamp=now(clock)).split(",")[1]
+    with pytest.raises(SignatureInvalid, match="not a Unix time"):
+        verifier.verify(BODY, f"t={written.format(t=now(clock))},{signature}")
+
+
+@pytest.mark.parametrize(
+    "v1",
+    ["é" * 64, "A" * 64, "0" * 63, "0" * 65, "0" * 32 + "g" * 32, "\u0661" * 64],
+)
+def test_a_v1_that_is_not_64_lowercase_hex_digits_is_refused(
+    verifier: WebhookVerifier, clock: FrozenClock, v1: str
+) -> None:
+    with pytest.raises(SignatureInvalid, match="64 lowercase hex"):
+        verifier.verify(BODY, f"t={now(clock)},v1={v1}")
+
+
+def test_a_header_over_the_limit_is_refused_by_its_length(verifier: WebhookVerifier) -> None:
+    header = "t=1," + "x=1," * (8 * 1024 * 1024 // 4)
+    with pytest.raises(SignatureInvalid, match=f"at most {MAX_SIGNATURE_HEADER_BYTES}"):
+        verifier.verify(BODY, header)
+
+
+def test_a_header_at_the_limit_is_read(verifier: WebhookVerifier, clock: FrozenClock) -> None:
+    header = sign(BODY, timestamp=now(clock))
+    padded = header + ",v0=" + "0" * (MAX_SIGNATURE_HEADER_BYTES - len(header) - 4)
+    assert len(padded) == MAX_SIGNATURE_HEADER_BYTES
+    verifier.verify(BODY, padded)
+
+
+def test_more_items_than_the_limit_are_refused(
+    verifier: WebhookVerifier, clock: FrozenClock
+) -> None:
+    header = sign(BODY, timestamp=now(clock))
+    extra = ",".join(["v0=0"] * (MAX_SIGNATURE_ITEMS - 2))
+    verifier.verify(BODY, f"{header},{extra}")  # exactly the limit
+    with pytest.raises(SignatureInvalid, match=f"more than {MAX_SIGNATURE_ITEMS} items"):
+        verifier.verify(BODY, f"{header},{extra},v0=0")
+
+
+# -- live and test secrets -----------------------------------------------------------------
+
+LIVE = event_body(livemode=True)
+TEST = event_body(livemode=False)
+
+
+def test_an_event_is_accepted_only_by_a_secret_marked_for_its_mode(clock: FrozenClock) -> None:
+    verifier = WebhookVerifier(
+        secrets=[SigningSecret(SECRET, "live"), SigningSecret(OTHER_SECRET, "test")], clock=clock
+    )
+    assert verifier.receive(LIVE, sign(LIVE, SECRET, timestamp=now(clock))).livemode is True
+    assert verifier.receive(TEST, sign(TEST, OTHER_SECRET, timestamp=now(clock))).livemode is False
+    with pytest.raises(SignatureInvalid, match="live-mode event is signed with a secret marked"):
+        verifier.receive(LIVE, sign(LIVE, OTHER_SECRET, timestamp=now(clock)))
+    with pytest.raises(SignatureInvalid, match="test-mode event is signed with a secret marked"):
+        verifier.receive(TEST, sign(TEST, SECRET, timestamp=now(clock)))
+
+
+def test_an_unmarked_secret_signs_either_mode(
+    verifier: WebhookVerifier, clock: FrozenClock
+) -> None:
+    assert verifier.receive(LIVE, sign(LIVE, timestamp=now(clock))).livemode is True
+    assert verifier.receive(TEST, sign(TEST, timestamp=now(clock))).livemode is False
+
+
+def test_the_development_secret_signs_test_mode_events_only(clock: FrozenClock) -> None:
+    development = SigningSecret("whsec_dev_" + "0" * 32, "test", development=True)
+    verifier = WebhookVerifier(secrets=[development], clock=clock)
+    verifier.receive(TEST, sign(TEST, development.secret, timestamp=now(clock)))
+    with pytest.raises(SignatureInvalid, match="development secret"):
+        verifier.receive(LIVE, sign(LIVE, development.secret, timestamp=now(clock)))
+
+
+def test_a_signing_secret_does_not_show_its_value() -> None:
+    assert SECRET not in repr(SigningSecret(SECRET, "live"))
+
+
+# -- no header but one valid, fresh, signed one is accepted ---------------------------------
+
+STILL = FrozenClock()  # never advanced: freshness is decided on FRESH alone
+FRESH = int(STILL.now().timestamp())
+TIMES = st.sampled_from([FRESH, FRESH - 30 * DAY, FRESH + 301, FRESH - 301, FRESH + 42])
+
+
+@functools.cache
+def _signature(timestamp: int, secret: str = SECRET) -> str:
+    return sign(BODY, secret, timestamp=timestamp).split("v1=")[1]
+
+
+ITEM = st.one_of(
+    TIMES.map(lambda t: f"t={t}"),
+    TIMES.map(lambda t: f"v1={_signature(t)}"),
+    TIMES.map(lambda t: f"v1={_signature(t, OTHER_SECRET)}"),
+    TIMES.map(lambda t: f"v0={_signature(t)}"),
+    st.text(alphabet="0123456789abcdef", min_size=64, max_size=64).map(lambda h: f"v1={h}"),
+    st.sampled_from(["v1=" + "é" * 64, "v1=" + "A" * 64, "v1=", "t=", "t=+1"]),
+    st.text(max_size=12),
+)
+SPACE = st.sampled_from(["", "", "", "", "", " ", "\t", "\n"])
+
+
+def _spaced(items: list[str]) -> st.SearchStrategy[str]:
+    return st.tuples(*(st.tuples(SPACE, st.just(item), SPACE) for item in items)).map(
+        lambda parts: ",".join(before + item + after for before, item, after in parts)
+    )
+
+
+# Random items; and the valid pair, shuffled among random items, sometimes spaced.
+HEADER = st.one_of(
+    st.lists(ITEM, max_size=6).flatmap(_spaced),
+    st.lists(ITEM, max_size=4)
+    .flatmap(lambda extra: st.permutations([f"t={FRESH}", f"v1={_signature(FRESH)}", *extra]))
+    .flatmap(_spaced),
+    st.text(max_size=200),
+)
+
+
+def stripe_would_sign(header: str, *, body: bytes, now: int, secret: str = SECRET) -> bool:
+    """Whether ``header`` is what Stripe sends for ``body`` at ``now``: items name=value
+    without spaces, at most 16 in at most 4096 bytes, one t of plain digits within 300 s
+    of ``now``, every v1 64 lowercase hex digits and one of them the SDK's signature over
+    that t (other schemes beside are allowed). Written from the SDK's rules, apart from
+    the verifier's code."""
+    items = [item.partition("=") for item in header.split(",")]
+    if len(header) > 4096 or len(items) > 16:
+        return False
+    if any(
+        not eq or not name or name.strip() != name or value.strip() != value
+        for name, eq, value in items
+    ):
+        return False
+    times = [value for name, _, value in items if name == "t"]
+    if len(times) != 1 or not times[0].isascii() or not times[0].isdigit():
+        return False
+    timestamp = int(times[0])
+    signatures = [value for name, _, value in items if name == "v1"]
+    expected = sign(body, secret, timestamp=timestamp).split("v1=")[1]
+    return (
+        abs(timestamp - now) <= 300
+        and all(len(v1) == 64 and set(v1) <= set("0123456789abcdef") for v1 in signatures)
+        and expected in signatures
+    )
+
+
+def exactly_one_fresh_signed_timestamp(header: str) -> bool:
+    return stripe_would_sign(header, body=BODY, now=FRESH)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(header=HEADER)
+def test_only_one_valid_fresh_signed_timestamp_is_accepted(header: str) -> None:
+    reason = None
+    try:
+        WebhookVerifier(secrets=[SECRET], clock=STILL).verify(BODY, header)
+    except SignatureInvalid as refused:
+        reason = refused.message
+    event("accepted" if reason is None else "refused")
+    assert (reason is None) == exactly_one_fresh_signed_timestamp(header), (header, reason)
+    assert reason is None or SECRET not in reason
+
+
+WELL_FORMED_OTHER_ITEM = st.one_of(
+    TIMES.map(lambda t: f"v1={_signature(t, OTHER_SECRET)}"),
+    TIMES.map(lambda t: f"v0={_signature(t)}"),
+    st.text(alphabet="0123456789abcdef", min_size=64, max_size=64).map(lambda h: f"v1={h}"),
+    st.from_regex(r"[a-z][a-z0-9]{0,3}=[A-Za-z0-9_]{0,8}", fullmatch=True).filter(
+        lambda item: not item.startswith(("t=", "v1="))
+    ),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    before=st.lists(WELL_FORMED_OTHER_ITEM, max_size=4),
+    after=st.lists(WELL_FORMED_OTHER_ITEM, max_size=4),
+)
+def test_a_valid_header_among_other_well_formed_items_is_accepted(
+    before: list[str], after: list[str]
+) -> None:
+    header = ",".join([*before, f"t={FRESH}", f"v1={_signature(FRESH)}", *after])
+    WebhookVerifier(secrets=[SECRET], clock=STILL).verify(BODY, header)
