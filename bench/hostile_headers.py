@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import socket
 import statistics
 import subprocess
@@ -49,9 +50,15 @@ def hostile_request(port: int, header: str) -> tuple[float, int]:
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
         sock.sendall(request)
         answer = b""
+        # Until the whole answer is read (its head and Content-Length bytes), not until the
+        # server closes: it may linger a little to read what a client still sends.
         while chunk := sock.recv(65536):
             answer += chunk
-    elapsed = time.perf_counter() - started
+            head, _, rest = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length: *(\d+)", head)
+            if _ and length and len(rest) >= int(length.group(1)):
+                break
+        elapsed = time.perf_counter() - started
     status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
     return elapsed, status
 

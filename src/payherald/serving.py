@@ -12,6 +12,13 @@ the tests. Its bounds:
   ``server._read_body``, answered 408). A response sent before its request's body was all
   read (408, 413, or a route that reads no body) closes the connection, rather than
   reading and dropping the rest for as long as the client sends it.
+- A request head may be at most ``MAX_HEAD_BYTES`` (64 KiB, far above any Stripe or Twilio
+  request's); a longer one is answered 431 as soon as that much has arrived, so a client
+  cannot make payherald hold or parse megabytes of headers (uvicorn's httptools parser
+  has no limit of its own). What the client still sends is read and dropped unparsed for
+  at most ``LINGER_SECONDS`` before the connection is closed, so that a client that writes
+  its whole request before reading still reads the answer (closing on unread data would
+  reset the connection and lose it).
 - A request on a connection past PAYHERALD_HTTP_MAX_CONNECTIONS open ones (idle
   kept-alive ones count) is answered 503 by uvicorn (``limit_concurrency``); requests are
   served again once connections close.
@@ -20,6 +27,7 @@ the tests. Its bounds:
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import structlog
@@ -28,7 +36,16 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from payherald.settings import Settings
 
-__all__ = ["BoundedHttpProtocol", "uvicorn_config"]
+__all__ = ["LINGER_SECONDS", "MAX_HEAD_BYTES", "BoundedHttpProtocol", "uvicorn_config"]
+
+MAX_HEAD_BYTES = 64 * 1024
+LINGER_SECONDS = 2.0
+_HEAD_TOO_LARGE = json.dumps(
+    {
+        "error": f"The request's headers are larger than {MAX_HEAD_BYTES // 1024} KiB; "
+        "payherald takes Stripe's and Twilio's requests, whose headers are far smaller."
+    }
+).encode()
 
 _log = structlog.get_logger("payherald.serving")
 
@@ -52,6 +69,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             raise TypeError("BoundedHttpProtocol is served with a BoundedConfig")
         self._header_timeout = config.header_timeout
         self._head_deadline: asyncio.TimerHandle | None = None
+        self._head_bytes = 0
+        self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -60,6 +79,17 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_deadline()
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # the rest of a refused request, dropped unparsed
+        super().data_received(data)
+        # A head is being read while its deadline is armed; the parser has taken at most
+        # one read more than the limit when this refuses it.
+        if self._head_deadline is not None and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse_large_head()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -82,9 +112,26 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._head_deadline = self.loop.call_later(self._header_timeout, self._head_late)
 
     def _cancel_head_deadline(self) -> None:
+        self._head_bytes = 0
         if self._head_deadline is not None:
             self._head_deadline.cancel()
             self._head_deadline = None
+
+    def _refuse_large_head(self) -> None:
+        self._cancel_head_deadline()
+        _log.warning(
+            "request_head_too_large",
+            client=self.client[0] if self.client else None,
+            limit=MAX_HEAD_BYTES,
+        )
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\n"
+            b"content-length: " + str(len(_HEAD_TOO_LARGE)).encode() + b"\r\n"
+            b"connection: close\r\n\r\n" + _HEAD_TOO_LARGE
+        )
+        self._refused = True
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def _head_late(self) -> None:
         self._head_deadline = None
