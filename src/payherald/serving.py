@@ -71,6 +71,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._head_deadline: asyncio.TimerHandle | None = None
         self._head_bytes = 0
         self._refused = False
+        # Between requests on a kept-alive connection: what arrives next is a head.
+        self._idle = True
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -83,10 +85,18 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # the rest of a refused request, dropped unparsed
+        reading_head = self._idle or self._head_deadline is not None
+        if reading_head:
+            # Counted before the parser sees it: the head's part of this read (up to the
+            # blank line that ends it; a body may follow in the same read).
+            end = data.find(b"\r\n\r\n")
+            self._head_bytes += len(data) if end < 0 else end + 4
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse_large_head()
+                return
         super().data_received(data)
-        # A head is being read while its deadline is armed; the parser has taken at most
-        # one read more than the limit when this refuses it.
-        if self._head_deadline is not None and not self.transport.is_closing():
+        if not reading_head and self._head_deadline is not None and not self.transport.is_closing():
+            # The next request on a kept-alive connection began in this read: count it.
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._refuse_large_head()
@@ -96,6 +106,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._arm_head_deadline()
 
     def on_headers_complete(self) -> None:
+        self._idle = False
         self._cancel_head_deadline()
         super().on_headers_complete()
 
@@ -106,6 +117,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if unread and not self.transport.is_closing():
             self.transport.close()
+        self._idle = not self.pipeline
 
     def _arm_head_deadline(self) -> None:
         if self._head_deadline is None:

@@ -98,6 +98,35 @@ def test_an_answer_sent_before_the_body_was_read_closes_the_connection(
     assert waited < 3
 
 
+def _head(padding: int) -> bytes:
+    """A GET /healthz head of about ``padding`` bytes more than a bare one."""
+    pads = b"".join(b"X-Pad-%05d: %s\r\n" % (n, b"p" * 80) for n in range(padding // 96))
+    return b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + pads + b"\r\n"
+
+
+@pytest.mark.parametrize("kept_alive", [False, True])
+def test_a_head_over_64_kib_is_answered_431_and_one_under_it_is_served(
+    bounded: LiveServer, kept_alive: bool
+) -> None:
+    with socket.create_connection(("127.0.0.1", bounded.port)) as sock:
+        sock.settimeout(5)
+        if kept_alive:
+            sock.sendall(_head(0))
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        under = _head(60 * 1024)
+        assert len(under) < 64 * 1024
+        sock.sendall(under)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        # Just over the limit, and all in one write: refused before anyone parses it.
+        over = _head(65 * 1024)
+        assert len(over) > 64 * 1024
+        sock.sendall(over)
+        received, _ = _until_closed(sock)
+    status, _, rest = received.partition(b"\r\n")
+    assert status == b"HTTP/1.1 431 Request Header Fields Too Large"
+    assert b"larger than 64 KiB" in rest
+
+
 @contextlib.contextmanager
 def _open_connections(port: int, count: int) -> Iterator[list[socket.socket]]:
     sockets = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
