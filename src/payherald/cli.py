@@ -118,15 +118,18 @@ def _build(settings: Settings, *, migrate_schema: bool = False) -> Payherald:
     """payherald built from ``settings``; its development secret, when it made one, is
     scrubbed from the logs like the configured secrets."""
     from payherald.app import build
-    from payherald.logs import configure_logging
 
     ph = _guard(lambda: build(settings, migrate_schema=migrate_schema))
     if ph.development_secret:
-        configure_logging(
-            secrets=[*settings.secret_values(), ph.development_secret],
-            log_format=settings.log_format,
-        )
+        _scrub_development_secret(settings, ph.development_secret)
     return ph
+
+
+def _scrub_development_secret(settings: Settings, secret: str) -> None:
+    """Scrub the development secret from the logs, like the configured secrets."""
+    from payherald.logs import configure_logging
+
+    configure_logging(secrets=[*settings.secret_values(), secret], log_format=settings.log_format)
 
 
 def _refuse_development_secret(ph: Payherald, *, dev: bool) -> None:
@@ -384,6 +387,7 @@ def simulate(
     if secret is None:
         assert store is not None
         secret = _guard(store.development_secret)
+        _scrub_development_secret(settings, secret)
     now = SystemClock().now()
     *companions, event = build_simulation(
         event_type,

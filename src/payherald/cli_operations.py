@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 
 from payherald.cli import (
+    _build,
     _error,
     _fail,
     _guard,
@@ -40,9 +41,7 @@ ENDPOINT_FIELDS = ("id", "url", "status", "livemode", "api_version", "enabled_ev
 
 
 def _built(settings: Settings) -> Payherald:
-    from payherald.app import build
-
-    return _guard(lambda: build(settings))
+    return _build(settings)
 
 
 def _stripe(settings: Settings, needed_for: str) -> stripe.StripeClient:

@@ -31,6 +31,7 @@ from jinja2.sandbox import SandboxedEnvironment, safe_range
 from jinja2.visitor import NodeTransformer
 
 from payherald.exceptions import RenderError
+from payherald.terminal import CONTROL_CHARACTERS
 
 __all__ = [
     "MAX_OUTPUT",
@@ -50,17 +51,10 @@ _INT_BITS = 4_096  # a number a template computes: far beyond any amount
 _LOOP = "_payherald_loop"
 _SIZED = "_payherald_sized"
 
-# Dropped from printed values: C0 and C1 controls, and the bidirectional embeddings,
-# overrides, isolates and marks. White space among them becomes a space.
+# Dropped from printed values: the characters that control a terminal or the direction of
+# text (terminal.CONTROL_CHARACTERS). White space among them becomes a space.
 _SPACES = "\t\n\v\f\r\x85\u2028\u2029"
-_DROPPED = (
-    [chr(c) for c in range(0x20)]
-    + [chr(c) for c in range(0x7F, 0xA0)]
-    + [chr(c) for c in range(0x202A, 0x202F)]
-    + [chr(c) for c in range(0x2066, 0x206A)]
-    + ["\u200e", "\u200f", "\u061c", "\u2028", "\u2029"]
-)
-_CLEAN = str.maketrans({c: (" " if c in _SPACES else None) for c in _DROPPED})
+_CLEAN = str.maketrans({c: (" " if c in _SPACES else None) for c in CONTROL_CHARACTERS})
 # The widths and precisions of %-formats and str.format specs.
 _WIDTHS = re.compile(r"%[-+ #0]*(\d*)(?:\.(\d+))?|\{[^{}]*?:[^{}\d]*(\d+)(?:[,_]?\.(\d+))?")
 

@@ -316,15 +316,16 @@ class Settings(BaseSettings):
         return self.sqlalchemy_url.startswith("postgresql")
 
     def secret_values(self) -> list[str]:
-        """Every configured secret, so that logs can be scrubbed of them (the database
-        URL's password too, as written and as decoded)."""
+        """Every configured secret, so that logs can be scrubbed of them (the passwords in
+        the database and SMTP URLs too, as written and as decoded)."""
         values = list(self.webhook_secrets)
-        try:
-            written = urlsplit(self.database_url).password
-        except ValueError:
-            written = None
-        if written:
-            values.extend({written, unquote(written)})
+        for url in (self.database_url, self.smtp_url and self.smtp_url.get_secret_value()):
+            try:
+                written = urlsplit(url).password if url else None
+            except ValueError:
+                written = None
+            if written:
+                values.extend({written, unquote(written)})
         for secret in (
             self.stripe_secret_key,
             self.twilio_auth_token,

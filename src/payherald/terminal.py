@@ -17,11 +17,21 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-__all__ = ["OperatorConsole", "printable"]
+__all__ = ["CONTROL_CHARACTERS", "OperatorConsole", "printable"]
 
-# C0 controls but tab and line feed, DEL, C1 controls (0x9b is a one-byte CSI), and the
-# bidirectional marks, embeddings, overrides and isolates.
-_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# What controls a terminal, or the order and lines text is shown in, instead of showing as
+# text: C0 controls, DEL, C1 controls (0x9b is a one-byte CSI), the line and paragraph
+# separators, and the bidirectional marks, embeddings, overrides and isolates. Templates
+# drop them from customer values (``sandbox``); the terminal shows them escaped.
+CONTROL_CHARACTERS = frozenset(
+    [chr(code) for code in range(0x20)]
+    + [chr(code) for code in range(0x7F, 0xA0)]
+    + [chr(code) for code in range(0x202A, 0x202F)]
+    + [chr(code) for code in range(0x2066, 0x206A)]
+    + ["\u200e", "\u200f", "\u061c", "\u2028", "\u2029"]
+)
+# On a terminal, line feeds and tabs are what a body or a traceback means: kept.
+_UNPRINTABLE = re.compile("[" + re.escape("".join(sorted(CONTROL_CHARACTERS - {"\t", "\n"}))) + "]")
 
 
 def _visible(match: re.Match[str]) -> str:

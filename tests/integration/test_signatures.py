@@ -83,6 +83,19 @@ def test_a_30_day_old_signature_behind_a_fresh_decoy_timestamp_is_refused(
     assert ph.store.list_events() == []
 
 
+def test_an_old_signature_under_a_fresh_timestamp_is_refused_as_not_matching(
+    ph: Any, server: LiveServer
+) -> None:
+    """The signature covers its own timestamp: an old v1 put beside a fresh t (the header
+    well formed) matches nothing, since the HMAC is over the t that is checked."""
+    body = event_body(event_id="evt_retimed")
+    old_v1 = sign(body, timestamp=int(time.time()) - 30 * DAY).split(",")[1]
+    response = post(server.url, body, f"t={int(time.time())},{old_v1}")
+    assert response.status_code == 400
+    assert "does not match" in response.json()["error"]
+    assert ph.store.list_events() == []
+
+
 def test_a_non_ascii_v1_is_a_400_and_counted_as_rejected(ph: Any, server: LiveServer) -> None:
     body = event_body(event_id="evt_non_ascii")
     before = scrape(server.url)

@@ -118,3 +118,16 @@ def test_the_database_password_is_scrubbed_as_written_and_decoded() -> None:
     assert line["error"] == (
         "postgresql://payherald:[redacted]@db.internal:5432/payherald refused [redacted]"
     )
+
+
+def test_the_smtp_password_is_scrubbed_on_its_own_too() -> None:
+    from payherald.settings import load_settings
+
+    settings = load_settings(
+        SMTP_URL="smtp://billing:m41l%40pw@mail.internal:587",
+        PAYHERALD_EMAIL_FROM="billing@example.com",
+    )
+    line = scrubber(settings.secret_values())(
+        None, "error", {"event": "smtp_failed", "error": "535 auth failed for m41l@pw"}
+    )
+    assert line["error"] == "535 auth failed for [redacted]"
