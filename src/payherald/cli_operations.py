@@ -203,7 +203,9 @@ def endpoint_register(
         out.print(f"  pinned to API version {result.api_version}")
         out.print(f"  events: {', '.join(result.added)}")
         out.print("Its signing secret, shown only this once:")
-        sys.stdout.write(f"\n    export STRIPE_WEBHOOK_SECRET={result.secret}\n\n")
+        # Marked with the endpoint's mode (the key's), so that it signs only events of it.
+        mark = f"{settings.stripe_key_mode}:" if settings.stripe_key_mode else ""
+        sys.stdout.write(f"\n    export STRIPE_WEBHOOK_SECRET={mark}{result.secret}\n\n")
         out.print("Set it where payherald runs, then restart payherald.")
     else:
         out.print(f"Updated {result.endpoint_id} for {result.url} (no new endpoint was made)")

@@ -96,7 +96,8 @@ def fresh(localstripe: peers.LocalStripe) -> peers.LocalStripe:
 
 
 def secret_in(output: str) -> str:
-    match = re.search(r"export STRIPE_WEBHOOK_SECRET=(whsec_\w+)", output)
+    # Marked with the endpoint's mode: localstripe's keys are test keys.
+    match = re.search(r"export STRIPE_WEBHOOK_SECRET=test:(whsec_\w+)", output)
     assert match, output
     return match.group(1)
 
