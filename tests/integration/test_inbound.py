@@ -12,7 +12,7 @@ from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from payherald import FrozenClock, parse_event
-from payherald.consent import record_consent, suppressed
+from payherald.consent import record_consent, suppressed, upgrade_legacy_opt_outs
 from payherald.tables import consents, inbound_messages
 from payherald.testing import ScriptedChannel
 from tests.support import (
@@ -231,3 +231,18 @@ def test_an_opt_out_an_older_payherald_recorded_not_in_e164_holds_after_a_migrat
         assert len(consent_rows(again)) == 2
     finally:
         again.engine.dispose()
+
+
+def test_a_start_under_the_e164_form_since_an_older_opt_out_stands(
+    ph: Any, database_url: str
+) -> None:
+    """The person opted back in under the number payherald now records: the older opt-out
+    of the same number is not carried over, then or on any later run."""
+    opt_out_as_older_payherald(database_url, "4155550123")
+    record_consent(
+        ph.store, address=PHONE, action="opt_in", channel="sms", words="START", source="reply"
+    )
+    for _ in range(2):
+        assert upgrade_legacy_opt_outs(ph.store, default_region="US") == []
+        assert ph.store.suppression(PHONE) is None
+    assert consent_rows(ph) == [("4155550123", "opt_out", "STOP"), (PHONE, "opt_in", "START")]
