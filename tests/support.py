@@ -232,3 +232,33 @@ def post_as_twilio(
             "Content-Type": "application/x-www-form-urlencoded",
         },
     )
+
+
+def opt_out_as_older_payherald(database_url: str, address: str, *, words: str = "STOP") -> None:
+    """Record a STOP from ``address`` as payherald did before it read a reply's sender to
+    E.164: the suppression and the consent under the sender as Twilio wrote it."""
+    from datetime import UTC, datetime, timedelta
+
+    from payherald.database import create_store_engine, migrate
+    from payherald.tables import consents, suppressions
+
+    engine = create_store_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    migrate(engine)  # the schema only, as a migration by the older payherald left it
+    at = datetime.now(UTC) - timedelta(days=400)
+    with engine.begin() as connection:
+        connection.execute(
+            suppressions.insert().values(
+                address=address, reason=f"opted out (reply: {words})", source="reply", created_at=at
+            )
+        )
+        connection.execute(
+            consents.insert().values(
+                address=address,
+                action="opt_out",
+                channel="sms",
+                words=words,
+                source="reply",
+                created_at=at,
+            )
+        )
+    engine.dispose()

@@ -25,6 +25,7 @@ from payherald.channels.slack import SlackChannel
 from payherald.clock import Clock, SystemClock
 from payherald.compose import Composer
 from payherald.config import Config, load_config
+from payherald.consent import upgrade_legacy_opt_outs
 from payherald.database import cannot_open, create_store_engine, migrate
 from payherald.exceptions import StoreUnavailable
 from payherald.lookups import StripeApiLookups, StripeLookups
@@ -198,6 +199,8 @@ def build(
         except SQLAlchemyError as exc:
             raise StoreUnavailable(cannot_open(settings.database_url, exc)) from exc
     store.check_schema()
+    if migrate_schema:
+        upgrade_legacy_opt_outs(store, default_region=settings.default_region)
 
     secrets = settings.webhook_secrets
     signing = [SigningSecret(secret, mode) for mode, secret in settings.marked_webhook_secrets]

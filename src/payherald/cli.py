@@ -307,10 +307,14 @@ def worker(
 
 @app.command(name="migrate")
 def migrate_command() -> None:
-    """Create or upgrade the database schema."""
+    """Create or upgrade the database schema, and carry opt-outs recorded under a number
+    not in E.164 over to its E.164 form."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from payherald.clock import SystemClock
+    from payherald.consent import upgrade_legacy_opt_outs
     from payherald.database import cannot_open, create_store_engine, head_revision, migrate
+    from payherald.store import Store
 
     settings = _settings()
     engine = create_store_engine(settings.sqlalchemy_url)
@@ -318,7 +322,17 @@ def migrate_command() -> None:
         migrate(engine)
     except SQLAlchemyError as exc:
         raise _fail(cannot_open(settings.database_url, exc)) from None
+    store = Store(engine=engine, clock=SystemClock())
+    upgraded = _guard(
+        lambda: upgrade_legacy_opt_outs(store, default_region=settings.default_region)
+    )
+    engine.dispose()
     err.print(f"Database schema is at revision {head_revision()}.")
+    if upgraded:
+        err.print(
+            f"{len(upgraded)} opt-out(s) recorded by an older payherald under a number not in "
+            "E.164 now also hold for its E.164 form."
+        )
 
 
 @app.command()

@@ -165,8 +165,9 @@ def prune(
         bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")
     ] = False,
 ) -> None:
-    """Delete old events, their notifications and delivery reports, and old inbound
-    messages; what is still being sent, and consents and the opt-out list, are kept."""
+    """Delete old events, their notifications and delivery reports, and blank old inbound
+    messages (their ids are kept, so a replayed reply is not acted on again); what is still
+    being sent, and consents and the opt-out list, are kept."""
     from payherald.backfill import parse_instant
     from payherald.clock import SystemClock
     from payherald.retention import check_cutoff

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, TextIO
 
+import structlog
 from sqlalchemy import Connection, delete, select
 
 from payherald.recipients import mask_phone, normalise_phone
@@ -29,9 +30,11 @@ __all__ = [
     "OPT_OUT",
     "Action",
     "ConsentRow",
+    "LegacyOptOut",
     "classify_reply",
     "consent_records",
     "import_consents",
+    "legacy_opt_outs",
     "must_not_be_messaged",
     "neutralise_cell",
     "read_consent_csv",
@@ -39,8 +42,11 @@ __all__ = [
     "record_reply",
     "reply_sender",
     "suppressed",
+    "upgrade_legacy_opt_outs",
     "write_consent_csv",
 ]
+
+_log = structlog.get_logger("payherald.consent")
 
 Action = Literal["opt_out", "opt_in", "help"]
 
@@ -93,16 +99,23 @@ def record_consent(
 
 
 _WHATSAPP = "whatsapp:"
+# A number in E.164 as Twilio writes a sender: a country code and 8 to 15 digits in all.
+_E164_SENDER = re.compile(r"\+[1-9]\d{7,14}")
 
 
 def reply_sender(raw: str, *, default_region: str) -> tuple[str, str | None]:
     """The channel a reply came by (``sms`` or ``whatsapp``) and its sender in E.164, or
     None when ``raw`` (Twilio's From) is not a phone number. Numbers written without a
-    country code are read in ``default_region``."""
+    country code are read in ``default_region``. A sender already written in E.164 is
+    taken as it is even when the phone-number metadata does not know it as valid (a new
+    range): a STOP is recorded rather than dropped."""
     raw = raw.strip()
     whatsapp = raw[: len(_WHATSAPP)].lower() == _WHATSAPP
     number = raw[len(_WHATSAPP) :] if whatsapp else raw
-    return ("whatsapp" if whatsapp else "sms"), normalise_phone(number, default_region)
+    address = normalise_phone(number, default_region)
+    if address is None and _E164_SENDER.fullmatch(number):
+        address = number
+    return ("whatsapp" if whatsapp else "sms"), address
 
 
 def record_reply(
@@ -118,7 +131,9 @@ def record_reply(
     """Record an inbound message once per ``provider_id`` and act on its keyword.
     ``sender`` is the E.164 number consent is recorded under (see ``reply_sender``),
     ``raw_sender`` the From field as received, kept beside it. Returns (first time seen,
-    keyword, whether consent changed)."""
+    keyword, whether consent changed). A ``provider_id`` seen before is not acted on
+    again, even once retention has blanked its row (``retention``): a replayed request,
+    however old, changes nothing."""
     action = classify_reply(body)
     now = store.clock.now()
     with store.transaction() as connection:
@@ -163,6 +178,7 @@ def _apply(
     words: str | None,
     source: str,
     write_back: bool = False,
+    reason: str | None = None,
 ) -> bool:
     now = store.clock.now()
     if action == "opt_out":
@@ -171,7 +187,7 @@ def _apply(
                 store.insert(suppressions)
                 .values(
                     address=address,
-                    reason=f"opted out ({source}: {words or action})",
+                    reason=reason or f"opted out ({source}: {words or action})",
                     source=source,
                     created_at=now,
                 )
@@ -332,3 +348,86 @@ def suppressed(store: Store) -> list[dict[str, Any]]:
                 select(suppressions).order_by(suppressions.c.created_at)
             ).mappings()
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyOptOut:
+    """An opt-out an older payherald recorded under the sender as Twilio wrote it
+    (``4155550123``), which the exact match at send time never finds."""
+
+    address: str
+    # Its E.164 form read in the default region, or None when it does not read.
+    reads_as: str | None
+    channel: str
+    reason: str
+    # Its E.164 form is suppressed, or has had a consent recorded since: nothing to do.
+    settled: bool
+
+
+def legacy_opt_outs(store: Store, *, default_region: str) -> list[LegacyOptOut]:
+    """The suppressions whose address is neither in E.164 nor an email address, each
+    read as ``reply_sender`` reads a sender now."""
+    found = []
+    with store.read() as connection:
+        rows = connection.execute(
+            select(
+                suppressions.c.address, suppressions.c.reason, suppressions.c.created_at
+            ).order_by(suppressions.c.created_at, suppressions.c.address)
+        ).all()
+        for address, reason, created_at in rows:
+            if "@" in address or _E164.fullmatch(address):
+                continue
+            channel, reads_as = reply_sender(address, default_region=default_region)
+            settled = reads_as is not None and _spoken_for(connection, reads_as, created_at)
+            found.append(LegacyOptOut(address, reads_as, channel, str(reason), settled))
+    return found
+
+
+def upgrade_legacy_opt_outs(store: Store, *, default_region: str) -> list[LegacyOptOut]:
+    """Record each legacy opt-out (``legacy_opt_outs``) that reads in ``default_region``
+    under its E.164 form too, the old row kept, and return those recorded. Run after every
+    migration: a second run changes nothing. One is left alone when its E.164 form is
+    already suppressed, or has had a consent recorded since (a later START under the
+    number payherald now records stands). One that does not read is left for ``doctor``
+    to name."""
+    upgraded = []
+    for legacy in legacy_opt_outs(store, default_region=default_region):
+        if legacy.reads_as is None or legacy.settled:
+            continue
+        with store.transaction() as connection:
+            # Read again in the transaction that writes: a reply may have come in since.
+            since = connection.execute(
+                select(suppressions.c.created_at).where(suppressions.c.address == legacy.address)
+            ).scalar_one_or_none()
+            if since is None or _spoken_for(connection, legacy.reads_as, since):
+                continue
+            _apply(
+                store,
+                connection,
+                address=legacy.reads_as,
+                action="opt_out",
+                channel=legacy.channel,
+                words=None,
+                source=f"upgrade: read {legacy.address} as {legacy.reads_as}",
+                reason=legacy.reason,
+            )
+        _log.info(
+            "legacy_opt_out_upgraded",
+            address=mask_phone(legacy.address),
+            reads_as=mask_phone(legacy.reads_as),
+        )
+        upgraded.append(legacy)
+    return upgraded
+
+
+def _spoken_for(connection: Connection, address: str, since: Any) -> bool:
+    """Whether ``address`` is suppressed, or has a consent recorded at ``since`` or later."""
+    suppressed_now = connection.execute(
+        select(suppressions.c.address).where(suppressions.c.address == address)
+    ).first()
+    later = connection.execute(
+        select(consents.c.id)
+        .where(consents.c.address == address, consents.c.created_at >= since)
+        .limit(1)
+    ).first()
+    return suppressed_now is not None or later is not None

@@ -22,6 +22,7 @@ import stripe
 
 from payherald.api_versions import FAMILIES, parse_api_version, unsupported_reason
 from payherald.clock import Clock
+from payherald.consent import legacy_opt_outs
 from payherald.database import unreachable_advice
 from payherald.endpoints import (
     WEBHOOK_PATH,
@@ -36,6 +37,7 @@ from payherald.endpoints import (
     secret_fingerprint,
 )
 from payherald.exceptions import PayheraldError
+from payherald.recipients import mask_phone
 from payherald.rules import RuleBook
 from payherald.settings import Settings
 from payherald.store import Store
@@ -69,9 +71,12 @@ def run_checks(
     clock: Clock,
 ) -> Iterator[Check]:
     """Every check, in the order a person would fix them."""
-    yield _store_check(store)
+    store_check = _store_check(store)
+    yield store_check
     if (private := _store_file_check(store)) is not None:
         yield private
+    if store_check.ok and (legacy := _legacy_opt_out_check(store, settings)) is not None:
+        yield legacy
     yield from _stripe_checks(settings, store, rules, stripe_client, clock)
     yield _public_url_check(settings)
     yield from _twilio_checks(settings, twilio_client)
@@ -115,6 +120,41 @@ def _store_file_check(store: Store) -> Check | None:
         "chmod 600 " + " ".join(shlex.quote(path) for path, _ in readable),
         warning=True,
     )
+
+
+def _legacy_opt_out_check(store: Store, settings: Settings) -> Check | None:
+    """A warning for opt-outs an older payherald recorded under a number not in E.164
+    that are not yet carried over to the E.164 form payherald texts (``payherald
+    migrate`` does it when the number reads in the default region)."""
+    try:
+        legacy = legacy_opt_outs(store, default_region=settings.default_region)
+    except PayheraldError:
+        return None
+    unreadable = [one.address for one in legacy if one.reads_as is None]
+    pending = [one.address for one in legacy if one.reads_as is not None and not one.settled]
+    if unreadable:
+        shown = ", ".join(repr(mask_phone(address)) for address in unreadable)
+        return Check(
+            "opt-outs",
+            True,
+            f"{len(unreadable)} opt-out(s) recorded by an older payherald are under a number "
+            f"that does not read in PAYHERALD_DEFAULT_REGION={settings.default_region} "
+            f"({shown}), so they stop no message",
+            "Look the number up in `payherald optout list` and run: payherald optout add "
+            "+<number> (with its country code) for each"
+            + ("; then run: payherald migrate for the rest" if pending else ""),
+            warning=True,
+        )
+    if pending:
+        return Check(
+            "opt-outs",
+            True,
+            f"{len(pending)} opt-out(s) recorded by an older payherald under a number not in "
+            "E.164 do not yet hold for its E.164 form",
+            "Run: payherald migrate",
+            warning=True,
+        )
+    return None
 
 
 def _stripe_checks(

@@ -2,13 +2,16 @@
 
 An event received before the cutoff is deleted with everything that hangs on it: its
 notifications (their bodies and addresses, refusals and notes) and the delivery reports
-about them. Inbound messages and delivery reports received before the cutoff go too.
-What is never deleted:
+about them. Delivery reports received before the cutoff go too. An inbound message
+received before the cutoff is forgotten but for its tombstone: its sender and body are
+blanked, its MessageSid, time and keyword kept, for Twilio's signature carries no time and
+that row is all that stops a captured reply (a START) from being replayed and acted on
+again. What is never deleted:
 
 - an event with a notification still in flight (pending, claimed, sending, unknown) or
   touched since the cutoff (a replay, a late send): it and its notifications wait;
 - consents and the suppression list (who must not be messaged is kept for good), the
-  subject aliases (Stripe identifiers only) and ``meta``.
+  subject aliases (Stripe identifiers only), the inbound messages' tombstones and ``meta``.
 
 The dedup promise holds because the cutoff is at least 30 days back: Stripe retries a
 webhook for 3 days and backfill fetches 30, so a pruned event can never arrive again.
@@ -24,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, and_, delete, exists, func, or_, select, tuple_
+from sqlalchemy import Connection, and_, delete, exists, func, or_, select, tuple_, update
 
 from payherald.clock import Clock
 from payherald.exceptions import PayheraldError
@@ -36,7 +39,7 @@ __all__ = ["PruneSummary", "Pruner", "RetentionError", "check_cutoff", "prune"]
 
 _log = structlog.get_logger("payherald.retention")
 
-# Events (or inbound messages, or delivery reports) deleted per transaction.
+# Events (or delivery reports) deleted, or inbound messages blanked, per transaction.
 BATCH_SIZE = 500
 # How often the scheduled prune runs; it starts with the worker.
 PRUNE_INTERVAL = 6 * 3600.0
@@ -67,8 +70,10 @@ class PruneSummary:
         return (
             f"before {self.before:%Y-%m-%d %H:%M:%S} UTC, {self.events} event(s) "
             f"{would}deleted with {self.notifications} notification(s) and "
-            f"{self.delivery_reports} delivery report(s), and {self.inbound_messages} "
-            f"inbound message(s){kept}. Consents and the opt-out list are always kept."
+            f"{self.delivery_reports} delivery report(s); {self.inbound_messages} inbound "
+            f"message(s) {would}forgotten (sender and text blanked, the message id kept so "
+            f"that a replayed reply is not acted on again){kept}. Consents and the opt-out "
+            "list are always kept."
         )
 
 
@@ -113,8 +118,9 @@ def _orphan_reports(before: datetime) -> Any:
 def prune(
     store: Store, before: datetime, *, dry_run: bool = False, batch_size: int = BATCH_SIZE
 ) -> PruneSummary:
-    """Delete what was received before ``before`` and is finished (see the module's
-    docstring), ``batch_size`` events at a time; with ``dry_run``, count it instead.
+    """Delete what was received before ``before`` and is finished, and blank old inbound
+    messages to their tombstones (see the module's docstring), ``batch_size`` rows at a
+    time; with ``dry_run``, count it instead.
     Raises StoreUnavailable; what earlier batches deleted stays deleted."""
     summary = PruneSummary(before=before)
     if dry_run:
@@ -186,13 +192,21 @@ def _prune_events(store: Store, before: datetime, batch_size: int, summary: Prun
     return len(found)
 
 
+def _not_yet_forgotten(before: datetime) -> Any:
+    """Inbound messages received before the cutoff whose sender and body are still there
+    (a tombstone's sender is blank: a reply's sender is always a number)."""
+    return and_(inbound_messages.c.received_at < before, inbound_messages.c.sender != "")
+
+
 def _prune_inbound(store: Store, before: datetime, batch_size: int, summary: PruneSummary) -> int:
-    """Delete one batch of inbound messages received before ``before``; returns how many."""
+    """Blank the sender, raw sender and body of one batch of inbound messages received
+    before ``before``, leaving the tombstone (MessageSid, time, keyword) that
+    ``consent.record_reply`` knows a replay by; returns how many were blanked."""
     with store.transaction() as connection:
         found = (
             connection.execute(
                 select(inbound_messages.c.provider_id)
-                .where(inbound_messages.c.received_at < before)
+                .where(_not_yet_forgotten(before))
                 .limit(batch_size)
             )
             .scalars()
@@ -200,7 +214,9 @@ def _prune_inbound(store: Store, before: datetime, batch_size: int, summary: Pru
         )
         if found:
             connection.execute(
-                delete(inbound_messages).where(inbound_messages.c.provider_id.in_(found))
+                update(inbound_messages)
+                .where(inbound_messages.c.provider_id.in_(found))
+                .values(sender="", body="", raw_sender=None)
             )
     summary.inbound_messages += len(found)
     summary.batches += bool(found)
@@ -259,7 +275,7 @@ def _count(store: Store, before: datetime, summary: PruneSummary) -> None:
             ),
         )
         summary.inbound_messages = _count_rows(
-            connection, inbound_messages.c.provider_id, inbound_messages.c.received_at < before
+            connection, inbound_messages.c.provider_id, _not_yet_forgotten(before)
         )
 
 

@@ -96,7 +96,8 @@ class Settings(BaseSettings):
     reconcile_interval: float = Field(
         3600.0, ge=0, validation_alias=_env("PAYHERALD_RECONCILE_INTERVAL_SECONDS")
     )
-    # How many days of events, their notifications and inbound messages are kept (0: all).
+    # How many days of events, their notifications and inbound messages' senders and
+    # bodies are kept (0: all).
     retention_days: int = Field(90, ge=0, validation_alias=_env("PAYHERALD_RETENTION_DAYS"))
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", validation_alias=_env("PAYHERALD_LOG_FORMAT")

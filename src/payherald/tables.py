@@ -173,7 +173,8 @@ consents = Table(
     Index("ix_consents_stripe_due", "stripe_status", "stripe_due_at"),
 )
 
-# Every inbound message, once per MessageSid: a replayed request acts once.
+# Every inbound message, once per MessageSid: a replayed request acts once. Retention
+# blanks sender and body ("") and raw_sender (None) but keeps the row, the replay guard.
 inbound_messages = Table(
     "inbound_messages",
     metadata,

@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 
 from tests.acceptance.test_cli import cli
+from tests.support import opt_out_as_older_payherald
 
 
 def opted_out(tmp_path: Path) -> list[str]:
@@ -131,3 +132,42 @@ def test_an_export_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
     finally:
         os.umask(previous)
     assert "+14155550123" in (tmp_path / "old.csv").read_text()
+
+
+def test_migrate_carries_an_older_opt_out_over_to_e164_once_and_doctor_names_the_rest(
+    tmp_path: Path,
+) -> None:
+    """An older payherald recorded a STOP under the sender as Twilio wrote it; `payherald
+    migrate` makes it hold for the E.164 number payherald texts. One that does not read in
+    the default region is left, and doctor names it."""
+    database = f"sqlite:///{tmp_path / 'payherald.db'}"
+    for address in ("4155550123", "5550199", "jane@example.com"):
+        opt_out_as_older_payherald(database, address)
+
+    first = cli(tmp_path, "migrate")
+    assert first.returncode == 0, first.stderr
+    assert "1 opt-out(s) recorded by an older payherald" in first.stderr
+    assert "legacy_opt_out_upgraded" in first.stderr
+    assert "4155550123" not in first.stderr  # the log line is masked
+    listed = ["+14155550123", "4155550123", "5550199", "jane@example.com"]
+    assert sorted(opted_out(tmp_path)) == listed
+    exported = list(csv.DictReader(io.StringIO(cli(tmp_path, "optout", "export").stdout)))
+    assert [(r["address"], r["source"]) for r in exported][-1] == (
+        "+14155550123",
+        "upgrade: read 4155550123 as +14155550123",
+    )
+
+    second = cli(tmp_path, "migrate")
+    assert second.returncode == 0, second.stderr
+    assert "opt-out(s)" not in second.stderr
+    assert "legacy_opt_out_upgraded" not in second.stderr
+    assert sorted(opted_out(tmp_path)) == listed
+    assert len(list(csv.DictReader(io.StringIO(cli(tmp_path, "optout", "export").stdout)))) == 4
+
+    doctor = cli(tmp_path, "doctor", COLUMNS="400")
+    (line,) = [text for text in doctor.stdout.splitlines() if "opt-outs:" in text]
+    assert line.startswith("warn opt-outs: 1 opt-out(s)")
+    assert "'***0199'" in line
+    assert "PAYHERALD_DEFAULT_REGION=US" in line
+    fix = doctor.stdout.splitlines()[doctor.stdout.splitlines().index(line) + 1]
+    assert "payherald optout add +<number>" in fix

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from payherald import FrozenClock, parse_event
-from payherald.consent import record_consent, suppressed
+from payherald.consent import record_consent, suppressed, upgrade_legacy_opt_outs
 from payherald.tables import consents, inbound_messages
 from payherald.testing import ScriptedChannel
 from tests.support import (
@@ -21,6 +21,7 @@ from tests.support import (
     LiveServer,
     build_for_tests,
     event_body,
+    opt_out_as_older_payherald,
     post_as_twilio,
 )
 
@@ -189,3 +190,59 @@ def test_a_sender_that_is_no_phone_number_is_answered_logged_and_not_stored(
     if len(digits) > 4:
         assert digits not in line["sender"]
         assert line["sender"].endswith(digits[-4:])
+
+
+def test_an_opt_out_an_older_payherald_recorded_not_in_e164_holds_after_a_migrating_build(
+    database_url: str, sms: ScriptedChannel
+) -> None:
+    """`build(migrate_schema=True)` carries the old row over to the E.164 form payherald
+    texts, once, saying why in the consent log; the old row stays."""
+    opt_out_as_older_payherald(database_url, "4155550123")
+    with capture_logs() as logs:
+        built = build_for_tests(
+            database_url, settings=SETTINGS, clock=FrozenClock(), channels={"sms": sms}
+        )
+    try:
+        (line,) = [entry for entry in logs if entry["event"] == "legacy_opt_out_upgraded"]
+        assert (line["address"], line["reads_as"]) == ("******0123", "+*******0123")
+        assert sorted(row["address"] for row in suppressed(built.store)) == [
+            "+14155550123",
+            "4155550123",
+        ]
+        assert built.store.suppression(PHONE) == "opted out (reply: STOP)"
+        assert consent_rows(built)[-1] == (PHONE, "opt_out", None)
+        with built.engine.connect() as connection:
+            source = connection.execute(
+                select(consents.c.source).where(consents.c.address == PHONE)
+            ).scalar_one()
+        assert source == "upgrade: read 4155550123 as +14155550123"
+        event = parse_event(event_body(livemode=True))  # a payment by the customer at PHONE
+        built.store.record_event(event, built.rules.plan(event))
+        built.worker.run_until_idle()
+        assert sms.attempts == []
+        (row,) = built.store.list_notifications()
+        assert (row["status"], row["error_code"]) == ("failed", "suppressed")
+    finally:
+        built.engine.dispose()
+    with capture_logs() as logs:
+        again = build_for_tests(database_url, settings=SETTINGS, clock=FrozenClock())
+    try:
+        assert [entry for entry in logs if entry["event"] == "legacy_opt_out_upgraded"] == []
+        assert len(consent_rows(again)) == 2
+    finally:
+        again.engine.dispose()
+
+
+def test_a_start_under_the_e164_form_since_an_older_opt_out_stands(
+    ph: Any, database_url: str
+) -> None:
+    """The person opted back in under the number payherald now records: the older opt-out
+    of the same number is not carried over, then or on any later run."""
+    opt_out_as_older_payherald(database_url, "4155550123")
+    record_consent(
+        ph.store, address=PHONE, action="opt_in", channel="sms", words="START", source="reply"
+    )
+    for _ in range(2):
+        assert upgrade_legacy_opt_outs(ph.store, default_region="US") == []
+        assert ph.store.suppression(PHONE) is None
+    assert consent_rows(ph) == [("4155550123", "opt_out", "STOP"), (PHONE, "opt_in", "START")]

@@ -20,7 +20,13 @@ from payherald.rules import PlannedNotification
 from payherald.store import Store
 from payherald.tables import consents, delivery_reports, inbound_messages
 from tests.acceptance.test_cli import cli
-from tests.support import build_for_tests, event_body
+from tests.support import (
+    TWILIO_SETTINGS,
+    LiveServer,
+    build_for_tests,
+    event_body,
+    post_as_twilio,
+)
 
 DAY = 86400.0
 NUMBER = "+14155550123"
@@ -88,6 +94,23 @@ def event_ids(store: Store) -> list[str]:
     return sorted(row["id"] for row in store.list_events())
 
 
+def inbound(store: Store) -> list[tuple[str, str, str, str | None]]:
+    """(provider id, sender, body, action) of every inbound message; raw_sender, asserted
+    None where blanked, is left out."""
+    with store.read() as connection:
+        rows = connection.execute(
+            select(
+                inbound_messages.c.provider_id,
+                inbound_messages.c.sender,
+                inbound_messages.c.raw_sender,
+                inbound_messages.c.body,
+                inbound_messages.c.action,
+            ).order_by(inbound_messages.c.provider_id)
+        ).all()
+    assert all(row.raw_sender is None for row in rows if row.sender == "")
+    return [(row.provider_id, row.sender, row.body, row.action) for row in rows]
+
+
 def count(store: Store, table: object) -> int:
     with store.read() as connection:
         return int(connection.execute(select(func.count()).select_from(table)).scalar_one())
@@ -109,11 +132,16 @@ def test_prune_deletes_what_is_old_and_finished_and_keeps_the_rest(
         "evt_recent",
     ]
     assert count(store, delivery_reports) == 1  # the recent message's
-    assert count(store, inbound_messages) == 1
+    # The old reply is forgotten but for its tombstone; the recent one is as it came.
+    assert inbound(store) == [
+        ("SM_in_new", NUMBER, "thanks!", None),
+        ("SM_in_old", "", "", "opt_out"),
+    ]
     # Who must not be messaged, and why, is never forgotten.
     assert [row["address"] for row in suppressed(store)] == [NUMBER]
     assert count(store, consents) == 1
-    assert prune(store, old_clock.now() - timedelta(days=90)).events == 0
+    again = prune(store, old_clock.now() - timedelta(days=90))
+    assert (again.events, again.inbound_messages, again.batches) == (0, 0, 0)
 
 
 def test_a_dry_run_counts_what_prune_deletes_and_deletes_nothing(
@@ -187,13 +215,15 @@ def test_prune_before_as_an_operator_runs_it(tmp_path: Path, old_clock: FrozenCl
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.startswith("Dry run: before ")
     assert (
-        "2 event(s) would be deleted with 1 notification(s) and 1 delivery report(s), and 1 "
-        "inbound message(s); 2 older event(s) kept" in dry.stdout
+        "2 event(s) would be deleted with 1 notification(s) and 1 delivery report(s); 1 "
+        "inbound message(s) would be forgotten (sender and text blanked, the message id kept "
+        "so that a replayed reply is not acted on again); 2 older event(s) kept" in dry.stdout
     )
     done = cli(tmp_path, "prune", "--before", "90d")
     assert done.returncode == 0, done.stderr
     assert "Pruned: before " in done.stdout
     assert "2 event(s) deleted with 1 notification(s)" in done.stdout
+    assert "1 inbound message(s) forgotten" in done.stdout
     assert "Consents and the opt-out list are always kept." in done.stdout
     listed = cli(tmp_path, "events", "list", "--json")
     assert "evt_old_sent" not in listed.stdout
@@ -209,3 +239,35 @@ def test_prune_refuses_a_cutoff_newer_than_30_days(tmp_path: Path) -> None:
         assert result.returncode == 2
         assert words in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_reply_replayed_after_its_message_was_pruned_changes_nothing(
+    database_url: str, old_clock: FrozenClock
+) -> None:
+    """Twilio's signature carries no time, so the pruned reply's tombstone is what stops a
+    captured, signed START from subscribing again someone who has since sent STOP."""
+    ph = build_for_tests(database_url, clock=old_clock, settings=TWILIO_SETTINGS)
+    try:
+        with LiveServer(ph.http_app, ph.settings) as server:
+
+            def reply(sid: str, body: str) -> str:
+                params = {"MessageSid": sid, "From": "(415) 555-0123", "To": "+1", "Body": body}
+                answer = post_as_twilio(server.url, "/webhooks/twilio/inbound", params)
+                assert answer.status_code == 200
+                return str(answer.text)
+
+            assert "You are subscribed again" not in reply("SM_start", "START")
+            old_clock.advance(1 * DAY)
+            assert "You will get no more messages" in reply("SM_stop", "STOP")
+            old_clock.advance(95 * DAY)
+            summary = prune(ph.store, old_clock.now() - timedelta(days=90))
+            assert summary.inbound_messages == 2
+            recorded = count(ph.store, consents)
+
+            for sid, body in (("SM_start", "START"), ("SM_stop", "STOP")):
+                assert "<Message>" not in reply(sid, body)
+        assert ph.store.suppression(NUMBER) is not None
+        assert count(ph.store, consents) == recorded
+        assert inbound(ph.store) == [("SM_start", "", "", "opt_in"), ("SM_stop", "", "", "opt_out")]
+    finally:
+        ph.engine.dispose()

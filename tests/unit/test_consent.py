@@ -90,6 +90,19 @@ def test_a_sender_that_is_no_phone_number_has_no_address(raw: str) -> None:
     assert reply_sender(raw, default_region="US")[1] is None
 
 
+@pytest.mark.parametrize("raw", ["+19999999999", "whatsapp:+19999999999"])
+def test_a_sender_in_e164_that_the_metadata_does_not_know_is_taken_as_it_is(raw: str) -> None:
+    """A STOP from a number in a range newer than the phone-number metadata is recorded
+    rather than dropped."""
+    assert normalise_phone("+19999999999", "US") is None
+    assert reply_sender(raw, default_region="US")[1] == "+19999999999"
+
+
+@pytest.mark.parametrize("raw", ["+1999999", "+09999999999", "+1999999999999999", "+1 999 x"])
+def test_a_sender_only_nearly_in_e164_has_no_address(raw: str) -> None:
+    assert reply_sender(raw, default_region="US")[1] is None
+
+
 def test_cells_that_would_start_a_formula_get_a_leading_quote() -> None:
     for cell in ("=1+1", "+1+cmd|' /C calc'!A0", "+1 415", "-2", "@SUM(A1)", "\tx", "\rx"):
         assert neutralise_cell(cell) == "'" + cell
