@@ -1,4 +1,4 @@
-"""Backfill and gap reconciliation (F30): events Stripe has that payherald never received.
+"""Backfill and gap reconciliation: events Stripe has that payherald never received.
 
 ``GET /v1/events`` is paged through (newest first on Stripe, oldest first on localstripe;
 the order does not matter) and each event goes through the same idempotent ``ingest`` as

@@ -1,11 +1,11 @@
 """Composing a message: who receives it, on which channel, in which words.
 
-For a customer, the rule's channels are tried in order (F6): SMS, WhatsApp and calls need a
+For a customer, the rule's channels are tried in order: SMS, WhatsApp and calls need a
 phone number (``recipients.resolve_phone``), email an address; the first channel that can
 reach the customer is used, and each one passed over is noted on the notification. A team
 member's address was fixed when the event arrived. Conditions that need the customer, and
 the first-payment check of the welcome message, are decided here, with Stripe's data.
-So are quiet hours (F25): a customer text or call that is not exempt, due outside the
+So are quiet hours: a customer text or call that is not exempt, due outside the
 recipient's local window, is deferred (``NotificationDeferred``) to when the window opens.
 """
 

@@ -7,11 +7,11 @@ them at once; payherald refuses to start with any. The file's shape::
     timezone = "America/New_York"      # for dates in team messages and unplaceable numbers
     phone_metadata_keys = ["phone", "mobile"]
 
-    [quiet_hours]                       # F25: customer texts and calls, local time
+    [quiet_hours]                       # customer texts and calls, local time
     send_from = "08:00"
     send_until = "21:00"
 
-    [high_value]                        # F14 thresholds, in the currency's smallest unit
+    [high_value]                        # alert thresholds, in the smallest unit
     usd = 100000
 
     [teams.finance]

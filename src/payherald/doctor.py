@@ -1,4 +1,4 @@
-"""``payherald doctor`` (F32): is this installation ready to go live? One line a check.
+"""``payherald doctor``: is this installation ready to go live? One line a check.
 
 Each check says what it found and, when something is wrong, how to fix it. The checks
 that need Stripe or Twilio ask them for real (list webhook endpoints, fetch the account

@@ -1,4 +1,4 @@
-"""The Stripe webhook endpoint (F32): one per URL, subscribed to exactly what the rules need.
+"""The Stripe webhook endpoint: one per URL, subscribed to exactly what the rules need.
 
 ``register`` creates the endpoint for a URL, or updates the one that already exists for it,
 so running it again (after changing the rules, say) never makes a second endpoint that

@@ -1,4 +1,4 @@
-"""Prometheus metrics (F33): what came in, what went out, how long it took, what waits.
+"""Prometheus metrics: what came in, what went out, how long it took, what waits.
 
 Each ``Metrics`` has a registry of its own, never prometheus_client's global one, so that
 several payheralds built in one process (as tests do) do not clash. Counters and

@@ -1,4 +1,4 @@
-"""Quiet hours (F25): customers are texted and called only in their local daytime.
+"""Quiet hours: customers are texted and called only in their local daytime.
 
 The window is local wall-clock time (default 08:00 to 21:00) in the recipient's time zone,
 so it moves with daylight saving: 08:00 in New York is 13:00 UTC in winter and 12:00 UTC

@@ -1,6 +1,6 @@
 """Who gets the message: the customer's phone number, found and normalised to E.164.
 
-The chain (PRODUCT.md F5): the Stripe customer's ``phone``; then the event object's own
+The chain: the Stripe customer's ``phone``; then the event object's own
 contact fields (``customer_details.phone``, ``billing_details.phone``, the latest charge's
 ``billing_details.phone``, ``customer_phone``, ``shipping.phone``); then metadata keys
 (default ``phone``) on the object, on its subscription (an expanded ``subscription``, or an

@@ -1,4 +1,4 @@
-"""Replay (F31): process a stored event again, after a fix, without sending anything twice.
+"""Replay: process a stored event again, after a fix, without sending anything twice.
 
 The event is planned again with the rules as they are now. Notifications it already has
 are kept as they are (sent stays sent; an outcome that is unknown is never resent on a

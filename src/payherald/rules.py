@@ -3,8 +3,8 @@
 A rule names the event types it handles, an optional condition (``when``), the recipient
 (``customer`` or ``team:NAME``), the channels to try in order, the template, and its
 *subject* (see ``subjects``): what makes two notifications "the same message". The
-built-in catalogue below covers PRODUCT.md F7-F14; ``payherald.toml`` can change any field
-of a built-in rule, turn it off, or add rules (see ``config``).
+built-in catalogue below covers the common payment events; ``payherald.toml`` can change
+any field of a built-in rule, turn it off, or add rules (see ``config``).
 
 Conditions are Jinja2 expressions in the same sandbox as the templates (never ``eval``).
 A condition that mentions the customer (``customer``, ``tags``) or the plan's name is
@@ -109,7 +109,7 @@ class Rule:
     # Re-read from Stripe just before sending (with STRIPE_SECRET_KEY): not sent about a
     # payment or invoice that is paid by then.
     unless_paid: bool = False
-    # Sent to customers at any hour (F25); other customer texts and calls wait for the
+    # Sent to customers at any hour; other customer texts and calls wait for the
     # recipient's daytime.
     quiet_hours_exempt: bool = False
     # An object's metadata.update_card_url may replace the link (fix_url); by default
@@ -129,7 +129,7 @@ class Rule:
 BUILTIN_RULES: tuple[Rule, ...] = (
     Rule(
         name="payment_confirmation",
-        description="Customer: one confirmation per payment, whichever events report it (F7).",
+        description="Customer: one confirmation per payment, whichever events report it.",
         events=frozenset(
             {
                 "payment_intent.succeeded",
@@ -148,7 +148,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         name="payment_failed",
-        description="Customer: a declined payment, with the reason and a link (F8).",
+        description="Customer: a declined payment, with the reason and a link.",
         events=frozenset({"payment_intent.payment_failed", "charge.failed"}),
         subject="failed_attempt",
         # An invoice's failed payment is told by invoice_payment_failed, with its link.
@@ -162,7 +162,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         name="invoice_payment_failed",
-        description="Customer: an invoice could not be collected; first dunning message (F9).",
+        description="Customer: an invoice could not be collected; first dunning message.",
         events=frozenset({"invoice.payment_failed"}),
         subject="failed_attempt",
         unless_paid=True,
@@ -175,7 +175,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         name="refund_customer",
-        description="Customer: refund acknowledgement with amount and timeline (F10).",
+        description="Customer: refund acknowledgement with amount and timeline.",
         events=frozenset({"refund.created", "charge.refunded"}),
         when=_REFUND_EVENT,
         subject="refund",
@@ -184,7 +184,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         name="refund_team",
-        description="Finance: a refund was issued (F10).",
+        description="Finance: a refund was issued.",
         events=frozenset({"refund.created", "charge.refunded"}),
         when=_REFUND_EVENT,
         to="team:finance",
@@ -195,7 +195,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         name="dispute_alert",
-        description="Finance: urgent dispute alert with reason and evidence deadline (F11).",
+        description="Finance: urgent dispute alert with reason and evidence deadline.",
         events=frozenset({"charge.dispute.created"}),
         to="team:finance",
         channels=("sms", "slack", "email"),
@@ -205,7 +205,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         name="dispute_customer",
-        description="Customer: a dispute was opened (off by default) (F11).",
+        description="Customer: a dispute was opened (off by default).",
         events=frozenset({"charge.dispute.created"}),
         enabled=False,
         template=_PREFIX
@@ -214,7 +214,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         name="subscription_cancelled",
-        description="Customer: subscription cancelled, with the effective date (F12).",
+        description="Customer: subscription cancelled, with the effective date.",
         events=frozenset({"customer.subscription.deleted"}),
         template=_PREFIX + "Your {{ plan_name }} subscription is cancelled, effective "
         "{{ cancel_date | date }}. We are sorry to see you go.",
@@ -222,7 +222,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         name="trial_ending",
-        description="Customer: the trial ends soon (F12).",
+        description="Customer: the trial ends soon.",
         events=frozenset({"customer.subscription.trial_will_end"}),
         subject="trial",
         template=_PREFIX + "Your {{ plan_name }} trial ends on {{ trial_end | date }}. "
@@ -231,7 +231,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         name="renewal_reminder",
-        description="Customer: the subscription renews soon (F12).",
+        description="Customer: the subscription renews soon.",
         events=frozenset({"invoice.upcoming"}),
         subject="renewal",
         template=_PREFIX + "Reminder: your {{ plan_name }} subscription renews on "
@@ -240,7 +240,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         name="plan_changed",
-        description="Customer: the subscription moved to another plan (F12).",
+        description="Customer: the subscription moved to another plan.",
         events=frozenset({"customer.subscription.updated"}),
         subject="event",
         when="plan_changed",
@@ -249,7 +249,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         name="welcome",
-        description="Customer: welcome on the first successful payment (F13).",
+        description="Customer: welcome on the first successful payment.",
         events=frozenset(
             {"payment_intent.succeeded", "checkout.session.completed", "invoice.paid"}
         ),
@@ -261,7 +261,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         name="high_value_alert",
-        description="Finance: a payment above the currency's threshold (F14).",
+        description="Finance: a payment above the currency's threshold.",
         events=frozenset(
             {
                 "payment_intent.succeeded",

@@ -1,4 +1,4 @@
-"""How many SMS segments a text costs (PRODUCT.md F16), counted as carriers and Twilio do.
+"""How many SMS segments a text costs, counted as carriers and Twilio do.
 
 A text made only of GSM 03.38 characters is sent as GSM-7: one segment holds 160
 septets; a longer text is split into segments of 153 (7 septets go to the concatenation

@@ -44,7 +44,7 @@ def _looks_like_placeholder(value: str) -> bool:
 
 
 class Settings(BaseSettings):
-    """payherald's configuration, from environment variables (names as in PRODUCT.md)."""
+    """payherald's configuration, from environment variables (names as documented in the README)."""
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=False, frozen=True)
 

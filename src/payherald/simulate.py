@@ -338,7 +338,7 @@ def _refund(sim: _Sim, ids: _Ids) -> _Object:
         "balance_transaction": _id("txn"),
         "charge": ids.charge,
         # Not realistic: a refund has no contact field, so the simulation puts the phone in
-        # metadata (F5's metadata lookup) to reach the customer without a Stripe lookup.
+        # metadata, to reach the customer without a Stripe lookup.
         "metadata": {"phone": sim.phone},
         "payment_intent": ids.payment_intent,
         "reason": "requested_by_customer",

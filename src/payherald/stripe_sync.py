@@ -1,4 +1,4 @@
-"""Writing opt-outs and opt-ins back to the Stripe customer (F24).
+"""Writing opt-outs and opt-ins back to the Stripe customer.
 
 When someone replies STOP (or START), or an operator runs ``payherald optout``, the consent
 record is committed with ``stripe_status = 'pending'`` in the same transaction as the change

@@ -1,5 +1,5 @@
 """A worker killed between the provider accepting a message and recording that it did:
-after a restart, no message is sent twice and none is lost (F19, issue 4)."""
+after a restart, no message is sent twice and none is lost."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What `payherald run` writes while it works (F33): a log capture over a full run holds
+"""What `payherald run` writes while it works: a log capture over a full run holds
 no configured secret and no unmasked phone number, and its JSON lines name the event and
 the notification they are about."""
 

@@ -1,4 +1,4 @@
-"""`payherald optout`: add, remove, list, export and import an opt-out list (F26)."""
+"""`payherald optout`: add, remove, list, export and import an opt-out list."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Backfill and gap reconciliation (F30) against localstripe: events created while
+"""Backfill and gap reconciliation against localstripe: events created while
 payherald was down are brought in once; what was delivered before is not sent again."""
 
 from __future__ import annotations

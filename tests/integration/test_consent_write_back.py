@@ -1,4 +1,4 @@
-"""Opt-outs written back to the Stripe customer (F24), against localstripe: a STOP by SMS
+"""Opt-outs written back to the Stripe customer, against localstripe: a STOP by SMS
 sets ``payherald_opted_out`` on the customer payherald messaged; a START clears it."""
 
 from __future__ import annotations

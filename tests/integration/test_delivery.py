@@ -1,4 +1,4 @@
-"""Twilio status callbacks over real HTTP (F18): signed, deduplicated, never regressing."""
+"""Twilio status callbacks over real HTTP: signed, deduplicated, never regressing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`payherald endpoint register|list` and `payherald doctor` (F32), as a user runs them,
+"""`payherald endpoint register|list` and `payherald doctor`, as a user runs them,
 against localstripe (with the webhook endpoints API the test launcher adds to it), a
 loopback Twilio-shaped account API, and, where Stripe must refuse or fail one call, a
 loopback stand-in for Stripe's webhook endpoints API."""

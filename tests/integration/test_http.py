@@ -1,4 +1,4 @@
-"""POST /webhooks/stripe over real HTTP on loopback (F1, F2)."""
+"""POST /webhooks/stripe over real HTTP on loopback."""
 
 from __future__ import annotations
 

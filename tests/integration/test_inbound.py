@@ -1,4 +1,4 @@
-"""Inbound replies over real HTTP (F24): signed, acted on once, STOP that always holds."""
+"""Inbound replies over real HTTP: signed, acted on once, STOP that always holds."""
 
 from __future__ import annotations
 

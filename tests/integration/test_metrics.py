@@ -1,4 +1,4 @@
-"""GET /metrics over real HTTP (F33): counters, queue gauges and latency histograms move
+"""GET /metrics over real HTTP: counters, queue gauges and latency histograms move
 as events come in and the worker drains the queue, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Quiet hours through the whole path (F25): a customer text due at night waits in the
+"""Quiet hours through the whole path: a customer text due at night waits in the
 store for the recipient's 08:00, then goes out once; receipts and team alerts do not wait."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Replay (F31): events whose processing failed are processed again after a fix; nothing
+"""Replay: events whose processing failed are processed again after a fix; nothing
 already sent is sent again."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""STOP that always holds (F24): 10,000 queued messages are draining to a Twilio-shaped
+"""STOP that always holds: 10,000 queued messages are draining to a Twilio-shaped
 peer when one recipient replies STOP over real HTTP; from the moment the STOP is recorded,
 no message to that number is committed to be sent, and none reaches the peer except those
 already in the provider call."""

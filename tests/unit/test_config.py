@@ -1,4 +1,4 @@
-"""The rules file: every mistake named with its line and what to fix (F16, issue 3)."""
+"""The rules file: every mistake named with its line and what to fix."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What a reply means (F24): every keyword, any case, padded, only as the whole message;
+"""What a reply means: every keyword, any case, padded, only as the whole message;
 and the opt-out list as CSV, safe to open in a spreadsheet."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Which URLs name the same Stripe webhook endpoint (F32): register and doctor must not
+"""Which URLs name the same Stripe webhook endpoint: register and doctor must not
 take a trailing slash or a capital letter in the host for a different endpoint."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Amounts in Stripe's smallest unit, formatted per currency and locale (F15)."""
+"""Amounts in Stripe's smallest unit, formatted per currency and locale."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Quiet hours (F25): the window is local wall-clock time and moves with daylight saving."""
+"""Quiet hours: the window is local wall-clock time and moves with daylight saving."""
 
 from __future__ import annotations
 

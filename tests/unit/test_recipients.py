@@ -1,4 +1,4 @@
-"""Finding the customer's phone number (F5) and saying so when there is none (F6)."""
+"""Finding the customer's phone number and saying so when there is none."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Live/test separation (F4), channel availability, and retry spacing."""
+"""Live/test separation, channel availability, and retry spacing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The built-in catalogue (F7-F14): which events cause which messages, in which words."""
+"""The built-in catalogue: which events cause which messages, in which words."""
 
 from __future__ import annotations
 

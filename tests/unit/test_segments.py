@@ -1,4 +1,4 @@
-"""SMS length and segments: GSM-7 160/153, UCS-2 70/67 (PRODUCT.md F16)."""
+"""SMS length and segments: GSM-7 160/153, UCS-2 70/67."""
 
 from __future__ import annotations
 

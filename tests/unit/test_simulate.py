@@ -27,7 +27,7 @@ PHONE = "+447700900123"
 # The shape before basil (2025-03-31): invoices, payment intents and charges name one another.
 LEGACY = "2024-06-20"
 
-# Where each object carries the customer's phone (PRODUCT.md F5).
+# Where each object carries the customer's phone.
 PHONE_PATHS = {
     "payment_intent.succeeded": ("shipping", "phone"),
     "payment_intent.payment_failed": ("shipping", "phone"),

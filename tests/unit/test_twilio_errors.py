@@ -1,4 +1,4 @@
-"""How Twilio's answers are read: retry, never retry, or ask before resending (F19)."""
+"""How Twilio's answers are read: retry, never retry, or ask before resending."""
 
 from __future__ import annotations
 

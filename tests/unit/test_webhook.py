@@ -1,4 +1,4 @@
-"""Stripe-Signature verification (F1): what is accepted and what is refused, and why."""
+"""Stripe-Signature verification: what is accepted and what is refused, and why."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Which channel really sends a message.
 
-Live/test separation (F4): a test-mode event goes to the console unless its recipient is on
+Live/test separation: a test-mode event goes to the console unless its recipient is on
 the test allowlist, whatever channel the rule names. With no provider configured at all (a
 developer's machine), the console stands in for every channel; once one is configured,
 a channel that is not is skipped in a rule's fallback chain instead, so that no message is

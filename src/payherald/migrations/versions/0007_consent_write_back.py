@@ -1,4 +1,4 @@
-"""Consent records carry their write-back to the Stripe customer's metadata (F24).
+"""Consent records carry their write-back to the Stripe customer's metadata.
 
 Revision ID: 0007
 Revises: 0006

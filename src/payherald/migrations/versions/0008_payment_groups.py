@@ -1,5 +1,5 @@
 """Notifications name the subject they were keyed on, so that two notifications about one
-payment, queued before its events were linked, are told once (F7, F36).
+payment, queued before its events were linked, are told once.
 
 Revision ID: 0008
 Revises: 0007
