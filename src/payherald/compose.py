@@ -22,7 +22,7 @@ from phonenumbers import timezone as phone_timezones
 
 from payherald.channels.router import ChannelRouter
 from payherald.channels.slack import escape_mrkdwn
-from payherald.clock import Clock, SystemClock
+from payherald.clock import Clock
 from payherald.exceptions import RecipientNotFound, RenderError, TransientDeliveryError
 from payherald.lookups import StripeLookups
 from payherald.messages import MessageContext, message_context
@@ -103,8 +103,8 @@ class Composer:
         context: MessageContext,
         default_region: str = "US",
         metadata_keys: tuple[str, ...] = ("phone",),
-        quiet_hours: QuietHours | None = None,
-        clock: Clock | None = None,
+        quiet_hours: QuietHours,
+        clock: Clock,
     ) -> None:
         self._rules = rules
         self._router = router
@@ -114,8 +114,8 @@ class Composer:
         self._context = context
         self._default_region = default_region
         self._metadata_keys = metadata_keys
-        self._quiet_hours = quiet_hours or QuietHours(enabled=False)
-        self._clock = clock or SystemClock()
+        self._quiet_hours = quiet_hours
+        self._clock = clock
 
     def warm_up(self) -> None:
         """Load now what the first message would otherwise wait for (the locale's data)."""

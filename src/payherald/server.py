@@ -56,6 +56,7 @@ def create_http_app(
     store: Store,
     verifier: WebhookVerifier,
     rules: RuleBook,
+    metrics: Metrics,
     on_queued: Callable[[], None] = lambda: None,
     twilio_auth_token: str | None = None,
     public_url: str | None = None,
@@ -63,7 +64,6 @@ def create_http_app(
     help_text: str | None = None,
     write_back: bool = False,
     default_region: str = "US",
-    metrics: Metrics | None = None,
     admin_token: str | None = None,
     body_timeout: float = BODY_TIMEOUT_SECONDS,
 ) -> FastAPI:
@@ -74,12 +74,10 @@ def create_http_app(
     headers a client can set such as ``X-Forwarded-Host``. With ``write_back``, opt-outs
     and opt-ins by reply are queued for the Stripe customer's metadata (``stripe_sync``).
     A reply's sender written without a country code is read in ``default_region``
-    (PAYHERALD_DEFAULT_REGION).
-    Webhook requests are counted in ``metrics`` (a new ``Metrics`` on ``store`` by
-    default), served on ``GET /metrics``. ``/readyz`` tells why the store is unavailable
-    only to a caller presenting ``admin_token`` (PAYHERALD_ADMIN_TOKEN) as a bearer token;
-    request bodies must arrive within ``body_timeout`` seconds."""
-    metrics = metrics or Metrics(store=store)
+    (PAYHERALD_DEFAULT_REGION). Webhook requests are counted in ``metrics``, served on
+    ``GET /metrics``. ``/readyz`` tells why the store is unavailable only to a caller
+    presenting ``admin_token`` (PAYHERALD_ADMIN_TOKEN) as a bearer token; request bodies
+    must arrive within ``body_timeout`` seconds."""
     twilio_validator = RequestValidator(twilio_auth_token) if twilio_auth_token else None
     name = f"{business_name}: " if business_name else ""
     replies = {

@@ -79,10 +79,10 @@ class Worker:
         max_attempts: int = 12,
         retry_base: float = 5.0,
         max_age: float = 86400.0,
-        limiter: RateLimiter | None = None,
+        limiter: RateLimiter,
+        metrics: Metrics,
         write_back: ConsentWriteBack | None = None,
         worker_id: str | None = None,
-        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._queue = store.queue
@@ -95,11 +95,11 @@ class Worker:
         self._max_attempts = max_attempts
         self._retry_base = retry_base
         self._max_age = timedelta(seconds=max_age)
-        self._limiter = limiter or RateLimiter({})
+        self._limiter = limiter
         # Opt-outs to write to Stripe customers; None without STRIPE_SECRET_KEY.
         self._write_back = write_back
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        self._metrics = metrics or Metrics()
+        self._metrics = metrics
         self._wake = threading.Event()
         self._slots = threading.BoundedSemaphore(concurrency)
 

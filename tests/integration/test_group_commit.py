@@ -20,6 +20,7 @@ from payherald import StripeEvent, SystemClock, WebhookVerifier, parse_event
 from payherald.database import create_store_engine
 from payherald.group_commit import GroupCommitter
 from payherald.messages import TemplateRenderer
+from payherald.metrics import Metrics
 from payherald.rules import BUILTIN_RULES, PlannedNotification, RuleBook
 from payherald.server import create_http_app
 from payherald.simulate import build_payment_events
@@ -219,6 +220,7 @@ def test_an_event_whose_planning_fails_is_stored_failed_and_its_batch_is_not(ph:
         store=ph.store,
         verifier=WebhookVerifier(secrets=[SECRET], clock=SystemClock()),
         rules=PlanningFailsFor("evt_broken"),
+        metrics=Metrics(store=ph.store),
     )
     names = ["evt_good_1", "evt_broken", "evt_good_2", "evt_good_3"]
     with LiveServer(app) as live:

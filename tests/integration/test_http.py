@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 from payherald import FrozenClock, SystemClock, WebhookVerifier
 from payherald.database import create_store_engine
 from payherald.messages import TemplateRenderer
+from payherald.metrics import Metrics
 from payherald.rules import BUILTIN_RULES, RuleBook
 from payherald.server import create_http_app
 from payherald.store import Store
@@ -183,6 +184,7 @@ def _server_on(store: Store) -> Any:
         store=store,
         verifier=WebhookVerifier(secrets=[SECRET], clock=SystemClock()),
         rules=RuleBook(BUILTIN_RULES, renderer=TemplateRenderer()),
+        metrics=Metrics(store=store),
     )
 
 

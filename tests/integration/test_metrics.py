@@ -21,6 +21,7 @@ from payherald import (
 )
 from payherald.database import create_store_engine
 from payherald.messages import TemplateRenderer
+from payherald.metrics import Metrics
 from payherald.rules import BUILTIN_RULES, RuleBook
 from payherald.server import create_http_app
 from payherald.store import Store
@@ -202,6 +203,7 @@ def test_a_planning_failure_and_an_unwritable_store_are_counted(tmp_path: Path) 
             store=store,
             verifier=WebhookVerifier(secrets=[SECRET], clock=FrozenClock()),
             rules=rules,
+            metrics=Metrics(store=store),
         )
 
     built = build_for_tests(f"sqlite:///{tmp_path / 'payherald.db'}")
