@@ -1,6 +1,6 @@
 """Operations commands: backfill, replay, prune, endpoint register|list, doctor (F30-F32).
 
-Registered on the `payherald` command by ``payherald.cli``.
+Registered on the `payherald` command by ``payherald.cli`` (the package).
 """
 
 from __future__ import annotations

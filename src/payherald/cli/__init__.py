@@ -810,4 +810,4 @@ def main() -> None:
 
 
 # The operations commands (backfill, replay, endpoint, doctor) register themselves on `app`.
-from payherald import cli_operations  # noqa: E402, F401
+from payherald.cli import operations  # noqa: E402, F401
