@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from payherald.cli.output import _fail, _guard
-from payherald.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     import stripe
 
     from payherald.app import Payherald
+    from payherald.settings import Settings
     from payherald.store import Store
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
 
 def _settings() -> Settings:
     from payherald.logs import configure_logging
+    from payherald.settings import load_settings
 
     settings = _guard(load_settings)
     configure_logging(secrets=settings.secret_values(), log_format=settings.log_format)
