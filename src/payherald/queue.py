@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     Connection,
+    Engine,
     Select,
     Table,
     Update,
@@ -35,15 +37,14 @@ from sqlalchemy import (
     update,
 )
 
+from payherald.clock import Clock
 from payherald.records import ClaimedNotification, claimed_from_row
 from payherald.tables import events, notifications, subject_aliases, suppressions
-
-if TYPE_CHECKING:
-    from payherald.store import Store
 
 __all__ = [
     "STATUSES",
     "TOLD_STATUSES",
+    "QueueDatabase",
     "WorkQueue",
     "lock_canonicals",
     "lock_subject",
@@ -57,10 +58,23 @@ STATUSES = ("pending", "claimed", "sending", "sent", "skipped", "failed", "unkno
 TOLD_STATUSES = ("sending", "sent", "unknown")
 
 
+class QueueDatabase(Protocol):
+    """What the queue needs of the store it lives in (``Store`` is one): its engine, its
+    clock, and its transactions, whose database errors become StoreUnavailable."""
+
+    @property
+    def engine(self) -> Engine: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def transaction(self) -> AbstractContextManager[Connection]: ...
+
+
 class WorkQueue:
     """The notifications table as a queue, in ``store``'s database (``Store.queue``)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: QueueDatabase) -> None:
         self._store = store
         self._clock = store.clock
         self._postgres = store.engine.dialect.name == "postgresql"
