@@ -1,4 +1,25 @@
-"""payherald: turn Stripe events into the right message, to the right person, exactly once."""
+"""payherald: turn Stripe events into the right message, to the right person, exactly once.
+
+Where things live, and the path of one event through them:
+
+    POST /webhooks/stripe
+      serving      uvicorn, every connection bounded (head size and time, body time, count)
+      server       the HTTP routes; webhook verifies the signature and parses the event
+      group_commit many requests' events written in one transaction, through
+      ingest       rules (which messages an event causes) and subjects (what each is about)
+      store        events, notifications and links, in tables (schema) by way of database
+      -> 200, once committed
+    worker         claims due notifications from queue, with a lease
+      compose      recipient (recipients, lookups, stripe_objects), words (messages, sandbox,
+                   money), channel (channels.router), quiet hours; payments settles a
+                   payment's events so that it is told once
+      channels     console, Twilio SMS, WhatsApp and voice, email, Slack
+      queue        sent, failed, retried or unknown; delivery takes Twilio's reports later
+    Around them: app builds everything from settings and config (payherald.toml); consent
+    (replies, opt-outs) and stripe_sync (write-back to Stripe); backfill and replay;
+    retention; endpoints and doctor; metrics and logs; terminal for what commands print;
+    cli, the `payherald` command, one module per command group.
+"""
 
 from __future__ import annotations
 
