@@ -10,6 +10,9 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from email import message_from_bytes
+from email.message import Message as EmailMessage
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlencode
 
@@ -262,3 +265,43 @@ def opt_out_as_older_payherald(database_url: str, address: str, *, words: str = 
             )
         )
     engine.dispose()
+
+
+class Mailbox:
+    """An aiosmtpd handler that keeps what it is sent, and refuses whom it is told to."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], EmailMessage]] = []
+        self.refuse: dict[str, str] = {}
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(
+            (envelope.mail_from, list(envelope.rcpt_tos), message_from_bytes(envelope.content))
+        )
+        return "250 Message accepted for delivery"
+
+
+class SlackReceiver(BaseHTTPRequestHandler):
+    posts: list[tuple[str, dict[str, Any]]]
+    answer: tuple[int, str, dict[str, str]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.posts.append((self.path, json.loads(body)))
+        status, text, headers = self.answer
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(text.encode())
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass

@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 
 from payherald import FrozenClock
 from payherald.testing import ScriptedChannel
 from tests import peers
-from tests.support import LiveServer, build_for_tests
+from tests.peers import free_port
+from tests.support import LiveServer, Mailbox, SlackReceiver, build_for_tests, serving
 
 
 @pytest.fixture
@@ -54,3 +57,21 @@ def server(ph: Any) -> Iterator[LiveServer]:
     """``ph``'s HTTP app served on 127.0.0.1."""
     with LiveServer(ph.http_app, ph.settings) as live:
         yield live
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Mailbox, int]]:
+    """An SMTP server (aiosmtpd) on 127.0.0.1 that keeps what it is sent, and its port."""
+    mailbox, port = Mailbox(), free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield mailbox, port
+    controller.stop()
+
+
+@pytest.fixture
+def slack() -> Iterator[tuple[type[SlackReceiver], str]]:
+    """A Slack incoming-webhook stand-in on 127.0.0.1 that records posts, and its URL."""
+    handler = type("Receiver", (SlackReceiver,), {"posts": [], "answer": (200, "ok", {})})
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), handler)) as server:
+        yield handler, f"http://127.0.0.1:{server.server_address[1]}"

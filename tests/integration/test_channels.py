@@ -3,18 +3,12 @@ real SMTP server (aiosmtpd) for email, and a loopback HTTP receiver for Slack.""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from email import message_from_bytes
-from email.message import Message as EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from payherald import PermanentDeliveryError, TransientDeliveryError
 from payherald.channels import (
@@ -28,7 +22,7 @@ from payherald.channels.email import EmailChannel, SmtpServer
 from payherald.channels.slack import SlackChannel
 from tests import peers
 from tests.peers import free_port
-from tests.support import answer_json, serving
+from tests.support import Mailbox, SlackReceiver, answer_json, serving
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 PHONE = "+14155550123"
@@ -132,37 +126,6 @@ def test_a_call_reads_the_message_out_in_the_locales_language(twilio: peers.Twil
     )
 
 
-class Mailbox:
-    """An aiosmtpd handler that keeps what it is sent, and refuses whom it is told to."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, list[str], EmailMessage]] = []
-        self.refuse: dict[str, str] = {}
-
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, options: Any
-    ) -> str:
-        if address in self.refuse:
-            return self.refuse[address]
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(
-            (envelope.mail_from, list(envelope.rcpt_tos), message_from_bytes(envelope.content))
-        )
-        return "250 Message accepted for delivery"
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[Mailbox, int]]:
-    mailbox, port = Mailbox(), free_port()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield mailbox, port
-    controller.stop()
-
-
 def email_channel(port: int) -> EmailChannel:
     return EmailChannel(
         server=SmtpServer.from_url(f"smtp://127.0.0.1:{port}"),
@@ -221,31 +184,6 @@ def test_an_unreachable_smtp_server_is_retried() -> None:
         email_channel(free_port()).send(
             Message(notification_id=5, to="a@example.com", body="Hi", channel="email")
         )
-
-
-class SlackReceiver(BaseHTTPRequestHandler):
-    posts: list[tuple[str, dict[str, Any]]]
-    answer: tuple[int, str, dict[str, str]]
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.posts.append((self.path, json.loads(body)))
-        status, text, headers = self.answer
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(text.encode())
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def slack() -> Iterator[tuple[type[SlackReceiver], str]]:
-    handler = type("Receiver", (SlackReceiver,), {"posts": [], "answer": (200, "ok", {})})
-    with serving(ThreadingHTTPServer(("127.0.0.1", 0), handler)) as server:
-        yield handler, f"http://127.0.0.1:{server.server_address[1]}"
 
 
 def test_slack_gets_a_readable_block_layout(slack: tuple[type[SlackReceiver], str]) -> None:

@@ -6,13 +6,10 @@ real Slack and email channels posting to peers on loopback."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from payherald import FrozenClock, parse_event
 from payherald.channels.email import EmailChannel, SmtpServer
@@ -20,9 +17,7 @@ from payherald.channels.slack import SlackChannel
 from payherald.sandbox import MAX_VALUE
 from payherald.simulate import build_event
 from payherald.testing import ScriptedChannel
-from tests.integration.test_channels import Mailbox, SlackReceiver
-from tests.peers import free_port
-from tests.support import build_for_tests, serving
+from tests.support import Mailbox, SlackReceiver, build_for_tests
 
 EVIL_NAME = "<!channel> <https://evil.example|Approve refund> @here & co"
 TEAM = """
@@ -54,22 +49,6 @@ to = "team:{team}"
 channels = ["{channel}"]
 template = "{template}"
 """
-
-
-@pytest.fixture
-def slack() -> Iterator[tuple[type[SlackReceiver], str]]:
-    handler = type("Receiver", (SlackReceiver,), {"posts": [], "answer": (200, "ok", {})})
-    with serving(ThreadingHTTPServer(("127.0.0.1", 0), handler)) as server:
-        yield handler, f"http://127.0.0.1:{server.server_address[1]}"
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[Mailbox, int]]:
-    mailbox, port = Mailbox(), free_port()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield mailbox, port
-    controller.stop()
 
 
 def payherald(
