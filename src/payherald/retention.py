@@ -2,11 +2,11 @@
 
 An event received before the cutoff is deleted with everything that hangs on it: its
 notifications (their bodies and addresses, refusals and notes) and the delivery reports
-about them. Delivery reports received before the cutoff go too. An inbound message
-received before the cutoff is forgotten but for its tombstone: its sender and body are
-blanked, its MessageSid, time and keyword kept, for Twilio's signature carries no time and
-that row is all that stops a captured reply (a START) from being replayed and acted on
-again. What is never deleted:
+about them. Delivery reports received before the cutoff about no notification kept go too.
+An inbound message received before the cutoff is forgotten but for its tombstone: its
+sender and body are blanked, its MessageSid, time and keyword kept, for Twilio's signature
+carries no time and that row is all that stops a captured reply (a START) from being
+replayed and acted on again. What is never deleted:
 
 - an event with a notification still in flight (pending, claimed, sending, unknown) or
   touched since the cutoff (a replay, a late send): it and its notifications wait;
