@@ -93,8 +93,7 @@ def _step() -> None:
 def _sized(value: Any) -> Any:
     """``value``, if it is within ``MAX_SIZE``."""
     if isinstance(value, str | bytes | list | tuple | dict | set | frozenset | range):
-        if len(value) > MAX_SIZE:
-            raise _too_costly(f"builds a value of more than {MAX_SIZE:,} characters or items")
+        _check_length(len(value))
     elif isinstance(value, int) and value.bit_length() > _INT_BITS:
         raise _too_costly("builds a number of more than a thousand digits")
     return value
@@ -112,6 +111,10 @@ def _check_format(spec: Any) -> None:
             for width in match.groups():
                 if width and int(width) > MAX_SIZE:
                     raise _too_costly(f"formats a value wider than {MAX_SIZE:,} characters")
+
+
+def _joined_length(items: list[Any], separator: str) -> int:
+    return sum(len(str(item)) for item in items) + len(separator) * len(items)
 
 
 def _replaced_length(text: str, old: Any, new: Any, count: Any = -1) -> int:
@@ -139,7 +142,7 @@ def _check_call(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> 
         _check_length(_replaced_length(owner, *args[:3]))
     elif name == "join" and args:
         items = list(args[0]) if isinstance(args[0], Iterable) else []
-        _check_length(sum(len(str(item)) for item in items) + len(owner) * len(items))
+        _check_length(_joined_length(items, owner))
     elif name == "expandtabs":
         width = values[0] if values else 8
         _check_length(len(owner) + owner.count("\t") * (width if isinstance(width, int) else 0))
@@ -183,7 +186,7 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         if name == "join" and isinstance(args[offset], Iterable):
             items = list(args[offset])
             separator = str(args[offset + 1] if len(args) > offset + 1 else kwargs.get("d", ""))
-            _check_length(sum(len(str(item)) for item in items) + len(separator) * len(items))
+            _check_length(_joined_length(items, separator))
             args = (*args[:offset], items, *args[offset + 1 :])
         return _sized(func(*args, **kwargs))
 
