@@ -242,8 +242,8 @@ def opt_out_as_older_payherald(database_url: str, address: str, *, words: str = 
     E.164: the suppression and the consent under the sender as Twilio wrote it."""
     from datetime import UTC, datetime, timedelta
 
-    from payherald.database import create_store_engine, migrate
-    from payherald.tables import consents, suppressions
+    from payherald.store.engine import create_store_engine, migrate
+    from payherald.store.schema import consents, suppressions
 
     engine = create_store_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
     migrate(engine)  # the schema only, as a migration by the older payherald left it

@@ -26,7 +26,6 @@ from payherald.clock import Clock, SystemClock
 from payherald.compose import Composer
 from payherald.config import Config, load_config
 from payherald.consent import upgrade_legacy_opt_outs
-from payherald.database import cannot_open, create_store_engine, migrate
 from payherald.exceptions import StoreUnavailable
 from payherald.lookups import StripeApiLookups, StripeLookups
 from payherald.messages import MessageContext, TemplateRenderer
@@ -40,6 +39,7 @@ from payherald.rules import RuleBook
 from payherald.server import create_http_app
 from payherald.settings import Settings
 from payherald.store import Store
+from payherald.store.engine import cannot_open, create_store_engine, migrate
 from payherald.stripe_sync import ConsentWriteBack
 from payherald.wakeup import listen_for_work
 from payherald.webhook import SigningSecret, WebhookVerifier
@@ -198,7 +198,7 @@ def build(
             migrate(engine)
         except SQLAlchemyError as exc:
             raise StoreUnavailable(cannot_open(settings.database_url, exc)) from exc
-    store.check_schema()
+    store.db.check_schema()
     if migrate_schema:
         upgrade_legacy_opt_outs(store, default_region=settings.default_region)
 

@@ -25,6 +25,7 @@ from typing import Any
 import stripe
 import structlog
 
+from payherald.backoff import backoff_delay
 from payherald.clock import Clock
 from payherald.exceptions import PayheraldError
 from payherald.ingest import ingest
@@ -184,8 +185,8 @@ class Backfill:
                         "events already stored are skipped."
                     ) from exc
                 summary.retries += 1
-                delay = min(30.0, 0.5 * 2**attempt)
-                _log.warning("backfill_retry", error=str(exc), delay_seconds=delay)
+                delay = backoff_delay(attempt + 1, base=0.5, cap=30.0)
+                _log.warning("backfill_retry", error=str(exc), delay_seconds=round(delay, 2))
                 self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, delete, select
 
 from payherald.recipients import mask_phone, normalise_phone
 from payherald.store import Store
-from payherald.tables import consents, inbound_messages, suppressions
+from payherald.store.schema import consents, inbound_messages, suppressions
 
 __all__ = [
     "HELP",
@@ -85,7 +85,7 @@ def record_consent(
     transaction. Returns whether it changed anything (an opt-out of someone already out
     changes nothing, but is still recorded). With ``write_back``, a change is queued to be
     written to the Stripe customers messaged at ``address``."""
-    with store.transaction() as connection:
+    with store.db.transaction() as connection:
         return _apply(
             store,
             connection,
@@ -136,10 +136,10 @@ def record_reply(
     however old, changes nothing."""
     action = classify_reply(body)
     now = store.clock.now()
-    with store.transaction() as connection:
+    with store.db.transaction() as connection:
         new = (
             connection.execute(
-                store.insert(inbound_messages)
+                store.db.insert(inbound_messages)
                 .values(
                     provider_id=provider_id,
                     sender=sender,
@@ -184,7 +184,7 @@ def _apply(
     if action == "opt_out":
         changed = (
             connection.execute(
-                store.insert(suppressions)
+                store.db.insert(suppressions)
                 .values(
                     address=address,
                     reason=reason or f"opted out ({source}: {words or action})",
@@ -308,7 +308,7 @@ def import_consents(
     """Apply ``rows`` in one transaction (all or none); returns how many changed a
     suppression. With ``write_back``, each change is queued for the Stripe customers
     messaged at that number, as ``record_consent`` does."""
-    with store.transaction() as connection:
+    with store.db.transaction() as connection:
         return sum(
             _apply(
                 store,
@@ -325,7 +325,7 @@ def import_consents(
 
 
 def consent_records(store: Store) -> list[dict[str, Any]]:
-    with store.read() as connection:
+    with store.db.read() as connection:
         return [
             dict(row)
             for row in connection.execute(
@@ -341,7 +341,7 @@ def must_not_be_messaged(address: str, reason: str) -> str:
 
 
 def suppressed(store: Store) -> list[dict[str, Any]]:
-    with store.read() as connection:
+    with store.db.read() as connection:
         return [
             dict(row)
             for row in connection.execute(
@@ -368,7 +368,7 @@ def legacy_opt_outs(store: Store, *, default_region: str) -> list[LegacyOptOut]:
     """The suppressions whose address is neither in E.164 nor an email address, each
     read as ``reply_sender`` reads a sender now."""
     found = []
-    with store.read() as connection:
+    with store.db.read() as connection:
         rows = connection.execute(
             select(
                 suppressions.c.address, suppressions.c.reason, suppressions.c.created_at
@@ -394,7 +394,7 @@ def upgrade_legacy_opt_outs(store: Store, *, default_region: str) -> list[Legacy
     for legacy in legacy_opt_outs(store, default_region=default_region):
         if legacy.reads_as is None or legacy.settled:
             continue
-        with store.transaction() as connection:
+        with store.db.transaction() as connection:
             # Read again in the transaction that writes: a reply may have come in since.
             since = connection.execute(
                 select(suppressions.c.created_at).where(suppressions.c.address == legacy.address)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, or_, select, update
 
 from payherald.store import Store
-from payherald.tables import delivery_reports, notifications
+from payherald.store.schema import delivery_reports, notifications
 
 __all__ = ["DELIVERY_RANK", "DeliveryReport", "record_delivery"]
 
@@ -52,9 +52,9 @@ def record_delivery(store: Store, report: DeliveryReport) -> str:
     """Store ``report``; returns ``"duplicate"``, ``"unknown"`` (no notification of ours),
     ``"stale"`` (the notification is already further along) or ``"updated"``."""
     now = store.clock.now()
-    with store.transaction() as connection:
+    with store.db.transaction() as connection:
         inserted = connection.execute(
-            store.insert(delivery_reports)
+            store.db.insert(delivery_reports)
             .values(
                 provider_id=report.provider_id,
                 status=report.status,

@@ -23,7 +23,6 @@ import stripe
 from payherald.api_versions import FAMILIES, parse_api_version, unsupported_reason
 from payherald.clock import Clock
 from payherald.consent import legacy_opt_outs
-from payherald.database import unreachable_advice
 from payherald.endpoints import (
     WEBHOOK_PATH,
     StripeCallFailed,
@@ -41,6 +40,7 @@ from payherald.recipients import mask_phone
 from payherald.rules import RuleBook
 from payherald.settings import Settings
 from payherald.store import Store
+from payherald.store.engine import unreachable_advice
 
 __all__ = ["Check", "run_checks"]
 
@@ -84,12 +84,12 @@ def run_checks(
 
 def _store_check(store: Store) -> Check:
     try:
-        store.ping()
+        store.db.ping()
     except PayheraldError as exc:
-        advice = unreachable_advice(store.engine.url)
+        advice = unreachable_advice(store.db.engine.url)
         return Check("store", False, exc.message, advice[0].upper() + advice[1:])
     try:
-        store.check_schema()
+        store.db.check_schema()
     except PayheraldError as exc:
         return Check("store", False, exc.message, "Run: payherald migrate")
     return Check("store", True, "reachable and migrated")
@@ -98,8 +98,8 @@ def _store_check(store: Store) -> Check:
 def _store_file_check(store: Store) -> Check | None:
     """A warning when others than its owner may read the SQLite file (or its -wal and
     -shm): it holds phone numbers, emails, message bodies and raw payloads."""
-    database = store.engine.url.database
-    if store.engine.dialect.name != "sqlite" or not database or database == ":memory:":
+    database = store.db.engine.url.database
+    if store.db.engine.dialect.name != "sqlite" or not database or database == ":memory:":
         return None
     readable = []
     for path in (database, f"{database}-wal", f"{database}-shm"):

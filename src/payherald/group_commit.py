@@ -172,7 +172,7 @@ class GroupCommitter:
                 )
                 if isinstance(exc, StoreUnavailable):
                     try:
-                        self._store.ping()
+                        self._store.db.ping()
                     except StoreUnavailable as down:
                         # One exception each: raising one object in many requests would
                         # pile their tracebacks onto it.

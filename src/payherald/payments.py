@@ -32,9 +32,9 @@ from payherald.clock import Clock
 from payherald.compose import NotificationDeferred, NotificationSkipped
 from payherald.lookups import StripeLookups
 from payherald.messages import decline_reason, payment_error
-from payherald.records import ClaimedNotification
 from payherald.rules import Rule
 from payherald.store import Store
+from payherald.store.records import ClaimedNotification
 from payherald.stripe_objects import StripeObject, as_mapping, read_object
 from payherald.webhook import StripeEvent, parse_event
 

@@ -33,7 +33,7 @@ from payherald.clock import Clock
 from payherald.exceptions import PayheraldError
 from payherald.settings import MIN_RETENTION_DAYS
 from payherald.store import TERMINAL_STATUSES, Store
-from payherald.tables import delivery_reports, events, inbound_messages, notifications
+from payherald.store.schema import delivery_reports, events, inbound_messages, notifications
 
 __all__ = ["PruneSummary", "Pruner", "RetentionError", "check_cutoff", "prune"]
 
@@ -132,7 +132,7 @@ def prune(
         pass
     while _sweep_reports(store, before, batch_size, summary) == batch_size:
         pass
-    with store.read() as connection:
+    with store.db.read() as connection:
         summary.kept = _count_rows(connection, events.c.id, events.c.received_at < before)
     _log.info(
         "pruned",
@@ -160,7 +160,7 @@ def _prune_events(store: Store, before: datetime, batch_size: int, summary: Prun
         # insert waits for this lock, then finds no event); SQLite writes one at a time.
         .with_for_update(of=events, skip_locked=True)
     )
-    with store.transaction() as connection:
+    with store.db.transaction() as connection:
         found = list(connection.execute(candidates).scalars())
         if not found:
             return 0
@@ -202,7 +202,7 @@ def _prune_inbound(store: Store, before: datetime, batch_size: int, summary: Pru
     """Blank the sender, raw sender and body of one batch of inbound messages received
     before ``before``, leaving the tombstone (MessageSid, time, keyword) that
     ``consent.record_reply`` knows a replay by; returns how many were blanked."""
-    with store.transaction() as connection:
+    with store.db.transaction() as connection:
         found = (
             connection.execute(
                 select(inbound_messages.c.provider_id)
@@ -226,7 +226,7 @@ def _prune_inbound(store: Store, before: datetime, batch_size: int, summary: Pru
 def _sweep_reports(store: Store, before: datetime, batch_size: int, summary: PruneSummary) -> int:
     """Delete one batch of delivery reports received before ``before`` about no kept
     notification; returns how many."""
-    with store.transaction() as connection:
+    with store.db.transaction() as connection:
         keys = [
             tuple(key)
             for key in connection.execute(
@@ -255,7 +255,7 @@ def _count(store: Store, before: datetime, summary: PruneSummary) -> None:
     their_messages = select(notifications.c.provider_id).where(
         notifications.c.event_id.in_(doomed), notifications.c.provider_id.is_not(None)
     )
-    with store.read() as connection:
+    with store.db.read() as connection:
         summary.events = _count_rows(connection, events.c.id, old, ~_holds_event(before))
         summary.kept = _count_rows(connection, events.c.id, old, _holds_event(before))
         summary.notifications = _count_rows(

@@ -330,7 +330,7 @@ def create_http_app(
     @app.get("/readyz", summary="Ready: the store answers")
     async def readyz(request: Request) -> JSONResponse:
         try:
-            await run_in_threadpool(store.ping)
+            await run_in_threadpool(store.db.ping)
         except StoreUnavailable as exc:
             # The driver's reason names the database's host, port and user: for the log,
             # and for the operator presenting the admin token, not for anyone who asks.

@@ -27,7 +27,7 @@ from sqlalchemy import and_, select, update
 
 from payherald.clock import Clock
 from payherald.store import Store
-from payherald.tables import consents, events, notifications
+from payherald.store.schema import consents, events, notifications
 
 __all__ = ["OPTED_OUT_AT_KEY", "OPTED_OUT_KEY", "ConsentWriteBack", "customers_messaged_at"]
 
@@ -67,7 +67,7 @@ class ConsentWriteBack:
     def _claim(self, limit: int) -> list[dict[str, Any]]:
         now = self._clock.now()
         claimed = []
-        with self._store.transaction() as connection:
+        with self._store.db.transaction() as connection:
             due = connection.execute(
                 select(consents)
                 .where(consents.c.stripe_status == "pending", consents.c.stripe_due_at <= now)
@@ -90,7 +90,7 @@ class ConsentWriteBack:
 
     def _write(self, row: dict[str, Any]) -> bool:
         log = _log.bind(consent_id=row["id"], action=row["action"])
-        with self._store.transaction() as connection:
+        with self._store.db.transaction() as connection:
             later = connection.execute(
                 select(consents.c.id)
                 .where(
@@ -140,7 +140,7 @@ class ConsentWriteBack:
             self._settle(row, "failed", f"gave up after {attempts} attempts: {error}", attempts)
             log.warning("consent_write_back", outcome="failed", error=error)
             return True
-        with self._store.transaction() as connection:
+        with self._store.db.transaction() as connection:
             connection.execute(
                 update(consents)
                 .where(consents.c.id == row["id"])
@@ -156,7 +156,7 @@ class ConsentWriteBack:
     def _settle(
         self, row: dict[str, Any], status: str, result: str, attempts: int | None = None
     ) -> None:
-        with self._store.transaction() as connection:
+        with self._store.db.transaction() as connection:
             connection.execute(
                 update(consents)
                 .where(and_(consents.c.id == row["id"], consents.c.stripe_status == "pending"))

@@ -14,16 +14,15 @@ accepts is timed from the event's arrival in ``payherald_end_to_end_seconds``.
 from __future__ import annotations
 
 import os
-import random
 import socket
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
 import structlog
 
+from payherald.backoff import backoff_delay
 from payherald.channels.base import Channel, Message, ReconcileOutcome
 from payherald.channels.router import ChannelRouter
 from payherald.clock import Clock
@@ -43,7 +42,7 @@ from payherald.recipients import mask_phone
 from payherald.store import ClaimedNotification, Store
 from payherald.stripe_sync import ConsentWriteBack
 
-__all__ = ["Worker", "backoff_delay"]
+__all__ = ["Worker"]
 
 _log = structlog.get_logger("payherald.worker")
 
@@ -51,18 +50,6 @@ _log = structlog.get_logger("payherald.worker")
 _REAP_EVERY = 5.0
 # How long to wait before asking the provider again about an undetermined outcome.
 _RECHECK_UNKNOWN = timedelta(minutes=2)
-
-
-def backoff_delay(
-    attempt: int,
-    *,
-    base: float = 5.0,
-    cap: float = 3600.0,
-    rng: Callable[[], float] = random.random,
-) -> float:
-    """Seconds before retry ``attempt`` (1-based): exponential, capped, and jittered to
-    between half and all of it so that a burst of failures does not retry in step."""
-    return float(min(cap, base * 2 ** (attempt - 1)) * (0.5 + rng() / 2))
 
 
 class Worker:

@@ -17,8 +17,8 @@ import pytest
 
 from payherald.api_versions import NEWEST_SUPPORTED
 from payherald.clock import SystemClock
-from payherald.database import create_store_engine
 from payherald.store import Store
+from payherald.store.engine import create_store_engine
 from tests.peers import free_port
 
 PAYHERALD = [sys.executable, "-m", "payherald"]

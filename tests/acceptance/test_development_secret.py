@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from payherald.clock import SystemClock
-from payherald.database import create_store_engine
 from payherald.store import Store
+from payherald.store.engine import create_store_engine
 from tests.acceptance.test_cli import PAYHERALD, clean_env, cli
 from tests.peers import free_port
 from tests.support import event_body, sign

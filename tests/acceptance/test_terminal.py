@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
-from payherald.tables import events, notifications, suppressions
+from payherald.store.schema import events, notifications, suppressions
 from tests.acceptance.test_cli import cli
 
 # Clear the screen, an 8-bit CSI, a bell, a carriage return that would overwrite the line,

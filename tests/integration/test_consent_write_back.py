@@ -15,8 +15,8 @@ from sqlalchemy import select
 from payherald import FrozenClock, parse_event
 from payherald.consent import import_consents, read_consent_csv, record_consent
 from payherald.simulate import build_event
+from payherald.store.schema import consents
 from payherald.stripe_sync import OPTED_OUT_AT_KEY, OPTED_OUT_KEY, ConsentWriteBack
-from payherald.tables import consents
 from payherald.testing import ScriptedChannel
 from tests import peers
 from tests.integration.test_inbound import reply

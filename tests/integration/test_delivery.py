@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
 from payherald import FrozenClock, parse_event
-from payherald.tables import delivery_reports
+from payherald.store.schema import delivery_reports
 from payherald.testing import ScriptedChannel
 from tests.support import (
     PUBLIC_URL,

@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 
 from payherald import FrozenClock, parse_event
 from payherald.consent import record_consent, suppressed, upgrade_legacy_opt_outs
-from payherald.tables import consents, inbound_messages
+from payherald.store.schema import consents, inbound_messages
 from payherald.testing import ScriptedChannel
 from tests.support import (
     TWILIO_SETTINGS,

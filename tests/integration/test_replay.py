@@ -16,7 +16,7 @@ from payherald import FrozenClock, PermanentDeliveryError, parse_event
 from payherald.ingest import ingest
 from payherald.replay import ReplayError, replay
 from payherald.simulate import build_event
-from payherald.tables import events, notifications
+from payherald.store.schema import events, notifications
 from payherald.testing import ScriptedChannel
 from tests.acceptance.test_cli import cli
 from tests.support import build_for_tests

@@ -13,12 +13,12 @@ from sqlalchemy import func, select
 
 from payherald import FrozenClock, StripeEvent, parse_event
 from payherald.consent import record_reply, suppressed
-from payherald.database import create_store_engine, migrate
 from payherald.delivery import DeliveryReport, record_delivery
 from payherald.retention import Pruner, prune
 from payherald.rules import PlannedNotification
 from payherald.store import Store
-from payherald.tables import consents, delivery_reports, inbound_messages
+from payherald.store.engine import create_store_engine, migrate
+from payherald.store.schema import consents, delivery_reports, inbound_messages
 from tests.acceptance.test_cli import cli
 from tests.support import (
     TWILIO_SETTINGS,
@@ -97,7 +97,7 @@ def event_ids(store: Store) -> list[str]:
 def inbound(store: Store) -> list[tuple[str, str, str, str | None]]:
     """(provider id, sender, body, action) of every inbound message; raw_sender, asserted
     None where blanked, is left out."""
-    with store.read() as connection:
+    with store.db.read() as connection:
         rows = connection.execute(
             select(
                 inbound_messages.c.provider_id,
@@ -112,7 +112,7 @@ def inbound(store: Store) -> list[tuple[str, str, str, str | None]]:
 
 
 def count(store: Store, table: object) -> int:
-    with store.read() as connection:
+    with store.db.read() as connection:
         return int(connection.execute(select(func.count()).select_from(table)).scalar_one())
 
 
@@ -176,7 +176,7 @@ def test_delivery_reports_about_no_kept_message_go_too(
     before = old_clock.now() - timedelta(days=90)
     assert prune(store, before, dry_run=True).delivery_reports == 3
     assert prune(store, before, batch_size=1).delivery_reports == 3
-    with store.read() as connection:
+    with store.db.read() as connection:
         left = connection.execute(select(delivery_reports.c.provider_id, delivery_reports.c.status))
         assert left.all() == [("SM_stranger", "read")]
 

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from payherald import parse_event
 from payherald.simulate import build_event
-from payherald.tables import consents
+from payherald.store.schema import consents
 from tests.integration.test_burst import TwilioBurstPeer, settings_for
 from tests.integration.test_inbound import reply
 from tests.support import (

@@ -11,10 +11,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from payherald import FrozenClock, StripeEvent, parse_event
-from payherald.database import create_store_engine, migrate
 from payherald.rules import PlannedNotification
 from payherald.store import Store
-from payherald.tables import metadata
+from payherald.store.engine import create_store_engine, migrate
+from payherald.store.schema import metadata
 from tests.support import event_body
 
 
@@ -42,14 +42,14 @@ def planned(*subject: str, kind: str = "payment") -> PlannedNotification:
 
 
 def test_migrations_create_exactly_the_declared_schema(store: Store) -> None:
-    with store.engine.connect() as connection:
+    with store.db.engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), metadata)
     assert diff == []
 
 
 def test_migrate_twice_is_harmless(store: Store) -> None:
-    migrate(store.engine)
-    store.check_schema()
+    migrate(store.db.engine)
+    store.db.check_schema()
 
 
 def test_an_event_and_its_notifications_are_stored_together(store: Store) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from payherald.backoff import backoff_delay
 from payherald.channels import ChannelRouter, ConsoleChannel
 from payherald.testing import ScriptedChannel
-from payherald.worker import backoff_delay
 
 SMS = ScriptedChannel("sms")
 CONSOLE = ConsoleChannel()

@@ -45,10 +45,10 @@ def doctor() -> None:
     from payherald.channels import twilio_client
     from payherald.clock import SystemClock
     from payherald.config import load_config
-    from payherald.database import create_store_engine
     from payherald.doctor import run_checks
     from payherald.messages import TemplateRenderer
     from payherald.store import Store
+    from payherald.store.engine import create_store_engine
 
     settings = _settings()
     path, required = settings.rules_file
@@ -87,7 +87,7 @@ def doctor() -> None:
         out.print(f"{label} {escape(check.name)}: {escape(check.detail)}", markup=True)
         if check.fix and (check.warning or not check.ok):
             out.print(f"       fix: {check.fix}")
-    store.engine.dispose()
+    store.db.engine.dispose()
     if problems:
         out.print(f"{problems} problem(s) found.")
         raise typer.Exit(1)

@@ -80,11 +80,11 @@ def _development_fingerprint(secret: str) -> str:
 
 def _store(settings: Settings) -> Store:
     from payherald.clock import SystemClock
-    from payherald.database import create_store_engine
     from payherald.store import Store
+    from payherald.store.engine import create_store_engine
 
     store = Store(engine=create_store_engine(settings.sqlalchemy_url), clock=SystemClock())
-    _guard(store.check_schema)
+    _guard(store.db.check_schema)
     return store
 
 

@@ -58,7 +58,7 @@ def notifications_list(
     limit: LimitOption = 100,
 ) -> None:
     """Notifications and what became of them, newest first."""
-    from payherald.queue import STATUSES
+    from payherald.store.queue import STATUSES
 
     if status is not None and status not in STATUSES:
         raise _fail(

@@ -138,5 +138,5 @@ def prune(
     _guard(lambda: check_cutoff(cutoff, now=now))
     store = _store(_settings())
     summary = _guard(lambda: prune_store(store, cutoff, dry_run=dry_run))
-    store.engine.dispose()
+    store.db.engine.dispose()
     out.print(("Dry run: " if dry_run else "Pruned: ") + summary.describe(dry_run=dry_run))

@@ -167,8 +167,8 @@ def migrate_command() -> None:
 
     from payherald.clock import SystemClock
     from payherald.consent import upgrade_legacy_opt_outs
-    from payherald.database import cannot_open, create_store_engine, head_revision, migrate
     from payherald.store import Store
+    from payherald.store.engine import cannot_open, create_store_engine, head_revision, migrate
 
     settings = _settings()
     engine = create_store_engine(settings.sqlalchemy_url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from payherald.tables import metadata
+from payherald.store.schema import metadata
 
 engine = context.config.attributes["engine"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from payherald.tables import UTCDateTime
+from payherald.store.schema import UTCDateTime
 
 revision = "0004"
 down_revision = "0003"

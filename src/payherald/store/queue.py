@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Engine,
     Select,
     Table,
     Update,
@@ -38,13 +36,13 @@ from sqlalchemy import (
 )
 
 from payherald.clock import Clock
-from payherald.records import ClaimedNotification, claimed_from_row
-from payherald.tables import events, notifications, subject_aliases, suppressions
+from payherald.store.database import Database
+from payherald.store.records import ClaimedNotification, claimed_from_row
+from payherald.store.schema import events, notifications, subject_aliases, suppressions
 
 __all__ = [
     "STATUSES",
     "TOLD_STATUSES",
-    "QueueDatabase",
     "WorkQueue",
     "lock_canonicals",
     "lock_subject",
@@ -58,26 +56,13 @@ STATUSES = ("pending", "claimed", "sending", "sent", "skipped", "failed", "unkno
 TOLD_STATUSES = ("sending", "sent", "unknown")
 
 
-class QueueDatabase(Protocol):
-    """What the queue needs of the store it lives in (``Store`` is one): its engine, its
-    clock, and its transactions, whose database errors become StoreUnavailable."""
-
-    @property
-    def engine(self) -> Engine: ...
-
-    @property
-    def clock(self) -> Clock: ...
-
-    def transaction(self) -> AbstractContextManager[Connection]: ...
-
-
 class WorkQueue:
-    """The notifications table as a queue, in ``store``'s database (``Store.queue``)."""
+    """The notifications table as a queue (``Store.queue``)."""
 
-    def __init__(self, store: QueueDatabase) -> None:
-        self._store = store
-        self._clock = store.clock
-        self._postgres = store.engine.dialect.name == "postgresql"
+    def __init__(self, *, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+        self._postgres = db.postgres
         # The state changes, built once per shape and run with new values each time:
         # building an UPDATE costs more than running it (see _transition).
         self._transitions: dict[tuple[Any, ...], Update] = {}
@@ -122,7 +107,7 @@ class WorkQueue:
         )
         if self._postgres:
             due = due.with_for_update(skip_locked=True)
-        with self._store.transaction() as connection:
+        with self._db.transaction() as connection:
             ids = list(connection.execute(due).scalars())
             if not ids:
                 return []
@@ -145,7 +130,7 @@ class WorkQueue:
         two counts."""
         now = self._clock.now()
         expired = and_(notifications.c.lease_until.is_not(None), notifications.c.lease_until < now)
-        with self._store.transaction() as connection:
+        with self._db.transaction() as connection:
             released = connection.execute(
                 update(notifications)
                 .where(and_(notifications.c.status == "claimed", expired))
@@ -196,7 +181,7 @@ class WorkQueue:
         parameters.update(held_id=held.id, held_claim=held.claim)
         if unless_suppressed:
             parameters["suppressed"] = list(unless_suppressed)
-        with self._store.transaction() as connection:
+        with self._db.transaction() as connection:
             if unless_told and self._postgres:
                 # Two notifications about one thing, claimed by two workers at once: the
                 # second waits here for the first to commit, then sees it told.

@@ -1,20 +1,18 @@
-"""The event store, on SQLite or PostgreSQL.
+"""The event log: events as Stripe sent them, the notifications each causes, and the
+identifiers that name one payment.
 
 Recording an event and queueing the notifications it causes is one transaction (a
 transactional outbox): when ``record_event`` returns, both are durable, and only then is
 Stripe answered 2xx. ``record_events`` does the same for many events in one transaction
-(group commit: one commit, so one fsync, for a whole batch of webhooks). On PostgreSQL a
-``NOTIFY`` on commit wakes the workers. What happens to a notification once queued, claim
-by claim, is ``Store.queue`` (``payherald.queue``).
+(group commit: one commit, so one fsync, for a whole batch of webhooks), and wakes the
+workers on commit. What happens to a notification once queued, claim by claim, is
+``Store.queue`` (``payherald.store.queue``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import secrets
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -30,35 +28,29 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError
 
 from payherald.clock import Clock
-from payherald.database import READ_ONLY, cannot_open, current_revision, head_revision
-from payherald.exceptions import SchemaOutOfDate, StoreUnavailable, ValueNotStorable
-from payherald.queue import WorkQueue, lock_canonicals, siblings_told
-from payherald.records import (
+from payherald.exceptions import StoreUnavailable
+from payherald.rules import LINKED_SUBJECTS, PlannedNotification
+from payherald.store.database import Database
+from payherald.store.queue import WorkQueue, lock_canonicals, siblings_told
+from payherald.store.records import (
     ClaimedNotification,
     PlannedEvent,
     QueueStats,
     RecordResult,
     event_row,
 )
-from payherald.rules import LINKED_SUBJECTS, PlannedNotification
-from payherald.tables import events, meta, notifications, subject_aliases, suppressions
+from payherald.store.schema import events, meta, notifications, subject_aliases, suppressions
 from payherald.webhook import StripeEvent
 
 __all__ = [
-    "WAKE_CHANNEL",
     "ClaimedNotification",
     "PlannedEvent",
     "QueueStats",
     "RecordResult",
     "Store",
 ]
-
-# The PostgreSQL NOTIFY channel that wakes workers when work is queued.
-WAKE_CHANNEL = "payherald_work"
 
 TERMINAL_STATUSES = frozenset({"sent", "failed", "skipped"})
 # What `list_events` and `get_event` give of an event (not its payload).
@@ -89,15 +81,9 @@ class Store:
     """All reads and writes of payherald's state."""
 
     def __init__(self, *, engine: Engine, clock: Clock) -> None:
-        self._engine = engine
+        self.db = Database(engine=engine)
         self._clock = clock
-        self._postgres = engine.dialect.name == "postgresql"
-        # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
-        # SQLite's busy handler (up to 100 ms a turn) however soon the lock is free. The
-        # threads of one process (the group committer, the worker's senders) therefore
-        # queue here instead, and each goes the moment the one before it commits.
-        self._write_lock = threading.Lock() if not self._postgres else None
-        self.queue = WorkQueue(self)
+        self.queue = WorkQueue(db=self.db, clock=clock)
         # Asked for every message refused as a twin's: built once (building costs more
         # than running it).
         found = (
@@ -111,86 +97,8 @@ class Store:
         )
 
     @property
-    def engine(self) -> Engine:
-        return self._engine
-
-    @property
     def clock(self) -> Clock:
         return self._clock
-
-    def transaction(self) -> AbstractContextManager[Connection]:
-        """A transaction that may write; database errors become StoreUnavailable."""
-        return self._transaction()
-
-    def read(self) -> AbstractContextManager[Connection]:
-        """A transaction that only reads and never waits for a writer; database errors
-        become StoreUnavailable."""
-        return self._read()
-
-    def insert(self, table: Any) -> Any:
-        """An INSERT with this database's ON CONFLICT support."""
-        return self._insert(table)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
-        """A transaction that may write."""
-        lock = self._write_lock or contextlib.nullcontext()
-        with lock, self._unavailable_on_error(), self._engine.begin() as connection:
-            yield connection
-
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        """A transaction that only reads: on SQLite it neither takes nor waits for the
-        write lock, and sees the last commit."""
-        with (
-            self._unavailable_on_error(),
-            self._engine.connect().execution_options(**{READ_ONLY: True}) as connection,
-            connection.begin(),
-        ):
-            yield connection
-
-    @staticmethod
-    @contextmanager
-    def _unavailable_on_error() -> Iterator[None]:
-        try:
-            yield
-        except DBAPIError as exc:
-            # The driver's first line says what failed; psycopg adds hints on lines of
-            # their own, which would break the one-line log and doctor's one-line check.
-            reason = (str(exc.orig).strip().splitlines() or [""])[0]
-            if isinstance(exc, DataError):
-                # A value the database refuses (SQLSTATE class 22: a NUL in text, a string
-                # too long for its column): the same write fails the same way every time.
-                raise ValueNotStorable(
-                    f"The database refused a value: {type(exc.orig).__name__}: {reason}"
-                ) from exc
-            raise StoreUnavailable(
-                f"The event store is unavailable: {type(exc.orig).__name__}: {reason}"
-            ) from exc
-        except SQLAlchemyError as exc:  # pool exhausted, connection invalidated...
-            raise StoreUnavailable(f"The event store is unavailable: {exc}") from exc
-
-    def _insert(self, table: Any) -> Any:
-        return (postgresql.insert if self._postgres else sqlite.insert)(table)
-
-    # -- health -----------------------------------------------------------------------
-
-    def ping(self) -> None:
-        """Raise StoreUnavailable unless the database answers."""
-        with self._read() as connection:
-            connection.execute(select(1))
-
-    def check_schema(self) -> None:
-        """Raise SchemaOutOfDate unless the database is migrated to the newest revision."""
-        try:
-            revision = current_revision(self._engine)
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(cannot_open(self._engine.url, exc)) from exc
-        if revision != head_revision():
-            raise SchemaOutOfDate(
-                f"The database schema is at {revision or 'nothing'}, this payherald needs "
-                f"{head_revision()}: run `payherald migrate` first."
-            )
 
     # -- ingest -----------------------------------------------------------------------
 
@@ -250,7 +158,7 @@ class Store:
         their count (the events, the payments' links, the notifications); raises
         _AliasRace or StoreUnavailable, and then nothing was written."""
         now = self._clock.now()
-        with self._transaction() as connection:
+        with self.db.transaction() as connection:
             first: dict[str, int] = {}  # event id -> index of its first item
             for index, item in enumerate(items):
                 first.setdefault(item.event.id, index)
@@ -259,7 +167,7 @@ class Store:
             # names the rows stored now, so the others are repeats.
             inserted = set(
                 connection.execute(
-                    self._insert(events)
+                    self.db.insert(events)
                     .on_conflict_do_nothing(index_elements=["id"])
                     .returning(events.c.id),
                     rows,
@@ -270,12 +178,8 @@ class Store:
             queued = self._queue_many(
                 connection, [(items[i].event.id, items[i].planned) for i in new], now
             )
-            if self._postgres and any(queued):
-                # Delivered on commit, so a woken worker always finds the rows. One per
-                # transaction: PostgreSQL folds identical notifications together anyway.
-                connection.execute(
-                    text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL}
-                )
+            if any(queued):
+                self.db.wake_workers(connection)
         by_index = dict(zip(new, queued, strict=True))
         return [
             RecordResult(
@@ -309,7 +213,7 @@ class Store:
             for alias in subject
         }
         known = self._known_aliases(connection, wanted)
-        if self._postgres and wanted:
+        if self.db.postgres and wanted:
             # Lock every identifier these aliases are linked to, and re-read until no merge
             # moved them meanwhile: a concurrent merge, or a worker committing a send about
             # one of them, then goes first (a merge locks both identifiers it joins).
@@ -351,10 +255,10 @@ class Store:
             )
         if links:
             connection.execute(
-                self._insert(subject_aliases).on_conflict_do_nothing(index_elements=["alias"]),
+                self.db.insert(subject_aliases).on_conflict_do_nothing(index_elements=["alias"]),
                 [{"alias": alias, "canonical": c} for alias, c in links.items()],
             )
-            if self._postgres:
+            if self.db.postgres:
                 linked = connection.execute(
                     select(subject_aliases.c.alias, subject_aliases.c.canonical).where(
                         subject_aliases.c.alias.in_(sorted(links))
@@ -378,7 +282,7 @@ class Store:
         transaction of its own; returns its identifier. Raises StoreUnavailable."""
         for _ in range(_ALIAS_RACE_RETRIES):
             try:
-                with self._transaction() as connection:
+                with self.db.transaction() as connection:
                     (canonical,) = self._link(connection, [("payment", tuple(aliases))])
                     return canonical
             except _AliasRace:
@@ -391,7 +295,7 @@ class Store:
         """The identifier that ``subject`` (``kind:alias``) is linked to now, and every
         alias linked to it (without the ``kind:``)."""
         kind, _, alias = subject.partition(":")
-        with self._read() as connection:
+        with self.db.read() as connection:
             rows = connection.execute(_SUBJECT_GROUP, {"subject": subject}).all()
         if not rows:
             return alias, frozenset({alias})
@@ -407,7 +311,7 @@ class Store:
         join two notifications queued apart: only one is told."""
         if held.subject is None:
             return None
-        with self._read() as connection:
+        with self.db.read() as connection:
             row = connection.execute(self._told_sibling, {"held_id": held.id}).first()
         return dict(row._mapping) if row is not None else None
 
@@ -452,7 +356,7 @@ class Store:
         queued = [0] * len(planned)
         if rows:
             inserted = connection.execute(
-                self._insert(notifications)
+                self.db.insert(notifications)
                 .on_conflict_do_nothing(index_elements=["key"])
                 .returning(notifications.c.key),
                 list(rows.values()),
@@ -482,7 +386,7 @@ class Store:
         )
         if type:
             query = query.where(events.c.type == type)
-        with self._read() as connection:
+        with self.db.read() as connection:
             return [dict(row) for row in connection.execute(query).mappings()]
 
     def event_payloads(self, *, type: str, since: datetime, until: datetime) -> list[str]:
@@ -496,13 +400,13 @@ class Store:
                 events.c.stripe_created_at <= until,
             )
         )
-        with self._read() as connection:
+        with self.db.read() as connection:
             return list(connection.execute(query).scalars())
 
     def get_event(self, event_id: str) -> dict[str, Any] | None:
         """The event ``event_id`` as ``list_events`` gives it, or None if it is not stored."""
         query = select(*_LISTED_EVENT_COLUMNS).where(events.c.id == event_id)
-        with self._read() as connection:
+        with self.db.read() as connection:
             row = connection.execute(query).mappings().first()
         return dict(row) if row is not None else None
 
@@ -514,14 +418,14 @@ class Store:
             query = query.where(notifications.c.status == status)
         if event_id:
             query = query.where(notifications.c.event_id == event_id)
-        with self._read() as connection:
+        with self.db.read() as connection:
             return [dict(row) for row in connection.execute(query).mappings()]
 
     def count_notifications(self, *, status: str | None = None) -> int:
         query = select(func.count()).select_from(notifications)
         if status:
             query = query.where(notifications.c.status == status)
-        with self._read() as connection:
+        with self.db.read() as connection:
             return int(connection.execute(query).scalar_one())
 
     def queue_stats(self) -> QueueStats:
@@ -539,7 +443,7 @@ class Store:
             .where(notifications.c.status.in_(("pending", "claimed", "sending", "unknown")))
             .group_by(notifications.c.status)
         )
-        with self._read() as connection:
+        with self.db.read() as connection:
             rows = connection.execute(query).all()
         depth = dict.fromkeys(
             ("pending_due", "pending_scheduled", "claimed", "sending", "unknown"), 0
@@ -562,7 +466,7 @@ class Store:
         (one query, whatever their number)."""
         if not addresses:
             return None
-        with self._read() as connection:
+        with self.db.read() as connection:
             reasons = {
                 address: reason
                 for address, reason in connection.execute(
@@ -581,12 +485,12 @@ class Store:
     # -- replay -------------------------------------------------------------------------
 
     def has_event(self, event_id: str) -> bool:
-        with self._read() as connection:
+        with self.db.read() as connection:
             found = connection.execute(select(events.c.id).where(events.c.id == event_id))
             return found.first() is not None
 
     def event_payload(self, event_id: str) -> str | None:
-        with self._read() as connection:
+        with self.db.read() as connection:
             payload = connection.execute(
                 select(events.c.payload).where(events.c.id == event_id)
             ).scalar()
@@ -606,7 +510,7 @@ class Store:
         )
         if since is not None:
             query = query.where(events.c.received_at >= since)
-        with self._read() as connection:
+        with self.db.read() as connection:
             return list(connection.execute(query.order_by(events.c.received_at)).scalars())
 
     def replay_event(
@@ -632,7 +536,7 @@ class Store:
         self, event_id: str, planned: Sequence[PlannedNotification], links: Sequence[str]
     ) -> tuple[int, int, int]:
         now = self._clock.now()
-        with self._transaction() as connection:
+        with self.db.transaction() as connection:
             if links:
                 self._link(connection, [("payment", tuple(links))])
             new = self._queue(connection, event_id, planned, now)
@@ -663,22 +567,20 @@ class Store:
                 .where(events.c.id == event_id)
                 .values(status="received" if total else "ignored", error=None)
             )
-            if (new or again) and self._postgres:
-                connection.execute(
-                    text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL}
-                )
+            if new or again:
+                self.db.wake_workers(connection)
         return new, again, int(total) - new - again
 
     # -- meta -------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
-        with self._read() as connection:
+        with self.db.read() as connection:
             value = connection.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
         return str(value) if value is not None else None
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._transaction() as connection:
-            stmt = self._insert(meta).values(key=key, value=value)
+        with self.db.transaction() as connection:
+            stmt = self.db.insert(meta).values(key=key, value=value)
             connection.execute(
                 stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value})
             )
@@ -687,9 +589,9 @@ class Store:
         """The webhook secret used when STRIPE_WEBHOOK_SECRET is unset: random, made once
         per database, so `run` and `simulate` agree and no two installs share one."""
         candidate = "whsec_dev_" + secrets.token_hex(16)
-        with self._transaction() as connection:
+        with self.db.transaction() as connection:
             connection.execute(
-                self._insert(meta)
+                self.db.insert(meta)
                 .values(key="development_webhook_secret", value=candidate)
                 .on_conflict_do_nothing(index_elements=["key"])
             )

@@ -24,7 +24,7 @@ __all__ = [
     "unreachable_advice",
 ]
 
-_MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATIONS = Path(__file__).parent.parent / "migrations"
 # How long a SQLite writer waits for another to finish before giving up (seconds).
 _SQLITE_BUSY_TIMEOUT = 30.0
 # The execution option that marks a transaction as a read: on SQLite it begins DEFERRED.

@@ -1,0 +1,54 @@
+"""Every status payherald stores, one enum per kind of row.
+
+Each is a ``StrEnum``: stored as its value, and equal to it, so that a row read back and a
+status written in code compare alike. The README's "Notification statuses" says what each
+notification status means to an operator.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["EventStatus", "JobStatus", "NotificationStatus", "WriteBackStatus"]
+
+
+class EventStatus(StrEnum):
+    RECEIVED = "received"  # stored, its notifications queued
+    IGNORED = "ignored"  # no rule for it
+    FAILED = "failed"  # planning its notifications failed (its error holds the traceback)
+    UNSUPPORTED = "unsupported"  # of an API version payherald does not read
+
+
+class NotificationStatus(StrEnum):
+    PENDING = "pending"  # waiting to be claimed, now or at its run_at
+    CLAIMED = "claimed"  # a worker holds it; nothing sent yet
+    SENDING = "sending"  # committed before the provider call
+    SENT = "sent"
+    SKIPPED = "skipped"  # deliberately not sent
+    FAILED = "failed"
+    UNKNOWN = "unknown"  # the provider may have taken it: reconciled before any resend
+
+
+# A notification in one of these may have reached its recipient.
+TOLD = frozenset({NotificationStatus.SENDING, NotificationStatus.SENT, NotificationStatus.UNKNOWN})
+# A notification in one of these is finished with.
+TERMINAL = frozenset(
+    {NotificationStatus.SENT, NotificationStatus.FAILED, NotificationStatus.SKIPPED}
+)
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"  # due at its due_at
+    RUNNING = "running"  # a worker holds its lease
+    DONE = "done"
+    FAILED = "failed"  # its handler failed on every attempt; last_error holds why
+
+
+class WriteBackStatus(StrEnum):
+    """Writing a consent record to the Stripe customers messaged at its number."""
+
+    PENDING = "pending"
+    DONE = "done"
+    NO_CUSTOMER = "no_customer"
+    SUPERSEDED = "superseded"
+    FAILED = "failed"
