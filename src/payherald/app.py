@@ -36,6 +36,7 @@ from payherald.ratelimit import RateLimiter
 from payherald.recipients import CustomerDirectory, StripeCustomerDirectory
 from payherald.retention import Pruner
 from payherald.rules import RuleBook
+from payherald.sender import Sender
 from payherald.server import create_http_app
 from payherald.settings import Settings
 from payherald.store import Store
@@ -245,20 +246,27 @@ def build(
         quiet_hours=quiet_hours or config.quiet_hours,
         clock=clock,
     )
-    worker = Worker(
+    sender = Sender(
         store=store,
         composer=composer,
         router=router,
         clock=clock,
-        concurrency=settings.worker_concurrency,
-        poll_interval=settings.poll_interval,
+        limiter=RateLimiter(config.rate_limits),
+        metrics=metrics,
+        lease=settings.lease,
         max_attempts=settings.max_attempts,
         retry_base=settings.retry_base,
-        lease=settings.lease,
         max_age=settings.max_age,
-        limiter=RateLimiter(config.rate_limits),
+        write_back=write_back is not None,
+    )
+    worker = Worker(
+        store=store,
+        sender=sender,
+        clock=clock,
+        concurrency=settings.worker_concurrency,
+        poll_interval=settings.poll_interval,
+        lease=settings.lease,
         write_back=write_back,
-        metrics=metrics,
     )
     http_app = create_http_app(
         store=store,

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 from phonenumbers import timezone as phone_timezones
 
+from payherald.channels.base import Channel
 from payherald.channels.router import ChannelRouter
 from payherald.channels.slack import escape_mrkdwn
 from payherald.clock import Clock
@@ -81,8 +82,13 @@ class PaymentSettler(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Composed:
+    """A message ready to send: to whom, in which words, on which of the rule's channels
+    (``channel``), and what carries it there (``carrier``: the console, for a test-mode
+    message to someone not on the test allowlist). Decided once, here."""
+
     to: str
     channel: str
+    carrier: Channel
     body: str
     notes: str | None = None
     # For a customer: every address of theirs that payherald knows (phone, email). An
@@ -150,11 +156,12 @@ class Composer:
                 notes,
                 dict(notification.refusals),
             )
+            carrier = self._router.route(channel, livemode=notification.livemode, to=to)
             zone = _phone_timezone(to) if channel in _PHONE_CHANNELS else None
             if (
                 channel in _PHONE_CHANNELS
                 and not rule.quiet_hours_exempt
-                and not self._router.to_console(channel, livemode=notification.livemode, to=to)
+                and not self._router.prints_only(carrier)
             ):
                 self._check_quiet_hours(zone or self._context.timezone)
         else:
@@ -165,6 +172,7 @@ class Composer:
                 raise NotificationSkipped(
                     f"{to} is no longer on team {rule.team!r} in the rules file."
                 )
+            carrier = self._router.route(channel, livemode=notification.livemode, to=to)
             zone = team.timezone
         variables = message_context(
             event,
@@ -190,6 +198,7 @@ class Composer:
         return Composed(
             to=to,
             channel=channel,
+            carrier=carrier,
             body=body,
             notes="; ".join(notes) or None,
             addresses=addresses,

@@ -373,7 +373,7 @@ def test_a_stop_between_composing_and_sending_an_email_wins(
 
     sms._script.append(PermanentDeliveryError("Not a mobile number", code="twilio_21614"))
     receive(ph, build_event("payment_intent.payment_failed", now=clock.now(), livemode=True))
-    compose = ph.worker._composer.compose
+    compose = ph.worker._sender._composer.compose
     stopped = []
 
     def compose_then_stop(notification: Any) -> Any:
@@ -391,7 +391,7 @@ def test_a_stop_between_composing_and_sending_an_email_wins(
             )
         return composed
 
-    ph.worker._composer.compose = compose_then_stop
+    ph.worker._sender._composer.compose = compose_then_stop
     ph.worker.run_until_idle()
     assert stopped == [True]
     assert email.attempts == []

@@ -128,7 +128,7 @@ def test_a_stop_between_composing_and_sending_wins(ph: Any, sms: ScriptedChannel
     """The suppression check is part of the statement that commits the send."""
     event = parse_event(event_body(livemode=True))
     ph.store.record_event(event, ph.rules.plan(event))
-    compose = ph.worker._composer.compose
+    compose = ph.worker._sender._composer.compose
 
     def compose_then_stop(notification: Any) -> Any:
         composed = compose(notification)
@@ -137,9 +137,9 @@ def test_a_stop_between_composing_and_sending_wins(ph: Any, sms: ScriptedChannel
         )
         return composed
 
-    ph.worker._composer.compose = compose_then_stop
+    ph.worker._sender._composer.compose = compose_then_stop
     ph.worker.run_until_idle()
-    ph.worker._composer.compose = compose
+    ph.worker._sender._composer.compose = compose
     ph.worker.run_until_idle()
     assert sms.attempts == []
     (row,) = ph.store.list_notifications()

@@ -19,6 +19,7 @@ from payherald.rules import PlannedNotification
 from payherald.store import Store
 from payherald.store.engine import create_store_engine, migrate
 from payherald.store.schema import consents, delivery_reports, inbound_messages
+from payherald.store.transitions import Outcome
 from tests.acceptance.test_cli import cli
 from tests.support import (
     TWILIO_SETTINGS,
@@ -68,9 +69,11 @@ def sent(store: Store, event_id: str, payment: str, provider_id: str) -> None:
     (held,) = [one for one in claimed if one.event_id == event_id]
     for other in claimed:
         if other is not held:  # still pending, held back as by quiet hours
-            store.queue.defer(other, run_at=store.clock.now() + timedelta(days=1), reason="later")
+            store.queue.settle(
+                other, Outcome.DEFERRED, run_at=store.clock.now() + timedelta(days=1), notes="later"
+            )
     assert store.queue.mark_sending(held, to=NUMBER, body="Paid, thanks", channel="sms", lease=60)
-    assert store.queue.mark_sent(held, provider_id=provider_id)
+    assert store.queue.settle(held, Outcome.SENT, provider_id=provider_id)
     record_delivery(store, DeliveryReport(provider_id, "delivered", notification_id=held.id))
 
 
@@ -85,7 +88,7 @@ def history(store: Store, clock: FrozenClock) -> None:
     record_reply(store, provider_id="SM_in_old", sender=NUMBER, body="STOP", channel="sms")
     store.record_event(event("evt_old_pending"), [planned("pi_3")])
     clock.advance(95 * DAY)
-    assert store.queue.mark_failed(touched, error="Twilio refused it")
+    assert store.queue.settle(touched, Outcome.FAILED, error="Twilio refused it")
     sent(store, "evt_recent", "pi_4", "SM_recent")
     record_reply(store, provider_id="SM_in_new", sender=NUMBER, body="thanks!", channel="sms")
 

@@ -15,6 +15,7 @@ from payherald.rules import PlannedNotification
 from payherald.store import Store
 from payherald.store.engine import create_store_engine, migrate
 from payherald.store.schema import metadata
+from payherald.store.transitions import Outcome
 from tests.support import event_body
 
 
@@ -161,12 +162,12 @@ def test_a_stalled_thread_of_the_same_worker_cannot_act_on_a_reclaimed_row(
     store.queue.expire_leases()
     (fresh,) = store.queue.claim(worker_id="same", limit=1, lease=60)
     assert store.queue.mark_sending(fresh, to="+14155550123", body="hi", channel="sms", lease=60)
-    assert store.queue.mark_sent(fresh, provider_id="SM1")
+    assert store.queue.settle(fresh, Outcome.SENT, provider_id="SM1")
     # The first thread wakes up: the row is sent and no longer its claim.
     assert not store.queue.mark_sending(
         stalled, to="+14155550123", body="hi", channel="sms", lease=60
     )
-    assert not store.queue.mark_sent(stalled, provider_id="SM2")
+    assert not store.queue.settle(stalled, Outcome.SENT, provider_id="SM2")
     (row,) = store.list_notifications()
     assert (row["status"], row["provider_id"], row["attempts"]) == ("sent", "SM1", 1)
 
@@ -175,10 +176,10 @@ def test_a_sent_notification_cannot_be_moved_back(store: Store) -> None:
     store.record_event(event(), [planned()])
     (held,) = store.queue.claim(worker_id="a", limit=1, lease=60)
     store.queue.mark_sending(held, to="+14155550123", body="hi", channel="sms", lease=60)
-    store.queue.mark_sent(held, provider_id="SM1")
+    store.queue.settle(held, Outcome.SENT, provider_id="SM1")
     assert not store.queue.mark_sending(held, to="+14155550123", body="hi", channel="sms", lease=60)
-    assert not store.queue.schedule_retry(held, run_at=datetime.now(UTC), error="late")
-    assert not store.queue.mark_unknown(held, error="late", recheck_at=datetime.now(UTC))
+    assert not store.queue.settle(held, Outcome.RETRY, run_at=datetime.now(UTC), error="late")
+    assert not store.queue.settle(held, Outcome.UNKNOWN, error="late", run_at=datetime.now(UTC))
     assert store.list_notifications()[0]["status"] == "sent"
 
 

@@ -314,7 +314,7 @@ class BrokenDirectory:
 def test_an_unforeseen_error_is_a_recorded_failure_not_a_crash_loop(
     ph: Any, sms: ScriptedChannel, clock: FrozenClock
 ) -> None:
-    ph.worker._composer._customers = BrokenDirectory()
+    ph.worker._sender._composer._customers = BrokenDirectory()
     receive(ph, live(customer="cus_1"))
     ph.worker.run_until_idle()
     clock.advance(3600)
@@ -338,7 +338,7 @@ def test_a_failing_customer_lookup_backs_off_and_gives_up(
         def has_earlier_payment(self, customer_id: str, **_: Any) -> bool:
             raise TransientDeliveryError("Stripe answered 503", code="stripe_unavailable")
 
-    ph.worker._composer._customers = DownDirectory()
+    ph.worker._sender._composer._customers = DownDirectory()
     receive(ph, live(customer="cus_1"))
     for _ in range(50):
         ph.worker.run_until_idle()
@@ -358,7 +358,7 @@ def test_a_reconcile_that_raises_leaves_the_notification_unknown(
             raise OSError("network unreachable")
 
     broken = Unreachable("sms")
-    ph.worker._router._channels["sms"] = broken
+    ph.worker._sender._router._channels["sms"] = broken
     broken._script.append(ConnectionResetError("reset"))
     receive(ph, live(id="pi_first"))
     ph.worker.run_until_idle()  # -> unknown

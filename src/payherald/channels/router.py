@@ -37,9 +37,9 @@ class ChannelRouter:
             return self._console
         return self._channels.get(channel, self._console)
 
-    def to_console(self, channel: str, *, livemode: bool, to: str) -> bool:
-        """Whether the message would only be printed, reaching nobody's phone."""
-        return self.route(channel, livemode=livemode, to=to) is self._console
+    def prints_only(self, carrier: Channel) -> bool:
+        """Whether ``carrier`` (as ``route`` chose it) only prints, reaching nobody."""
+        return carrier is self._console
 
     def by_name(self, name: str) -> Channel:
         if name == self._console.name:

@@ -42,6 +42,7 @@ from payherald.store.records import (
     event_row,
 )
 from payherald.store.schema import events, meta, notifications, subject_aliases, suppressions
+from payherald.store.statuses import TERMINAL
 from payherald.webhook import StripeEvent
 
 __all__ = [
@@ -52,7 +53,7 @@ __all__ = [
     "Store",
 ]
 
-TERMINAL_STATUSES = frozenset({"sent", "failed", "skipped"})
+TERMINAL_STATUSES = frozenset(status.value for status in TERMINAL)
 # What `list_events` and `get_event` give of an event (not its payload).
 _LISTED_EVENT_COLUMNS = (
     events.c.id,

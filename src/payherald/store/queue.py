@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -39,6 +39,8 @@ from payherald.clock import Clock
 from payherald.store.database import Database
 from payherald.store.records import ClaimedNotification, claimed_from_row
 from payherald.store.schema import events, notifications, subject_aliases, suppressions
+from payherald.store.statuses import TOLD, NotificationStatus
+from payherald.store.transitions import Outcome
 
 __all__ = [
     "STATUSES",
@@ -49,11 +51,11 @@ __all__ = [
     "siblings_told",
 ]
 
-# Every status a notification can be in: the states above, and ``skipped`` (deliberately
-# not sent). The README's "Notification statuses" says what each means.
-STATUSES = ("pending", "claimed", "sending", "sent", "skipped", "failed", "unknown")
+# Every status a notification can be in; the README's "Notification statuses" says what
+# each means.
+STATUSES = tuple(status.value for status in NotificationStatus)
 # A notification in one of these may have reached its recipient.
-TOLD_STATUSES = ("sending", "sent", "unknown")
+TOLD_STATUSES = tuple(sorted(status.value for status in TOLD))
 
 
 class WorkQueue:
@@ -224,109 +226,23 @@ class WorkQueue:
             error_code=None,
         )
 
-    def mark_skipped(self, held: ClaimedNotification, *, reason: str) -> bool:
-        """Deliberately not sent (a condition on the customer, not a first payment...)."""
-        return self._transition(
-            held, ("claimed",), status="skipped", error=reason, lease_until=None
-        )
-
-    def mark_sent(self, held: ClaimedNotification, *, provider_id: str | None) -> bool:
-        return self._transition(
-            held,
-            ("sending", "unknown"),
-            status="sent",
-            provider_id=provider_id,
-            sent_at=self._clock.now(),
-            lease_until=None,
-            error=None,
-            error_code=None,
-        )
-
-    def mark_failed(
-        self,
-        held: ClaimedNotification,
-        *,
-        error: str,
-        code: str | None = None,
-        attempts: int | None = None,
-        notes: str | None = None,
-    ) -> bool:
-        values: dict[str, Any] = {
-            "status": "failed",
-            "error": error,
-            "error_code": code,
-            "lease_until": None,
-        }
-        if attempts is not None:
-            values["attempts"] = attempts
-        if notes is not None:
-            values["notes"] = notes
-        return self._transition(held, ("claimed", "sending", "unknown"), **values)
-
-    def schedule_retry(
-        self,
-        held: ClaimedNotification,
-        *,
-        run_at: datetime,
-        error: str,
-        code: str | None = None,
-        attempts: int | None = None,
-    ) -> bool:
-        """Back to the queue, due at ``run_at``; ``attempts`` counts tries that failed
-        before reaching the provider too, so that they back off and give up like sends."""
-        values: dict[str, Any] = {
-            "status": "pending",
-            "run_at": run_at,
-            "error": error,
-            "error_code": code,
-            "lease_until": None,
-            "claimed_by": None,
-        }
-        if attempts is not None:
-            values["attempts"] = attempts
-        return self._transition(held, ("claimed", "sending", "unknown"), **values)
-
-    def defer(self, held: ClaimedNotification, *, run_at: datetime, reason: str) -> bool:
-        """Not now (quiet hours): back to the queue, due at ``run_at``, with ``reason`` in
-        its notes. Not an attempt: nothing was tried."""
-        return self._transition(
-            held,
-            ("claimed",),
-            status="pending",
-            run_at=run_at,
-            notes=reason,
-            lease_until=None,
-            claimed_by=None,
-        )
-
-    def fall_back(
-        self, held: ClaimedNotification, *, channel: str, error: str, code: str | None
-    ) -> bool:
-        """``channel`` refused the message for good: queue it again, now, for the rule's
-        next channel."""
-        refusal = f"{channel}\t{' '.join(error.split())}"
-        refusals = "\n".join([*(f"{c}\t{r}" for c, r in held.refusals), refusal])
-        return self._transition(
-            held,
-            ("claimed", "sending"),
-            status="pending",
-            run_at=self._clock.now(),
-            refusals=refusals,
-            error=error,
-            error_code=code,
-            lease_until=None,
-            claimed_by=None,
-        )
-
-    def mark_unknown(self, held: ClaimedNotification, *, error: str, recheck_at: datetime) -> bool:
-        return self._transition(
-            held,
-            ("sending", "unknown"),
-            status="unknown",
-            error=error,
-            run_at=recheck_at,
-            lease_until=None,
-        )
+    def settle(self, held: ClaimedNotification, outcome: Outcome, **values: Any) -> bool:
+        """Move ``held`` on by ``outcome`` (``transitions``), with ``values`` (``error``,
+        ``error_code``, ``run_at``, ``provider_id``, ``attempts``, ``notes``,
+        ``refusals``); False when ``held`` is no longer the current claim or the row has
+        left the states ``outcome`` moves from. The lease ends; an outcome that puts the
+        notification back in the queue gives up the claim too; one that records a send
+        stamps ``sent_at`` and clears the last error."""
+        transition = outcome.transition
+        values["status"] = transition.enters.value
+        values["lease_until"] = None
+        if transition.code is not None:
+            values.setdefault("error_code", transition.code)
+        if transition.releases:
+            values["claimed_by"] = None
+        if transition.enters is NotificationStatus.SENT:
+            values.update(sent_at=self._clock.now(), error=None, error_code=None)
+        return self._transition(held, tuple(s.value for s in transition.leaves), **values)
 
 
 # PostgreSQL advisory locks on a subject's identifier (its canonical), held to the end of the

@@ -81,6 +81,11 @@ class ClaimedNotification:
     # The subject alias its key was made from ("payment:pi_..."), for linked subjects.
     subject: str | None = None
 
+    def refused_by(self, channel: str, reason: str) -> str:
+        """Its refusals with ``channel``'s added, as the ``refusals`` column holds them."""
+        refusal = (channel, " ".join(reason.split()))
+        return "\n".join(f"{c}\t{r}" for c, r in (*self.refusals, refusal))
+
 
 def event_row(item: PlannedEvent, now: datetime) -> dict[str, Any]:
     """The ``events`` row that records ``item``, received at ``now``."""
