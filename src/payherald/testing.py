@@ -34,6 +34,12 @@ class ScriptedChannel:
         self.delivered: list[Message] = []
         self.reconcile_answer = reconcile_answer or Reconciliation(ReconcileOutcome.NOT_DELIVERED)
 
+    def script(self, *answers: BaseException | None) -> None:
+        """Answer the next sends with ``answers``, in order, after what is scripted already:
+        an exception is raised, None accepts."""
+        with self._lock:
+            self._script.extend(answers)
+
     def send(self, message: Message) -> str:
         with self._lock:
             self.attempts.append(message)

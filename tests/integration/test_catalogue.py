@@ -282,7 +282,7 @@ def test_a_permanent_refusal_falls_back_to_the_next_channel(
 ) -> None:
     from payherald import PermanentDeliveryError
 
-    sms._script.append(
+    sms.script(
         PermanentDeliveryError(
             "Twilio refused the message: the 'To' number is not a mobile number",
             code="twilio_21614",
@@ -308,8 +308,8 @@ def test_when_every_channel_refuses_the_notification_fails_with_each_reason(
 ) -> None:
     from payherald import PermanentDeliveryError
 
-    sms._script.append(PermanentDeliveryError("not a mobile number", code="twilio_21614"))
-    email._script.append(PermanentDeliveryError("550 no such user", code="smtp_550"))
+    sms.script(PermanentDeliveryError("not a mobile number", code="twilio_21614"))
+    email.script(PermanentDeliveryError("550 no such user", code="smtp_550"))
     payload = build_event("payment_intent.succeeded", now=clock.now(), livemode=True)
     payload["data"]["object"].update(customer="cus_new")
     receive(ph, payload)
@@ -329,7 +329,7 @@ def test_a_customer_who_replied_stop_gets_nothing_more_on_any_channel(
     """An opt-out is the person's: the rule's email fallback is not used either."""
     from payherald import PermanentDeliveryError
 
-    sms._script.append(
+    sms.script(
         PermanentDeliveryError(
             "Twilio refused the message: the recipient has replied STOP to this sender",
             code="twilio_21610",
@@ -371,7 +371,7 @@ def test_a_stop_between_composing_and_sending_an_email_wins(
     only the one the message goes to."""
     from payherald import PermanentDeliveryError
 
-    sms._script.append(PermanentDeliveryError("Not a mobile number", code="twilio_21614"))
+    sms.script(PermanentDeliveryError("Not a mobile number", code="twilio_21614"))
     receive(ph, build_event("payment_intent.payment_failed", now=clock.now(), livemode=True))
     compose = ph.worker._sender._composer.compose
     stopped = []

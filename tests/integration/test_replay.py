@@ -68,7 +68,7 @@ def test_an_event_whose_planning_failed_is_processed_after_the_fix(
 def test_a_failed_notification_is_sent_again_once_and_a_sent_one_never(
     ph: Any, sms: ScriptedChannel
 ) -> None:
-    sms._script.append(PermanentDeliveryError("Twilio: account suspended", code="twilio_20003"))
+    sms.script(PermanentDeliveryError("Twilio: account suspended", code="twilio_20003"))
     first, second = payment(ph), payment(ph)
     for event in (first, second):
         ingest(ph.store, ph.rules, event)

@@ -102,7 +102,7 @@ def test_two_events_for_one_payment_intent_send_once(ph: Any, sms: ScriptedChann
 def test_a_transient_failure_is_retried_later(
     ph: Any, sms: ScriptedChannel, clock: FrozenClock
 ) -> None:
-    sms._script.append(TransientDeliveryError("Twilio answered 503", code="http_503"))
+    sms.script(TransientDeliveryError("Twilio answered 503", code="http_503"))
     receive(ph, live())
     ph.worker.run_until_idle()
     row = only(ph)
@@ -116,7 +116,7 @@ def test_a_transient_failure_is_retried_later(
 
 
 def test_retries_stop_at_the_limit(ph: Any, sms: ScriptedChannel, clock: FrozenClock) -> None:
-    sms._script.extend(TransientDeliveryError("busy", code="http_429") for _ in range(30))
+    sms.script(*(TransientDeliveryError("busy", code="http_429") for _ in range(30)))
     receive(ph, live())
     for _ in range(30):
         ph.worker.run_until_idle()
@@ -130,7 +130,7 @@ def test_retries_stop_at_the_limit(ph: Any, sms: ScriptedChannel, clock: FrozenC
 def test_a_permanent_failure_is_not_retried(
     ph: Any, sms: ScriptedChannel, clock: FrozenClock
 ) -> None:
-    sms._script.append(PermanentDeliveryError("not a mobile number", code="twilio_21614"))
+    sms.script(PermanentDeliveryError("not a mobile number", code="twilio_21614"))
     receive(ph, live())
     ph.worker.run_until_idle()
     clock.advance(3600)
@@ -152,7 +152,7 @@ def test_no_phone_is_a_recorded_failure(ph: Any, sms: ScriptedChannel) -> None:
 def test_an_unknown_outcome_found_at_the_provider_is_not_resent(
     ph: Any, sms: ScriptedChannel, clock: FrozenClock
 ) -> None:
-    sms._script.append(ConnectionResetError("connection reset after the request was sent"))
+    sms.script(ConnectionResetError("connection reset after the request was sent"))
     sms.reconcile_answer = Reconciliation(ReconcileOutcome.DELIVERED, provider_id="SM123")
     receive(ph, live())
     ph.worker.run_until_idle()
@@ -167,7 +167,7 @@ def test_an_unknown_outcome_found_at_the_provider_is_not_resent(
 def test_an_unknown_outcome_the_provider_never_saw_is_sent_once_more(
     ph: Any, sms: ScriptedChannel, clock: FrozenClock
 ) -> None:
-    sms._script.append(ConnectionResetError("reset"))
+    sms.script(ConnectionResetError("reset"))
     receive(ph, live())
     ph.worker.run_until_idle()
     clock.advance(600)
@@ -180,7 +180,7 @@ def test_an_unknown_outcome_the_provider_never_saw_is_sent_once_more(
 def test_an_undetermined_outcome_stays_unknown(
     ph: Any, sms: ScriptedChannel, clock: FrozenClock
 ) -> None:
-    sms._script.append(ConnectionResetError("reset"))
+    sms.script(ConnectionResetError("reset"))
     sms.reconcile_answer = Reconciliation(ReconcileOutcome.UNDETERMINED)
     receive(ph, live())
     for _ in range(3):
@@ -359,7 +359,7 @@ def test_a_reconcile_that_raises_leaves_the_notification_unknown(
 
     broken = Unreachable("sms")
     ph.worker._sender._router._channels["sms"] = broken
-    broken._script.append(ConnectionResetError("reset"))
+    broken.script(ConnectionResetError("reset"))
     receive(ph, live(id="pi_first"))
     ph.worker.run_until_idle()  # -> unknown
     clock.advance(600)
@@ -369,7 +369,7 @@ def test_a_reconcile_that_raises_leaves_the_notification_unknown(
 
 
 def test_retries_stop_at_the_age_limit(ph: Any, sms: ScriptedChannel, clock: FrozenClock) -> None:
-    sms._script.extend(TransientDeliveryError("busy", code="http_429") for _ in range(5))
+    sms.script(*(TransientDeliveryError("busy", code="http_429") for _ in range(5)))
     receive(ph, live())
     ph.worker.run_until_idle()
     clock.advance(86400 + 1)
@@ -382,7 +382,7 @@ def test_retries_stop_at_the_age_limit(ph: Any, sms: ScriptedChannel, clock: Fro
 def test_an_outcome_that_stays_unknown_fails_for_a_person_to_look_at(
     ph: Any, sms: ScriptedChannel, clock: FrozenClock
 ) -> None:
-    sms._script.append(ConnectionResetError("reset"))
+    sms.script(ConnectionResetError("reset"))
     sms.reconcile_answer = Reconciliation(ReconcileOutcome.UNDETERMINED)
     receive(ph, live())
     ph.worker.run_until_idle()
