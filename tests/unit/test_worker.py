@@ -1,0 +1,179 @@
+"""The worker and the sender on fakes (an in-memory store, scripted channels): each
+outcome of an attempt moves the notification, is counted and is acted on as the
+transitions table says, with no database and no provider."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from payherald import PermanentDeliveryError, TransientDeliveryError, parse_event
+from payherald.channels.base import ReconcileOutcome, Reconciliation
+from payherald.metrics import Metrics
+from payherald.ratelimit import RateLimiter
+from payherald.sender import Sender
+from payherald.simulate import build_event
+from payherald.testing import InMemoryStore
+from payherald.webhook import StripeEvent
+from payherald.worker import Worker
+from tests.unit.composing import AFTERNOON, CUSTOMER, EMAIL, PHONE, Parts
+
+
+class Rig:
+    """A worker, its sender and the fakes they run on."""
+
+    def __init__(self, *, max_attempts: int = 3) -> None:
+        self.parts = Parts(AFTERNOON, customer=CUSTOMER)
+        self.clock = self.parts.clock
+        self.store = InMemoryStore(clock=self.clock)
+        self.metrics = Metrics()
+        sender = Sender(
+            store=self.store,  # type: ignore[arg-type]
+            composer=self.parts.composer,
+            router=self.parts.router,
+            clock=self.clock,
+            limiter=RateLimiter({}),
+            metrics=self.metrics,
+            lease=60.0,
+            max_attempts=max_attempts,
+            retry_base=5.0,
+            max_age=86400.0,
+            write_back=False,
+        )
+        self.worker = Worker(
+            store=self.store,  # type: ignore[arg-type]
+            sender=sender,
+            clock=self.clock,
+            lease=60.0,
+        )
+
+    def event(
+        self, event_type: str = "payment_intent.payment_failed", **changes: Any
+    ) -> StripeEvent:
+        payload = build_event(event_type, now=self.clock.now(), livemode=True)
+        payload["data"]["object"].update(customer="cus_1", **changes)
+        return parse_event(json.dumps(payload).encode())
+
+    def record(self, event: StripeEvent) -> None:
+        self.store.record_event(event, self.parts.rules.plan(event))
+
+    def counted(self, channel: str, status: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "payherald_notifications_total", {"channel": channel, "status": status}
+        )
+        return value or 0.0
+
+
+@pytest.fixture
+def rig() -> Rig:
+    return Rig()
+
+
+def test_a_failed_payment_is_texted_once_and_counted_once(rig: Rig) -> None:
+    event = rig.event()
+    rig.record(event)
+    assert rig.worker.run_until_idle() == 1
+    assert [message.to for message in rig.parts.sms.delivered] == [PHONE]
+    row = rig.store.notification(1)
+    assert (row["status"], row["channel"], row["to"]) == ("sent", "sms", PHONE)
+    assert row["provider_id"] == "sms-1-1"
+    assert rig.counted("sms", "sent") == 1
+
+    rig.record(event)  # Stripe's retry of it
+    assert rig.worker.run_until_idle() == 0
+    assert len(rig.parts.sms.attempts) == 1
+    assert rig.counted("sms", "sent") == 1
+
+
+def test_a_provider_error_is_retried_with_backoff_then_given_up(rig: Rig) -> None:
+    rig.parts.sms.script(*(TransientDeliveryError("Twilio answered 503", code="http_503"),) * 3)
+    rig.record(rig.event())
+    rig.worker.run_until_idle()
+    row = rig.store.notification(1)
+    assert (row["status"], row["attempts"], row["error_code"]) == ("pending", 1, "http_503")
+    wait = row["run_at"] - rig.clock.now()
+    assert timedelta(seconds=2.5) <= wait <= timedelta(seconds=5)
+    assert rig.worker.run_until_idle() == 0  # not due yet
+    for _ in range(2):
+        rig.clock.advance(3600)
+        assert rig.worker.run_until_idle() == 1
+    row = rig.store.notification(1)
+    assert (row["status"], row["attempts"]) == ("failed", 3)
+    assert row["error"] == "Gave up after 3 attempts: Twilio answered 503"
+    assert (rig.counted("sms", "retry"), rig.counted("sms", "failed")) == (2, 1)
+    assert rig.parts.sms.delivered == []
+
+
+def test_a_channel_that_refuses_for_good_hands_the_message_to_the_next(rig: Rig) -> None:
+    rig.parts.sms.script(PermanentDeliveryError("not a mobile number", code="twilio_21614"))
+    rig.record(rig.event())
+    assert rig.worker.run_until_idle() == 2
+    assert [message.to for message in rig.parts.email.delivered] == [EMAIL]
+    row = rig.store.notification(1)
+    assert (row["status"], row["channel"]) == ("sent", "email")
+    assert row["refusals"] == "sms\tnot a mobile number"
+    assert (rig.counted("sms", "refused"), rig.counted("email", "sent")) == (1, 1)
+
+
+def test_a_send_that_ended_in_doubt_is_reconciled_never_resent(rig: Rig) -> None:
+    rig.parts.sms.script(ConnectionResetError("reset after the request was sent"))
+    rig.record(rig.event())
+    rig.worker.run_until_idle()
+    assert rig.store.notification(1)["status"] == "unknown"
+    assert rig.counted("sms", "unknown") == 1
+
+    rig.parts.sms.reconcile_answer = Reconciliation(ReconcileOutcome.UNDETERMINED)
+    rig.clock.advance(121)
+    rig.worker.run_until_idle()
+    assert rig.store.notification(1)["status"] == "unknown"  # asked again, still not known
+
+    rig.parts.sms.reconcile_answer = Reconciliation(ReconcileOutcome.DELIVERED, provider_id="SM9")
+    rig.clock.advance(121)
+    rig.worker.run_until_idle()
+    row = rig.store.notification(1)
+    assert (row["status"], row["provider_id"]) == ("sent", "SM9")
+    assert len(rig.parts.sms.attempts) == 1
+    assert (rig.counted("sms", "unknown"), rig.counted("sms", "sent")) == (1, 1)
+
+
+def test_an_opt_out_stops_the_send_on_every_channel(rig: Rig) -> None:
+    rig.store.suppress(EMAIL, "opted out (reply: STOP)")
+    rig.record(rig.event())
+    rig.worker.run_until_idle()
+    row = rig.store.notification(1)
+    assert (row["status"], row["error_code"]) == ("failed", "suppressed")
+    assert row["error"].endswith("opted out (reply: STOP); no channel of the rule may carry it")
+    assert rig.parts.sms.attempts == []
+    assert rig.parts.email.attempts == []
+    assert rig.counted("sms", "failed") == 1
+
+
+def test_a_crash_while_preparing_fails_the_notification_and_the_worker_goes_on(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(notification: Any) -> Any:
+        raise KeyError("amount")
+
+    monkeypatch.setattr(rig.parts.composer, "compose", broken)
+    rig.record(rig.event())
+    rig.record(rig.event())
+    assert rig.worker.run_until_idle() == 2
+    for number in (1, 2):
+        row = rig.store.notification(number)
+        assert (row["status"], row["error_code"]) == ("failed", "internal_error")
+        assert row["error"] == "Could not prepare the message: KeyError: 'amount'"
+
+
+def test_a_lease_that_ran_out_during_the_call_is_reconciled(rig: Rig) -> None:
+    rig.record(rig.event())
+    (held,) = rig.store.queue.claim(worker_id="gone", limit=10, lease=60)
+    assert rig.store.queue.mark_sending(held, to=PHONE, body="hi", channel="sms", lease=60)
+    rig.clock.advance(61)  # the worker that held it died during the provider call
+    rig.parts.sms.reconcile_answer = Reconciliation(ReconcileOutcome.NOT_DELIVERED)
+    rig.worker.run_until_idle()
+    # The provider had no record of it: sent again, once.
+    assert [message.to for message in rig.parts.sms.delivered] == [PHONE]
+    assert rig.store.notification(1)["status"] == "sent"
