@@ -72,7 +72,7 @@ class GroupCommitter:
         *,
         store: Store,
         rules: RuleBook,
-        on_queued: Callable[[], None] = lambda: None,
+        on_queued: Callable[[], None],
         max_batch: int = MAX_BATCH,
         idle_timeout: float = 10.0,
     ) -> None:

@@ -45,10 +45,11 @@ def events(count: int, event_type: str = "payment_intent.succeeded") -> list[Str
 
 
 def committer(store: InMemoryStore, woken: list[int] | None = None) -> GroupCommitter:
+    wakes = woken if woken is not None else []
     return GroupCommitter(
         store=store,  # type: ignore[arg-type]
         rules=Parts(AFTERNOON).rules,
-        on_queued=(lambda: woken.append(1)) if woken is not None else (lambda: None),
+        on_queued=lambda: wakes.append(1),
     )
 
 
