@@ -95,8 +95,9 @@ class Jobs:
                 updated_at=now,
             )
             .on_conflict_do_nothing(index_elements=[jobs.c.key])
+            .returning(jobs.c.id)
         )
-        inserted = bool(connection.execute(statement).rowcount)
+        inserted = connection.execute(statement).first() is not None
         if inserted and due_at <= now:
             self._db.wake_workers(connection)
         return inserted
