@@ -17,8 +17,6 @@ while nothing ran is due, and runs on the first claim after start, once.
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import traceback
 from collections.abc import Callable, Collection, Mapping
@@ -34,7 +32,7 @@ from payherald.exceptions import StoreUnavailable
 from payherald.store.jobs import Job
 from payherald.store.statuses import JobStatus
 
-__all__ = ["Job", "JobHandler", "JobQueue", "JobRunner", "RunAgain", "default_worker_id"]
+__all__ = ["Job", "JobHandler", "JobQueue", "JobRunner", "RunAgain"]
 
 _log = structlog.get_logger("payherald.jobs")
 
@@ -90,11 +88,6 @@ class _Kind:
     max_attempts: int | None
     retry_base: float
     retry_cap: float
-
-
-def default_worker_id() -> str:
-    """This process's name among the workers: its host and its process id."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class JobRunner:

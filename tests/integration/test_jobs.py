@@ -238,3 +238,19 @@ def test_three_worker_processes_run_each_of_a_thousand_jobs_once(
     assert (total, distinct) == (1000, 1000)
     assert store.jobs.counts()[JobStatus.DONE] == 1000
     engine.dispose()
+
+
+def test_jobs_are_counted_by_status_for_metrics(store: Store, clock: FrozenClock) -> None:
+    from payherald.metrics import Metrics
+
+    runner = JobRunner(jobs=store.jobs, clock=clock, worker_id="test")
+    runner.register("remind", lambda job: None)
+    store.jobs.enqueue("remind", "remind:1", {})
+    store.jobs.enqueue("remind", "remind:2", {}, due_at=clock.now() + timedelta(days=1))
+    runner.run_until_idle()
+    registry = Metrics(store=store).registry
+    counts = {
+        status.value: registry.get_sample_value("payherald_jobs", {"status": status.value})
+        for status in JobStatus
+    }
+    assert counts == {"pending": 1.0, "running": 0.0, "done": 1.0, "failed": 0.0}
