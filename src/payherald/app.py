@@ -51,6 +51,9 @@ __all__ = ["Payherald", "build"]
 # How long a reconciliation may take before another worker may start it again: a backfill
 # of an hour's events, each page retried with backoff, fits in it many times over.
 _RECONCILE_LEASE = 900.0
+# How long stopping waits for the job in hand: a reconciliation that waits out Stripe's
+# backoff must not hold a shutdown (systemd would kill it).
+_JOB_GRACE = 5.0
 
 
 @dataclass
@@ -111,19 +114,20 @@ class Payherald:
         for thread in threads:
             thread.start()
         self._threads.extend(threads)
-        self._joined.extend([worker, jobs])
+        self._joined.extend([worker, jobs])  # the worker is joined in full, the jobs briefly
 
     def _wake(self) -> None:
         self.worker.wake()
         self.jobs.wake()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the worker and the job runner: each finishes what is in flight, then its
-        thread ends."""
+        """Stop the worker (it finishes the sends in flight, then its thread ends) and the
+        job runner (given ``_JOB_GRACE`` seconds to finish the job in hand; a longer one is
+        left, and runs again once its lease runs out)."""
         self._stop.set()
         self._wake()
         for thread in self._joined:
-            thread.join(timeout)
+            thread.join(min(timeout, _JOB_GRACE) if thread.daemon else timeout)
 
 
 def stripe_client(settings: Settings) -> stripe.StripeClient | None:
