@@ -16,9 +16,11 @@ Where things live, and the path of one event through them:
       channels     console, Twilio SMS, WhatsApp and voice, email, Slack
       queue        sent, failed, retried or unknown; delivery takes Twilio's reports later
     Around them: app builds everything from settings and config (payherald.toml); consent
-    (replies, opt-outs) and stripe_sync (write-back to Stripe); backfill and replay;
-    retention; endpoints and doctor; metrics and logs; terminal for what commands print;
-    cli, the `payherald` command, one module per command group.
+    (replies, opt-outs) and stripe_sync (write-back to Stripe); jobs, the runner of all
+    deferred work (store.jobs, one queue: the scheduled reconciliation is a recurring
+    job); backfill and replay; retention; endpoints and doctor; metrics and logs;
+    terminal for what commands print; cli, the `payherald` command, one module per
+    command group.
 """
 
 from __future__ import annotations

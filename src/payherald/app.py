@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from payherald.backfill import Backfill, Reconciler
+from payherald.backfill import RECONCILE_JOB, Backfill, Reconciler
 from payherald.channels import (
     Channel,
     ChannelRouter,
@@ -27,6 +27,7 @@ from payherald.compose import Composer
 from payherald.config import Config, load_config
 from payherald.consent import upgrade_legacy_opt_outs
 from payherald.exceptions import StoreUnavailable
+from payherald.jobs import JobRunner
 from payherald.lookups import StripeApiLookups, StripeLookups
 from payherald.messages import MessageContext, TemplateRenderer
 from payherald.metrics import Metrics
@@ -48,6 +49,13 @@ from payherald.worker import Worker
 
 __all__ = ["Payherald", "build"]
 
+# How long a reconciliation may take before another worker may start it again: a backfill
+# of an hour's events, each page retried with backoff, fits in it many times over.
+_RECONCILE_LEASE = 900.0
+# How long stopping waits for the job in hand: a reconciliation that waits out Stripe's
+# backoff must not hold a shutdown (systemd would kill it).
+_JOB_GRACE = 5.0
+
 
 @dataclass
 class Payherald:
@@ -63,27 +71,29 @@ class Payherald:
     development_secret: str | None
     channels: list[str]  # the channels whose providers are configured
     metrics: Metrics
+    # Runs the deferred work of every kind from the job queue (store.jobs).
+    jobs: JobRunner
     # Backfills recent events on a schedule (None without STRIPE_SECRET_KEY, or turned off).
     reconciler: Reconciler | None = None
     # Deletes what is older than PAYHERALD_RETENTION_DAYS on a schedule (None with 0).
     pruner: Pruner | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
+    _joined: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def start_worker(self) -> None:
-        """Run the worker (and, on PostgreSQL, its LISTEN wake-ups) in background threads
-        until ``stop`` is called."""
+        """Run the worker, the job runner (and, on PostgreSQL, their LISTEN wake-ups) in
+        background threads until ``stop`` is called. The recurring jobs are ensured first."""
         stop = self._stop
-        threads = [threading.Thread(target=self.worker.run, args=(stop,), name="payherald-worker")]
         if self.reconciler is not None:
-            threads.append(
-                threading.Thread(
-                    target=self.reconciler.run,
-                    args=(stop,),
-                    name="payherald-reconcile",
-                    daemon=True,
-                )
-            )
+            self.store.jobs.ensure_recurring(RECONCILE_JOB, RECONCILE_JOB, {})
+        worker = threading.Thread(target=self.worker.run, args=(stop,), name="payherald-worker")
+        # A daemon, so that a handler still running when the join below times out does not
+        # hold the process: its job runs again once its lease runs out.
+        jobs = threading.Thread(
+            target=self.jobs.run, args=(stop,), name="payherald-jobs", daemon=True
+        )
+        threads = [worker, jobs]
         if self.pruner is not None:
             threads.append(
                 threading.Thread(
@@ -97,7 +107,7 @@ class Payherald:
             threads.append(
                 threading.Thread(
                     target=listen_for_work,
-                    args=(conninfo, self.worker.wake, stop),
+                    args=(conninfo, self._wake, stop),
                     name="payherald-listen",
                     daemon=True,
                 )
@@ -105,14 +115,20 @@ class Payherald:
         for thread in threads:
             thread.start()
         self._threads.extend(threads)
+        self._joined.extend([worker, jobs])  # the worker is joined in full, the jobs briefly
+
+    def _wake(self) -> None:
+        self.worker.wake()
+        self.jobs.wake()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the worker: it finishes the sends in flight, then its threads end."""
+        """Stop the worker (it finishes the sends in flight, then its thread ends) and the
+        job runner (given ``_JOB_GRACE`` seconds to finish the job in hand; a longer one is
+        left, and runs again once its lease runs out)."""
         self._stop.set()
-        self.worker.wake()
-        for thread in self._threads:
-            if not thread.daemon:
-                thread.join(timeout)
+        self._wake()
+        for thread in self._joined:
+            thread.join(min(timeout, _JOB_GRACE) if thread.daemon else timeout)
 
 
 def stripe_client(settings: Settings) -> stripe.StripeClient | None:
@@ -285,6 +301,32 @@ def build(
         admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
         body_timeout=settings.http_body_timeout,
     )
+    reconciler = (
+        Reconciler(
+            backfill=Backfill(store=store, rules=rules, client=client, clock=clock),
+            store=store,
+            clock=clock,
+            interval=settings.reconcile_interval,
+            metrics=metrics,
+        )
+        if client is not None and settings.reconcile_interval > 0
+        else None
+    )
+    job_runner = JobRunner(
+        jobs=store.jobs,
+        clock=clock,
+        worker_id=worker.worker_id,
+        poll_interval=settings.poll_interval,
+    )
+    if reconciler is not None:
+        job_runner.register(
+            RECONCILE_JOB,
+            reconciler.run_job,
+            lease=_RECONCILE_LEASE,
+            max_attempts=None,  # a recurring job never stops for good
+            retry_base=min(60.0, reconciler.interval),
+            retry_cap=reconciler.interval,
+        )
     return Payherald(
         settings=settings,
         engine=engine,
@@ -296,17 +338,8 @@ def build(
         development_secret=development_secret,
         channels=sorted(channels),
         metrics=metrics,
-        reconciler=(
-            Reconciler(
-                backfill=Backfill(store=store, rules=rules, client=client, clock=clock),
-                store=store,
-                clock=clock,
-                interval=settings.reconcile_interval,
-                metrics=metrics,
-            )
-            if client is not None and settings.reconcile_interval > 0
-            else None
-        ),
+        jobs=job_runner,
+        reconciler=reconciler,
         pruner=(
             Pruner(store=store, clock=clock, retention_days=settings.retention_days)
             if settings.retention_days

@@ -8,14 +8,14 @@ over. Stripe keeps events for 30 days.
 
 ``Reconciler`` runs a backfill on a schedule (``PAYHERALD_RECONCILE_INTERVAL_SECONDS``,
 hourly by default) from a little before the last successful run, so an event Stripe never
-delivered is still handled, once.
+delivered is still handled, once. The schedule is a recurring job (``RECONCILE_JOB``) on
+the job queue: ``Reconciler.run_job`` is its handler, and whichever worker claims it runs it.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -29,12 +29,14 @@ from payherald.backoff import backoff_delay
 from payherald.clock import Clock
 from payherald.exceptions import PayheraldError
 from payherald.ingest import ingest
+from payherald.jobs import Job, RunAgain
 from payherald.metrics import Metrics
 from payherald.rules import RuleBook
 from payherald.store import Store
 from payherald.webhook import parse_event
 
 __all__ = [
+    "RECONCILE_JOB",
     "STRIPE_EVENT_RETENTION",
     "Backfill",
     "BackfillError",
@@ -47,6 +49,8 @@ __all__ = [
 _log = structlog.get_logger("payherald.backfill")
 
 STRIPE_EVENT_RETENTION = timedelta(days=30)
+# The kind, and the key, of the recurring reconciliation job: there is one.
+RECONCILE_JOB = "stripe.reconcile"
 _PAGE = 100
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([mhd])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
@@ -262,13 +266,20 @@ class Reconciler:
         )
         return summary
 
-    def run(self, stop: threading.Event) -> None:
-        """Reconcile now and then every ``interval`` seconds until ``stop`` is set."""
-        while not stop.is_set():
-            try:
-                self.run_once()
-            except BackfillError as exc:
-                _log.error("reconcile_with_stripe_failed", error=exc.message)
-            except Exception:
-                _log.exception("reconcile_with_stripe_failed")
-            stop.wait(self._interval)
+    @property
+    def interval(self) -> float:
+        return self._interval
+
+    def run_job(self, job: Job) -> RunAgain:
+        """The ``RECONCILE_JOB`` handler: reconcile once, and again ``interval`` seconds
+        from now. A failure is logged and raised, for the job runner to retry."""
+        try:
+            self.run_once()
+        except BackfillError as exc:
+            _log.error("reconcile_with_stripe_failed", error=exc.message)
+            raise
+        except Exception as exc:
+            # The traceback is kept on the job (its last_error), and logged by the runner.
+            _log.error("reconcile_with_stripe_failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        return RunAgain(self._clock.now() + timedelta(seconds=self._interval))

@@ -10,6 +10,7 @@ several processes, aggregate them with ``max``, not ``sum``.
     payherald_notifications_total{channel, status} outcomes the worker recorded
     payherald_queue_depth{status}                  notifications waiting, by state
     payherald_queue_oldest_age_seconds             how long the oldest due one has waited
+    payherald_jobs{status}                         jobs (deferred work) by status
     payherald_ingest_seconds                       request in to answer ready (accepted events)
     payherald_end_to_end_seconds                   event received to provider accepted
     payherald_reconciliations_total{result}        scheduled reconciliations: ok, failed
@@ -175,7 +176,8 @@ class Metrics:
 
 
 class QueueCollector(Collector):
-    """The work queue's gauges, read from the store at each scrape (one query)."""
+    """The work queue's and the job queue's gauges, read from the store at each scrape
+    (one query each)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -184,6 +186,7 @@ class QueueCollector(Collector):
         # Names only, so that registering never touches the database.
         yield _depth()
         yield _oldest()
+        yield _jobs()
 
     def collect(self) -> Iterator[Metric]:
         try:
@@ -200,6 +203,15 @@ class QueueCollector(Collector):
         oldest = _oldest()
         oldest.add_metric([], stats.oldest_due_age)
         yield oldest
+        try:
+            counts = self._store.jobs.counts()
+        except StoreUnavailable as exc:
+            _log.warning("metrics_queue_unavailable", error=exc.message)
+            return
+        jobs = _jobs()
+        for status, count in counts.items():
+            jobs.add_metric([status.value], count)
+        yield jobs
 
 
 def _depth() -> GaugeMetricFamily:
@@ -215,4 +227,13 @@ def _oldest() -> GaugeMetricFamily:
     return GaugeMetricFamily(
         "payherald_queue_oldest_age_seconds",
         "Seconds since the oldest pending notification that is due now became due; 0 when none is.",
+    )
+
+
+def _jobs() -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "payherald_jobs",
+        "Jobs (deferred work of every kind), by status: pending, running, done, failed "
+        "(failed on every attempt: its last_error says why).",
+        labels=["status"],
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,8 +14,10 @@ import pytest
 import stripe
 
 from payherald import FrozenClock
-from payherald.backfill import Backfill, BackfillError, Reconciler, parse_since
+from payherald.backfill import RECONCILE_JOB, Backfill, BackfillError, Reconciler, parse_since
+from payherald.jobs import JobRunner
 from payherald.metrics import Metrics
+from payherald.store.statuses import JobStatus
 from payherald.testing import ScriptedChannel
 from tests import peers
 from tests.acceptance.test_cli import cli
@@ -228,3 +231,79 @@ def test_since_accepts_durations_and_dates() -> None:
     assert (now - parse_since("90m", now=now)).total_seconds() == 5400
     day = now.date().isoformat()
     assert parse_since(day, now=now).isoformat().startswith(day)
+
+
+def test_the_worker_runs_the_scheduled_reconciliation_as_a_recurring_job(
+    gap: Any, localstripe: peers.LocalStripe, sms: ScriptedChannel
+) -> None:
+    settings = {
+        **stripe_settings(localstripe),
+        "PAYHERALD_TEST_ALLOWLIST": ",".join(PHONES),
+        "PAYHERALD_RECONCILE_INTERVAL_SECONDS": "3600",
+    }
+    ph = build_for_tests(gap.database, settings=settings, channels={"sms": sms})
+    assert RECONCILE_JOB in ph.jobs.kinds
+    started = ph.store.clock.now()
+    ph.start_worker()
+    try:
+        wait_for(lambda: confirmations(sms) == sorted(PHONES))
+        job = ph.store.jobs.get(RECONCILE_JOB)
+        assert job is not None
+        assert job.status == JobStatus.PENDING
+        assert job.due_at >= started + timedelta(seconds=3600)  # and again in an hour
+        assert ph.store.get_meta("last_reconciled_at") is not None
+    finally:
+        ph.stop()
+        ph.engine.dispose()
+
+
+def test_the_reconciliation_job_runs_again_after_its_interval_and_retries_a_failure(
+    sqlite_url: str,
+) -> None:
+    clock = FrozenClock()
+    refused = stripe.APIError("500")
+    pages = Pages([[stripe_event(1)]], {1: refused})
+    ph = build_for_tests(sqlite_url, clock=clock)
+    client: Any = SimpleNamespace(v1=SimpleNamespace(events=pages))
+    backfill = Backfill(store=ph.store, rules=ph.rules, client=client, clock=clock, max_retries=0)
+    metrics = Metrics()
+    reconciler = Reconciler(
+        backfill=backfill, store=ph.store, clock=clock, interval=3600, metrics=metrics
+    )
+    runner = JobRunner(jobs=ph.store.jobs, clock=clock, worker_id="test")
+    runner.register(RECONCILE_JOB, reconciler.run_job, max_attempts=None, retry_base=60)
+    ph.store.jobs.ensure_recurring(RECONCILE_JOB, RECONCILE_JOB, {})
+    assert runner.run_until_idle() == 1
+    job = ph.store.jobs.get(RECONCILE_JOB)
+    assert job is not None
+    assert (job.status, job.attempts) == (JobStatus.PENDING, 1)
+    assert job.last_error is not None
+    assert "BackfillError" in job.last_error
+    assert reconciled(metrics) == {"ok": 0.0, "failed": 1.0, "recovered": 0.0}
+    clock.advance(60)
+    assert runner.run_until_idle() == 1  # Stripe answers this time
+    job = ph.store.jobs.get(RECONCILE_JOB)
+    assert job is not None
+    assert (job.status, job.attempts) == (JobStatus.PENDING, 0)
+    assert job.due_at == clock.now() + timedelta(seconds=3600)
+    assert ph.store.has_event("evt_1")
+    assert ph.store.get_meta("last_reconciled_at") == clock.now().isoformat()
+    assert reconciled(metrics) == {"ok": 1.0, "failed": 1.0, "recovered": 1.0}
+    clock.advance(3599)
+    assert runner.run_until_idle() == 0
+    ph.engine.dispose()
+
+
+def test_the_reconciliation_is_registered_only_when_turned_on(sqlite_url: str) -> None:
+    on = build_for_tests(
+        sqlite_url,
+        settings={
+            "STRIPE_SECRET_KEY": "sk_test_x1y2z3",
+            "PAYHERALD_RECONCILE_INTERVAL_SECONDS": "60",
+        },
+    )
+    assert on.jobs.kinds == {RECONCILE_JOB}
+    on.engine.dispose()
+    off = build_for_tests(sqlite_url, settings={"STRIPE_SECRET_KEY": "sk_test_x1y2z3"})
+    assert off.jobs.kinds == set()
+    off.engine.dispose()

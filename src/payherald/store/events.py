@@ -33,6 +33,7 @@ from payherald.clock import Clock
 from payherald.exceptions import StoreUnavailable
 from payherald.rules import LINKED_SUBJECTS, PlannedNotification
 from payherald.store.database import Database
+from payherald.store.jobs import Jobs
 from payherald.store.queue import WorkQueue, lock_canonicals, siblings_told
 from payherald.store.records import (
     ClaimedNotification,
@@ -85,6 +86,7 @@ class Store:
         self.db = Database(engine=engine)
         self._clock = clock
         self.queue = WorkQueue(db=self.db, clock=clock)
+        self.jobs = Jobs(db=self.db, clock=clock)
         # Asked for every message refused as a twin's: built once (building costs more
         # than running it).
         found = (

@@ -33,6 +33,7 @@ __all__ = [
     "delivery_reports",
     "events",
     "inbound_messages",
+    "jobs",
     "meta",
     "metadata",
     "notifications",
@@ -196,6 +197,29 @@ subject_aliases = Table(
     Column("alias", String(255), primary_key=True),
     Column("canonical", String(255), nullable=False),
     Index("ix_subject_aliases_canonical", "canonical"),
+)
+
+# Deferred work of every kind (see ``payherald.store.jobs``): claimed with a lease, like the
+# notifications, and never done twice for one key.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("kind", String(64), nullable=False),
+    # What makes two jobs "the same work": a duplicate key is never inserted.
+    Column("key", String(255), nullable=False, unique=True),
+    Column("payload", Text, nullable=False),  # a JSON object
+    # pending -> running -> done | failed | pending (retry, recurring, lease ran out)
+    Column("status", String(16), nullable=False),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("lease_until", UTCDateTime),
+    Column("claimed_by", String(128)),
+    Column("last_error", Text),  # the traceback of the last failure
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Index("ix_jobs_status_due_at", "status", "due_at"),
 )
 
 meta = Table(

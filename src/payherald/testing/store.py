@@ -1,18 +1,16 @@
-"""Fakes for tests, next to the interfaces they stand in for: a channel (``Channel``), a
-clock (``Clock``), and the store's event log and notification queue (``Store``)."""
+"""The store's event log, notification queue and suppression list in memory
+(``payherald.store.Store``)."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import threading
-from collections import deque
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from payherald.channels.base import Message, ReconcileOutcome, Reconciliation
-from payherald.clock import Clock, FrozenClock
+from payherald.clock import Clock
 from payherald.exceptions import StoreUnavailable
 from payherald.rules import LINKED_SUBJECTS, PlannedNotification
 from payherald.store.records import ClaimedNotification, PlannedEvent, RecordResult
@@ -20,51 +18,7 @@ from payherald.store.statuses import TOLD, EventStatus, NotificationStatus
 from payherald.store.transitions import Outcome
 from payherald.webhook import StripeEvent
 
-__all__ = ["FrozenClock", "InMemoryQueue", "InMemoryStore", "ScriptedChannel"]
-
-
-class ScriptedChannel:
-    """A channel that records every send and answers from a script.
-
-    Each scripted answer is an exception to raise, or None to accept; when the script
-    runs out, sends are accepted. ``reconcile_answer`` is what ``reconcile`` returns.
-    """
-
-    def __init__(
-        self,
-        name: str = "sms",
-        *,
-        script: Iterable[BaseException | None] = (),
-        reconcile_answer: Reconciliation | None = None,
-    ) -> None:
-        self.name = name
-        self._script = deque(script)
-        self._lock = threading.Lock()
-        self.attempts: list[Message] = []
-        self.delivered: list[Message] = []
-        self.reconcile_answer = reconcile_answer or Reconciliation(ReconcileOutcome.NOT_DELIVERED)
-
-    def script(self, *answers: BaseException | None) -> None:
-        """Answer the next sends with ``answers``, in order, after what is scripted already:
-        an exception is raised, None accepts."""
-        with self._lock:
-            self._script.extend(answers)
-
-    def send(self, message: Message) -> str:
-        with self._lock:
-            self.attempts.append(message)
-            answer = self._script.popleft() if self._script else None
-            if answer is None:
-                self.delivered.append(message)
-        if answer is not None:
-            raise answer
-        return f"{self.name}-{message.notification_id}-{len(self.attempts)}"
-
-    def sender(self, message: Message) -> str:
-        return self.name
-
-    def reconcile(self, message: Message, attempt_started_at: datetime) -> Reconciliation:
-        return self.reconcile_answer
+__all__ = ["InMemoryQueue", "InMemoryStore"]
 
 
 class _InMemoryDatabase:
