@@ -1,4 +1,5 @@
-"""Consent: what a reply means (STOP, START, HELP), and the records of who agreed to what.
+"""Consent: what a reply means (STOP, START, HELP), and the records of who agreed to what
+(kept by ``Store.consents``, ``payherald.store.consents``).
 
 A reply is a keyword only when the keyword is the whole message, in any case, with spaces
 and punctuation around it ignored: "stop", " Stop! ", "OPT OUT." opt out; "please stop
