@@ -9,18 +9,21 @@ Where things live, and the path of one event through them:
       ingest       rules (which messages an event causes) and subjects (what each is about)
       store        events, notifications and links, in tables (schema) by way of database
       -> 200, once committed
-    worker         claims due notifications from queue, with a lease
+    worker         claims due notifications from store.queue, with a lease
       compose      recipient (recipients, lookups, stripe_objects), words (messages, sandbox,
                    money), channel (channels.router), quiet hours; payments settles a
                    payment's events so that it is told once
       channels     console, Twilio SMS, WhatsApp and voice, email, Slack
-      queue        sent, failed, retried or unknown; delivery takes Twilio's reports later
+      store.queue  sent, failed, retried or unknown; delivery's reports come later, stored
+                   by store.deliveries
     Around them: app builds everything from settings and config (payherald.toml); consent
-    (replies, opt-outs) and stripe_sync (write-back to Stripe); jobs, the runner of all
-    deferred work (store.jobs, one queue: the scheduled reconciliation is a recurring
-    job); backfill and replay; retention; endpoints and doctor; metrics and logs;
-    terminal for what commands print; cli, the `payherald` command, one module per
-    command group.
+    (what a reply means, CSV lists, legacy opt-outs) over store.consents (suppressions,
+    consent records, inbound messages); stripe_sync (write-back to Stripe, its records in
+    store.consents); jobs, the runner of all deferred work (store.jobs, one queue: the
+    scheduled reconciliation is a recurring job); backfill and replay; retention (what
+    goes, and when) over store.pruning; endpoints and doctor; metrics and logs; terminal
+    for what commands print; cli, the `payherald` command, one module per command group.
+    All SQL is in store (migrations aside).
 """
 
 from __future__ import annotations

@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 
 import stripe
 from fastapi import FastAPI
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from payherald.backfill import RECONCILE_JOB, Backfill, Reconciler
 from payherald.channels import (
@@ -26,7 +24,6 @@ from payherald.clock import Clock, SystemClock
 from payherald.compose import Composer
 from payherald.config import Config, load_config
 from payherald.consent import upgrade_legacy_opt_outs
-from payherald.exceptions import StoreUnavailable
 from payherald.jobs import JobRunner
 from payherald.lookups import StripeApiLookups, StripeLookups
 from payherald.messages import MessageContext, TemplateRenderer
@@ -40,8 +37,8 @@ from payherald.rules import RuleBook
 from payherald.sender import Sender
 from payherald.server import create_http_app
 from payherald.settings import Settings
-from payherald.store import Store
-from payherald.store.engine import cannot_open, create_store_engine, migrate
+from payherald.store import Engine, Store, open_store
+from payherald.store.engine import migrate
 from payherald.stripe_sync import ConsentWriteBack
 from payherald.wakeup import listen_for_work
 from payherald.webhook import SigningSecret, WebhookVerifier
@@ -207,14 +204,11 @@ def build(
     ``customers``, ``lookups`` and ``quiet_hours`` replace what settings and the rules
     file would give (tests use them)."""
     clock = clock or SystemClock()
-    engine = create_store_engine(settings.sqlalchemy_url)
-    store = Store(engine=engine, clock=clock)
+    store = open_store(settings.sqlalchemy_url, clock=clock)
+    engine = store.db.engine
     metrics = Metrics(store=store)
     if migrate_schema:
-        try:
-            migrate(engine)
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(cannot_open(settings.database_url, exc)) from exc
+        migrate(engine)
     store.db.check_schema()
     if migrate_schema:
         upgrade_legacy_opt_outs(store, default_region=settings.default_region)

@@ -1,4 +1,5 @@
-"""Consent: what a reply means (STOP, START, HELP), and the records of who agreed to what.
+"""Consent: what a reply means (STOP, START, HELP), and the records of who agreed to what
+(kept by ``Store.consents``, ``payherald.store.consents``).
 
 A reply is a keyword only when the keyword is the whole message, in any case, with spaces
 and punctuation around it ignored: "stop", " Stop! ", "OPT OUT." opt out; "please stop
@@ -18,11 +19,10 @@ from dataclasses import dataclass
 from typing import Any, Literal, TextIO
 
 import structlog
-from sqlalchemy import Connection, delete, select
 
 from payherald.recipients import mask_phone, normalise_phone
 from payherald.store import Store
-from payherald.store.schema import consents, inbound_messages, suppressions
+from payherald.store.consents import RECORD_FIELDS, ConsentRow
 
 __all__ = [
     "HELP",
@@ -32,16 +32,12 @@ __all__ = [
     "ConsentRow",
     "LegacyOptOut",
     "classify_reply",
-    "consent_records",
-    "import_consents",
     "legacy_opt_outs",
     "must_not_be_messaged",
     "neutralise_cell",
     "read_consent_csv",
-    "record_consent",
     "record_reply",
     "reply_sender",
-    "suppressed",
     "upgrade_legacy_opt_outs",
     "write_consent_csv",
 ]
@@ -69,33 +65,6 @@ def classify_reply(text: str) -> Action | None:
     if words in HELP:
         return "help"
     return None
-
-
-def record_consent(
-    store: Store,
-    *,
-    address: str,
-    action: Literal["opt_out", "opt_in"],
-    channel: str,
-    words: str | None,
-    source: str,
-    write_back: bool = False,
-) -> bool:
-    """Record an opt-out or opt-in and apply it to the suppression list, in one
-    transaction. Returns whether it changed anything (an opt-out of someone already out
-    changes nothing, but is still recorded). With ``write_back``, a change is queued to be
-    written to the Stripe customers messaged at ``address``."""
-    with store.db.transaction() as connection:
-        return _apply(
-            store,
-            connection,
-            address=address,
-            action=action,
-            channel=channel,
-            words=words,
-            source=source,
-            write_back=write_back,
-        )
 
 
 _WHATSAPP = "whatsapp:"
@@ -135,98 +104,19 @@ def record_reply(
     again, even once retention has blanked its row (``retention``): a replayed request,
     however old, changes nothing."""
     action = classify_reply(body)
-    now = store.clock.now()
-    with store.db.transaction() as connection:
-        new = (
-            connection.execute(
-                store.db.insert(inbound_messages)
-                .values(
-                    provider_id=provider_id,
-                    sender=sender,
-                    raw_sender=raw_sender,
-                    body=body,
-                    action=action,
-                    received_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=["provider_id"])
-                .returning(inbound_messages.c.provider_id)
-            ).first()
-            is not None
-        )
-        if not new or action not in ("opt_out", "opt_in"):
-            return new, action, False
-        changed = _apply(
-            store,
-            connection,
-            address=sender,
-            action=action,
-            channel=channel,
-            words=body.strip(),
-            source="reply",
-            write_back=write_back,
-        )
-        return True, action, changed
-
-
-def _apply(
-    store: Store,
-    connection: Connection,
-    *,
-    address: str,
-    action: str,
-    channel: str,
-    words: str | None,
-    source: str,
-    write_back: bool = False,
-    reason: str | None = None,
-) -> bool:
-    now = store.clock.now()
-    if action == "opt_out":
-        changed = (
-            connection.execute(
-                store.db.insert(suppressions)
-                .values(
-                    address=address,
-                    reason=reason or f"opted out ({source}: {words or action})",
-                    source=source,
-                    created_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=["address"])
-                .returning(suppressions.c.address)
-            ).first()
-            is not None
-        )
-    else:
-        changed = bool(
-            connection.execute(
-                delete(suppressions).where(suppressions.c.address == address)
-            ).rowcount
-        )
-    # A change is written to the Stripe customer by the worker (stripe_sync), from this
-    # row: committed with the change itself, so it is neither lost nor done twice.
-    connection.execute(
-        consents.insert().values(
-            address=address,
-            action=action,
-            channel=channel,
-            words=words,
-            source=source,
-            created_at=now,
-            stripe_status="pending" if write_back and changed else None,
-            stripe_due_at=now if write_back and changed else None,
-        )
+    new, changed = store.consents.record_reply(
+        provider_id=provider_id,
+        sender=sender,
+        body=body,
+        action=action,
+        channel=channel,
+        raw_sender=raw_sender,
+        write_back=write_back,
     )
-    return changed
+    return new, action, changed
 
 
-@dataclass(frozen=True, slots=True)
-class ConsentRow:
-    address: str
-    action: Literal["opt_out", "opt_in"]
-    words: str | None
-
-
-CSV_FIELDS = ("address", "action", "channel", "words", "source", "created_at")
+CSV_FIELDS = RECORD_FIELDS
 # What a spreadsheet takes as the start of a formula (OWASP's "CSV injection" list).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # A phone number in E.164 is a constant to a spreadsheet, not a formula: it is left as it
@@ -250,7 +140,7 @@ def _unneutralised(value: str) -> str:
 
 
 def write_consent_csv(stream: TextIO, records: list[dict[str, Any]]) -> None:
-    """Write ``records`` (as ``consent_records`` gives them) as CSV, every cell that could
+    """Write ``records`` (as ``Store.consents.records`` gives them) as CSV, every cell that could
     start a formula neutralised."""
     writer = csv.writer(stream)
     writer.writerow(CSV_FIELDS)
@@ -302,52 +192,10 @@ def read_consent_csv(text: str, *, default_region: str) -> tuple[list[ConsentRow
     return rows, problems
 
 
-def import_consents(
-    store: Store, rows: list[ConsentRow], *, source: str, write_back: bool = False
-) -> int:
-    """Apply ``rows`` in one transaction (all or none); returns how many changed a
-    suppression. With ``write_back``, each change is queued for the Stripe customers
-    messaged at that number, as ``record_consent`` does."""
-    with store.db.transaction() as connection:
-        return sum(
-            _apply(
-                store,
-                connection,
-                address=row.address,
-                action=row.action,
-                channel="csv",
-                words=row.words,
-                source=source,
-                write_back=write_back,
-            )
-            for row in rows
-        )
-
-
-def consent_records(store: Store) -> list[dict[str, Any]]:
-    with store.db.read() as connection:
-        return [
-            dict(row)
-            for row in connection.execute(
-                select(*(consents.c[name] for name in CSV_FIELDS)).order_by(consents.c.id)
-            ).mappings()
-        ]
-
-
 def must_not_be_messaged(address: str, reason: str) -> str:
     """Why a message to someone on the suppression list is not sent, their address
     masked."""
     return f"{mask_phone(address)} must not be messaged: {reason}"
-
-
-def suppressed(store: Store) -> list[dict[str, Any]]:
-    with store.db.read() as connection:
-        return [
-            dict(row)
-            for row in connection.execute(
-                select(suppressions).order_by(suppressions.c.created_at)
-            ).mappings()
-        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,20 +215,23 @@ class LegacyOptOut:
 def legacy_opt_outs(store: Store, *, default_region: str) -> list[LegacyOptOut]:
     """The suppressions whose address is neither in E.164 nor an email address, each
     read as ``reply_sender`` reads a sender now."""
-    found = []
-    with store.db.read() as connection:
-        rows = connection.execute(
-            select(
-                suppressions.c.address, suppressions.c.reason, suppressions.c.created_at
-            ).order_by(suppressions.c.created_at, suppressions.c.address)
-        ).all()
-        for address, reason, created_at in rows:
-            if "@" in address or _E164.fullmatch(address):
-                continue
-            channel, reads_as = reply_sender(address, default_region=default_region)
-            settled = reads_as is not None and _spoken_for(connection, reads_as, created_at)
-            found.append(LegacyOptOut(address, reads_as, channel, str(reason), settled))
-    return found
+    rows = [
+        (address, reason, created_at, *reply_sender(address, default_region=default_region))
+        for address, reason, created_at in store.consents.suppressions_by_age()
+        if "@" not in address and not _E164.fullmatch(address)
+    ]
+    # Asked of the store in one read, for those whose E.164 form reads.
+    spoken_for = iter(
+        store.consents.spoken_for(
+            [(reads_as, since) for _, _, since, _, reads_as in rows if reads_as is not None]
+        )
+    )
+    return [
+        LegacyOptOut(
+            address, reads_as, channel, reason, settled=reads_as is not None and next(spoken_for)
+        )
+        for address, reason, _, channel, reads_as in rows
+    ]
 
 
 def upgrade_legacy_opt_outs(store: Store, *, default_region: str) -> list[LegacyOptOut]:
@@ -394,23 +245,15 @@ def upgrade_legacy_opt_outs(store: Store, *, default_region: str) -> list[Legacy
     for legacy in legacy_opt_outs(store, default_region=default_region):
         if legacy.reads_as is None or legacy.settled:
             continue
-        with store.db.transaction() as connection:
-            # Read again in the transaction that writes: a reply may have come in since.
-            since = connection.execute(
-                select(suppressions.c.created_at).where(suppressions.c.address == legacy.address)
-            ).scalar_one_or_none()
-            if since is None or _spoken_for(connection, legacy.reads_as, since):
-                continue
-            _apply(
-                store,
-                connection,
-                address=legacy.reads_as,
-                action="opt_out",
-                channel=legacy.channel,
-                words=None,
-                source=f"upgrade: read {legacy.address} as {legacy.reads_as}",
-                reason=legacy.reason,
-            )
+        # Read again in the transaction that writes: a reply may have come in since.
+        if not store.consents.upgrade_opt_out(
+            legacy_address=legacy.address,
+            address=legacy.reads_as,
+            channel=legacy.channel,
+            source=f"upgrade: read {legacy.address} as {legacy.reads_as}",
+            reason=legacy.reason,
+        ):
+            continue
         _log.info(
             "legacy_opt_out_upgraded",
             address=mask_phone(legacy.address),
@@ -418,16 +261,3 @@ def upgrade_legacy_opt_outs(store: Store, *, default_region: str) -> list[Legacy
         )
         upgraded.append(legacy)
     return upgraded
-
-
-def _spoken_for(connection: Connection, address: str, since: Any) -> bool:
-    """Whether ``address`` is suppressed, or has a consent recorded at ``since`` or later."""
-    suppressed_now = connection.execute(
-        select(suppressions.c.address).where(suppressions.c.address == address)
-    ).first()
-    later = connection.execute(
-        select(consents.c.id)
-        .where(consents.c.address == address, consents.c.created_at >= since)
-        .limit(1)
-    ).first()
-    return suppressed_now is not None or later is not None

@@ -16,7 +16,8 @@ replayed and acted on again. What is never deleted:
 The dedup promise holds because the cutoff is at least 30 days back: Stripe retries a
 webhook for 3 days and backfill fetches 30, so a pruned event can never arrive again.
 Deleting goes in batches, each its own short transaction, so that a large prune never holds
-SQLite's write lock for long. ``Pruner`` runs it on a schedule beside the worker.
+SQLite's write lock for long (the queries are ``Store.pruning``'s,
+``payherald.store.pruning``). ``Pruner`` runs it on a schedule beside the worker.
 """
 
 from __future__ import annotations
@@ -24,16 +25,13 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
-from sqlalchemy import Connection, and_, delete, exists, func, or_, select, tuple_, update
 
 from payherald.clock import Clock
 from payherald.exceptions import PayheraldError
 from payherald.settings import MIN_RETENTION_DAYS
-from payherald.store import TERMINAL_STATUSES, Store
-from payherald.store.schema import delivery_reports, events, inbound_messages, notifications
+from payherald.store import Store
 
 __all__ = ["PruneSummary", "Pruner", "RetentionError", "check_cutoff", "prune"]
 
@@ -87,34 +85,6 @@ def check_cutoff(before: datetime, *, now: datetime) -> None:
         )
 
 
-def _holds_event(before: datetime) -> Any:
-    """A notification of the event in hand that it must be kept for."""
-    return exists(
-        select(notifications.c.id).where(
-            notifications.c.event_id == events.c.id,
-            or_(
-                notifications.c.status.not_in(TERMINAL_STATUSES),
-                notifications.c.updated_at >= before,
-            ),
-        )
-    )
-
-
-def _orphan_reports(before: datetime) -> Any:
-    """Delivery reports received before the cutoff about no notification kept."""
-    return and_(
-        delivery_reports.c.received_at < before,
-        or_(
-            delivery_reports.c.notification_id.is_(None),
-            ~exists(
-                select(notifications.c.id).where(
-                    notifications.c.id == delivery_reports.c.notification_id
-                )
-            ),
-        ),
-    )
-
-
 def prune(
     store: Store, before: datetime, *, dry_run: bool = False, batch_size: int = BATCH_SIZE
 ) -> PruneSummary:
@@ -123,17 +93,37 @@ def prune(
     time; with ``dry_run``, count it instead.
     Raises StoreUnavailable; what earlier batches deleted stays deleted."""
     summary = PruneSummary(before=before)
+    pruning = store.pruning
     if dry_run:
-        _count(store, before, summary)
+        counts = pruning.count(before)
+        summary.events = counts.events
+        summary.kept = counts.kept
+        summary.notifications = counts.notifications
+        summary.delivery_reports = counts.delivery_reports
+        summary.inbound_messages = counts.inbound_messages
         return summary
-    while _prune_events(store, before, batch_size, summary) == batch_size:
-        pass
-    while _prune_inbound(store, before, batch_size, summary) == batch_size:
-        pass
-    while _sweep_reports(store, before, batch_size, summary) == batch_size:
-        pass
-    with store.db.read() as connection:
-        summary.kept = _count_rows(connection, events.c.id, events.c.received_at < before)
+    while True:
+        batch = pruning.delete_events(before, batch_size)
+        if batch.found:
+            summary.events += batch.events
+            summary.notifications += batch.notifications
+            summary.delivery_reports += batch.delivery_reports
+            summary.batches += 1
+        if batch.found != batch_size:
+            break
+    while True:
+        blanked = pruning.forget_inbound(before, batch_size)
+        summary.inbound_messages += blanked
+        summary.batches += bool(blanked)
+        if blanked != batch_size:
+            break
+    while True:
+        swept = pruning.sweep_reports(before, batch_size)
+        summary.delivery_reports += swept
+        summary.batches += bool(swept)
+        if swept != batch_size:
+            break
+    summary.kept = pruning.count_older_events(before)
     _log.info(
         "pruned",
         before=before.isoformat(),
@@ -145,138 +135,6 @@ def prune(
         batches=summary.batches,
     )
     return summary
-
-
-def _prune_events(store: Store, before: datetime, batch_size: int, summary: PruneSummary) -> int:
-    """Delete one batch of finished events received before ``before``, with their
-    notifications and those notifications' delivery reports, in one transaction; returns
-    how many events were found (fewer than ``batch_size``: the last batch)."""
-    candidates = (
-        select(events.c.id)
-        .where(events.c.received_at < before, ~_holds_event(before))
-        .order_by(events.c.received_at)
-        .limit(batch_size)
-        # PostgreSQL: an event being pruned cannot get a new notification meanwhile (the
-        # insert waits for this lock, then finds no event); SQLite writes one at a time.
-        .with_for_update(of=events, skip_locked=True)
-    )
-    with store.db.transaction() as connection:
-        found = list(connection.execute(candidates).scalars())
-        if not found:
-            return 0
-        # Locked, and read again as committed now: a replay may have put one of them back
-        # in the queue since the query above looked.
-        held = {
-            row.event_id
-            for row in connection.execute(
-                select(notifications.c.event_id, notifications.c.status, notifications.c.updated_at)
-                .where(notifications.c.event_id.in_(found))
-                .with_for_update()
-            )
-            if row.status not in TERMINAL_STATUSES or row.updated_at >= before
-        }
-        doomed = [event_id for event_id in found if event_id not in held]
-        # By provider id, on the reports' primary key (notification_id has no index); a
-        # report about an earlier provider id of the same notification is swept up after.
-        their_messages = select(notifications.c.provider_id).where(
-            notifications.c.event_id.in_(doomed), notifications.c.provider_id.is_not(None)
-        )
-        summary.delivery_reports += connection.execute(
-            delete(delivery_reports).where(delivery_reports.c.provider_id.in_(their_messages))
-        ).rowcount
-        summary.notifications += connection.execute(
-            delete(notifications).where(notifications.c.event_id.in_(doomed))
-        ).rowcount
-        summary.events += connection.execute(delete(events).where(events.c.id.in_(doomed))).rowcount
-    summary.batches += 1
-    return len(found)
-
-
-def _not_yet_forgotten(before: datetime) -> Any:
-    """Inbound messages received before the cutoff whose sender and body are still there
-    (a tombstone's sender is blank: a reply's sender is always a number)."""
-    return and_(inbound_messages.c.received_at < before, inbound_messages.c.sender != "")
-
-
-def _prune_inbound(store: Store, before: datetime, batch_size: int, summary: PruneSummary) -> int:
-    """Blank the sender, raw sender and body of one batch of inbound messages received
-    before ``before``, leaving the tombstone (MessageSid, time, keyword) that
-    ``consent.record_reply`` knows a replay by; returns how many were blanked."""
-    with store.db.transaction() as connection:
-        found = (
-            connection.execute(
-                select(inbound_messages.c.provider_id)
-                .where(_not_yet_forgotten(before))
-                .limit(batch_size)
-            )
-            .scalars()
-            .all()
-        )
-        if found:
-            connection.execute(
-                update(inbound_messages)
-                .where(inbound_messages.c.provider_id.in_(found))
-                .values(sender="", body="", raw_sender=None)
-            )
-    summary.inbound_messages += len(found)
-    summary.batches += bool(found)
-    return len(found)
-
-
-def _sweep_reports(store: Store, before: datetime, batch_size: int, summary: PruneSummary) -> int:
-    """Delete one batch of delivery reports received before ``before`` about no kept
-    notification; returns how many."""
-    with store.db.transaction() as connection:
-        keys = [
-            tuple(key)
-            for key in connection.execute(
-                select(delivery_reports.c.provider_id, delivery_reports.c.status)
-                .where(_orphan_reports(before))
-                .limit(batch_size)
-            )
-        ]
-        if keys:
-            report = tuple_(delivery_reports.c.provider_id, delivery_reports.c.status)
-            connection.execute(delete(delivery_reports).where(report.in_(keys)))
-    summary.delivery_reports += len(keys)
-    summary.batches += bool(keys)
-    return len(keys)
-
-
-def _count_rows(connection: Connection, column: Any, *where: Any) -> int:
-    return int(connection.execute(select(func.count(column)).where(*where)).scalar_one())
-
-
-def _count(store: Store, before: datetime, summary: PruneSummary) -> None:
-    """Fill ``summary`` with what ``prune`` would delete now."""
-    old = events.c.received_at < before
-    doomed = select(events.c.id).where(old, ~_holds_event(before))
-    their_notifications = select(notifications.c.id).where(notifications.c.event_id.in_(doomed))
-    their_messages = select(notifications.c.provider_id).where(
-        notifications.c.event_id.in_(doomed), notifications.c.provider_id.is_not(None)
-    )
-    with store.db.read() as connection:
-        summary.events = _count_rows(connection, events.c.id, old, ~_holds_event(before))
-        summary.kept = _count_rows(connection, events.c.id, old, _holds_event(before))
-        summary.notifications = _count_rows(
-            connection, notifications.c.id, notifications.c.event_id.in_(doomed)
-        )
-        summary.delivery_reports = _count_rows(
-            connection,
-            delivery_reports.c.provider_id,
-            or_(
-                delivery_reports.c.provider_id.in_(their_messages),
-                _orphan_reports(before),
-                # Orphaned by this prune: about an earlier provider id of a notification.
-                and_(
-                    delivery_reports.c.received_at < before,
-                    delivery_reports.c.notification_id.in_(their_notifications),
-                ),
-            ),
-        )
-        summary.inbound_messages = _count_rows(
-            connection, inbound_messages.c.provider_id, _not_yet_forgotten(before)
-        )
 
 
 class Pruner:

@@ -21,7 +21,7 @@ from payherald.channels.base import Channel, Message, ReconcileOutcome
 from payherald.channels.router import ChannelRouter
 from payherald.clock import Clock
 from payherald.compose import Composed, Composer, NotificationDeferred, NotificationSkipped
-from payherald.consent import must_not_be_messaged, record_consent
+from payherald.consent import must_not_be_messaged
 from payherald.exceptions import (
     PermanentDeliveryError,
     RecipientNotFound,
@@ -149,7 +149,7 @@ class Sender:
         """``mark_sending`` refused: an opt-out, a twin told meanwhile, or a lost claim."""
         channel = composed.carrier.name
         customer = notification.recipient == "customer"
-        opted_out = self._store.first_suppressed(composed.addresses) if customer else None
+        opted_out = self._store.consents.first_suppressed(composed.addresses) if customer else None
         if opted_out is not None:
             # An opt-out is the person's: no other channel of the rule may carry it.
             reason = must_not_be_messaged(*opted_out) + "; no channel of the rule may carry it"
@@ -195,8 +195,7 @@ class Sender:
             provider_id = channel.send(message)
         except PermanentDeliveryError as exc:
             if exc.code == "twilio_21610":  # the person replied STOP to this sender
-                record_consent(
-                    self._store,
+                self._store.consents.record(
                     address=message.to,
                     action="opt_out",
                     channel=message.channel,

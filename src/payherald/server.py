@@ -29,7 +29,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from payherald.consent import classify_reply, record_reply, reply_sender
-from payherald.delivery import DeliveryReport, record_delivery
+from payherald.delivery import DeliveryReport
 from payherald.exceptions import (
     PayloadTooLarge,
     RequestBodyIncomplete,
@@ -301,7 +301,7 @@ def create_http_app(
             error_code=params.get("ErrorCode") or None,
         )
         try:
-            outcome = await run_in_threadpool(record_delivery, store, report)
+            outcome = await run_in_threadpool(store.deliveries.record, report)
         except StoreUnavailable as exc:
             _log.error("delivery_report_not_stored", provider_id=sid, error=exc.message)
             return JSONResponse({"error": "The store is unavailable."}, status_code=503)

@@ -11,25 +11,24 @@ messaged at that number::
 so that the rest of the business (support, a CRM, a Stripe search) sees it. Each update
 carries an idempotency key made from the consent record and the customer, so a retry after
 a crash or a timeout changes nothing twice. A record made obsolete by a later one for the
-same number is not written (``superseded``): the last word is the one Stripe keeps.
+same number is not written (``superseded``): the last word is the one Stripe keeps. The
+records are read and settled through ``Store.consents``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
 import stripe
 import structlog
-from sqlalchemy import and_, select, update
 
 from payherald.clock import Clock
 from payherald.store import Store
-from payherald.store.schema import consents, events, notifications
 
-__all__ = ["OPTED_OUT_AT_KEY", "OPTED_OUT_KEY", "ConsentWriteBack", "customers_messaged_at"]
+__all__ = ["OPTED_OUT_AT_KEY", "OPTED_OUT_KEY", "ConsentWriteBack", "customers_of_events"]
 
 _log = structlog.get_logger("payherald.stripe_sync")
 
@@ -65,44 +64,16 @@ class ConsentWriteBack:
         return settled
 
     def _claim(self, limit: int) -> list[dict[str, Any]]:
-        now = self._clock.now()
-        claimed = []
-        with self._store.db.transaction() as connection:
-            due = connection.execute(
-                select(consents)
-                .where(consents.c.stripe_status == "pending", consents.c.stripe_due_at <= now)
-                .order_by(consents.c.id)
-                .limit(limit)
-            ).mappings()
-            for row in list(due):
-                # Another worker that read the same row first wins: its due time moved.
-                if connection.execute(
-                    update(consents)
-                    .where(
-                        consents.c.id == row["id"],
-                        consents.c.stripe_status == "pending",
-                        consents.c.stripe_due_at == row["stripe_due_at"],
-                    )
-                    .values(stripe_due_at=now + _LEASE)
-                ).rowcount:
-                    claimed.append(dict(row))
-        return claimed
+        return self._store.consents.claim_write_backs(limit, lease=_LEASE)
 
     def _write(self, row: dict[str, Any]) -> bool:
         log = _log.bind(consent_id=row["id"], action=row["action"])
-        with self._store.db.transaction() as connection:
-            later = connection.execute(
-                select(consents.c.id)
-                .where(
-                    consents.c.address == row["address"],
-                    consents.c.id > row["id"],
-                    consents.c.stripe_status.is_not(None),
-                )
-                .limit(1)
-            ).first()
-            customers = [] if later else customers_messaged_at(connection, row["address"])
-        if later:
-            self._settle(row, "superseded", f"consent record {later[0]} came after it")
+        later, payloads = self._store.consents.write_back_targets(
+            row["id"], row["address"], recent=_RECENT
+        )
+        customers = customers_of_events(payloads)
+        if later is not None:
+            self._settle(row, "superseded", f"consent record {later} came after it")
             return True
         if not customers:
             self._settle(row, "no_customer", "no Stripe customer has been messaged at this number")
@@ -140,45 +111,30 @@ class ConsentWriteBack:
             self._settle(row, "failed", f"gave up after {attempts} attempts: {error}", attempts)
             log.warning("consent_write_back", outcome="failed", error=error)
             return True
-        with self._store.db.transaction() as connection:
-            connection.execute(
-                update(consents)
-                .where(consents.c.id == row["id"])
-                .values(
-                    stripe_attempts=attempts,
-                    stripe_due_at=self._clock.now() + timedelta(seconds=self._backoff(attempts)),
-                    stripe_result=error,
-                )
-            )
+        self._store.consents.retry_write_back(
+            row["id"],
+            attempts=attempts,
+            due_at=self._clock.now() + timedelta(seconds=self._backoff(attempts)),
+            error=error,
+        )
         log.warning("consent_write_back", outcome="retry", error=error)
         return False
 
     def _settle(
         self, row: dict[str, Any], status: str, result: str, attempts: int | None = None
     ) -> None:
-        with self._store.db.transaction() as connection:
-            connection.execute(
-                update(consents)
-                .where(and_(consents.c.id == row["id"], consents.c.stripe_status == "pending"))
-                .values(
-                    stripe_status=status,
-                    stripe_result=result,
-                    stripe_attempts=attempts if attempts is not None else row["stripe_attempts"],
-                    stripe_due_at=None,
-                )
-            )
+        self._store.consents.settle_write_back(
+            row["id"],
+            status=status,
+            result=result,
+            attempts=attempts if attempts is not None else row["stripe_attempts"],
+        )
 
 
-def customers_messaged_at(connection: Any, address: str) -> list[str]:
-    """The Stripe customers of the events whose notifications went to ``address``, most
-    recent first."""
-    payloads = connection.execute(
-        select(events.c.payload)
-        .join(notifications, notifications.c.event_id == events.c.id)
-        .where(notifications.c.to == address, notifications.c.recipient == "customer")
-        .order_by(notifications.c.id.desc())
-        .limit(_RECENT)
-    ).scalars()
+def customers_of_events(payloads: Iterable[str]) -> list[str]:
+    """The Stripe customers of the events whose ``payloads`` are given, each once, in
+    their order (``Consents.write_back_targets`` gives those messaged at a number, most
+    recent first)."""
     found: list[str] = []
     for payload in payloads:
         customer = _customer_of(json.loads(payload))

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from payherald import FrozenClock, parse_event
 from payherald.channels import ConsoleChannel
-from payherald.consent import record_consent
 from payherald.recipients import InMemoryCustomerDirectory
 from payherald.simulate import build_event, build_failure_events, build_payment_events
 from payherald.testing import ScriptedChannel
@@ -340,7 +339,10 @@ def test_a_customer_who_replied_stop_gets_nothing_more_on_any_channel(
     receive(ph, first)
     for _ in range(2):
         ph.worker.run_until_idle()
-    assert ph.store.suppression(PHONE) == "opted out (twilio: STOP, reported as Twilio error 21610)"
+    assert (
+        ph.store.consents.suppression(PHONE)
+        == "opted out (twilio: STOP, reported as Twilio error 21610)"
+    )
     later = build_event("payment_intent.payment_failed", now=clock.now(), livemode=True)
     later["data"]["object"].update(customer="cus_new")
     receive(ph, later)
@@ -380,8 +382,7 @@ def test_a_stop_between_composing_and_sending_an_email_wins(
         composed = compose(notification)
         if composed.channel == "email" and not stopped:  # the SMS was refused: fallback
             stopped.append(
-                record_consent(
-                    ph.store,
+                ph.store.consents.record(
                     address=PHONE,
                     action="opt_out",
                     channel="sms",
@@ -404,8 +405,7 @@ def test_a_stop_between_composing_and_sending_an_email_wins(
 def test_a_customers_opt_out_does_not_silence_team_alerts(
     ph: Any, clock: FrozenClock, sms: ScriptedChannel
 ) -> None:
-    record_consent(
-        ph.store,
+    ph.store.consents.record(
         address="+14155550100",
         action="opt_out",
         channel="sms",

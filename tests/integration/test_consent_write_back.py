@@ -13,7 +13,7 @@ import stripe
 from sqlalchemy import select
 
 from payherald import FrozenClock, parse_event
-from payherald.consent import import_consents, read_consent_csv, record_consent
+from payherald.consent import read_consent_csv
 from payherald.simulate import build_event
 from payherald.store.schema import consents
 from payherald.stripe_sync import OPTED_OUT_AT_KEY, OPTED_OUT_KEY, ConsentWriteBack
@@ -101,7 +101,7 @@ def test_an_imported_opt_out_is_written_back(
     ph.worker.run_until_idle()
     rows, problems = read_consent_csv(f"phone\n{PHONE}\n", default_region="US")
     assert problems == []
-    assert import_consents(ph.store, rows, source="import:old.csv", write_back=True) == 1
+    assert ph.store.consents.import_rows(rows, source="import:old.csv", write_back=True) == 1
     ph.worker.run_until_idle()
     assert client.v1.customers.retrieve(customer).metadata[OPTED_OUT_KEY] == "true"
     assert write_backs(ph) == [("opt_out", "done", f"updated {customer}")]
@@ -141,8 +141,7 @@ def test_a_failed_update_is_retried_later_with_the_same_idempotency_key(
     write_back = ConsentWriteBack(
         store=ph.store, client=SimpleNamespace(v1=SimpleNamespace(customers=customers)), clock=clock
     )
-    record_consent(
-        ph.store,
+    ph.store.consents.record(
         address=PHONE,
         action="opt_out",
         channel="sms",
@@ -173,8 +172,7 @@ def test_only_the_last_word_is_written(database_url: str, sms: ScriptedChannel) 
         store=ph.store, client=SimpleNamespace(v1=SimpleNamespace(customers=customers)), clock=clock
     )
     for action in ("opt_out", "opt_in"):
-        record_consent(
-            ph.store,
+        ph.store.consents.record(
             address=PHONE,
             action=action,
             channel="sms",

@@ -323,7 +323,7 @@ def test_a_postgresql_cut_mid_batch_answers_503_and_writes_none_of_the_batch(
         assert {row["event_id"] for row in direct.list_notifications()} == {"evt_held"}
     finally:
         built.engine.dispose()
-        direct.engine.dispose()
+        direct.db.engine.dispose()
 
 
 def test_an_alias_race_with_another_process_falls_back_to_one_event_at_a_time(

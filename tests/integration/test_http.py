@@ -220,4 +220,4 @@ def test_a_stopped_postgresql_answers_503_and_acknowledges_nothing(postgres_url:
         assert httpx.get(f"{live.url}/readyz").status_code == 503
     assert [e["id"] for e in direct.list_events()] == ["evt_before"]
     built.engine.dispose()
-    direct.engine.dispose()
+    direct.db.engine.dispose()

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from payherald import FrozenClock, parse_event
-from payherald.consent import record_consent, suppressed, upgrade_legacy_opt_outs
+from payherald.consent import upgrade_legacy_opt_outs
 from payherald.store.schema import consents, inbound_messages
 from payherald.testing import ScriptedChannel
 from tests.support import (
@@ -74,7 +74,7 @@ def test_stop_suppresses_the_number_and_confirms_once(ph: Any, server: LiveServe
     first = reply(server.url, " Stop! ", sid="SM1")
     assert first.status_code == 200
     assert "You will get no more messages from us" in first.text
-    assert ph.store.suppression(PHONE) is not None
+    assert ph.store.consents.suppression(PHONE) is not None
     replayed = reply(server.url, " Stop! ", sid="SM1")  # Twilio retried the same request
     assert "<Message>" not in replayed.text
     again = reply(server.url, "STOP", sid="SM2")  # already out: recorded, not confirmed
@@ -86,7 +86,7 @@ def test_start_opts_back_in(ph: Any, server: LiveServer) -> None:
     reply(server.url, "STOP", sid="SM1")
     answer = reply(server.url, "unstop", sid="SM2")
     assert "You are subscribed again" in answer.text
-    assert ph.store.suppression(PHONE) is None
+    assert ph.store.consents.suppression(PHONE) is None
 
 
 def test_help_answers_with_the_help_text_each_time_asked(server: LiveServer) -> None:
@@ -99,12 +99,12 @@ def test_an_ordinary_reply_changes_nothing(ph: Any, server: LiveServer) -> None:
     answer = reply(server.url, "please stop texting me about the order")
     assert answer.status_code == 200
     assert "<Message>" not in answer.text
-    assert ph.store.suppression(PHONE) is None
+    assert ph.store.consents.suppression(PHONE) is None
 
 
 def test_a_whatsapp_stop_suppresses_the_number(ph: Any, server: LiveServer) -> None:
     reply(server.url, "STOP", sender=f"whatsapp:{PHONE}")
-    assert ph.store.suppression(PHONE) is not None
+    assert ph.store.consents.suppression(PHONE) is not None
 
 
 @pytest.mark.parametrize("token", ["0" * 32, ""])
@@ -120,7 +120,7 @@ def test_an_unverified_reply_gets_403_and_changes_nothing(
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
     assert answer.status_code == 403
-    assert ph.store.suppression(PHONE) is None
+    assert ph.store.consents.suppression(PHONE) is None
     assert consent_rows(ph) == []
 
 
@@ -132,8 +132,8 @@ def test_a_stop_between_composing_and_sending_wins(ph: Any, sms: ScriptedChannel
 
     def compose_then_stop(notification: Any) -> Any:
         composed = compose(notification)
-        record_consent(
-            ph.store, address=PHONE, action="opt_out", channel="sms", words="STOP", source="test"
+        ph.store.consents.record(
+            address=PHONE, action="opt_out", channel="sms", words="STOP", source="test"
         )
         return composed
 
@@ -159,7 +159,7 @@ def test_a_stop_from_a_number_not_in_e164_suppresses_its_e164_form(
     answer = reply(server.url, "STOP", sender=sender)
     assert answer.status_code == 200
     assert "You will get no more messages from us" in answer.text
-    assert ph.store.suppression(PHONE) is not None
+    assert ph.store.consents.suppression(PHONE) is not None
     assert inbound_rows(ph) == [(PHONE, sender)]
     assert consent_rows(ph) == [(PHONE, "opt_out", "STOP")]
     event = parse_event(event_body(livemode=True))  # a payment by the customer at PHONE
@@ -182,7 +182,7 @@ def test_a_sender_that_is_no_phone_number_is_answered_logged_and_not_stored(
     assert "<Message>" not in answer.text
     assert inbound_rows(ph) == []
     assert consent_rows(ph) == []
-    assert suppressed(ph.store) == []
+    assert ph.store.consents.suppressed() == []
     (line,) = [entry for entry in logs if entry["event"] == "inbound_sender_unreadable"]
     assert line["provider_id"] == "SM1"
     assert line["keyword"] == "opt_out"
@@ -205,11 +205,11 @@ def test_an_opt_out_an_older_payherald_recorded_not_in_e164_holds_after_a_migrat
     try:
         (line,) = [entry for entry in logs if entry["event"] == "legacy_opt_out_upgraded"]
         assert (line["address"], line["reads_as"]) == ("******0123", "+*******0123")
-        assert sorted(row["address"] for row in suppressed(built.store)) == [
+        assert sorted(row["address"] for row in built.store.consents.suppressed()) == [
             "+14155550123",
             "4155550123",
         ]
-        assert built.store.suppression(PHONE) == "opted out (reply: STOP)"
+        assert built.store.consents.suppression(PHONE) == "opted out (reply: STOP)"
         assert consent_rows(built)[-1] == (PHONE, "opt_out", None)
         with built.engine.connect() as connection:
             source = connection.execute(
@@ -239,10 +239,10 @@ def test_a_start_under_the_e164_form_since_an_older_opt_out_stands(
     """The person opted back in under the number payherald now records: the older opt-out
     of the same number is not carried over, then or on any later run."""
     opt_out_as_older_payherald(database_url, "4155550123")
-    record_consent(
-        ph.store, address=PHONE, action="opt_in", channel="sms", words="START", source="reply"
+    ph.store.consents.record(
+        address=PHONE, action="opt_in", channel="sms", words="START", source="reply"
     )
     for _ in range(2):
         assert upgrade_legacy_opt_outs(ph.store, default_region="US") == []
-        assert ph.store.suppression(PHONE) is None
+        assert ph.store.consents.suppression(PHONE) is None
     assert consent_rows(ph) == [("4155550123", "opt_out", "STOP"), (PHONE, "opt_in", "START")]

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import func, select
 
 from payherald import FrozenClock, StripeEvent, parse_event
-from payherald.consent import record_reply, suppressed
-from payherald.delivery import DeliveryReport, record_delivery
+from payherald.consent import record_reply
+from payherald.delivery import DeliveryReport
 from payherald.retention import Pruner, prune
 from payherald.rules import PlannedNotification
 from payherald.store import Store
@@ -74,7 +74,7 @@ def sent(store: Store, event_id: str, payment: str, provider_id: str) -> None:
             )
     assert store.queue.mark_sending(held, to=NUMBER, body="Paid, thanks", channel="sms", lease=60)
     assert store.queue.settle(held, Outcome.SENT, provider_id=provider_id)
-    record_delivery(store, DeliveryReport(provider_id, "delivered", notification_id=held.id))
+    store.deliveries.record(DeliveryReport(provider_id, "delivered", notification_id=held.id))
 
 
 def history(store: Store, clock: FrozenClock) -> None:
@@ -141,7 +141,7 @@ def test_prune_deletes_what_is_old_and_finished_and_keeps_the_rest(
         ("SM_in_old", "", "", "opt_out"),
     ]
     # Who must not be messaged, and why, is never forgotten.
-    assert [row["address"] for row in suppressed(store)] == [NUMBER]
+    assert [row["address"] for row in store.consents.suppressed()] == [NUMBER]
     assert count(store, consents) == 1
     again = prune(store, old_clock.now() - timedelta(days=90))
     assert (again.events, again.inbound_messages, again.batches) == (0, 0, 0)
@@ -170,12 +170,12 @@ def test_delivery_reports_about_no_kept_message_go_too(
     sent(store, "evt_1", "pi_1", "SM_now")
     (notification,) = store.list_notifications()
     # About an earlier provider id of the same message, and about no message of ours.
-    record_delivery(
-        store, DeliveryReport("SM_before", "failed", notification_id=notification["id"])
+    store.deliveries.record(
+        DeliveryReport("SM_before", "failed", notification_id=notification["id"])
     )
-    record_delivery(store, DeliveryReport("SM_stranger", "delivered"))
+    store.deliveries.record(DeliveryReport("SM_stranger", "delivered"))
     old_clock.advance(95 * DAY)
-    record_delivery(store, DeliveryReport("SM_stranger", "read"))  # recent: kept
+    store.deliveries.record(DeliveryReport("SM_stranger", "read"))  # recent: kept
     before = old_clock.now() - timedelta(days=90)
     assert prune(store, before, dry_run=True).delivery_reports == 3
     assert prune(store, before, batch_size=1).delivery_reports == 3
@@ -269,7 +269,7 @@ def test_a_reply_replayed_after_its_message_was_pruned_changes_nothing(
 
             for sid, body in (("SM_start", "START"), ("SM_stop", "STOP")):
                 assert "<Message>" not in reply(sid, body)
-        assert ph.store.suppression(NUMBER) is not None
+        assert ph.store.consents.suppression(NUMBER) is not None
         assert count(ph.store, consents) == recorded
         assert inbound(ph.store) == [("SM_start", "", "", "opt_in"), ("SM_stop", "", "", "opt_out")]
     finally:

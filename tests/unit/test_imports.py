@@ -7,7 +7,8 @@ the source with ast: every import, at a module's top or inside a function, under
 TYPE_CHECKING too, so that a cycle cannot hide in a function body.
 
 The checks take the scope (a package) as a parameter: all of ``payherald``, and its
-``cli`` on its own.
+``cli`` on its own. The same reading finds SQL outside the store: only ``payherald.store``
+(and the migrations it runs) may import SQLAlchemy or Alembic.
 """
 
 from __future__ import annotations
@@ -191,3 +192,49 @@ def test_an_import_kept_for_its_side_effects_is_found(tmp_path: Path) -> None:
         },
     )
     assert unused_imports(modules) == ["pkg:6 imports operations unused"]
+
+
+# The packages that speak SQL, and the modules that may import them.
+DATABASE_LIBRARIES = ("sqlalchemy", "alembic")
+MAY_SPEAK_SQL = ("payherald.store", "payherald.migrations")
+
+
+def database_imports(modules: dict[str, Module]) -> list[str]:
+    """Every import of a database library (at any depth, as ``imported`` reads them) by a
+    module outside ``payherald.store`` and ``payherald.migrations``."""
+    found: set[str] = set()
+    known = set(modules)
+    for name, module in modules.items():
+        if any(name == home or name.startswith(f"{home}.") for home in MAY_SPEAK_SQL):
+            continue
+        for target in imported(name, module, known):
+            if target.partition(".")[0] in DATABASE_LIBRARIES:
+                found.add(f"{name} imports {target}")
+    return sorted(found)
+
+
+def test_only_the_store_and_the_migrations_import_sqlalchemy() -> None:
+    modules = scope_modules("payherald")
+    assert any(name.startswith("payherald.store.") for name in modules)
+    assert database_imports(modules) == []
+
+
+def test_an_import_of_sqlalchemy_inside_a_function_is_found(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    modules = write_package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "retention.py": (
+                "from typing import TYPE_CHECKING\n\n"
+                "if TYPE_CHECKING:\n    import alembic.command\n\n"
+                "def prune():\n    from sqlalchemy import delete\n    return delete\n"
+            ),
+            "store/__init__.py": "import sqlalchemy\n",
+        },
+    )
+    renamed = {name.replace("pkg", "payherald", 1): module for name, module in modules.items()}
+    assert database_imports(renamed) == [
+        "payherald.retention imports alembic.command",
+        "payherald.retention imports sqlalchemy",
+    ]

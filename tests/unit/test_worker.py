@@ -140,7 +140,7 @@ def test_a_send_that_ended_in_doubt_is_reconciled_never_resent(rig: Rig) -> None
 
 
 def test_an_opt_out_stops_the_send_on_every_channel(rig: Rig) -> None:
-    rig.store.suppress(EMAIL, "opted out (reply: STOP)")
+    rig.store.consents.suppress(EMAIL, "opted out (reply: STOP)")
     rig.record(rig.event())
     rig.worker.run_until_idle()
     row = rig.store.notification(1)

@@ -47,8 +47,7 @@ def doctor() -> None:
     from payherald.config import load_config
     from payherald.doctor import run_checks
     from payherald.messages import TemplateRenderer
-    from payherald.store import Store
-    from payherald.store.engine import create_store_engine
+    from payherald.store import open_store
 
     settings = _settings()
     path, required = settings.rules_file
@@ -57,7 +56,7 @@ def doctor() -> None:
     )
     clock = SystemClock()
     # Not `build`: the store may be the very thing that is wrong, and doctor says so.
-    store = Store(engine=create_store_engine(settings.sqlalchemy_url), clock=clock)
+    store = open_store(settings.sqlalchemy_url, clock=clock)
     twilio = (
         twilio_client(
             settings.twilio_account_sid,
@@ -87,7 +86,7 @@ def doctor() -> None:
         out.print(f"{label} {escape(check.name)}: {escape(check.detail)}", markup=True)
         if check.fix and (check.warning or not check.ok):
             out.print(f"       fix: {check.fix}")
-    store.db.engine.dispose()
+    store.db.dispose()
     if problems:
         out.print(f"{problems} problem(s) found.")
         raise typer.Exit(1)

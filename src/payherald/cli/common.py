@@ -80,10 +80,9 @@ def _development_fingerprint(secret: str) -> str:
 
 def _store(settings: Settings) -> Store:
     from payherald.clock import SystemClock
-    from payherald.store import Store
-    from payherald.store.engine import create_store_engine
+    from payherald.store import open_store
 
-    store = Store(engine=create_store_engine(settings.sqlalchemy_url), clock=SystemClock())
+    store = open_store(settings.sqlalchemy_url, clock=SystemClock())
     _guard(store.db.check_schema)
     return store
 

@@ -35,14 +35,11 @@ def optout_add(
     reason: Annotated[str, typer.Option(help="Why, for the record.")] = "added by an operator",
 ) -> None:
     """Never message this number again (as a customer)."""
-    from payherald.consent import record_consent
-
     settings = _settings()
     store = _store(settings)
     number = _phone(settings, phone)
     changed = _guard(
-        lambda: record_consent(
-            store,
+        lambda: store.consents.record(
             address=number,
             action="opt_out",
             channel="cli",
@@ -57,14 +54,11 @@ def optout_add(
 @app.command("remove")
 def optout_remove(phone: Annotated[str, typer.Argument(help="The phone number.")]) -> None:
     """Take a number off the opt-out list (only with the person's consent)."""
-    from payherald.consent import record_consent
-
     settings = _settings()
     store = _store(settings)
     number = _phone(settings, phone)
     changed = _guard(
-        lambda: record_consent(
-            store,
+        lambda: store.consents.record(
             address=number,
             action="opt_in",
             channel="cli",
@@ -81,10 +75,8 @@ def optout_remove(phone: Annotated[str, typer.Argument(help="The phone number.")
 @app.command("list")
 def optout_list(as_json: JsonOption = False) -> None:
     """Everyone who must not be messaged, oldest first."""
-    from payherald.consent import suppressed
-
     store = _store(_settings())
-    rows = _guard(lambda: suppressed(store))
+    rows = _guard(store.consents.suppressed)
     _print_rows(
         rows,
         ("address", "reason", "source", "created_at"),
@@ -100,11 +92,11 @@ def optout_export(
     """Every consent record (who opted in or out, when, how, in which words) as CSV; a file
     is written readable by you only, and cells a spreadsheet would run as formulas start
     with a single quote."""
-    from payherald.consent import consent_records, write_consent_csv
+    from payherald.consent import write_consent_csv
     from payherald.files import open_private
 
     store = _store(_settings())
-    rows = _guard(lambda: consent_records(store))
+    rows = _guard(store.consents.records)
     try:
         stream = open_private(file) if file else nullcontext(sys.stdout)
     except OSError as exc:
@@ -129,7 +121,7 @@ def optout_import(
 ) -> None:
     """Import an existing opt-out list. A file with a bad row imports nothing, and every
     bad row is named by its line, unless --skip-bad is given."""
-    from payherald.consent import import_consents, read_consent_csv
+    from payherald.consent import read_consent_csv
 
     settings = _settings()
     store = _store(settings)
@@ -147,8 +139,7 @@ def optout_import(
             f"import the {len(rows)} good ones."
         )
     changed = _guard(
-        lambda: import_consents(
-            store,
+        lambda: store.consents.import_rows(
             rows,
             source=f"import:{file.name}",
             write_back=settings.stripe_secret_key is not None,

@@ -163,24 +163,18 @@ def worker(
 def migrate_command() -> None:
     """Create or upgrade the database schema, and carry opt-outs recorded under a number
     not in E.164 over to its E.164 form."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from payherald.clock import SystemClock
     from payherald.consent import upgrade_legacy_opt_outs
-    from payherald.store import Store
-    from payherald.store.engine import cannot_open, create_store_engine, head_revision, migrate
+    from payherald.store import open_store
+    from payherald.store.engine import head_revision, migrate
 
     settings = _settings()
-    engine = create_store_engine(settings.sqlalchemy_url)
-    try:
-        migrate(engine)
-    except SQLAlchemyError as exc:
-        raise _fail(cannot_open(settings.database_url, exc)) from None
-    store = Store(engine=engine, clock=SystemClock())
+    store = open_store(settings.sqlalchemy_url, clock=SystemClock())
+    _guard(lambda: migrate(store.db.engine))
     upgraded = _guard(
         lambda: upgrade_legacy_opt_outs(store, default_region=settings.default_region)
     )
-    engine.dispose()
+    store.db.dispose()
     err.print(f"Database schema is at revision {head_revision()}.")
     if upgraded:
         err.print(

@@ -1,17 +1,29 @@
 """payherald's state, on SQLite or PostgreSQL: the only package that speaks SQL.
 
-engine     engines and migrations (SQLite in WAL with fsync, PostgreSQL via psycopg)
-schema     the tables, which the migrations create
-database   Database: transactions, the SQLite write lock, driver errors, the wake-up
-events     Store: events recorded with their notifications, payments' identifiers
-queue      the notifications as a work queue: claims, leases and state changes
-jobs       Jobs: deferred work of every kind, one queue, claimed with a lease, once per key
-records    what goes in and comes out (planned events, claimed notifications)
+engine      engines and migrations (SQLite in WAL with fsync, PostgreSQL via psycopg)
+schema      the tables, which the migrations create
+database    Database: transactions, the SQLite write lock, driver errors, the wake-up
+events      Store: events recorded with their notifications, payments' identifiers; the
+            repositories below hang off it
+queue       Store.queue: the notifications as a work queue, claims, leases, state changes
+transitions what can become of a claimed notification, in one table
+jobs        Store.jobs: deferred work of every kind, one queue, claimed with a lease, once
+            per key
+consents    Store.consents: the suppression list, consent records, inbound messages, and
+            the consent records' write-back to Stripe
+deliveries  Store.deliveries: Twilio's delivery reports, moving a notification forward
+pruning     Store.pruning: retention's deletes and counts, batch by batch
+records     what goes in and comes out (planned events, claimed notifications)
+statuses    every status stored, one enum per kind of row
+
+``open_store`` opens the store at a URL; nothing outside this package imports SQLAlchemy.
 """
 
 from __future__ import annotations
 
-from payherald.store.database import WAKE_CHANNEL, Database
+from payherald.clock import Clock
+from payherald.store.database import WAKE_CHANNEL, Database, Engine
+from payherald.store.engine import create_store_engine
 from payherald.store.events import TERMINAL_STATUSES, Store
 from payherald.store.jobs import Job, Jobs
 from payherald.store.records import ClaimedNotification, PlannedEvent, QueueStats, RecordResult
@@ -21,10 +33,18 @@ __all__ = [
     "WAKE_CHANNEL",
     "ClaimedNotification",
     "Database",
+    "Engine",
     "Job",
     "Jobs",
     "PlannedEvent",
     "QueueStats",
     "RecordResult",
     "Store",
+    "open_store",
 ]
+
+
+def open_store(url: str, *, clock: Clock) -> Store:
+    """The store of the database at ``url`` (SQLAlchemy's form: ``Settings.sqlalchemy_url``),
+    on an engine made for it (``create_store_engine``). Nothing is connected yet."""
+    return Store(engine=create_store_engine(url), clock=clock)

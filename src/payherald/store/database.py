@@ -20,7 +20,7 @@ from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError
 from payherald.exceptions import SchemaOutOfDate, StoreUnavailable, ValueNotStorable
 from payherald.store.engine import READ_ONLY, cannot_open, current_revision, head_revision
 
-__all__ = ["WAKE_CHANNEL", "Database"]
+__all__ = ["WAKE_CHANNEL", "Database", "Engine"]
 
 # The PostgreSQL NOTIFY channel that wakes workers when work is queued.
 WAKE_CHANNEL = "payherald_work"

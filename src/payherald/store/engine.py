@@ -11,7 +11,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy.exc import SQLAlchemyError
 
+from payherald.exceptions import StoreUnavailable
 from payherald.files import create_private
 
 __all__ = [
@@ -95,8 +97,13 @@ def _alembic_config(engine: Engine) -> Config:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision; safe to run on an up-to-date database."""
-    command.upgrade(_alembic_config(engine), "head")
+    """Bring the schema to the newest revision; safe to run on an up-to-date database.
+    Raises StoreUnavailable (``cannot_open``'s sentence) when the database cannot be
+    opened or migrated."""
+    try:
+        command.upgrade(_alembic_config(engine), "head")
+    except SQLAlchemyError as exc:
+        raise StoreUnavailable(cannot_open(engine.url, exc)) from exc
 
 
 def head_revision() -> str:

@@ -32,8 +32,11 @@ from sqlalchemy import (
 from payherald.clock import Clock
 from payherald.exceptions import StoreUnavailable
 from payherald.rules import LINKED_SUBJECTS, PlannedNotification
+from payherald.store.consents import Consents
 from payherald.store.database import Database
+from payherald.store.deliveries import DeliveryReports
 from payherald.store.jobs import Jobs
+from payherald.store.pruning import Pruning
 from payherald.store.queue import WorkQueue, lock_canonicals, siblings_told
 from payherald.store.records import (
     ClaimedNotification,
@@ -42,7 +45,7 @@ from payherald.store.records import (
     RecordResult,
     event_row,
 )
-from payherald.store.schema import events, meta, notifications, subject_aliases, suppressions
+from payherald.store.schema import events, meta, notifications, subject_aliases
 from payherald.store.statuses import TERMINAL
 from payherald.webhook import StripeEvent
 
@@ -86,6 +89,9 @@ class Store:
         self.db = Database(engine=engine)
         self._clock = clock
         self.queue = WorkQueue(db=self.db, clock=clock)
+        self.consents = Consents(db=self.db, clock=clock)
+        self.deliveries = DeliveryReports(db=self.db, clock=clock)
+        self.pruning = Pruning(db=self.db, clock=clock)
         self.jobs = Jobs(db=self.db, clock=clock)
         # Asked for every message refused as a twin's: built once (building costs more
         # than running it).
@@ -461,29 +467,6 @@ class Store:
             if oldest_due is not None:
                 oldest_due_age = max(0.0, (now - oldest_due).total_seconds())
         return QueueStats(depth=depth, oldest_due_age=oldest_due_age)
-
-    # -- suppressions ------------------------------------------------------------------
-
-    def first_suppressed(self, addresses: Sequence[str]) -> tuple[str, str] | None:
-        """The first of ``addresses`` that must not be messaged, and why; None if none
-        (one query, whatever their number)."""
-        if not addresses:
-            return None
-        with self.db.read() as connection:
-            reasons = {
-                address: reason
-                for address, reason in connection.execute(
-                    select(suppressions.c.address, suppressions.c.reason).where(
-                        suppressions.c.address.in_(list(addresses))
-                    )
-                )
-            }
-        return next(((a, str(reasons[a])) for a in addresses if a in reasons), None)
-
-    def suppression(self, address: str) -> str | None:
-        """Why ``address`` must not be messaged, or None."""
-        found = self.first_suppressed([address])
-        return found[1] if found is not None else None
 
     # -- replay -------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from payherald.store.statuses import TOLD, EventStatus, NotificationStatus
 from payherald.store.transitions import Outcome
 from payherald.webhook import StripeEvent
 
-__all__ = ["InMemoryQueue", "InMemoryStore"]
+__all__ = ["InMemoryConsents", "InMemoryQueue", "InMemoryStore"]
 
 
 class _InMemoryDatabase:
@@ -44,9 +44,9 @@ class InMemoryStore:
         self.clock = clock
         self.db = _InMemoryDatabase(self)
         self.queue = InMemoryQueue(self)
+        self.consents = InMemoryConsents(self)
         self.events: dict[str, dict[str, Any]] = {}
         self.notifications: dict[int, dict[str, Any]] = {}
-        self.suppressions: dict[str, str] = {}
         self.aliases: dict[str, str] = {}
         self.batches: list[int] = []  # the size of each batch recorded in one go
         self.down = False
@@ -160,13 +160,6 @@ class InMemoryStore:
 
     # -- what the sender asks -----------------------------------------------------------
 
-    def first_suppressed(self, addresses: Sequence[str]) -> tuple[str, str] | None:
-        with self.lock:
-            self.check()
-            return next(
-                ((a, self.suppressions[a]) for a in addresses if a in self.suppressions), None
-            )
-
     def told_sibling(self, held: ClaimedNotification) -> dict[str, Any] | None:
         with self.lock:
             siblings = self._told_siblings(self.notifications[held.id])
@@ -201,13 +194,27 @@ class InMemoryStore:
 
     # -- for the test's own eyes -----------------------------------------------------------
 
-    def suppress(self, address: str, reason: str = "opted out (test)") -> None:
-        with self.lock:
-            self.suppressions[address] = reason
-
     def notification(self, number: int) -> dict[str, Any]:
         with self.lock:
             return dict(self.notifications[number])
+
+
+class InMemoryConsents:
+    """``Store.consents``' suppression list, in memory."""
+
+    def __init__(self, store: InMemoryStore) -> None:
+        self._store = store
+        self.suppressions: dict[str, str] = {}
+
+    def suppress(self, address: str, reason: str = "opted out (test)") -> None:
+        with self._store.lock:
+            self.suppressions[address] = reason
+
+    def first_suppressed(self, addresses: Sequence[str]) -> tuple[str, str] | None:
+        with self._store.lock:
+            self._store.check()
+            found = (a for a in addresses if a in self.suppressions)
+            return next(((a, self.suppressions[a]) for a in found), None)
 
 
 class InMemoryQueue:
@@ -320,7 +327,7 @@ class InMemoryQueue:
         with store.lock:
             store.check()
             row = self._current(held, (NotificationStatus.CLAIMED,))
-            if row is None or any(a in store.suppressions for a in unless_suppressed):
+            if row is None or any(a in store.consents.suppressions for a in unless_suppressed):
                 return False
             if store._told_siblings(row):
                 return False

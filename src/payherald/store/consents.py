@@ -1,0 +1,367 @@
+"""Consent: the suppression list, the consent records, and the inbound messages.
+
+An opt-out or opt-in is one transaction: the consent record and the change to the
+suppression list are committed together, and so is the mark that queues the change's
+write-back to the Stripe customer (``_stripe_write_back``), so that it is neither lost nor
+done twice. What a reply means, and how a number is read, is ``payherald.consent``'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import Connection, and_, delete, select, update
+
+from payherald.clock import Clock
+from payherald.store.database import Database
+from payherald.store.schema import consents, events, inbound_messages, notifications, suppressions
+
+__all__ = ["RECORD_FIELDS", "ConsentRow", "Consents"]
+
+# What ``Consents.records`` gives of a consent record (and the CSV export writes).
+RECORD_FIELDS = ("address", "action", "channel", "words", "source", "created_at")
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRow:
+    address: str
+    action: Literal["opt_out", "opt_in"]
+    words: str | None
+
+
+class Consents:
+    """Who agreed to what (``Store.consents``)."""
+
+    def __init__(self, *, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    # -- recording --------------------------------------------------------------------
+
+    def record(
+        self,
+        *,
+        address: str,
+        action: Literal["opt_out", "opt_in"],
+        channel: str,
+        words: str | None,
+        source: str,
+        write_back: bool = False,
+    ) -> bool:
+        """Record an opt-out or opt-in and apply it to the suppression list, in one
+        transaction. Returns whether it changed anything (an opt-out of someone already out
+        changes nothing, but is still recorded). With ``write_back``, a change is queued to
+        be written to the Stripe customers messaged at ``address``."""
+        with self._db.transaction() as connection:
+            return self._apply(
+                connection,
+                address=address,
+                action=action,
+                channel=channel,
+                words=words,
+                source=source,
+                write_back=write_back,
+            )
+
+    def record_reply(
+        self,
+        *,
+        provider_id: str,
+        sender: str,
+        body: str,
+        action: str | None,
+        channel: str,
+        raw_sender: str | None = None,
+        write_back: bool = False,
+    ) -> tuple[bool, bool]:
+        """Record an inbound message once per ``provider_id`` and, the first time, apply
+        ``action`` (its keyword) when it is an opt-out or opt-in, in one transaction.
+        Returns (first time seen, whether consent changed). A ``provider_id`` seen before
+        is not acted on again, even once retention has blanked its row."""
+        now = self._clock.now()
+        with self._db.transaction() as connection:
+            new = (
+                connection.execute(
+                    self._db.insert(inbound_messages)
+                    .values(
+                        provider_id=provider_id,
+                        sender=sender,
+                        raw_sender=raw_sender,
+                        body=body,
+                        action=action,
+                        received_at=now,
+                    )
+                    .on_conflict_do_nothing(index_elements=["provider_id"])
+                    .returning(inbound_messages.c.provider_id)
+                ).first()
+                is not None
+            )
+            if not new or action not in ("opt_out", "opt_in"):
+                return new, False
+            changed = self._apply(
+                connection,
+                address=sender,
+                action=action,
+                channel=channel,
+                words=body.strip(),
+                source="reply",
+                write_back=write_back,
+            )
+            return True, changed
+
+    def import_rows(
+        self, rows: Iterable[ConsentRow], *, source: str, write_back: bool = False
+    ) -> int:
+        """Apply ``rows`` in one transaction (all or none); returns how many changed a
+        suppression. With ``write_back``, each change is queued for the Stripe customers
+        messaged at that number, as ``record`` does."""
+        with self._db.transaction() as connection:
+            return sum(
+                self._apply(
+                    connection,
+                    address=row.address,
+                    action=row.action,
+                    channel="csv",
+                    words=row.words,
+                    source=source,
+                    write_back=write_back,
+                )
+                for row in rows
+            )
+
+    def upgrade_opt_out(
+        self, *, legacy_address: str, address: str, channel: str, source: str, reason: str
+    ) -> bool:
+        """Record the opt-out suppressed under ``legacy_address`` under ``address`` too
+        (with its ``reason``), unless, read again in the transaction that writes, the
+        legacy row is gone or ``address`` has been spoken for since (``spoken_for``).
+        Returns whether it was recorded."""
+        with self._db.transaction() as connection:
+            since = connection.execute(
+                select(suppressions.c.created_at).where(suppressions.c.address == legacy_address)
+            ).scalar_one_or_none()
+            if since is None or _spoken_for(connection, address, since):
+                return False
+            self._apply(
+                connection,
+                address=address,
+                action="opt_out",
+                channel=channel,
+                words=None,
+                source=source,
+                reason=reason,
+            )
+        return True
+
+    def _apply(
+        self,
+        connection: Connection,
+        *,
+        address: str,
+        action: str,
+        channel: str,
+        words: str | None,
+        source: str,
+        write_back: bool = False,
+        reason: str | None = None,
+    ) -> bool:
+        now = self._clock.now()
+        if action == "opt_out":
+            changed = (
+                connection.execute(
+                    self._db.insert(suppressions)
+                    .values(
+                        address=address,
+                        reason=reason or f"opted out ({source}: {words or action})",
+                        source=source,
+                        created_at=now,
+                    )
+                    .on_conflict_do_nothing(index_elements=["address"])
+                    .returning(suppressions.c.address)
+                ).first()
+                is not None
+            )
+        else:
+            changed = bool(
+                connection.execute(
+                    delete(suppressions).where(suppressions.c.address == address)
+                ).rowcount
+            )
+        connection.execute(
+            consents.insert().values(
+                address=address,
+                action=action,
+                channel=channel,
+                words=words,
+                source=source,
+                created_at=now,
+                **_stripe_write_back(write_back=write_back, changed=changed, now=now),
+            )
+        )
+        return changed
+
+    # -- reading ----------------------------------------------------------------------
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every consent record (its ``RECORD_FIELDS``), oldest first."""
+        with self._db.read() as connection:
+            return [
+                dict(row)
+                for row in connection.execute(
+                    select(*(consents.c[name] for name in RECORD_FIELDS)).order_by(consents.c.id)
+                ).mappings()
+            ]
+
+    def suppressed(self) -> list[dict[str, Any]]:
+        """The suppression list, oldest first."""
+        with self._db.read() as connection:
+            return [
+                dict(row)
+                for row in connection.execute(
+                    select(suppressions).order_by(suppressions.c.created_at)
+                ).mappings()
+            ]
+
+    def first_suppressed(self, addresses: Sequence[str]) -> tuple[str, str] | None:
+        """The first of ``addresses`` that must not be messaged, and why; None if none
+        (one query, whatever their number)."""
+        if not addresses:
+            return None
+        with self._db.read() as connection:
+            reasons = {
+                address: reason
+                for address, reason in connection.execute(
+                    select(suppressions.c.address, suppressions.c.reason).where(
+                        suppressions.c.address.in_(list(addresses))
+                    )
+                )
+            }
+        return next(((a, str(reasons[a])) for a in addresses if a in reasons), None)
+
+    def suppression(self, address: str) -> str | None:
+        """Why ``address`` must not be messaged, or None."""
+        found = self.first_suppressed([address])
+        return found[1] if found is not None else None
+
+    def suppressions_by_age(self) -> list[tuple[str, str, datetime]]:
+        """Every suppression's address, reason and time, oldest first (then by address)."""
+        with self._db.read() as connection:
+            rows = connection.execute(
+                select(
+                    suppressions.c.address, suppressions.c.reason, suppressions.c.created_at
+                ).order_by(suppressions.c.created_at, suppressions.c.address)
+            ).all()
+        return [(address, str(reason), created_at) for address, reason, created_at in rows]
+
+    def spoken_for(self, wanted: Sequence[tuple[str, datetime]]) -> list[bool]:
+        """For each (address, since) of ``wanted``, in one read: whether the address is
+        suppressed, or has a consent recorded at ``since`` or later."""
+        with self._db.read() as connection:
+            return [_spoken_for(connection, address, since) for address, since in wanted]
+
+    # -- writing back to Stripe (stripe_sync) -----------------------------------------
+
+    def claim_write_backs(self, limit: int, *, lease: timedelta) -> list[dict[str, Any]]:
+        """Claim up to ``limit`` consent records whose write-back is due, each for
+        ``lease``, by moving its due time; returns their rows as they were read."""
+        now = self._clock.now()
+        claimed = []
+        with self._db.transaction() as connection:
+            due = connection.execute(
+                select(consents)
+                .where(consents.c.stripe_status == "pending", consents.c.stripe_due_at <= now)
+                .order_by(consents.c.id)
+                .limit(limit)
+            ).mappings()
+            for row in list(due):
+                # Another worker that read the same row first wins: its due time moved.
+                if connection.execute(
+                    update(consents)
+                    .where(
+                        consents.c.id == row["id"],
+                        consents.c.stripe_status == "pending",
+                        consents.c.stripe_due_at == row["stripe_due_at"],
+                    )
+                    .values(stripe_due_at=now + lease)
+                ).rowcount:
+                    claimed.append(dict(row))
+        return claimed
+
+    def write_back_targets(
+        self, consent_id: int, address: str, *, recent: int
+    ) -> tuple[int | None, list[str]]:
+        """In one transaction: the id of a later consent record for ``address`` that is
+        written back too (None if none), and, when there is none, the payloads of the
+        events whose last ``recent`` notifications to a customer went to ``address``, most
+        recent first."""
+        with self._db.transaction() as connection:
+            later = connection.execute(
+                select(consents.c.id)
+                .where(
+                    consents.c.address == address,
+                    consents.c.id > consent_id,
+                    consents.c.stripe_status.is_not(None),
+                )
+                .limit(1)
+            ).first()
+            if later:
+                return int(later[0]), []
+            payloads = connection.execute(
+                select(events.c.payload)
+                .join(notifications, notifications.c.event_id == events.c.id)
+                .where(notifications.c.to == address, notifications.c.recipient == "customer")
+                .order_by(notifications.c.id.desc())
+                .limit(recent)
+            ).scalars()
+            return None, list(payloads)
+
+    def retry_write_back(
+        self, consent_id: int, *, attempts: int, due_at: datetime, error: str
+    ) -> None:
+        """Try the write-back of ``consent_id`` again at ``due_at``."""
+        with self._db.transaction() as connection:
+            connection.execute(
+                update(consents)
+                .where(consents.c.id == consent_id)
+                .values(stripe_attempts=attempts, stripe_due_at=due_at, stripe_result=error)
+            )
+
+    def settle_write_back(
+        self, consent_id: int, *, status: str, result: str, attempts: int
+    ) -> None:
+        """Finish the write-back of ``consent_id`` (if still pending) as ``status``."""
+        with self._db.transaction() as connection:
+            connection.execute(
+                update(consents)
+                .where(and_(consents.c.id == consent_id, consents.c.stripe_status == "pending"))
+                .values(
+                    stripe_status=status,
+                    stripe_result=result,
+                    stripe_attempts=attempts,
+                    stripe_due_at=None,
+                )
+            )
+
+
+def _stripe_write_back(*, write_back: bool, changed: bool, now: datetime) -> dict[str, Any]:
+    """The columns of a new consent record that queue its write-back to the Stripe
+    customer (done by the worker, ``stripe_sync``): a change, when ``write_back`` asks for
+    it. Committed with the change itself, so it is neither lost nor done twice."""
+    due = write_back and changed
+    return {"stripe_status": "pending" if due else None, "stripe_due_at": now if due else None}
+
+
+def _spoken_for(connection: Connection, address: str, since: Any) -> bool:
+    """Whether ``address`` is suppressed, or has a consent recorded at ``since`` or later."""
+    suppressed_now = connection.execute(
+        select(suppressions.c.address).where(suppressions.c.address == address)
+    ).first()
+    later = connection.execute(
+        select(consents.c.id)
+        .where(consents.c.address == address, consents.c.created_at >= since)
+        .limit(1)
+    ).first()
+    return suppressed_now is not None or later is not None
