@@ -42,7 +42,7 @@ from payherald.store.engine import migrate
 from payherald.stripe_sync import ConsentWriteBack
 from payherald.wakeup import listen_for_work
 from payherald.webhook import SigningSecret, WebhookVerifier
-from payherald.worker import Worker
+from payherald.worker import Worker, worker_name
 
 __all__ = ["Payherald", "build"]
 
@@ -231,7 +231,7 @@ def build(
         customers = StripeCustomerDirectory(client=client) if client else None
     if lookups is None:
         lookups = StripeApiLookups(client=client) if client else None
-    write_back = ConsentWriteBack(store=store, client=client, clock=clock) if client else None
+    write_back = ConsentWriteBack(store=store, client=client) if client else None
 
     rules = config.rule_book(TemplateRenderer(locale=settings.locale))
     router = ChannelRouter(
@@ -256,6 +256,8 @@ def build(
         quiet_hours=quiet_hours or config.quiet_hours,
         clock=clock,
     )
+    # One name for this process's claims, on notifications and on jobs alike.
+    worker_id = worker_name()
     sender = Sender(
         store=store,
         composer=composer,
@@ -269,6 +271,14 @@ def build(
         max_age=settings.max_age,
         write_back=write_back is not None,
     )
+    job_runner = JobRunner(
+        jobs=store.jobs,
+        clock=clock,
+        worker_id=worker_id,
+        poll_interval=settings.poll_interval,
+    )
+    if write_back is not None:
+        write_back.register(job_runner)
     worker = Worker(
         store=store,
         sender=sender,
@@ -276,7 +286,8 @@ def build(
         concurrency=settings.worker_concurrency,
         poll_interval=settings.poll_interval,
         lease=settings.lease,
-        write_back=write_back,
+        jobs=job_runner,
+        worker_id=worker_id,
     )
     http_app = create_http_app(
         store=store,
@@ -305,12 +316,6 @@ def build(
         )
         if client is not None and settings.reconcile_interval > 0
         else None
-    )
-    job_runner = JobRunner(
-        jobs=store.jobs,
-        clock=clock,
-        worker_id=worker.worker_id,
-        poll_interval=settings.poll_interval,
     )
     if reconciler is not None:
         job_runner.register(

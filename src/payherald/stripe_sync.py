@@ -1,9 +1,9 @@
 """Writing opt-outs and opt-ins back to the Stripe customer.
 
 When someone replies STOP (or START), or an operator runs ``payherald optout``, the consent
-record is committed with ``stripe_status = 'pending'`` in the same transaction as the change
-to the suppression list. The worker then sets, on every Stripe customer payherald has
-messaged at that number::
+record is committed with ``stripe_status = 'pending'``, and a job that writes it back
+(``WRITE_BACK_JOB``), in the same transaction as the change to the suppression list. The
+job runner then sets, on every Stripe customer payherald has messaged at that number::
 
     payherald_opted_out = "true"            # "" on opting back in, which Stripe deletes
     payherald_opted_out_at = "2026-11-22T13:37:00Z"
@@ -18,15 +18,16 @@ records are read and settled through ``Store.consents``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
-from datetime import timedelta
+from collections.abc import Iterable
 from typing import Any
 
 import stripe
 import structlog
 
-from payherald.clock import Clock
+from payherald.jobs import Job, JobRunner
 from payherald.store import Store
+from payherald.store.consents import WRITE_BACK_JOB
+from payherald.store.statuses import WriteBackStatus
 
 __all__ = ["OPTED_OUT_AT_KEY", "OPTED_OUT_KEY", "ConsentWriteBack", "customers_of_events"]
 
@@ -34,51 +35,57 @@ _log = structlog.get_logger("payherald.stripe_sync")
 
 OPTED_OUT_KEY = "payherald_opted_out"
 OPTED_OUT_AT_KEY = "payherald_opted_out_at"
-# How long one write-back may take before another worker may pick it up again.
-_LEASE = timedelta(minutes=2)
+# How long one write-back may take before another worker may take its job again.
+_LEASE = 120.0
 _MAX_ATTEMPTS = 10
+# The first retry waits this long (jittered), each next one twice as long, up to an hour.
+_RETRY_BASE = 20.0
 # Notifications looked at to find the customers behind a number.
 _RECENT = 200
 
 
 class ConsentWriteBack:
-    def __init__(
-        self,
-        *,
-        store: Store,
-        client: stripe.StripeClient,
-        clock: Clock,
-        backoff: Callable[[int], float] = lambda attempt: min(3600.0, 10.0 * 2**attempt),
-    ) -> None:
+    """The handler of write-back jobs (``WRITE_BACK_JOB``), one consent record each."""
+
+    def __init__(self, *, store: Store, client: stripe.StripeClient) -> None:
         self._store = store
         self._client = client
-        self._clock = clock
-        self._backoff = backoff
 
-    def run_due(self, limit: int = 20) -> int:
-        """Write back the consent records that are due; returns how many were settled."""
-        settled = 0
-        for row in self._claim(limit):
-            if self._write(row):
-                settled += 1
-        return settled
+    def register(self, runner: JobRunner) -> None:
+        """Run write-back jobs on ``runner``: retried after a Stripe error, with backoff,
+        and given up after ten attempts."""
+        runner.register(
+            WRITE_BACK_JOB,
+            self.handle,
+            lease=_LEASE,
+            max_attempts=_MAX_ATTEMPTS,
+            retry_base=_RETRY_BASE,
+            retry_cap=3600.0,
+        )
 
-    def _claim(self, limit: int) -> list[dict[str, Any]]:
-        return self._store.consents.claim_write_backs(limit, lease=_LEASE)
-
-    def _write(self, row: dict[str, Any]) -> bool:
+    def handle(self, job: Job) -> None:
+        """Write the consent record of ``job`` back; raises the StripeError that stopped
+        it, for the job to be tried again (the record notes each failure, and on the last
+        attempt is settled as ``failed``)."""
+        row = self._store.consents.write_back_record(int(job.payload["consent_id"]))
+        if row is None:
+            return  # settled already: a job run again after its lease ran out
         log = _log.bind(consent_id=row["id"], action=row["action"])
         later, payloads = self._store.consents.write_back_targets(
             row["id"], row["address"], recent=_RECENT
         )
         customers = customers_of_events(payloads)
         if later is not None:
-            self._settle(row, "superseded", f"consent record {later} came after it")
-            return True
+            self._settle(row, WriteBackStatus.SUPERSEDED, f"consent record {later} came after it")
+            return
         if not customers:
-            self._settle(row, "no_customer", "no Stripe customer has been messaged at this number")
+            self._settle(
+                row,
+                WriteBackStatus.NO_CUSTOMER,
+                "no Stripe customer has been messaged at this number",
+            )
             log.info("consent_write_back", outcome="no_customer")
-            return True
+            return
         opted_out = row["action"] == "opt_out"
         metadata = {
             OPTED_OUT_KEY: "true" if opted_out else "",
@@ -97,35 +104,31 @@ class ConsentWriteBack:
                 except stripe.InvalidRequestError as exc:
                     gone.append(f"{customer} ({exc.user_message or exc})")  # deleted, say
         except stripe.StripeError as exc:
-            return self._retry(row, f"{type(exc).__name__}: {exc.user_message or exc}", log)
+            self._failed(row, f"{type(exc).__name__}: {exc.user_message or exc}", log)
+            raise
         result = "updated " + ", ".join(written) if written else "updated none"
         if gone:
             result += "; could not update " + "; ".join(gone)
-        self._settle(row, "done", result)
+        self._settle(row, WriteBackStatus.DONE, result)
         log.info("consent_write_back", outcome="done", customers=written, failed=gone)
-        return True
 
-    def _retry(self, row: dict[str, Any], error: str, log: Any) -> bool:
+    def _failed(self, row: dict[str, Any], error: str, log: Any) -> None:
         attempts = row["stripe_attempts"] + 1
         if attempts >= _MAX_ATTEMPTS:
-            self._settle(row, "failed", f"gave up after {attempts} attempts: {error}", attempts)
+            self._settle(
+                row, WriteBackStatus.FAILED, f"gave up after {attempts} attempts: {error}", attempts
+            )
             log.warning("consent_write_back", outcome="failed", error=error)
-            return True
-        self._store.consents.retry_write_back(
-            row["id"],
-            attempts=attempts,
-            due_at=self._clock.now() + timedelta(seconds=self._backoff(attempts)),
-            error=error,
-        )
+            return
+        self._store.consents.retry_write_back(row["id"], attempts=attempts, error=error)
         log.warning("consent_write_back", outcome="retry", error=error)
-        return False
 
     def _settle(
-        self, row: dict[str, Any], status: str, result: str, attempts: int | None = None
+        self, row: dict[str, Any], status: WriteBackStatus, result: str, attempts: int | None = None
     ) -> None:
         self._store.consents.settle_write_back(
             row["id"],
-            status=status,
+            status=status.value,
             result=result,
             attempts=attempts if attempts is not None else row["stripe_attempts"],
         )

@@ -8,6 +8,7 @@ from another) and otherwise polls every ``poll_interval`` seconds.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -16,16 +17,21 @@ import structlog
 
 from payherald.clock import Clock
 from payherald.exceptions import StoreUnavailable
+from payherald.jobs import JobRunner
 from payherald.sender import Sender
 from payherald.store import ClaimedNotification, Store
-from payherald.stripe_sync import ConsentWriteBack
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "worker_name"]
 
 _log = structlog.get_logger("payherald.worker")
 
 # How often expired leases are looked for, in seconds.
 _REAP_EVERY = 5.0
+
+
+def worker_name() -> str:
+    """A name for one worker's claims, unique across hosts, processes and workers."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class Worker:
@@ -38,7 +44,7 @@ class Worker:
         concurrency: int = 8,
         poll_interval: float = 1.0,
         lease: float = 120.0,
-        write_back: ConsentWriteBack | None = None,
+        jobs: JobRunner,
         worker_id: str | None = None,
     ) -> None:
         self._queue = store.queue
@@ -47,9 +53,10 @@ class Worker:
         self._concurrency = concurrency
         self._poll_interval = poll_interval
         self._lease = lease
-        # Opt-outs to write to Stripe customers; None without STRIPE_SECRET_KEY.
-        self._write_back = write_back
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        # The deferred work beside the sends: run here only by run_until_idle, else by a
+        # thread of its own (Payherald.start_worker).
+        self._jobs = jobs
+        self.worker_id = worker_id or worker_name()
         self._wake = threading.Event()
         self._slots = threading.BoundedSemaphore(concurrency)
 
@@ -107,15 +114,19 @@ class Worker:
             self._wake.set()
 
     def run_until_idle(self) -> int:
-        """Process everything due now, one at a time; return how many were handled.
-        For tests and one-shot commands."""
+        """Process every notification due now, one at a time, and every due job; return
+        how many notifications were handled. For tests and one-shot commands."""
         handled = 0
         self._reap_and_reconcile()
-        while claimed := self._queue.claim(worker_id=self.worker_id, limit=10, lease=self._lease):
-            for notification in claimed:
-                self._sender.process(notification)
-                handled += 1
-        return handled
+        while True:
+            while claimed := self._queue.claim(
+                worker_id=self.worker_id, limit=10, lease=self._lease
+            ):
+                for notification in claimed:
+                    self._sender.process(notification)
+                    handled += 1
+            if not self._jobs.run_until_idle():
+                return handled
 
     # -- crash recovery -----------------------------------------------------------------
 
@@ -128,7 +139,5 @@ class Worker:
                 worker_id=self.worker_id, limit=20, lease=self._lease
             ):
                 self._sender.reconcile(notification)
-            if self._write_back is not None:
-                self._write_back.run_due()
         except StoreUnavailable as exc:
             _log.error("store_unavailable", error=exc.message)

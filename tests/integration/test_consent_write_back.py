@@ -14,7 +14,9 @@ from sqlalchemy import select
 
 from payherald import FrozenClock, parse_event
 from payherald.consent import read_consent_csv
+from payherald.jobs import Job, JobRunner
 from payherald.simulate import build_event
+from payherald.store.consents import WRITE_BACK_JOB
 from payherald.store.schema import consents
 from payherald.stripe_sync import OPTED_OUT_AT_KEY, OPTED_OUT_KEY, ConsentWriteBack
 from payherald.testing import ScriptedChannel
@@ -120,6 +122,24 @@ class RecordingCustomers:
             raise self.failures.pop(0)
 
 
+def write_back_runner(ph: Any, customers: RecordingCustomers, clock: FrozenClock) -> JobRunner:
+    """A job runner that runs write-back jobs only, against ``customers``."""
+    write_back = ConsentWriteBack(
+        store=ph.store, client=SimpleNamespace(v1=SimpleNamespace(customers=customers))
+    )
+    runner = JobRunner(jobs=ph.store.jobs, clock=clock, worker_id="test")
+    write_back.register(runner)
+    return runner
+
+
+def jobs_of(ph: Any) -> list[Job]:
+    """The write-back jobs of the consent records, oldest first."""
+    with ph.engine.connect() as connection:
+        numbers = connection.execute(select(consents.c.id).order_by(consents.c.id)).scalars()
+        keys = [f"{WRITE_BACK_JOB}:{number}" for number in numbers]
+    return [job for key in keys if (job := ph.store.jobs.get(key)) is not None]
+
+
 def messaged(database_url: str, sms: ScriptedChannel, clock: FrozenClock) -> Any:
     # A dunning text alone, sent at once: no wait for its payment's failure event.
     settings = {**TWILIO_SETTINGS, "PAYHERALD_LINK_GRACE_SECONDS": "0"}
@@ -138,9 +158,7 @@ def test_a_failed_update_is_retried_later_with_the_same_idempotency_key(
     clock = FrozenClock()
     ph = messaged(database_url, sms, clock)
     customers = RecordingCustomers(stripe.APIConnectionError("connection reset"))
-    write_back = ConsentWriteBack(
-        store=ph.store, client=SimpleNamespace(v1=SimpleNamespace(customers=customers)), clock=clock
-    )
+    runner = write_back_runner(ph, customers, clock)
     ph.store.consents.record(
         address=PHONE,
         action="opt_out",
@@ -149,18 +167,24 @@ def test_a_failed_update_is_retried_later_with_the_same_idempotency_key(
         source="reply",
         write_back=True,
     )
-    assert write_back.run_due() == 0  # failed: due again after the backoff
-    assert write_back.run_due() == 0  # not yet due
+    assert runner.run_due() == 1  # failed: due again after the backoff
+    (job,) = jobs_of(ph)
+    assert (job.status, job.attempts) == ("pending", 1)
+    assert "APIConnectionError" in (job.last_error or "")  # its traceback
+    assert write_backs(ph) == [("opt_out", "pending", "APIConnectionError: connection reset")]
+    assert runner.run_due() == 0  # not yet due
     assert len(customers.updates) == 1
     clock.advance(60)
-    assert write_back.run_due() == 1
+    assert runner.run_due() == 1
     first, second = customers.updates
     assert first == second
     assert first[0] == "cus_A"
     assert first[1]["metadata"][OPTED_OUT_KEY] == "true"
     assert first[2] == {"idempotency_key": "payherald-consent-1-cus_A"}
     assert write_backs(ph) == [("opt_out", "done", "updated cus_A")]
-    assert write_back.run_due() == 0  # settled: never written again
+    clock.advance(3600)
+    assert runner.run_due() == 0  # settled: never written again
+    assert [job.status for job in jobs_of(ph)] == ["done"]
     ph.engine.dispose()
 
 
@@ -168,9 +192,7 @@ def test_only_the_last_word_is_written(database_url: str, sms: ScriptedChannel) 
     clock = FrozenClock()
     ph = messaged(database_url, sms, clock)
     customers = RecordingCustomers()
-    write_back = ConsentWriteBack(
-        store=ph.store, client=SimpleNamespace(v1=SimpleNamespace(customers=customers)), clock=clock
-    )
+    runner = write_back_runner(ph, customers, clock)
     for action in ("opt_out", "opt_in"):
         ph.store.consents.record(
             address=PHONE,
@@ -180,7 +202,7 @@ def test_only_the_last_word_is_written(database_url: str, sms: ScriptedChannel) 
             source="reply",
             write_back=True,
         )
-    write_back.run_due()
+    runner.run_until_idle()
     assert [update[1]["metadata"][OPTED_OUT_KEY] for update in customers.updates] == [""]
     assert [status for _, status, _ in write_backs(ph)] == ["superseded", "done"]
     ph.engine.dispose()

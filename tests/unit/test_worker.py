@@ -12,11 +12,12 @@ import pytest
 
 from payherald import PermanentDeliveryError, TransientDeliveryError, parse_event
 from payherald.channels.base import ReconcileOutcome, Reconciliation
+from payherald.jobs import JobRunner
 from payherald.metrics import Metrics
 from payherald.ratelimit import RateLimiter
 from payherald.sender import Sender
 from payherald.simulate import build_event
-from payherald.testing import InMemoryStore
+from payherald.testing import InMemoryJobs, InMemoryStore
 from payherald.webhook import StripeEvent
 from payherald.worker import Worker
 from tests.unit.composing import AFTERNOON, CUSTOMER, EMAIL, PHONE, Parts
@@ -43,11 +44,13 @@ class Rig:
             max_age=86400.0,
             write_back=False,
         )
+        self.jobs = JobRunner(jobs=InMemoryJobs(clock=self.clock), clock=self.clock, worker_id="w")
         self.worker = Worker(
             store=self.store,  # type: ignore[arg-type]
             sender=sender,
             clock=self.clock,
             lease=60.0,
+            jobs=self.jobs,
         )
 
     def event(

@@ -1,25 +1,32 @@
 """Consent: the suppression list, the consent records, and the inbound messages.
 
 An opt-out or opt-in is one transaction: the consent record and the change to the
-suppression list are committed together, and so is the mark that queues the change's
-write-back to the Stripe customer (``_stripe_write_back``), so that it is neither lost nor
-done twice. What a reply means, and how a number is read, is ``payherald.consent``'s.
+suppression list are committed together, and so is the job that writes the change back to
+the Stripe customer (kind ``WRITE_BACK_JOB``, run by ``stripe_sync``), so that it is
+neither lost nor done twice. What a reply means, and how a number is read, is
+``payherald.consent``'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import Connection, and_, delete, select, update
 
 from payherald.clock import Clock
 from payherald.store.database import Database
+from payherald.store.jobs import Jobs
 from payherald.store.schema import consents, events, inbound_messages, notifications, suppressions
+from payherald.store.statuses import WriteBackStatus
 
-__all__ = ["RECORD_FIELDS", "ConsentRow", "Consents"]
+__all__ = ["RECORD_FIELDS", "WRITE_BACK_JOB", "ConsentRow", "Consents"]
+
+# The kind of job that writes a consent record to the Stripe customers messaged at its
+# address; its payload names the record (``consent_id``).
+WRITE_BACK_JOB = "consent.write_back"
 
 # What ``Consents.records`` gives of a consent record (and the CSV export writes).
 RECORD_FIELDS = ("address", "action", "channel", "words", "source", "created_at")
@@ -35,9 +42,10 @@ class ConsentRow:
 class Consents:
     """Who agreed to what (``Store.consents``)."""
 
-    def __init__(self, *, db: Database, clock: Clock) -> None:
+    def __init__(self, *, db: Database, clock: Clock, jobs: Jobs) -> None:
         self._db = db
         self._clock = clock
+        self._jobs = jobs
 
     # -- recording --------------------------------------------------------------------
 
@@ -190,17 +198,30 @@ class Consents:
                     delete(suppressions).where(suppressions.c.address == address)
                 ).rowcount
             )
-        connection.execute(
-            consents.insert().values(
+        # A change is written to the Stripe customers messaged at the address by a job
+        # (``stripe_sync``) queued with it: committed with the change itself, so it is
+        # neither lost nor done twice.
+        written_back = write_back and changed
+        consent_id = connection.execute(
+            consents.insert()
+            .values(
                 address=address,
                 action=action,
                 channel=channel,
                 words=words,
                 source=source,
                 created_at=now,
-                **_stripe_write_back(write_back=write_back, changed=changed, now=now),
+                stripe_status=WriteBackStatus.PENDING.value if written_back else None,
             )
-        )
+            .returning(consents.c.id)
+        ).scalar_one()
+        if written_back:
+            self._jobs.enqueue_in(
+                connection,
+                WRITE_BACK_JOB,
+                f"{WRITE_BACK_JOB}:{consent_id}",
+                {"consent_id": consent_id},
+            )
         return changed
 
     # -- reading ----------------------------------------------------------------------
@@ -264,31 +285,21 @@ class Consents:
 
     # -- writing back to Stripe (stripe_sync) -----------------------------------------
 
-    def claim_write_backs(self, limit: int, *, lease: timedelta) -> list[dict[str, Any]]:
-        """Claim up to ``limit`` consent records whose write-back is due, each for
-        ``lease``, by moving its due time; returns their rows as they were read."""
-        now = self._clock.now()
-        claimed = []
-        with self._db.transaction() as connection:
-            due = connection.execute(
-                select(consents)
-                .where(consents.c.stripe_status == "pending", consents.c.stripe_due_at <= now)
-                .order_by(consents.c.id)
-                .limit(limit)
-            ).mappings()
-            for row in list(due):
-                # Another worker that read the same row first wins: its due time moved.
-                if connection.execute(
-                    update(consents)
-                    .where(
-                        consents.c.id == row["id"],
-                        consents.c.stripe_status == "pending",
-                        consents.c.stripe_due_at == row["stripe_due_at"],
+    def write_back_record(self, consent_id: int) -> dict[str, Any] | None:
+        """The consent record ``consent_id`` while its write-back is pending; None once
+        it is settled (or if there is no such record)."""
+        with self._db.read() as connection:
+            row = (
+                connection.execute(
+                    select(consents).where(
+                        consents.c.id == consent_id,
+                        consents.c.stripe_status == WriteBackStatus.PENDING.value,
                     )
-                    .values(stripe_due_at=now + lease)
-                ).rowcount:
-                    claimed.append(dict(row))
-        return claimed
+                )
+                .mappings()
+                .first()
+            )
+        return dict(row) if row is not None else None
 
     def write_back_targets(
         self, consent_id: int, address: str, *, recent: int
@@ -318,15 +329,14 @@ class Consents:
             ).scalars()
             return None, list(payloads)
 
-    def retry_write_back(
-        self, consent_id: int, *, attempts: int, due_at: datetime, error: str
-    ) -> None:
-        """Try the write-back of ``consent_id`` again at ``due_at``."""
+    def retry_write_back(self, consent_id: int, *, attempts: int, error: str) -> None:
+        """Note on ``consent_id`` that its write-back failed, ``attempts`` times so far,
+        and why (its job tries again)."""
         with self._db.transaction() as connection:
             connection.execute(
                 update(consents)
                 .where(consents.c.id == consent_id)
-                .values(stripe_attempts=attempts, stripe_due_at=due_at, stripe_result=error)
+                .values(stripe_attempts=attempts, stripe_result=error)
             )
 
     def settle_write_back(
@@ -336,22 +346,18 @@ class Consents:
         with self._db.transaction() as connection:
             connection.execute(
                 update(consents)
-                .where(and_(consents.c.id == consent_id, consents.c.stripe_status == "pending"))
+                .where(
+                    and_(
+                        consents.c.id == consent_id,
+                        consents.c.stripe_status == WriteBackStatus.PENDING.value,
+                    )
+                )
                 .values(
                     stripe_status=status,
                     stripe_result=result,
                     stripe_attempts=attempts,
-                    stripe_due_at=None,
                 )
             )
-
-
-def _stripe_write_back(*, write_back: bool, changed: bool, now: datetime) -> dict[str, Any]:
-    """The columns of a new consent record that queue its write-back to the Stripe
-    customer (done by the worker, ``stripe_sync``): a change, when ``write_back`` asks for
-    it. Committed with the change itself, so it is neither lost nor done twice."""
-    due = write_back and changed
-    return {"stripe_status": "pending" if due else None, "stripe_due_at": now if due else None}
 
 
 def _spoken_for(connection: Connection, address: str, since: Any) -> bool:

@@ -89,10 +89,10 @@ class Store:
         self.db = Database(engine=engine)
         self._clock = clock
         self.queue = WorkQueue(db=self.db, clock=clock)
-        self.consents = Consents(db=self.db, clock=clock)
         self.deliveries = DeliveryReports(db=self.db, clock=clock)
         self.pruning = Pruning(db=self.db, clock=clock)
         self.jobs = Jobs(db=self.db, clock=clock)
+        self.consents = Consents(db=self.db, clock=clock, jobs=self.jobs)
         # Asked for every message refused as a twin's: built once (building costs more
         # than running it).
         found = (
