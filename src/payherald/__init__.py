@@ -10,9 +10,10 @@ Where things live, and the path of one event through them:
       store        events, notifications and links, in tables (schema) by way of database
       -> 200, once committed
     worker         claims due notifications from queue, with a lease
-      compose      recipient (recipients, lookups, stripe_objects), words (messages, sandbox,
-                   money), channel (channels.router), quiet hours; payments settles a
-                   payment's events so that it is told once
+      compose      recipient (recipients, lookups, stripe_objects), words (variables, what a
+                   message is rendered with; templates, rendered in sandbox; money), channel
+                   (channels.router), quiet hours; payments settles a payment's events so
+                   that it is told once
       channels     console, Twilio SMS, WhatsApp and voice, email, Slack
       queue        sent, failed, retried or unknown; delivery takes Twilio's reports later
     Around them: app builds everything from settings and config (payherald.toml); consent

@@ -28,7 +28,6 @@ from payherald.config import Config, load_config
 from payherald.consent import upgrade_legacy_opt_outs
 from payherald.exceptions import StoreUnavailable
 from payherald.lookups import StripeApiLookups, StripeLookups
-from payherald.messages import MessageContext, TemplateRenderer
 from payherald.metrics import Metrics
 from payherald.payments import PaymentChecks
 from payherald.quiet_hours import QuietHours
@@ -41,6 +40,8 @@ from payherald.settings import Settings
 from payherald.store import Store
 from payherald.store.engine import cannot_open, create_store_engine, migrate
 from payherald.stripe_sync import ConsentWriteBack
+from payherald.templates import TemplateRenderer
+from payherald.variables import MessageContext
 from payherald.wakeup import listen_for_work
 from payherald.webhook import SigningSecret, WebhookVerifier
 from payherald.worker import Worker

@@ -44,11 +44,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from payherald.event_types import STRIPE_EVENT_TYPES
 from payherald.exceptions import ConfigurationError, RenderError
-from payherald.messages import TemplateRenderer
 from payherald.quiet_hours import QuietHours, parse_clock_time
 from payherald.recipients import email_address_problem, normalise_phone
 from payherald.rules import BUILTIN_RULES, CHANNELS, Rule, RuleBook, Team
 from payherald.subjects import SUBJECTS
+from payherald.templates import TemplateRenderer
 
 __all__ = ["Config", "load_config"]
 

@@ -22,9 +22,10 @@ import structlog
 
 from payherald.api_versions import REFUNDS_HAVE_EVENTS
 from payherald.exceptions import ConfigurationError, RenderError
-from payherald.messages import SENDING_VARIABLES, TemplateRenderer, condition_context
 from payherald.stripe_objects import read_object
 from payherald.subjects import SUBJECTS
+from payherald.templates import TemplateRenderer
+from payherald.variables import SENDING_VARIABLES, condition_context
 from payherald.webhook import StripeEvent
 
 _log = structlog.get_logger("payherald.rules")

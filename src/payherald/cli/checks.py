@@ -46,9 +46,9 @@ def doctor() -> None:
     from payherald.clock import SystemClock
     from payherald.config import load_config
     from payherald.doctor import run_checks
-    from payherald.messages import TemplateRenderer
     from payherald.store import Store
     from payherald.store.engine import create_store_engine
+    from payherald.templates import TemplateRenderer
 
     settings = _settings()
     path, required = settings.rules_file
