@@ -42,11 +42,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from payherald.builtin_rules import BUILTIN_RULES
 from payherald.event_types import STRIPE_EVENT_TYPES
 from payherald.exceptions import ConfigurationError, RenderError
 from payherald.quiet_hours import QuietHours, parse_clock_time
 from payherald.recipients import email_address_problem, normalise_phone
-from payherald.rules import BUILTIN_RULES, CHANNELS, Rule, RuleBook, Team
+from payherald.rules import CHANNELS, Rule, RuleBook, Team
 from payherald.subjects import SUBJECTS
 from payherald.templates import TemplateRenderer
 from payherald.toml_lines import line_of

@@ -17,9 +17,10 @@ from sqlalchemy import Engine, event, text
 from structlog.testing import capture_logs
 
 from payherald import StripeEvent, SystemClock, WebhookVerifier, parse_event
+from payherald.builtin_rules import BUILTIN_RULES
 from payherald.group_commit import GroupCommitter
 from payherald.metrics import Metrics
-from payherald.rules import BUILTIN_RULES, PlannedNotification, RuleBook
+from payherald.rules import PlannedNotification, RuleBook
 from payherald.server import create_http_app
 from payherald.simulate import build_payment_events
 from payherald.store import PlannedEvent, Store

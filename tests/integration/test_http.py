@@ -14,8 +14,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from payherald import FrozenClock, SystemClock, WebhookVerifier
+from payherald.builtin_rules import BUILTIN_RULES
 from payherald.metrics import Metrics
-from payherald.rules import BUILTIN_RULES, RuleBook
+from payherald.rules import RuleBook
 from payherald.server import create_http_app
 from payherald.store import Store
 from payherald.store.engine import create_store_engine

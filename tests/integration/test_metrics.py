@@ -19,8 +19,9 @@ from payherald import (
     WebhookVerifier,
     parse_event,
 )
+from payherald.builtin_rules import BUILTIN_RULES
 from payherald.metrics import Metrics
-from payherald.rules import BUILTIN_RULES, RuleBook
+from payherald.rules import RuleBook
 from payherald.server import create_http_app
 from payherald.store import Store
 from payherald.store.engine import create_store_engine

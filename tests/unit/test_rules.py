@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from payherald import ConfigurationError, FrozenClock, RenderError, parse_event
+from payherald.builtin_rules import BUILTIN_RULES
 from payherald.config import Config
-from payherald.rules import BUILTIN_RULES, Rule, RuleBook, Team
+from payherald.rules import Rule, RuleBook, Team
 from payherald.simulate import build_event
 from payherald.templates import TemplateRenderer
 from payherald.variables import MessageContext, message_context
