@@ -6,7 +6,8 @@ Where things live, and the path of one event through them:
       serving      uvicorn, every connection bounded (head size and time, body time, count)
       server       the HTTP routes; webhook verifies the signature and parses the event
       group_commit many requests' events written in one transaction, through
-      ingest       rules (which messages an event causes) and subjects (what each is about)
+      ingest       rules (which messages an event causes; builtin_rules, the catalogue) and
+                   subjects (what each is about)
       store        events, notifications and links, in tables (schema) by way of database
       -> 200, once committed
     worker         claims due notifications from queue, with a lease
@@ -16,10 +17,12 @@ Where things live, and the path of one event through them:
                    that it is told once
       channels     console, Twilio SMS, WhatsApp and voice, email, Slack
       queue        sent, failed, retried or unknown; delivery takes Twilio's reports later
-    Around them: app builds everything from settings and config (payherald.toml); consent
-    (replies, opt-outs) and stripe_sync (write-back to Stripe); backfill and replay;
-    retention; endpoints and doctor; metrics and logs; terminal for what commands print;
-    cli, the `payherald` command, one module per command group.
+    Around them: app builds everything from settings and config (payherald.toml, each
+    mistake placed on its line by toml_lines); consent (replies, opt-outs) and stripe_sync
+    (write-back to Stripe); backfill and replay; simulate, signed example events (their
+    objects from simulated_payments and simulated_billing); retention; endpoints and
+    doctor; metrics and logs; terminal for what commands print; cli, the `payherald`
+    command, one module per command group.
 """
 
 from __future__ import annotations
