@@ -6,24 +6,29 @@ Where things live, and the path of one event through them:
       serving      uvicorn, every connection bounded (head size and time, body time, count)
       server       the HTTP routes; webhook verifies the signature and parses the event
       group_commit many requests' events written in one transaction, through
-      ingest       rules (which messages an event causes) and subjects (what each is about)
-      store        events, notifications and links, in tables (schema) by way of database
+      ingest       rules (which messages an event causes; builtin_rules, the catalogue) and
+                   subjects (what each is about)
+      store        events, notifications and links (store.events), all SQL in one package
       -> 200, once committed
-    worker         claims due notifications from store.queue, with a lease
-      compose      recipient (recipients, lookups, stripe_objects), words (messages, sandbox,
-                   money), channel (channels.router), quiet hours; payments settles a
-                   payment's events so that it is told once
+    worker         claims due notifications from store.queue, with a lease, for
+      sender       one attempt: compose, send, and record the outcome by one table
+                   (store.transitions): state, metric, log line
+      compose      recipient (recipients, lookups, stripe_objects), words (variables, what a
+                   message is rendered with; templates, rendered in sandbox; money), and the
+                   channel and what carries it (channels.router), decided once; quiet
+                   hours; payments settles a payment's events so that it is told once
       channels     console, Twilio SMS, WhatsApp and voice, email, Slack
-      store.queue  sent, failed, retried or unknown; delivery's reports come later, stored
-                   by store.deliveries
-    Around them: app builds everything from settings and config (payherald.toml); consent
-    (what a reply means, CSV lists, legacy opt-outs) over store.consents (suppressions,
-    consent records, inbound messages); stripe_sync (write-back to Stripe, its records in
-    store.consents); jobs, the runner of all deferred work (store.jobs, one queue: the
-    scheduled reconciliation is a recurring job); backfill and replay; retention (what
-    goes, and when) over store.pruning; endpoints and doctor; metrics and logs; terminal
-    for what commands print; cli, the `payherald` command, one module per command group.
-    All SQL is in store (migrations aside).
+    jobs           the runner of all deferred work, from one queue (store.jobs): consent
+                   write-backs to Stripe (stripe_sync), the scheduled reconciliation
+                   (backfill); each kind registered once, retried by one policy (backoff)
+    Around them: app builds everything from settings and config (payherald.toml, each
+    mistake placed on its line by toml_lines); consent (what a reply means, CSV lists,
+    legacy opt-outs) over store.consents; delivery's reports from Twilio, stored by
+    store.deliveries; backfill and replay; simulate, signed example events (their objects
+    from simulated_payments and simulated_billing); retention (what goes, and when) over
+    store.pruning; endpoints and doctor; metrics and logs; terminal for what commands
+    print; cli, the `payherald` command, one module per command group; testing, the fakes
+    (a scripted channel, an in-memory store and job queue).
 """
 
 from __future__ import annotations

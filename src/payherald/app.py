@@ -26,7 +26,6 @@ from payherald.config import Config, load_config
 from payherald.consent import upgrade_legacy_opt_outs
 from payherald.jobs import JobRunner
 from payherald.lookups import StripeApiLookups, StripeLookups
-from payherald.messages import MessageContext, TemplateRenderer
 from payherald.metrics import Metrics
 from payherald.payments import PaymentChecks
 from payherald.quiet_hours import QuietHours
@@ -40,6 +39,8 @@ from payherald.settings import Settings
 from payherald.store import Engine, Store, open_store
 from payherald.store.engine import migrate
 from payherald.stripe_sync import ConsentWriteBack
+from payherald.templates import TemplateRenderer
+from payherald.variables import MessageContext
 from payherald.wakeup import listen_for_work
 from payherald.webhook import SigningSecret, WebhookVerifier
 from payherald.worker import Worker, worker_name

@@ -26,13 +26,13 @@ from payherald.channels.slack import escape_mrkdwn
 from payherald.clock import Clock
 from payherald.exceptions import RecipientNotFound, RenderError, TransientDeliveryError
 from payherald.lookups import StripeLookups
-from payherald.messages import MessageContext, message_context
 from payherald.quiet_hours import QuietHours
 from payherald.recipients import CustomerDirectory, resolve_email, resolve_phone
 from payherald.rules import Rule, RuleBook
 from payherald.store import ClaimedNotification
 from payherald.stripe_objects import read_object
 from payherald.subjects import payment_aliases
+from payherald.variables import MessageContext, message_context
 from payherald.webhook import StripeEvent, parse_event
 
 __all__ = [

@@ -42,13 +42,15 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from payherald.builtin_rules import BUILTIN_RULES
 from payherald.event_types import STRIPE_EVENT_TYPES
 from payherald.exceptions import ConfigurationError, RenderError
-from payherald.messages import TemplateRenderer
 from payherald.quiet_hours import QuietHours, parse_clock_time
 from payherald.recipients import email_address_problem, normalise_phone
-from payherald.rules import BUILTIN_RULES, CHANNELS, Rule, RuleBook, Team
+from payherald.rules import CHANNELS, Rule, RuleBook, Team
 from payherald.subjects import SUBJECTS
+from payherald.templates import TemplateRenderer
+from payherald.toml_lines import line_of
 
 __all__ = ["Config", "load_config"]
 
@@ -127,7 +129,7 @@ class _Reader:
         self.renderer = TemplateRenderer()
 
     def problem(self, where: tuple[str, ...], key: str | None, sentence: str) -> None:
-        line = _line_of(self.lines, where, key)
+        line = line_of(self.lines, where, key)
         dotted = ".".join((*where, key) if key else where)
         self.problems.append(f"{self.path}:{line or '?'}: {dotted}: {sentence}")
 
@@ -374,53 +376,3 @@ class _Reader:
         if base is None:
             return Rule(name=name, **values)
         return dataclasses.replace(base, **values)
-
-
-def _name(part: str) -> str:
-    """A TOML key as it may be written: bare, "double" or 'single' quoted."""
-    return rf"""(?:"{re.escape(part)}"|'{re.escape(part)}'|{re.escape(part)})"""
-
-
-def _code_lines(lines: list[str]) -> list[tuple[int, str]]:
-    """(line number, text) of the lines that are not inside a multi-line string."""
-    code, inside = [], None
-    for number, line in enumerate(lines, start=1):
-        if inside is None:
-            code.append((number, line))
-        for quote in ('"""', "'''"):
-            if line.count(quote) % 2 and inside in (None, quote):
-                inside = None if inside == quote else quote
-    return code
-
-
-def _line_of(lines: list[str], where: tuple[str, ...], key: str | None) -> int | None:
-    """The line of ``key`` in the table ``where``, or of the table's header (or of a dotted
-    ``name.key =`` under the parent table); None when it cannot be found."""
-    code = _code_lines(lines)
-    dot = r"\s*\.\s*"
-    sections: list[tuple[tuple[str, ...], str | None]] = [(where, key)]
-    if where:
-        # `[rules]` with `name.key = ...`, or `[rules]` with `name = { ... }`.
-        sections.append((where[:-1], where[-1] + ("." + key if key else "")))
-    for table, name in sections:
-        start = 0
-        if table:
-            header = re.compile(r"^\s*\[\s*" + dot.join(_name(p) for p in table) + r"\s*\]")
-            found = next((i for i, (_, text) in enumerate(code) if header.match(text)), None)
-            if found is None:
-                continue
-            if name is None:
-                return code[found][0]
-            start = found + 1
-        elif name is None:
-            return None
-        parts = name.split(".")
-        pattern = re.compile(r"^\s*" + dot.join(_name(p) for p in parts) + r"\s*[=.]")
-        for number, text in code[start:]:
-            if text.lstrip().startswith("["):
-                break
-            if pattern.match(text):
-                return number
-    if where and key is not None:
-        return _line_of(lines, where, None)
-    return None

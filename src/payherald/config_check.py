@@ -8,9 +8,10 @@ from pathlib import Path
 from payherald.clock import SystemClock
 from payherald.config import load_config
 from payherald.exceptions import RenderError
-from payherald.messages import MessageContext, TemplateRenderer, message_context
 from payherald.segments import count_segments
 from payherald.simulate import SIMULATED_EVENT_TYPES, build_event
+from payherald.templates import TemplateRenderer
+from payherald.variables import MessageContext, message_context
 from payherald.webhook import parse_event
 
 __all__ = ["render_samples"]

@@ -31,11 +31,11 @@ from payherald.api_versions import parse_api_version
 from payherald.clock import Clock
 from payherald.compose import NotificationDeferred, NotificationSkipped
 from payherald.lookups import StripeLookups
-from payherald.messages import decline_reason, payment_error
 from payherald.rules import Rule
 from payherald.store import Store
 from payherald.store.records import ClaimedNotification
 from payherald.stripe_objects import StripeObject, as_mapping, read_object
+from payherald.variables import decline_reason, payment_error
 from payherald.webhook import StripeEvent, parse_event
 
 __all__ = ["PaymentChecks", "twin_told"]

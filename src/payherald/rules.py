@@ -3,8 +3,8 @@
 A rule names the event types it handles, an optional condition (``when``), the recipient
 (``customer`` or ``team:NAME``), the channels to try in order, the template, and its
 *subject* (see ``subjects``): what makes two notifications "the same message". The
-built-in catalogue below covers the common payment events; ``payherald.toml`` can change
-any field of a built-in rule, turn it off, or add rules (see ``config``).
+built-in catalogue (``builtin_rules``) covers the common payment events; ``payherald.toml``
+can change any field of a built-in rule, turn it off, or add rules (see ``config``).
 
 Conditions are Jinja2 expressions in the same sandbox as the templates (never ``eval``).
 A condition that mentions the customer (``customer``, ``tags``) or the plan's name is
@@ -20,17 +20,16 @@ from typing import Any
 
 import structlog
 
-from payherald.api_versions import REFUNDS_HAVE_EVENTS
 from payherald.exceptions import ConfigurationError, RenderError
-from payherald.messages import SENDING_VARIABLES, TemplateRenderer, condition_context
 from payherald.stripe_objects import read_object
 from payherald.subjects import SUBJECTS
+from payherald.templates import TemplateRenderer
+from payherald.variables import SENDING_VARIABLES, condition_context
 from payherald.webhook import StripeEvent
 
 _log = structlog.get_logger("payherald.rules")
 
 __all__ = [
-    "BUILTIN_RULES",
     "CHANNELS",
     "LINKED_SUBJECTS",
     "LINKING_EVENT",
@@ -45,15 +44,6 @@ CHANNELS = ("sms", "whatsapp", "voice", "email", "slack")
 LINKING_EVENT = "invoice_payment.paid"
 # Subjects whose aliases the store links across events (one payment, many events).
 LINKED_SUBJECTS = frozenset({"payment", "failed_attempt", "refund"})
-_PREFIX = "{% if business %}{{ business }}: {% endif %}"
-# One refund, one message: refund.created tells it. Before API version 2024-10-28 a charge's
-# refund sent no refund.created, only charge.refunded, which then tells it; from that version
-# on charge.refunded is passed over (it does not name the refund, so the two could not be
-# told to be one).
-_REFUND_EVENT = (
-    "event_type == 'refund.created' or "
-    f"(api_version != '' and api_version < '{REFUNDS_HAVE_EVENTS}')"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,161 +114,6 @@ class Rule:
     @property
     def team(self) -> str | None:
         return self.to.removeprefix("team:") if self.to.startswith("team:") else None
-
-
-BUILTIN_RULES: tuple[Rule, ...] = (
-    Rule(
-        name="payment_confirmation",
-        description="Customer: one confirmation per payment, whichever events report it.",
-        events=frozenset(
-            {
-                "payment_intent.succeeded",
-                "charge.succeeded",
-                "checkout.session.completed",
-                "invoice.paid",
-                "invoice.payment_succeeded",
-            }
-        ),
-        subject="payment",
-        when="amount != 0",  # a $0 invoice (a trial, a full coupon) is not a payment
-        quiet_hours_exempt=True,  # a receipt for what the customer has just done
-        template=_PREFIX + "Payment of {{ amount | money(currency) }} received, thank you!"
-        "{% if order %} Order {{ order }}.{% endif %} Ref: {{ reference }}",
-        fallback=_PREFIX + "Your payment was received, thank you! Ref: {{ reference }}",
-    ),
-    Rule(
-        name="payment_failed",
-        description="Customer: a declined payment, with the reason and a link.",
-        events=frozenset({"payment_intent.payment_failed", "charge.failed"}),
-        subject="failed_attempt",
-        # An invoice's failed payment is told by invoice_payment_failed, with its link.
-        not_for_invoices=True,
-        unless_paid=True,
-        template=_PREFIX + "Your payment of {{ amount | money(currency) }} did not go through: "
-        "{{ decline_reason }}.{% if fix_url %} Update your card: {{ fix_url }}"
-        "{% else %} Please try another card.{% endif %}",
-        fallback=_PREFIX + "Your payment did not go through: {{ decline_reason }}. "
-        "Please try another card.",
-    ),
-    Rule(
-        name="invoice_payment_failed",
-        description="Customer: an invoice could not be collected; first dunning message.",
-        events=frozenset({"invoice.payment_failed"}),
-        subject="failed_attempt",
-        unless_paid=True,
-        template=_PREFIX + "We could not collect {{ amount | money(currency) }}"
-        "{% if invoice_number %} for invoice {{ invoice_number }}{% endif %}: "
-        "{{ decline_reason }}.{% if fix_url %} Pay or update your card: {{ fix_url }}"
-        "{% endif %}",
-        fallback=_PREFIX + "We could not collect your payment.{% if fix_url %} Pay or update "
-        "your card: {{ fix_url }}{% endif %}",
-    ),
-    Rule(
-        name="refund_customer",
-        description="Customer: refund acknowledgement with amount and timeline.",
-        events=frozenset({"refund.created", "charge.refunded"}),
-        when=_REFUND_EVENT,
-        subject="refund",
-        template=_PREFIX + "We have refunded {{ refund_amount | money(currency) }} to your "
-        "card. It usually appears within 5-10 business days. Ref: {{ reference }}",
-    ),
-    Rule(
-        name="refund_team",
-        description="Finance: a refund was issued.",
-        events=frozenset({"refund.created", "charge.refunded"}),
-        when=_REFUND_EVENT,
-        to="team:finance",
-        channels=("slack", "sms", "email"),
-        subject="refund",
-        template="Refund issued: {{ refund_amount | money(currency) }}"
-        "{% if customer_name %} to {{ customer_name }}{% endif %}. Ref: {{ reference }}",
-    ),
-    Rule(
-        name="dispute_alert",
-        description="Finance: urgent dispute alert with reason and evidence deadline.",
-        events=frozenset({"charge.dispute.created"}),
-        to="team:finance",
-        channels=("sms", "slack", "email"),
-        template="URGENT: dispute opened on {{ amount | money(currency) }} ({{ dispute_reason }})."
-        " Evidence due {{ evidence_due | date }}. Dispute {{ reference }}",
-        fallback="URGENT: a dispute was opened. Dispute {{ reference }}",
-    ),
-    Rule(
-        name="dispute_customer",
-        description="Customer: a dispute was opened (off by default).",
-        events=frozenset({"charge.dispute.created"}),
-        enabled=False,
-        template=_PREFIX
-        + "We received a dispute from your bank for {{ amount | money(currency) }}."
-        " Reply or contact us if this was a mistake.",
-    ),
-    Rule(
-        name="subscription_cancelled",
-        description="Customer: subscription cancelled, with the effective date.",
-        events=frozenset({"customer.subscription.deleted"}),
-        template=_PREFIX + "Your {{ plan_name }} subscription is cancelled, effective "
-        "{{ cancel_date | date }}. We are sorry to see you go.",
-        fallback=_PREFIX + "Your subscription is cancelled.",
-    ),
-    Rule(
-        name="trial_ending",
-        description="Customer: the trial ends soon.",
-        events=frozenset({"customer.subscription.trial_will_end"}),
-        subject="trial",
-        template=_PREFIX + "Your {{ plan_name }} trial ends on {{ trial_end | date }}. "
-        "Your card will then be charged {{ amount | money(currency) }}.",
-        fallback=_PREFIX + "Your trial ends soon.",
-    ),
-    Rule(
-        name="renewal_reminder",
-        description="Customer: the subscription renews soon.",
-        events=frozenset({"invoice.upcoming"}),
-        subject="renewal",
-        template=_PREFIX + "Reminder: your {{ plan_name }} subscription renews on "
-        "{{ renewal_date | date }} for {{ amount | money(currency) }}.",
-        fallback=_PREFIX + "Reminder: your subscription renews soon.",
-    ),
-    Rule(
-        name="plan_changed",
-        description="Customer: the subscription moved to another plan.",
-        events=frozenset({"customer.subscription.updated"}),
-        subject="event",
-        when="plan_changed",
-        template=_PREFIX + "Your plan changed from {{ previous_plan_name }} to {{ plan_name }}: "
-        "{{ amount | money(currency) }} per {{ interval }}.",
-    ),
-    Rule(
-        name="welcome",
-        description="Customer: welcome on the first successful payment.",
-        events=frozenset(
-            {"payment_intent.succeeded", "checkout.session.completed", "invoice.paid"}
-        ),
-        subject="payment",
-        when="amount != 0",
-        first_payment_only=True,
-        template=_PREFIX + "Welcome{% if first_name %}, {{ first_name }}{% endif %}! "
-        "Thank you for your first payment{% if plan_name %} for {{ plan_name }}{% endif %}.",
-    ),
-    Rule(
-        name="high_value_alert",
-        description="Finance: a payment above the currency's threshold.",
-        events=frozenset(
-            {
-                "payment_intent.succeeded",
-                "charge.succeeded",
-                "checkout.session.completed",
-                "invoice.paid",
-            }
-        ),
-        to="team:finance",
-        channels=("sms", "slack", "email"),
-        subject="payment",
-        when="high_value_threshold is not none and amount is number "
-        "and amount >= high_value_threshold",
-        template="High-value payment: {{ amount | money(currency) }}"
-        "{% if customer_name %} from {{ customer_name }}{% endif %}. Ref: {{ reference }}",
-    ),
-)
 
 
 class RuleBook:

@@ -17,16 +17,17 @@ from sqlalchemy import Engine, event, text
 from structlog.testing import capture_logs
 
 from payherald import StripeEvent, SystemClock, WebhookVerifier, parse_event
+from payherald.builtin_rules import BUILTIN_RULES
 from payherald.group_commit import GroupCommitter
-from payherald.messages import TemplateRenderer
 from payherald.metrics import Metrics
-from payherald.rules import BUILTIN_RULES, PlannedNotification, RuleBook
+from payherald.rules import PlannedNotification, RuleBook
 from payherald.server import create_http_app
 from payherald.simulate import build_payment_events
 from payherald.store import PlannedEvent, Store
 from payherald.store.engine import create_store_engine
 from payherald.store.schema import subject_aliases
 from payherald.subjects import payment_aliases
+from payherald.templates import TemplateRenderer
 from tests.support import SECRET, LiveServer, TcpProxy, build_for_tests, event_body, sign
 
 NOT_STORED = "The event store is unavailable, so the event was not stored; Stripe will retry it."

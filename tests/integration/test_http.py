@@ -14,12 +14,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from payherald import FrozenClock, SystemClock, WebhookVerifier
-from payherald.messages import TemplateRenderer
+from payherald.builtin_rules import BUILTIN_RULES
 from payherald.metrics import Metrics
-from payherald.rules import BUILTIN_RULES, RuleBook
+from payherald.rules import RuleBook
 from payherald.server import create_http_app
 from payherald.store import Store
 from payherald.store.engine import create_store_engine
+from payherald.templates import TemplateRenderer
 from tests.support import (
     OTHER_SECRET,
     SECRET,

@@ -19,12 +19,13 @@ from payherald import (
     WebhookVerifier,
     parse_event,
 )
-from payherald.messages import TemplateRenderer
+from payherald.builtin_rules import BUILTIN_RULES
 from payherald.metrics import Metrics
-from payherald.rules import BUILTIN_RULES, RuleBook
+from payherald.rules import RuleBook
 from payherald.server import create_http_app
 from payherald.store import Store
 from payherald.store.engine import create_store_engine
+from payherald.templates import TemplateRenderer
 from payherald.testing import ScriptedChannel
 from payherald.webhook import StripeEvent
 from tests.peers import free_port

@@ -12,12 +12,13 @@ from payherald import FrozenClock
 from payherald.channels import ChannelRouter
 from payherald.compose import Composer
 from payherald.config import Config
-from payherald.messages import MessageContext, TemplateRenderer
 from payherald.quiet_hours import QuietHours
 from payherald.rules import Rule, Team
 from payherald.simulate import build_event
 from payherald.store import ClaimedNotification
+from payherald.templates import TemplateRenderer
 from payherald.testing import ScriptedChannel
+from payherald.variables import MessageContext
 from payherald.webhook import StripeEvent
 
 PHONE = "+14155550123"

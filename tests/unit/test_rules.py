@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 
 from payherald import ConfigurationError, FrozenClock, RenderError, parse_event
+from payherald.builtin_rules import BUILTIN_RULES
 from payherald.config import Config
-from payherald.messages import MessageContext, TemplateRenderer, message_context
-from payherald.rules import BUILTIN_RULES, Rule, RuleBook, Team
+from payherald.rules import Rule, RuleBook, Team
 from payherald.simulate import build_event
+from payherald.templates import TemplateRenderer
+from payherald.variables import MessageContext, message_context
 from payherald.webhook import StripeEvent
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -128,7 +130,7 @@ def test_two_partial_refunds_of_one_amount_are_two_refunds() -> None:
 
 
 def test_charge_refunded_states_this_refund_not_the_running_total() -> None:
-    from payherald.messages import condition_context
+    from payherald.variables import condition_context
 
     payload = build_event("charge.refunded", now=NOW)
     payload["data"]["object"].update(amount_refunded=800, refunds=None)
@@ -156,7 +158,7 @@ def test_a_failure_without_a_charge_is_its_own() -> None:
 
 
 def test_a_subscription_amount_counts_every_item_and_quantity() -> None:
-    from payherald.messages import condition_context
+    from payherald.variables import condition_context
 
     payload = build_event("customer.subscription.trial_will_end", now=NOW)
     payload["data"]["object"]["items"]["data"] = [
@@ -167,7 +169,7 @@ def test_a_subscription_amount_counts_every_item_and_quantity() -> None:
 
 
 def test_a_plan_change_on_a_second_item_is_a_plan_change() -> None:
-    from payherald.messages import condition_context
+    from payherald.variables import condition_context
 
     payload = build_event("customer.subscription.updated", now=NOW)
     items = [

@@ -9,8 +9,8 @@ import pytest
 
 from payherald import RenderError
 from payherald.channels.slack import escape_mrkdwn
-from payherald.messages import TemplateRenderer
 from payherald.sandbox import MAX_VALUE, clean_value
+from payherald.templates import TemplateRenderer
 
 RENDERER = TemplateRenderer()
 

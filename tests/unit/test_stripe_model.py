@@ -17,7 +17,6 @@ from stripe._object_classes import OBJECT_CLASSES
 
 from payherald.api_versions import NEWEST_SUPPORTED
 from payherald.config import Config
-from payherald.messages import MessageContext, TemplateRenderer, message_context
 from payherald.recipients import resolve_email, resolve_phone
 from payherald.rules import Team
 from payherald.simulate import (
@@ -30,6 +29,8 @@ from payherald.simulate import (
 )
 from payherald.stripe_objects import LEGACY_FIELDS, read_object
 from payherald.subjects import SUBJECTS
+from payherald.templates import TemplateRenderer
+from payherald.variables import MessageContext, message_context
 from payherald.webhook import StripeEvent
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)

@@ -46,8 +46,8 @@ def doctor() -> None:
     from payherald.clock import SystemClock
     from payherald.config import load_config
     from payherald.doctor import run_checks
-    from payherald.messages import TemplateRenderer
     from payherald.store import open_store
+    from payherald.templates import TemplateRenderer
 
     settings = _settings()
     path, required = settings.rules_file

@@ -218,7 +218,7 @@ def _nothing_queued(settings: Settings, event: dict[str, Any], *, duplicate: boo
     """Why the server queued no notification for ``event`` (a stored event's row), in the
     words of its rules file: the lines to print."""
     from payherald.config import load_config
-    from payherald.messages import TemplateRenderer
+    from payherald.templates import TemplateRenderer
 
     if duplicate:
         return [f"payherald already had {event['id']}, so nothing new was queued."]

@@ -1,0 +1,180 @@
+"""The built-in rules: the catalogue that runs when the rules file changes nothing.
+
+Confirmations, failed payments and dunning, refunds, disputes, subscription changes, a
+welcome and high-value alerts; a team's rules send only to a team the rules file defines,
+and ``dispute_customer`` is off. ``payherald.toml`` changes any field of one by its name,
+turns it off, or adds rules (see ``config``); what a rule is, and how an event is matched
+to rules, is in ``rules``.
+"""
+
+from __future__ import annotations
+
+from payherald.api_versions import REFUNDS_HAVE_EVENTS
+from payherald.rules import Rule
+
+__all__ = ["BUILTIN_RULES"]
+
+_PREFIX = "{% if business %}{{ business }}: {% endif %}"
+# One refund, one message: refund.created tells it. Before API version 2024-10-28 a charge's
+# refund sent no refund.created, only charge.refunded, which then tells it; from that version
+# on charge.refunded is passed over (it does not name the refund, so the two could not be
+# told to be one).
+_REFUND_EVENT = (
+    "event_type == 'refund.created' or "
+    f"(api_version != '' and api_version < '{REFUNDS_HAVE_EVENTS}')"
+)
+
+
+BUILTIN_RULES: tuple[Rule, ...] = (
+    Rule(
+        name="payment_confirmation",
+        description="Customer: one confirmation per payment, whichever events report it.",
+        events=frozenset(
+            {
+                "payment_intent.succeeded",
+                "charge.succeeded",
+                "checkout.session.completed",
+                "invoice.paid",
+                "invoice.payment_succeeded",
+            }
+        ),
+        subject="payment",
+        when="amount != 0",  # a $0 invoice (a trial, a full coupon) is not a payment
+        quiet_hours_exempt=True,  # a receipt for what the customer has just done
+        template=_PREFIX + "Payment of {{ amount | money(currency) }} received, thank you!"
+        "{% if order %} Order {{ order }}.{% endif %} Ref: {{ reference }}",
+        fallback=_PREFIX + "Your payment was received, thank you! Ref: {{ reference }}",
+    ),
+    Rule(
+        name="payment_failed",
+        description="Customer: a declined payment, with the reason and a link.",
+        events=frozenset({"payment_intent.payment_failed", "charge.failed"}),
+        subject="failed_attempt",
+        # An invoice's failed payment is told by invoice_payment_failed, with its link.
+        not_for_invoices=True,
+        unless_paid=True,
+        template=_PREFIX + "Your payment of {{ amount | money(currency) }} did not go through: "
+        "{{ decline_reason }}.{% if fix_url %} Update your card: {{ fix_url }}"
+        "{% else %} Please try another card.{% endif %}",
+        fallback=_PREFIX + "Your payment did not go through: {{ decline_reason }}. "
+        "Please try another card.",
+    ),
+    Rule(
+        name="invoice_payment_failed",
+        description="Customer: an invoice could not be collected; first dunning message.",
+        events=frozenset({"invoice.payment_failed"}),
+        subject="failed_attempt",
+        unless_paid=True,
+        template=_PREFIX + "We could not collect {{ amount | money(currency) }}"
+        "{% if invoice_number %} for invoice {{ invoice_number }}{% endif %}: "
+        "{{ decline_reason }}.{% if fix_url %} Pay or update your card: {{ fix_url }}"
+        "{% endif %}",
+        fallback=_PREFIX + "We could not collect your payment.{% if fix_url %} Pay or update "
+        "your card: {{ fix_url }}{% endif %}",
+    ),
+    Rule(
+        name="refund_customer",
+        description="Customer: refund acknowledgement with amount and timeline.",
+        events=frozenset({"refund.created", "charge.refunded"}),
+        when=_REFUND_EVENT,
+        subject="refund",
+        template=_PREFIX + "We have refunded {{ refund_amount | money(currency) }} to your "
+        "card. It usually appears within 5-10 business days. Ref: {{ reference }}",
+    ),
+    Rule(
+        name="refund_team",
+        description="Finance: a refund was issued.",
+        events=frozenset({"refund.created", "charge.refunded"}),
+        when=_REFUND_EVENT,
+        to="team:finance",
+        channels=("slack", "sms", "email"),
+        subject="refund",
+        template="Refund issued: {{ refund_amount | money(currency) }}"
+        "{% if customer_name %} to {{ customer_name }}{% endif %}. Ref: {{ reference }}",
+    ),
+    Rule(
+        name="dispute_alert",
+        description="Finance: urgent dispute alert with reason and evidence deadline.",
+        events=frozenset({"charge.dispute.created"}),
+        to="team:finance",
+        channels=("sms", "slack", "email"),
+        template="URGENT: dispute opened on {{ amount | money(currency) }} ({{ dispute_reason }})."
+        " Evidence due {{ evidence_due | date }}. Dispute {{ reference }}",
+        fallback="URGENT: a dispute was opened. Dispute {{ reference }}",
+    ),
+    Rule(
+        name="dispute_customer",
+        description="Customer: a dispute was opened (off by default).",
+        events=frozenset({"charge.dispute.created"}),
+        enabled=False,
+        template=_PREFIX
+        + "We received a dispute from your bank for {{ amount | money(currency) }}."
+        " Reply or contact us if this was a mistake.",
+    ),
+    Rule(
+        name="subscription_cancelled",
+        description="Customer: subscription cancelled, with the effective date.",
+        events=frozenset({"customer.subscription.deleted"}),
+        template=_PREFIX + "Your {{ plan_name }} subscription is cancelled, effective "
+        "{{ cancel_date | date }}. We are sorry to see you go.",
+        fallback=_PREFIX + "Your subscription is cancelled.",
+    ),
+    Rule(
+        name="trial_ending",
+        description="Customer: the trial ends soon.",
+        events=frozenset({"customer.subscription.trial_will_end"}),
+        subject="trial",
+        template=_PREFIX + "Your {{ plan_name }} trial ends on {{ trial_end | date }}. "
+        "Your card will then be charged {{ amount | money(currency) }}.",
+        fallback=_PREFIX + "Your trial ends soon.",
+    ),
+    Rule(
+        name="renewal_reminder",
+        description="Customer: the subscription renews soon.",
+        events=frozenset({"invoice.upcoming"}),
+        subject="renewal",
+        template=_PREFIX + "Reminder: your {{ plan_name }} subscription renews on "
+        "{{ renewal_date | date }} for {{ amount | money(currency) }}.",
+        fallback=_PREFIX + "Reminder: your subscription renews soon.",
+    ),
+    Rule(
+        name="plan_changed",
+        description="Customer: the subscription moved to another plan.",
+        events=frozenset({"customer.subscription.updated"}),
+        subject="event",
+        when="plan_changed",
+        template=_PREFIX + "Your plan changed from {{ previous_plan_name }} to {{ plan_name }}: "
+        "{{ amount | money(currency) }} per {{ interval }}.",
+    ),
+    Rule(
+        name="welcome",
+        description="Customer: welcome on the first successful payment.",
+        events=frozenset(
+            {"payment_intent.succeeded", "checkout.session.completed", "invoice.paid"}
+        ),
+        subject="payment",
+        when="amount != 0",
+        first_payment_only=True,
+        template=_PREFIX + "Welcome{% if first_name %}, {{ first_name }}{% endif %}! "
+        "Thank you for your first payment{% if plan_name %} for {{ plan_name }}{% endif %}.",
+    ),
+    Rule(
+        name="high_value_alert",
+        description="Finance: a payment above the currency's threshold.",
+        events=frozenset(
+            {
+                "payment_intent.succeeded",
+                "charge.succeeded",
+                "checkout.session.completed",
+                "invoice.paid",
+            }
+        ),
+        to="team:finance",
+        channels=("sms", "slack", "email"),
+        subject="payment",
+        when="high_value_threshold is not none and amount is number "
+        "and amount >= high_value_threshold",
+        template="High-value payment: {{ amount | money(currency) }}"
+        "{% if customer_name %} from {{ customer_name }}{% endif %}. Ref: {{ reference }}",
+    ),
+)
