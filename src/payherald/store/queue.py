@@ -227,22 +227,11 @@ class WorkQueue:
         )
 
     def settle(self, held: ClaimedNotification, outcome: Outcome, **values: Any) -> bool:
-        """Move ``held`` on by ``outcome`` (``transitions``), with ``values`` (``error``,
-        ``error_code``, ``run_at``, ``provider_id``, ``attempts``, ``notes``,
-        ``refusals``); False when ``held`` is no longer the current claim or the row has
-        left the states ``outcome`` moves from. The lease ends; an outcome that puts the
-        notification back in the queue gives up the claim too; one that records a send
-        stamps ``sent_at`` and clears the last error."""
-        transition = outcome.transition
-        values["status"] = transition.enters.value
-        values["lease_until"] = None
-        if transition.code is not None:
-            values.setdefault("error_code", transition.code)
-        if transition.releases:
-            values["claimed_by"] = None
-        if transition.enters is NotificationStatus.SENT:
-            values.update(sent_at=self._clock.now(), error=None, error_code=None)
-        return self._transition(held, tuple(s.value for s in transition.leaves), **values)
+        """Move ``held`` on by ``outcome`` (``transitions``), with ``values``; False when
+        ``held`` is no longer the current claim or the row has left the statuses
+        ``outcome`` moves from."""
+        changes = outcome.changes(values, self._clock.now())
+        return self._transition(held, outcome.leaves, **changes)
 
 
 # PostgreSQL advisory locks on a subject's identifier (its canonical), held to the end of the

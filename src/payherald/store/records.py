@@ -4,11 +4,10 @@ notifications and queue statistics, and the rows they are made of and from."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-from sqlalchemy import RowMapping
 
 from payherald.rules import PlannedNotification
 from payherald.webhook import StripeEvent
@@ -104,7 +103,7 @@ def event_row(item: PlannedEvent, now: datetime) -> dict[str, Any]:
     }
 
 
-def claimed_from_row(row: RowMapping) -> ClaimedNotification:
+def claimed_from_row(row: Mapping[Any, Any]) -> ClaimedNotification:
     """A claimed ``notifications`` row, joined with its event's payload."""
     return ClaimedNotification(
         id=row["id"],

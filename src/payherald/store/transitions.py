@@ -10,7 +10,9 @@ outcome is one new line here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
+from typing import Any
 
 from payherald.store.statuses import NotificationStatus as S
 
@@ -74,3 +76,24 @@ class Outcome(Enum):
     def transition(self) -> Transition:
         value: Transition = self.value
         return value
+
+    @property
+    def leaves(self) -> tuple[str, ...]:
+        """The statuses it moves a notification from, as stored."""
+        return tuple(status.value for status in self.transition.leaves)
+
+    def changes(self, values: dict[str, Any], now: datetime) -> dict[str, Any]:
+        """The columns it sets, ``values`` (``error``, ``error_code``, ``run_at``,
+        ``provider_id``, ``attempts``, ``notes``, ``refusals``) among them: the new status;
+        the lease ends; an outcome that puts the notification back in the queue gives up
+        the claim too; one that records a send stamps ``sent_at`` and clears the last
+        error."""
+        transition = self.transition
+        changes = {**values, "status": transition.enters.value, "lease_until": None}
+        if transition.code is not None:
+            changes.setdefault("error_code", transition.code)
+        if transition.releases:
+            changes["claimed_by"] = None
+        if transition.enters is S.SENT:
+            changes.update(sent_at=now, error=None, error_code=None)
+        return changes

@@ -13,7 +13,12 @@ from typing import Any
 from payherald.clock import Clock
 from payherald.exceptions import StoreUnavailable
 from payherald.rules import LINKED_SUBJECTS, PlannedNotification
-from payherald.store.records import ClaimedNotification, PlannedEvent, RecordResult
+from payherald.store.records import (
+    ClaimedNotification,
+    PlannedEvent,
+    RecordResult,
+    claimed_from_row,
+)
 from payherald.store.statuses import TOLD, EventStatus, NotificationStatus
 from payherald.store.transitions import Outcome
 from payherald.webhook import StripeEvent
@@ -262,32 +267,8 @@ class InMemoryQueue:
             return claimed
 
     def _held(self, row: dict[str, Any]) -> ClaimedNotification:
-        refusals = tuple(
-            (channel, reason)
-            for channel, _, reason in (
-                line.partition("\t") for line in (row["refusals"] or "").splitlines()
-            )
-        )
-        return ClaimedNotification(
-            id=row["id"],
-            key=row["key"],
-            event_id=row["event_id"],
-            rule=row["rule"],
-            recipient=row["recipient"],
-            channel=row["channel"],
-            livemode=row["livemode"],
-            to=row["to"],
-            body=row["body"],
-            status=row["status"],
-            attempts=row["attempts"],
-            attempt_started_at=row["attempt_started_at"],
-            event_payload=self._store.events[row["event_id"]]["payload"],
-            claim=row["claimed_by"],
-            created_at=row["created_at"],
-            error_code=row["error_code"],
-            refusals=refusals,
-            subject=row["subject"],
-        )
+        payload = self._store.events[row["event_id"]]["payload"]
+        return claimed_from_row({**row, "event_payload": payload})
 
     def expire_leases(self) -> tuple[int, int]:
         store = self._store
@@ -347,21 +328,13 @@ class InMemoryQueue:
             return True
 
     def settle(self, held: ClaimedNotification, outcome: Outcome, **values: Any) -> bool:
-        transition = outcome.transition
         store = self._store
         with store.lock:
             store.check()
-            row = self._current(held, transition.leaves)
+            row = self._current(held, outcome.leaves)
             if row is None:
                 return False
-            values.update(status=transition.enters, lease_until=None)
-            if transition.code is not None:
-                values.setdefault("error_code", transition.code)
-            if transition.releases:
-                values["claimed_by"] = None
-            if transition.enters is NotificationStatus.SENT:
-                values.update(sent_at=store.clock.now(), error=None, error_code=None)
-            row.update(values)
+            row.update(outcome.changes(values, store.clock.now()))
             return True
 
     def _current(self, held: ClaimedNotification, statuses: Iterable[str]) -> dict[str, Any] | None:
