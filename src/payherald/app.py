@@ -45,7 +45,7 @@ from payherald.wakeup import listen_for_work
 from payherald.webhook import SigningSecret, WebhookVerifier
 from payherald.worker import Worker, worker_name
 
-__all__ = ["Payherald", "build"]
+__all__ = ["Operations", "Payherald", "build", "build_operations", "rule_book", "settings_config"]
 
 # How long a reconciliation may take before another worker may start it again: a backfill
 # of an hour's events, each page retried with backoff, fits in it many times over.
@@ -88,10 +88,17 @@ class Payherald:
         worker = threading.Thread(target=self.worker.run, args=(stop,), name="payherald-worker")
         # A daemon, so that a handler still running when the join below times out does not
         # hold the process: its job runs again once its lease runs out.
-        jobs = threading.Thread(
-            target=self.jobs.run, args=(stop,), name="payherald-jobs", daemon=True
-        )
-        threads = [worker, jobs]
+        jobs = [
+            threading.Thread(
+                target=self.jobs.run,
+                args=(stop,),
+                kwargs={"kinds": {kind}},
+                name=f"payherald-jobs-{kind}",
+                daemon=True,
+            )
+            for kind in sorted(self.jobs.kinds)
+        ]
+        threads = [worker, *jobs]
         if self.pruner is not None:
             threads.append(
                 threading.Thread(
@@ -113,7 +120,7 @@ class Payherald:
         for thread in threads:
             thread.start()
         self._threads.extend(threads)
-        self._joined.extend([worker, jobs])  # the worker is joined in full, the jobs briefly
+        self._joined.extend([worker, *jobs])  # the worker is joined in full, the jobs briefly
 
     def _wake(self) -> None:
         self.worker.wake()
@@ -127,6 +134,44 @@ class Payherald:
         self._wake()
         for thread in self._joined:
             thread.join(min(timeout, _JOB_GRACE) if thread.daemon else timeout)
+
+
+@dataclass
+class Operations:
+    """What the commands that work on the store and ask Stripe need (backfill, replay,
+    endpoint): no worker, no HTTP app, no development secret made."""
+
+    settings: Settings
+    store: Store
+    rules: RuleBook
+    stripe: stripe.StripeClient | None
+
+    def close(self) -> None:
+        self.store.db.dispose()
+
+
+def build_operations(settings: Settings, *, clock: Clock | None = None) -> Operations:
+    """The store (which must be migrated: SchemaOutOfDate says what to run), the rules and
+    the Stripe client, from ``settings``."""
+    store = open_store(settings.sqlalchemy_url, clock=clock or SystemClock())
+    store.db.check_schema()
+    return Operations(
+        settings=settings,
+        store=store,
+        rules=rule_book(settings, settings_config(settings)),
+        stripe=stripe_client(settings),
+    )
+
+
+def settings_config(settings: Settings) -> Config:
+    """The rules file that ``settings`` name, read (ConfigurationError says what is wrong)."""
+    path, required = settings.rules_file
+    return load_config(path, required=required)
+
+
+def rule_book(settings: Settings, config: Config) -> RuleBook:
+    """The rules of ``config``, rendered in the locale of ``settings``."""
+    return config.rule_book(TemplateRenderer(locale=settings.locale))
 
 
 def stripe_client(settings: Settings) -> stripe.StripeClient | None:
@@ -222,8 +267,7 @@ def build(
         secrets = [development_secret]
         signing = [SigningSecret(development_secret, "test", development=True)]
 
-    path, required = settings.rules_file
-    config = load_config(path, required=required)
+    config = settings_config(settings)
     console = console or ConsoleChannel()
     if channels is None:
         channels = provider_channels(settings, config)
@@ -234,7 +278,7 @@ def build(
         lookups = StripeApiLookups(client=client) if client else None
     write_back = ConsentWriteBack(store=store, client=client) if client else None
 
-    rules = config.rule_book(TemplateRenderer(locale=settings.locale))
+    rules = rule_book(settings, config)
     router = ChannelRouter(
         channels=channels, console=console, test_allowlist=settings.test_allowlist
     )

@@ -278,8 +278,8 @@ class Reconciler:
         except BackfillError as exc:
             _log.error("reconcile_with_stripe_failed", error=exc.message)
             raise
-        except Exception as exc:
-            # The traceback is kept on the job (its last_error), and logged by the runner.
-            _log.error("reconcile_with_stripe_failed", error=f"{type(exc).__name__}: {exc}")
+        except Exception:
+            # A bug of ours: logged with its traceback, which the job keeps too.
+            _log.exception("reconcile_with_stripe_failed")
             raise
         return RunAgain(self._clock.now() + timedelta(seconds=self._interval))

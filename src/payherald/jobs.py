@@ -142,14 +142,16 @@ class JobRunner:
 
     # -- loops ----------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event) -> None:
-        """Run due jobs until ``stop`` is set; the job in hand is finished first."""
+    def run(self, stop: threading.Event, *, kinds: Collection[str] | None = None) -> None:
+        """Run due jobs (of ``kinds``, every registered kind by default) until ``stop`` is
+        set; the job in hand is finished first. One thread per kind keeps a long job (a
+        reconciliation) from holding up the others."""
         _log.info("job_runner_started", worker_id=self.worker_id, kinds=sorted(self._kinds))
         while not stop.is_set():
             ran = 0
             try:
                 self._wake.clear()
-                ran = self.run_due(stop=stop)
+                ran = self.run_due(stop=stop, kinds=kinds)
             except StoreUnavailable as exc:
                 _log.error("store_unavailable", error=exc.message)
             except Exception:
@@ -159,22 +161,27 @@ class JobRunner:
                 self._wake.wait(self._poll_interval)
         _log.info("job_runner_stopped", worker_id=self.worker_id)
 
-    def run_due(self, limit: int | None = None, *, stop: threading.Event | None = None) -> int:
-        """Claim up to ``limit`` due jobs (the batch size by default) and run them; returns
-        how many ran. With ``stop`` set, the jobs not yet started are left to their lease."""
+    def run_due(
+        self,
+        limit: int | None = None,
+        *,
+        stop: threading.Event | None = None,
+        kinds: Collection[str] | None = None,
+    ) -> int:
+        """Run up to ``limit`` due jobs (the batch size by default) of ``kinds`` (every
+        registered kind by default), claiming each just before it runs, so that its lease
+        covers it alone; returns how many ran. Stops early once ``stop`` is set."""
         limit = self._batch if limit is None else limit
         self._reap()
         ran = 0
-        for lease, kinds in self._by_lease().items():
-            if ran >= limit:
-                break
-            claimed = self._jobs.claim(
-                kinds=kinds, limit=limit - ran, lease=lease, worker_id=self.worker_id
-            )
-            for job in claimed:
-                if stop is not None and stop.is_set():
+        for lease, group in self._by_lease(kinds).items():
+            while ran < limit and not (stop is not None and stop.is_set()):
+                claimed = self._jobs.claim(
+                    kinds=group, limit=1, lease=lease, worker_id=self.worker_id
+                )
+                if not claimed:
                     break
-                self._run(job)
+                self._run(claimed[0])
                 ran += 1
         return ran
 
@@ -229,11 +236,13 @@ class JobRunner:
         else:
             log.warning("job_claim_lost", action="none")
 
-    def _by_lease(self) -> dict[float, list[str]]:
-        """The registered kinds grouped by lease: each group is claimed with its own."""
+    def _by_lease(self, kinds: Collection[str] | None = None) -> dict[float, list[str]]:
+        """The registered kinds (of ``kinds``) grouped by lease: each group is claimed
+        with its own."""
         groups: dict[float, list[str]] = {}
         for name, kind in self._kinds.items():
-            groups.setdefault(kind.lease, []).append(name)
+            if kinds is None or name in kinds:
+                groups.setdefault(kind.lease, []).append(name)
         return groups
 
     def _reap(self) -> None:

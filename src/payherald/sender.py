@@ -323,7 +323,11 @@ class Sender:
         if code is not None:
             values["error_code"] = code
         recorded = self._queue.settle(notification, outcome, **values)
-        if recorded and transition.metric is not None:
+        if not recorded:
+            # Another worker holds it now, or it moved on: that worker records its own.
+            log.warning("claim_lost", action=outcome.name.lower())
+            return False
+        if transition.metric is not None:
             self._metrics.notification(channel, transition.metric)
         if logged is None:
             logged = {"reason": reason} if reason is not None else {}

@@ -38,8 +38,8 @@ OPTED_OUT_AT_KEY = "payherald_opted_out_at"
 # How long one write-back may take before another worker may take its job again.
 _LEASE = 120.0
 _MAX_ATTEMPTS = 10
-# The first retry waits this long (jittered), each next one twice as long, up to an hour.
-_RETRY_BASE = 20.0
+# The first retry waits 20 to 40 s, each next one twice as long, up to an hour.
+_RETRY_BASE = 40.0
 # Notifications looked at to find the customers behind a number.
 _RECENT = 200
 
@@ -64,13 +64,22 @@ class ConsentWriteBack:
         )
 
     def handle(self, job: Job) -> None:
-        """Write the consent record of ``job`` back; raises the StripeError that stopped
-        it, for the job to be tried again (the record notes each failure, and on the last
-        attempt is settled as ``failed``)."""
+        """Write the consent record of ``job`` back. Whatever stops it (a Stripe error,
+        the store) is noted on the record and raised, for the job to be tried again; on
+        the last attempt the record is settled as ``failed``: the job's attempts are the
+        record's."""
         row = self._store.consents.write_back_record(int(job.payload["consent_id"]))
         if row is None:
             return  # settled already: a job run again after its lease ran out
         log = _log.bind(consent_id=row["id"], action=row["action"])
+        try:
+            self._write(row, log)
+        except Exception as exc:
+            reason = exc.user_message if isinstance(exc, stripe.StripeError) else None
+            self._failed(row, f"{type(exc).__name__}: {reason or exc}", job.attempts + 1, log)
+            raise
+
+    def _write(self, row: dict[str, Any], log: Any) -> None:
         later, payloads = self._store.consents.write_back_targets(
             row["id"], row["address"], recent=_RECENT
         )
@@ -92,28 +101,23 @@ class ConsentWriteBack:
             OPTED_OUT_AT_KEY: row["created_at"].strftime("%Y-%m-%dT%H:%M:%SZ") if opted_out else "",
         }
         written, gone = [], []
-        try:
-            for customer in customers:
-                try:
-                    self._client.v1.customers.update(
-                        customer,
-                        params={"metadata": metadata},
-                        options={"idempotency_key": f"payherald-consent-{row['id']}-{customer}"},
-                    )
-                    written.append(customer)
-                except stripe.InvalidRequestError as exc:
-                    gone.append(f"{customer} ({exc.user_message or exc})")  # deleted, say
-        except stripe.StripeError as exc:
-            self._failed(row, f"{type(exc).__name__}: {exc.user_message or exc}", log)
-            raise
+        for customer in customers:
+            try:
+                self._client.v1.customers.update(
+                    customer,
+                    params={"metadata": metadata},
+                    options={"idempotency_key": f"payherald-consent-{row['id']}-{customer}"},
+                )
+                written.append(customer)
+            except stripe.InvalidRequestError as exc:
+                gone.append(f"{customer} ({exc.user_message or exc})")  # deleted, say
         result = "updated " + ", ".join(written) if written else "updated none"
         if gone:
             result += "; could not update " + "; ".join(gone)
         self._settle(row, WriteBackStatus.DONE, result)
         log.info("consent_write_back", outcome="done", customers=written, failed=gone)
 
-    def _failed(self, row: dict[str, Any], error: str, log: Any) -> None:
-        attempts = row["stripe_attempts"] + 1
+    def _failed(self, row: dict[str, Any], error: str, attempts: int, log: Any) -> None:
         if attempts >= _MAX_ATTEMPTS:
             self._settle(
                 row, WriteBackStatus.FAILED, f"gave up after {attempts} attempts: {error}", attempts

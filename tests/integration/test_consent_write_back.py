@@ -206,3 +206,46 @@ def test_only_the_last_word_is_written(database_url: str, sms: ScriptedChannel) 
     assert [update[1]["metadata"][OPTED_OUT_KEY] for update in customers.updates] == [""]
     assert [status for _, status, _ in write_backs(ph)] == ["superseded", "done"]
     ph.engine.dispose()
+
+
+def test_a_write_back_pending_at_the_upgrade_is_queued_as_its_job(
+    database_url: str, sms: ScriptedChannel
+) -> None:
+    """A consent record an older payherald left pending (due by its own stripe_due_at)
+    gets its job from the migration that brought the job queue, and is written back."""
+    from alembic import command
+
+    from payherald.store.engine import _alembic_config, create_store_engine, migrate
+
+    engine = create_store_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    command.upgrade(_alembic_config(engine), "0009")
+    clock = FrozenClock()
+    with engine.begin() as connection:
+        connection.execute(
+            consents.insert().values(
+                address=PHONE,
+                action="opt_out",
+                channel="sms",
+                words="STOP",
+                source="reply",
+                created_at=clock.now(),
+                stripe_status="pending",
+                stripe_attempts=2,
+                stripe_due_at=clock.now(),
+            )
+        )
+    migrate(engine)
+    engine.dispose()
+    ph = messaged(database_url, sms, clock)
+    (job,) = jobs_of(ph)
+    assert (job.kind, job.payload, job.status, job.attempts) == (
+        WRITE_BACK_JOB,
+        {"consent_id": 1},
+        "pending",
+        2,
+    )
+    customers = RecordingCustomers()
+    write_back_runner(ph, customers, clock).run_until_idle()
+    assert [update[0] for update in customers.updates] == ["cus_A"]
+    assert write_backs(ph) == [("opt_out", "done", "updated cus_A")]
+    ph.engine.dispose()

@@ -56,8 +56,10 @@ def record(job):
         )
 
 if mode == "block":
+    # Three runners' threads, each holding one job (a runner claims one job at a time).
     runner.register("work", lambda job: threading.Event().wait(120), lease=lease)
-    runner.run_due(limit=10)
+    for _ in range(3):
+        threading.Thread(target=runner.run_due, kwargs={"limit": 1}).start()
 else:
     runner.register("work", record, lease=lease)
     deadline = time.monotonic() + 60

@@ -41,19 +41,14 @@ def config_check(
 
 def doctor() -> None:
     """Check the configuration, Stripe, Twilio and the store; explain each problem."""
-    from payherald.app import stripe_client
+    from payherald.app import rule_book, settings_config, stripe_client
     from payherald.channels import twilio_client
     from payherald.clock import SystemClock
-    from payherald.config import load_config
     from payherald.doctor import run_checks
     from payherald.store import open_store
-    from payherald.templates import TemplateRenderer
 
     settings = _settings()
-    path, required = settings.rules_file
-    rules = _guard(lambda: load_config(path, required=required)).rule_book(
-        TemplateRenderer(locale=settings.locale)
-    )
+    rules = rule_book(settings, _guard(lambda: settings_config(settings)))
     clock = SystemClock()
     # Not `build`: the store may be the very thing that is wrong, and doctor says so.
     store = open_store(settings.sqlalchemy_url, clock=clock)

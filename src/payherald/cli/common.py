@@ -10,7 +10,7 @@ from payherald.cli.output import _fail, _guard
 if TYPE_CHECKING:
     import stripe
 
-    from payherald.app import Payherald
+    from payherald.app import Operations, Payherald
     from payherald.settings import Settings
     from payherald.store import Store
 
@@ -43,6 +43,13 @@ def _build(settings: Settings, *, migrate_schema: bool = False) -> Payherald:
     if ph.development_secret:
         _scrub_development_secret(settings, ph.development_secret)
     return ph
+
+
+def _operations(settings: Settings) -> Operations:
+    """The store, the rules and the Stripe client, for a command that needs no more."""
+    from payherald.app import build_operations
+
+    return _guard(lambda: build_operations(settings))
 
 
 def _scrub_development_secret(settings: Settings, secret: str) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from payherald.cli.common import _build, _settings, _stripe
+from payherald.cli.common import _operations, _settings, _stripe
 from payherald.cli.output import _guard, _print_rows, _warning, out
 
 __all__ = ["app"]
@@ -28,9 +28,9 @@ def endpoint_register(
     settings = _settings()
     _guard(lambda: webhook_url(url))
     client = _stripe(settings, "endpoint register")
-    ph = _build(settings)
-    result = _guard(lambda: register(client, url, ph.rules.event_types, store=ph.store))
-    ph.engine.dispose()
+    ops = _operations(settings)
+    result = _guard(lambda: register(client, url, ops.rules.event_types, store=ops.store))
+    ops.close()
     if result.created:
         out.print(f"Created {result.endpoint_id} for {result.url}")
         out.print(f"  pinned to API version {result.api_version}")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from payherald.cli.common import _build, _settings, _store, _stripe
+from payherald.cli.common import _operations, _settings, _store, _stripe
 from payherald.cli.output import _error, _fail, _guard, err, out
 from payherald.exceptions import PayheraldError
 
@@ -35,8 +35,8 @@ def backfill(
     clock = SystemClock()
     start = _guard(lambda: parse_since(since, now=clock.now()))
     client = _stripe(settings, "backfill")
-    ph = _build(settings)
-    job = Backfill(store=ph.store, rules=ph.rules, client=client, clock=clock)
+    ops = _operations(settings)
+    job = Backfill(store=ops.store, rules=ops.rules, client=client, clock=clock)
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -54,7 +54,7 @@ def backfill(
             )
 
         result = _guard(lambda: job.run(start, types=type, dry_run=dry_run, progress=show))
-    ph.engine.dispose()
+    ops.close()
     prefix = "Dry run: " if dry_run else ""
     out.print(f"{prefix}since {start:%Y-%m-%d %H:%M:%S} UTC, {result.describe(dry_run=dry_run)}")
     if result.notifications and not dry_run:
@@ -79,19 +79,19 @@ def replay(
     if (event_id is None) == (not failed):
         raise _fail("Give an EVENT_ID, or --failed (with --since to limit it); not both.")
     settings = _settings()
-    ph = _build(settings)
+    ops = _operations(settings)
     if event_id is not None:
         ids = [event_id]
     else:
         start = _guard(lambda: parse_since(since, now=SystemClock().now())) if since else None
-        ids = _guard(lambda: ph.store.replayable_events(since=start))
+        ids = _guard(lambda: ops.store.replayable_events(since=start))
         if not ids:
             out.print("No event has failed processing" + (f" since {since}." if since else "."))
             return
     queued, still_failing = 0, 0
     for one in ids:
         try:
-            result = replay_event(ph.store, ph.rules, one)
+            result = replay_event(ops.store, ops.rules, one)
         except ReplayError as exc:
             # One event that still fails must not keep the others from being replayed;
             # the exit status says that something was left.
@@ -102,7 +102,7 @@ def replay(
             raise _fail(exc.message) from None
         out.print(result.describe())
         queued += result.new + result.again
-    ph.engine.dispose()
+    ops.close()
     if queued:
         out.print(
             f"{queued} notification(s) queued; a running `payherald run` or `worker` sends them."

@@ -32,6 +32,8 @@ class Transition:
     code: str | None = None
     # Back to the queue: the claim is given up.
     releases: bool = False
+    # The row's last error code stays unless one is given (else it becomes ``code``).
+    keeps_code: bool = False
 
 
 class Outcome(Enum):
@@ -40,10 +42,17 @@ class Outcome(Enum):
     # Reconciliation found that the provider took it.
     FOUND_SENT = Transition(_CALLED, S.SENT, "sent", "reconciled")
     # Deliberately not sent (a condition, not a first payment, a twin already told).
-    SKIPPED = Transition((S.CLAIMED,), S.SKIPPED, "skipped", "notification_skipped")
+    SKIPPED = Transition(
+        (S.CLAIMED,), S.SKIPPED, "skipped", "notification_skipped", keeps_code=True
+    )
     # Not now (quiet hours): due again later; not an attempt.
     DEFERRED = Transition(
-        (S.CLAIMED,), S.PENDING, "deferred", "notification_deferred", releases=True
+        (S.CLAIMED,),
+        S.PENDING,
+        "deferred",
+        "notification_deferred",
+        releases=True,
+        keeps_code=True,
     )
     # It failed in a way that may mend: due again after a backoff.
     RETRY = Transition(_HELD, S.PENDING, "retry", "notification_retry", releases=True)
@@ -68,9 +77,11 @@ class Outcome(Enum):
         _CALLED, S.FAILED, "failed", "notification_failed", "warning", code="outcome_unknown"
     )
     # The provider call ended in a way that says nothing: reconciled before any resend.
-    UNKNOWN = Transition(_CALLED, S.UNKNOWN, "unknown", "notification_outcome_unknown", "error")
+    UNKNOWN = Transition(
+        _CALLED, S.UNKNOWN, "unknown", "notification_outcome_unknown", "error", keeps_code=True
+    )
     # Asked again, still not known: not counted again.
-    STILL_UNKNOWN = Transition(_CALLED, S.UNKNOWN, None, "reconciled")
+    STILL_UNKNOWN = Transition(_CALLED, S.UNKNOWN, None, "reconciled", keeps_code=True)
 
     @property
     def transition(self) -> Transition:
@@ -85,12 +96,13 @@ class Outcome(Enum):
     def changes(self, values: dict[str, Any], now: datetime) -> dict[str, Any]:
         """The columns it sets, ``values`` (``error``, ``error_code``, ``run_at``,
         ``provider_id``, ``attempts``, ``notes``, ``refusals``) among them: the new status;
-        the lease ends; an outcome that puts the notification back in the queue gives up
-        the claim too; one that records a send stamps ``sent_at`` and clears the last
-        error."""
+        the lease ends; the error code becomes the one given, else the outcome's own (none
+        for most), unless the outcome keeps it; an outcome that puts the notification back
+        in the queue gives up the claim too; one that records a send stamps ``sent_at`` and
+        clears the last error."""
         transition = self.transition
         changes = {**values, "status": transition.enters.value, "lease_until": None}
-        if transition.code is not None:
+        if not transition.keeps_code:
             changes.setdefault("error_code", transition.code)
         if transition.releases:
             changes["claimed_by"] = None

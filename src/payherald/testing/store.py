@@ -334,7 +334,11 @@ class InMemoryQueue:
             row = self._current(held, outcome.leaves)
             if row is None:
                 return False
-            row.update(outcome.changes(values, store.clock.now()))
+            changes = outcome.changes(values, store.clock.now())
+            if unknown := set(changes) - set(row):
+                # The database would refuse a column it does not have; so does the fake.
+                raise KeyError(f"notifications has no column {sorted(unknown)}")
+            row.update(changes)
             return True
 
     def _current(self, held: ClaimedNotification, statuses: Iterable[str]) -> dict[str, Any] | None:

@@ -1,5 +1,9 @@
 """One durable queue for deferred work of every kind: the jobs table.
 
+Consent records whose write-back to Stripe was still pending (due by their own
+``stripe_due_at`` until now) each get their write-back job, due when they were, so that
+none is left behind by the upgrade.
+
 Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-02
@@ -38,6 +42,14 @@ def upgrade() -> None:
         sa.Column("finished_at", UTCDateTime),
     )
     op.create_index("ix_jobs_status_due_at", "jobs", ["status", "due_at"])
+    consent_id = "CAST(id AS VARCHAR(20))"
+    op.execute(
+        "INSERT INTO jobs (kind, key, payload, status, due_at, attempts, created_at, updated_at) "
+        f"SELECT 'consent.write_back', 'consent.write_back:' || {consent_id}, "
+        f"'{{\"consent_id\": ' || {consent_id} || '}}', 'pending', "
+        "COALESCE(stripe_due_at, created_at), stripe_attempts, created_at, created_at "
+        "FROM consents WHERE stripe_status = 'pending'"
+    )
 
 
 def downgrade() -> None:
