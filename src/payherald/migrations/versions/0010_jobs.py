@@ -42,11 +42,10 @@ def upgrade() -> None:
         sa.Column("finished_at", UTCDateTime),
     )
     op.create_index("ix_jobs_status_due_at", "jobs", ["status", "due_at"])
-    consent_id = "CAST(id AS VARCHAR(20))"
     op.execute(
         "INSERT INTO jobs (kind, key, payload, status, due_at, attempts, created_at, updated_at) "
-        f"SELECT 'consent.write_back', 'consent.write_back:' || {consent_id}, "
-        f"'{{\"consent_id\": ' || {consent_id} || '}}', 'pending', "
+        "SELECT 'consent.write_back', 'consent.write_back:' || CAST(id AS VARCHAR(20)), "
+        "'{\"consent_id\": ' || CAST(id AS VARCHAR(20)) || '}', 'pending', "
         "COALESCE(stripe_due_at, created_at), stripe_attempts, created_at, created_at "
         "FROM consents WHERE stripe_status = 'pending'"
     )
