@@ -263,7 +263,7 @@ def build(
     signing = [SigningSecret(secret, mode) for mode, secret in settings.marked_webhook_secrets]
     development_secret = None
     if not secrets:
-        development_secret = store.development_secret()
+        development_secret = store.meta.development_secret()
         secrets = [development_secret]
         signing = [SigningSecret(development_secret, "test", development=True)]
 

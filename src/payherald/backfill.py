@@ -241,7 +241,7 @@ class Reconciler:
 
     def run_once(self) -> BackfillSummary:
         now = self._clock.now()
-        last = self._store.get_meta(_LAST_RECONCILED)
+        last = self._store.meta.get(_LAST_RECONCILED)
         start = (
             datetime.fromisoformat(last) - _OVERLAP
             if last
@@ -250,7 +250,7 @@ class Reconciler:
         since = max(start, now - STRIPE_EVENT_RETENTION + timedelta(minutes=1))
         try:
             summary = self._backfill.run(since)
-            self._store.set_meta(_LAST_RECONCILED, now.isoformat())
+            self._store.meta.set(_LAST_RECONCILED, now.isoformat())
         except Exception:
             if self._metrics is not None:
                 self._metrics.reconcile_failed()

@@ -202,7 +202,7 @@ def register(
         doing="create the webhook endpoint",
     )
     if store is not None and created.secret:
-        store.set_meta(_FINGERPRINT + created.id, secret_fingerprint(created.secret))
+        store.meta.set(_FINGERPRINT + created.id, secret_fingerprint(created.secret))
     return Registration(
         endpoint_id=created.id,
         url=url,
@@ -225,7 +225,7 @@ def repin_advice(endpoint_id: str, public_url: str) -> str:
 
 def known_fingerprint(store: Store, endpoint_id: str) -> str | None:
     """The fingerprint of the secret ``register`` printed for ``endpoint_id``, if it did."""
-    return store.get_meta(_FINGERPRINT + endpoint_id)
+    return store.meta.get(_FINGERPRINT + endpoint_id)
 
 
 def _call(request: Any, *, call: str, doing: str) -> Any:

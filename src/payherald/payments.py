@@ -101,14 +101,14 @@ class PaymentChecks:
         or, when the event's version sends ``invoice_payment.paid`` (``waits``), wait for
         it."""
         assert notification.subject is not None
-        _, group = self._store.subject_group(notification.subject)
+        _, group = self._store.links.subject_group(notification.subject)
         invoices = sorted(alias for alias in group if alias.startswith("in_"))
         if not invoices or any(alias.startswith(_PAYMENT_PREFIXES) for alias in group):
             return
         if self._lookups is not None:
             for payment in self._lookups.invoice_payments(invoice=invoices[0]):
                 if payment.status in ("paid", None) and len(payment.payment_ids) > 1:
-                    self._store.link_payment(payment.payment_ids)
+                    self._store.links.link_payment(payment.payment_ids)
             return
         if not waits:
             return  # 2025-03-31 and 2025-04-30 send no event that would link it
@@ -135,7 +135,7 @@ class PaymentChecks:
     ) -> None:
         ids = obj.payment_ids
         if ids:
-            _, group = self._store.subject_group(f"payment:{ids[0]}")
+            _, group = self._store.links.subject_group(f"payment:{ids[0]}")
             if any(alias.startswith("in_") for alias in group):
                 raise NotificationSkipped(_TOLD_BY_INVOICE)
         if obj.customer is None:
@@ -145,7 +145,7 @@ class PaymentChecks:
                 return
             payments = self._lookups.invoice_payments(payment_intent=obj.payment_intent)
             for payment in payments:
-                self._store.link_payment(payment.payment_ids)
+                self._store.links.link_payment(payment.payment_ids)
             if payments:
                 raise NotificationSkipped(_TOLD_BY_INVOICE)
             return

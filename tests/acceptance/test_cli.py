@@ -204,7 +204,7 @@ def test_simulate_against_another_database_says_to_share_it(running: Running) ->
     # The server's secret, read from its store as simulate reads it (run prints only a
     # fingerprint).
     engine = create_store_engine(f"sqlite:///{running.cwd / 'payherald.db'}")
-    secret = Store(engine=engine, clock=SystemClock()).development_secret()
+    secret = Store(engine=engine, clock=SystemClock()).meta.development_secret()
     engine.dispose()
     assert secret not in (running.cwd / "run.log").read_text()
     other = {"PAYHERALD_DATABASE_URL": f"sqlite:///{running.cwd / 'other.db'}"}

@@ -30,7 +30,7 @@ def development_secret(cwd: Path) -> str:
     """The development secret of the database in ``cwd``, as `simulate` reads it."""
     engine = create_store_engine(f"sqlite:///{cwd / 'payherald.db'}")
     try:
-        return Store(engine=engine, clock=SystemClock()).development_secret()
+        return Store(engine=engine, clock=SystemClock()).meta.development_secret()
     finally:
         engine.dispose()
 

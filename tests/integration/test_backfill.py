@@ -112,7 +112,7 @@ def test_the_scheduled_reconciliation_handles_what_stripe_never_delivered(
         metrics=metrics,
     )
     assert reconciler.run_once().new == 2
-    assert gap.store.get_meta("last_reconciled_at") is not None
+    assert gap.store.meta.get("last_reconciled_at") is not None
     assert reconciler.run_once().new == 0
     # Two runs, and the two events no webhook delivered: what an operator alerts on.
     assert reconciled(metrics) == {"ok": 2.0, "failed": 0.0, "recovered": 2.0}
@@ -213,7 +213,7 @@ def test_a_failed_reconciliation_is_counted(sqlite_url: str) -> None:
     with pytest.raises(BackfillError):
         reconciler.run_once()
     assert reconciled(metrics) == {"ok": 0.0, "failed": 1.0, "recovered": 0.0}
-    assert ph.store.get_meta("last_reconciled_at") is None  # the next run covers the gap
+    assert ph.store.meta.get("last_reconciled_at") is None  # the next run covers the gap
     ph.engine.dispose()
 
 
@@ -252,7 +252,7 @@ def test_the_worker_runs_the_scheduled_reconciliation_as_a_recurring_job(
         assert job is not None
         assert job.status == JobStatus.PENDING
         assert job.due_at >= started + timedelta(seconds=3600)  # and again in an hour
-        assert ph.store.get_meta("last_reconciled_at") is not None
+        assert ph.store.meta.get("last_reconciled_at") is not None
     finally:
         ph.stop()
         ph.engine.dispose()
@@ -288,7 +288,7 @@ def test_the_reconciliation_job_runs_again_after_its_interval_and_retries_a_fail
     assert (job.status, job.attempts) == (JobStatus.PENDING, 0)
     assert job.due_at == clock.now() + timedelta(seconds=3600)
     assert ph.store.has_event("evt_1")
-    assert ph.store.get_meta("last_reconciled_at") == clock.now().isoformat()
+    assert ph.store.meta.get("last_reconciled_at") == clock.now().isoformat()
     assert reconciled(metrics) == {"ok": 1.0, "failed": 1.0, "recovered": 1.0}
     clock.advance(3599)
     assert runner.run_until_idle() == 0

@@ -84,7 +84,7 @@ def simulate(
     secret = signing[0] if signing else None
     if secret is None:
         assert store is not None
-        secret = _guard(store.development_secret)
+        secret = _guard(store.meta.development_secret)
         _scrub_development_secret(settings, secret)
     now = SystemClock().now()
     *companions, event = build_simulation(

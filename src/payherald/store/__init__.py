@@ -3,14 +3,16 @@
 engine      engines and migrations (SQLite in WAL with fsync, PostgreSQL via psycopg)
 schema      the tables, which the migrations create
 database    Database: transactions, the SQLite write lock, driver errors, the wake-up
-events      Store: events recorded with their notifications, payments' identifiers; the
+events      Store: events recorded with their notifications, replayed, read; the
             repositories below hang off it
+links       Store.links: the identifiers of one payment linked as one subject
+meta        Store.meta: a small key-value table (the development secret, fingerprints)
 queue       Store.queue: the notifications as a work queue, claims, leases, state changes
 transitions what can become of a claimed notification, in one table
 jobs        Store.jobs: deferred work of every kind, one queue, claimed with a lease, once
             per key
 consents    Store.consents: the suppression list, consent records, inbound messages, and
-            the consent records' write-back to Stripe
+            each record's write-back to Stripe, queued as a job
 deliveries  Store.deliveries: Twilio's delivery reports, moving a notification forward
 pruning     Store.pruning: retention's deletes and counts, batch by batch
 records     what goes in and comes out (planned events, claimed notifications)

@@ -11,7 +11,6 @@ workers on commit. What happens to a notification once queued, claim by claim, i
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -25,7 +24,6 @@ from sqlalchemy import (
     exists,
     func,
     select,
-    text,
     update,
 )
 
@@ -36,8 +34,10 @@ from payherald.store.consents import Consents
 from payherald.store.database import Database
 from payherald.store.deliveries import DeliveryReports
 from payherald.store.jobs import Jobs
+from payherald.store.links import ALIAS_RACE_RETRIES, AliasRace, Links
+from payherald.store.meta import Meta
 from payherald.store.pruning import Pruning
-from payherald.store.queue import WorkQueue, lock_canonicals, siblings_told
+from payherald.store.queue import WorkQueue, siblings_told
 from payherald.store.records import (
     ClaimedNotification,
     PlannedEvent,
@@ -45,7 +45,7 @@ from payherald.store.records import (
     RecordResult,
     event_row,
 )
-from payherald.store.schema import events, meta, notifications, subject_aliases
+from payherald.store.schema import events, notifications
 from payherald.store.statuses import TERMINAL
 from payherald.webhook import StripeEvent
 
@@ -68,18 +68,6 @@ _LISTED_EVENT_COLUMNS = (
     events.c.received_at,
     events.c.stripe_created_at,
 )
-# A subject's identifier and every alias linked to it, in one read.
-_SUBJECT_GROUP = text(
-    "SELECT linked.alias, linked.canonical FROM subject_aliases AS held "
-    "JOIN subject_aliases AS linked ON linked.canonical = held.canonical "
-    "WHERE held.alias = :subject"
-)
-# How often recording an event is tried again when a concurrent one linked the same payment.
-_ALIAS_RACE_RETRIES = 5
-
-
-class _AliasRace(Exception):
-    """Another transaction linked one of this event's aliases first; record it again."""
 
 
 class Store:
@@ -89,6 +77,8 @@ class Store:
         self.db = Database(engine=engine)
         self._clock = clock
         self.queue = WorkQueue(db=self.db, clock=clock)
+        self.links = Links(db=self.db, clock=clock)
+        self.meta = Meta(db=self.db)
         self.deliveries = DeliveryReports(db=self.db, clock=clock)
         self.pruning = Pruning(db=self.db, clock=clock)
         self.jobs = Jobs(db=self.db, clock=clock)
@@ -128,14 +118,14 @@ class Store:
         by another event) is not queued again. Raises StoreUnavailable when nothing could
         be written.
         """
-        for attempt in range(_ALIAS_RACE_RETRIES):
+        for attempt in range(ALIAS_RACE_RETRIES):
             try:
                 (result,) = self._record(
                     [PlannedEvent(event, tuple(planned), status, error, tuple(links))]
                 )
                 return result
-            except _AliasRace:
-                if attempt == _ALIAS_RACE_RETRIES - 1:
+            except AliasRace:
+                if attempt == ALIAS_RACE_RETRIES - 1:
                     raise StoreUnavailable(
                         "The event store is too busy linking this event to others; "
                         "Stripe will retry it."
@@ -156,7 +146,7 @@ class Store:
         """
         try:
             return self._record(items)
-        except _AliasRace:
+        except AliasRace:
             raise StoreUnavailable(
                 "The event store could not link an event of this batch to others: a "
                 "concurrent transaction linked it first."
@@ -165,7 +155,7 @@ class Store:
     def _record(self, items: Sequence[PlannedEvent]) -> list[RecordResult]:
         """Record ``items`` in one transaction, in a fixed number of statements whatever
         their count (the events, the payments' links, the notifications); raises
-        _AliasRace or StoreUnavailable, and then nothing was written."""
+        AliasRace or StoreUnavailable, and then nothing was written."""
         now = self._clock.now()
         with self.db.transaction() as connection:
             first: dict[str, int] = {}  # event id -> index of its first item
@@ -183,7 +173,9 @@ class Store:
                 ).scalars()
             )
             new = [index for event_id, index in first.items() if event_id in inserted]
-            self._link(connection, [("payment", items[i].links) for i in new if items[i].links])
+            self.links.link(
+                connection, [("payment", items[i].links) for i in new if items[i].links]
+            )
             queued = self._queue_many(
                 connection, [(items[i].event.id, items[i].planned) for i in new], now
             )
@@ -199,119 +191,6 @@ class Store:
             )
             for index, item in enumerate(items)
         ]
-
-    def _link(
-        self, connection: Connection, subjects: Sequence[tuple[str, tuple[str, ...]]]
-    ) -> list[str]:
-        """The one identifier that everything known about each subject is keyed on, in
-        order, each subject seeing the links of those before it.
-
-        Links every alias of a subject to its identifier: the identifier of its most
-        telling alias already known, else its first alias. When its aliases were known
-        under several identifiers (a payment intent and an invoice seen apart, then an
-        invoice payment naming both), those merge into the first: every alias of the
-        others is pointed at it. If a concurrent transaction linked one of them to another
-        identifier first, raises _AliasRace so that the whole transaction is recorded
-        again, seeing that link. (On SQLite a transaction holds the write lock from its
-        start, so nobody can link anything meanwhile.)
-        """
-        wanted = {
-            f"{kind}:{alias}"
-            for kind, subject in subjects
-            if kind in LINKED_SUBJECTS
-            for alias in subject
-        }
-        known = self._known_aliases(connection, wanted)
-        if self.db.postgres and wanted:
-            # Lock every identifier these aliases are linked to, and re-read until no merge
-            # moved them meanwhile: a concurrent merge, or a worker committing a send about
-            # one of them, then goes first (a merge locks both identifiers it joins).
-            locked: set[str] = set()
-            while new_locks := set(known.values()) - locked:
-                lock_canonicals(connection, new_locks)
-                locked |= new_locks
-                known = self._known_aliases(connection, wanted)
-        links: dict[str, str] = {}  # new aliases -> their identifier
-        merged: dict[tuple[str, str], str] = {}  # (kind, identifier) -> the one it joined
-        canonicals = []
-        for kind, subject in subjects:
-            if kind not in LINKED_SUBJECTS:
-                canonicals.append(subject[0])
-                continue
-            aliases = [f"{kind}:{alias}" for alias in subject]
-            found = list(dict.fromkeys(known[a] for a in aliases if a in known))
-            canonical = found[0] if found else subject[0]
-            for other in found[1:]:
-                merged[(kind, other)] = canonical
-                for alias, identifier in known.items():
-                    if identifier == other and alias.startswith(f"{kind}:"):
-                        known[alias] = canonical
-            for alias in aliases:
-                if alias not in known:
-                    known[alias] = links[alias] = canonical
-            canonicals.append(canonical)
-        for (kind, other), canonical in merged.items():
-            # Both identifiers are locked (above): no send about either commits meanwhile.
-            connection.execute(
-                update(subject_aliases)
-                .where(
-                    and_(
-                        subject_aliases.c.canonical == other,
-                        subject_aliases.c.alias.startswith(f"{kind}:", autoescape=True),
-                    )
-                )
-                .values(canonical=canonical)
-            )
-        if links:
-            connection.execute(
-                self.db.insert(subject_aliases).on_conflict_do_nothing(index_elements=["alias"]),
-                [{"alias": alias, "canonical": c} for alias, c in links.items()],
-            )
-            if self.db.postgres:
-                linked = connection.execute(
-                    select(subject_aliases.c.alias, subject_aliases.c.canonical).where(
-                        subject_aliases.c.alias.in_(sorted(links))
-                    )
-                )
-                if any(links[alias] != canonical for alias, canonical in linked):
-                    raise _AliasRace()
-        return canonicals
-
-    @staticmethod
-    def _known_aliases(connection: Connection, wanted: set[str]) -> dict[str, str]:
-        if not wanted:
-            return {}
-        query = select(subject_aliases.c.alias, subject_aliases.c.canonical).where(
-            subject_aliases.c.alias.in_(sorted(wanted))
-        )
-        return {alias: canonical for alias, canonical in connection.execute(query)}
-
-    def link_payment(self, aliases: Sequence[str]) -> str:
-        """Link the identifiers of one payment (learnt from Stripe) as one subject, in a
-        transaction of its own; returns its identifier. Raises StoreUnavailable."""
-        for _ in range(_ALIAS_RACE_RETRIES):
-            try:
-                with self.db.transaction() as connection:
-                    (canonical,) = self._link(connection, [("payment", tuple(aliases))])
-                    return canonical
-            except _AliasRace:
-                continue
-        raise StoreUnavailable(
-            "The event store is too busy linking this payment; it will be tried again."
-        )
-
-    def subject_group(self, subject: str) -> tuple[str, frozenset[str]]:
-        """The identifier that ``subject`` (``kind:alias``) is linked to now, and every
-        alias linked to it (without the ``kind:``)."""
-        kind, _, alias = subject.partition(":")
-        with self.db.read() as connection:
-            rows = connection.execute(_SUBJECT_GROUP, {"subject": subject}).all()
-        if not rows:
-            return alias, frozenset({alias})
-        prefix = f"{kind}:"
-        return rows[0].canonical, frozenset(
-            row.alias.removeprefix(prefix) for row in rows if row.alias.startswith(prefix)
-        )
 
     def told_sibling(self, held: ClaimedNotification) -> dict[str, Any] | None:
         """Another notification of ``held``'s rule, to the same recipient, about what
@@ -335,7 +214,9 @@ class Store:
         queued (by an earlier event, or one before it here) is not queued again. Waking the
         workers (``pg_notify``) is the caller's, once per transaction."""
         flat = [(index, item) for index, (_, items) in enumerate(planned) for item in items]
-        canonicals = self._link(connection, [(item.subject_kind, item.subject) for _, item in flat])
+        canonicals = self.links.link(
+            connection, [(item.subject_kind, item.subject) for _, item in flat]
+        )
         rows: dict[str, dict[str, Any]] = {}
         owner: dict[str, int] = {}
         for (index, item), canonical in zip(flat, canonicals, strict=True):
@@ -512,7 +393,7 @@ class Store:
         left as they are)."""
         try:
             return self._replay_event(event_id, planned, links)
-        except _AliasRace:
+        except AliasRace:
             raise StoreUnavailable(
                 "The event store was linking this event's payment in another transaction; "
                 "replay it again."
@@ -524,7 +405,7 @@ class Store:
         now = self._clock.now()
         with self.db.transaction() as connection:
             if links:
-                self._link(connection, [("payment", tuple(links))])
+                self.links.link(connection, [("payment", tuple(links))])
             new = self._queue(connection, event_id, planned, now)
             again = connection.execute(
                 update(notifications)
@@ -556,33 +437,3 @@ class Store:
             if new or again:
                 self.db.wake_workers(connection)
         return new, again, int(total) - new - again
-
-    # -- meta -------------------------------------------------------------------------
-
-    def get_meta(self, key: str) -> str | None:
-        with self.db.read() as connection:
-            value = connection.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
-        return str(value) if value is not None else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self.db.transaction() as connection:
-            stmt = self.db.insert(meta).values(key=key, value=value)
-            connection.execute(
-                stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value})
-            )
-
-    def development_secret(self) -> str:
-        """The webhook secret used when STRIPE_WEBHOOK_SECRET is unset: random, made once
-        per database, so `run` and `simulate` agree and no two installs share one."""
-        candidate = "whsec_dev_" + secrets.token_hex(16)
-        with self.db.transaction() as connection:
-            connection.execute(
-                self.db.insert(meta)
-                .values(key="development_webhook_secret", value=candidate)
-                .on_conflict_do_nothing(index_elements=["key"])
-            )
-            return str(
-                connection.execute(
-                    select(meta.c.value).where(meta.c.key == "development_webhook_secret")
-                ).scalar_one()
-            )
