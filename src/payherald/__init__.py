@@ -26,9 +26,10 @@ Where things live, and the path of one event through them:
     legacy opt-outs) over store.consents; delivery's reports from Twilio, stored by
     store.deliveries; backfill and replay; simulate, signed example events (their objects
     from simulated_payments and simulated_billing); retention (what goes, and when) over
-    store.pruning; endpoints and doctor; metrics and logs; terminal for what commands
-    print; cli, the `payherald` command, one module per command group; testing, the fakes
-    (a scripted channel, an in-memory store and job queue).
+    store.pruning; endpoints and doctor (its Stripe and Twilio checks in stripe_checks and
+    twilio_checks); metrics and logs; terminal for what commands print; cli, the
+    `payherald` command, one module per command group; testing, the fakes (a scripted
+    channel, an in-memory store and job queue).
 """
 
 from __future__ import annotations

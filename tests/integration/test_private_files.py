@@ -71,3 +71,27 @@ def test_doctor_says_how_to_make_a_readable_database_private(ph: Any, tmp_path: 
     assert (check.ok, check.warning) == (True, True)
     assert "others than its owner may read the database" in check.detail
     assert check.fix == f"chmod 600 {database} {database}-wal"
+
+
+def test_doctor_warns_of_deferred_work_that_failed_on_every_attempt(ph: Any) -> None:
+    def checks() -> list[Check]:
+        return list(
+            run_checks(
+                settings=ph.settings,
+                store=ph.store,
+                rules=ph.rules,
+                stripe_client=None,
+                twilio_client=None,
+                clock=FrozenClock(),
+            )
+        )
+
+    assert "jobs" not in [check.name for check in checks()]
+    ph.store.jobs.enqueue("consent.write_back", "consent.write_back:1", {"consent_id": 1})
+    (job,) = ph.store.jobs.claim(kinds=["consent.write_back"], limit=1, lease=60, worker_id="test")
+    assert ph.store.jobs.fail(job, error="Traceback ...\nstripe.AuthenticationError: bad key")
+    (warning,) = [check for check in checks() if check.name == "jobs"]
+    assert warning.warning
+    assert warning.detail == "1 job(s) failed on every attempt and will not run again"
+    assert warning.fix is not None
+    assert "last_error FROM jobs WHERE status = 'failed'" in warning.fix
