@@ -19,7 +19,6 @@ LOCKED``, so any number of workers share the queue; on SQLite it is one write tr
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,10 +28,11 @@ from sqlalchemy import Connection, RowMapping, and_, func, select, update
 
 from payherald.clock import Clock
 from payherald.store.database import Database
+from payherald.store.records import claim_token
 from payherald.store.schema import jobs
 from payherald.store.statuses import JobStatus
 
-__all__ = ["Job", "Jobs", "claim_token"]
+__all__ = ["Job", "Jobs"]
 
 
 @dataclass(frozen=True)
@@ -278,11 +278,6 @@ class Jobs:
         for status, count in rows:
             counts[JobStatus(status)] = int(count)
         return counts
-
-
-def claim_token(worker_id: str) -> str:
-    """A token for one claim by ``worker_id``: the worker, and a part no other claim has."""
-    return f"{worker_id[:100]}/{secrets.token_hex(6)}"
 
 
 def _job(row: RowMapping) -> Job:

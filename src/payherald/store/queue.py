@@ -16,7 +16,6 @@ LOCKED``, so any number of workers share the queue.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -37,7 +36,7 @@ from sqlalchemy import (
 
 from payherald.clock import Clock
 from payherald.store.database import Database
-from payherald.store.records import ClaimedNotification, claimed_from_row
+from payherald.store.records import ClaimedNotification, claim_token, claimed_from_row
 from payherald.store.schema import events, notifications, subject_aliases, suppressions
 from payherald.store.statuses import TOLD, NotificationStatus
 from payherald.store.transitions import Outcome
@@ -81,7 +80,7 @@ class WorkQueue:
             "pending",
             limit,
             status="claimed",
-            claimed_by=_token(worker_id),
+            claimed_by=claim_token(worker_id),
             lease_until=lease_until,
         )
 
@@ -94,7 +93,7 @@ class WorkQueue:
         instead), so a crash during reconciliation can never turn them into a blind resend.
         """
         recheck = self._clock.now() + timedelta(seconds=lease)
-        return self._claim("unknown", limit, claimed_by=_token(worker_id), run_at=recheck)
+        return self._claim("unknown", limit, claimed_by=claim_token(worker_id), run_at=recheck)
 
     def _claim(self, from_status: str, limit: int, **changes: Any) -> list[ClaimedNotification]:
         """Take up to ``limit`` due rows in ``from_status``, apply ``changes``, return them."""
@@ -313,7 +312,3 @@ def _transition_statement(
     if count_attempt:
         changes["attempts"] = notifications.c.attempts + 1
     return update(notifications).where(and_(*conditions)).values(changes)
-
-
-def _token(worker_id: str) -> str:
-    return f"{worker_id}/{secrets.token_hex(6)}"

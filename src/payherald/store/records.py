@@ -4,6 +4,7 @@ notifications and queue statistics, and the rows they are made of and from."""
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +18,7 @@ __all__ = [
     "PlannedEvent",
     "QueueStats",
     "RecordResult",
+    "claim_token",
     "claimed_from_row",
     "event_row",
 ]
@@ -130,3 +132,9 @@ def claimed_from_row(row: Mapping[Any, Any]) -> ClaimedNotification:
             )
         ),
     )
+
+
+def claim_token(worker_id: str) -> str:
+    """A token for one claim (of notifications or of a job) by ``worker_id``: the worker,
+    and a part no other claim has."""
+    return f"{worker_id[:100]}/{secrets.token_hex(6)}"

@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from payherald.clock import Clock
-from payherald.store.jobs import Job, claim_token
+from payherald.store.jobs import Job
+from payherald.store.records import claim_token
 from payherald.store.statuses import JobStatus
 
 __all__ = ["InMemoryJobs"]

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import threading
 from collections.abc import Iterable, Sequence
@@ -17,6 +16,7 @@ from payherald.store.records import (
     ClaimedNotification,
     PlannedEvent,
     RecordResult,
+    claim_token,
     claimed_from_row,
 )
 from payherald.store.statuses import TOLD, EventStatus, NotificationStatus
@@ -227,7 +227,6 @@ class InMemoryQueue:
 
     def __init__(self, store: InMemoryStore) -> None:
         self._store = store
-        self._tokens = itertools.count(1)
 
     def claim(self, *, worker_id: str, limit: int, lease: float) -> list[ClaimedNotification]:
         now = self._store.clock.now()
@@ -262,7 +261,7 @@ class InMemoryQueue:
             )[: max(limit, 0)]
             claimed = []
             for row in due:
-                row.update(changes, claimed_by=f"{worker_id}/{next(self._tokens)}")
+                row.update(changes, claimed_by=claim_token(worker_id))
                 claimed.append(self._held(row))
             return claimed
 
