@@ -146,7 +146,9 @@ class JobRunner:
         """Run due jobs (of ``kinds``, every registered kind by default) until ``stop`` is
         set; the job in hand is finished first. One thread per kind keeps a long job (a
         reconciliation) from holding up the others."""
-        _log.info("job_runner_started", worker_id=self.worker_id, kinds=sorted(self._kinds))
+        _log.info(
+            "job_runner_started", worker_id=self.worker_id, kinds=sorted(kinds or self._kinds)
+        )
         while not stop.is_set():
             ran = 0
             try:
@@ -174,10 +176,12 @@ class JobRunner:
         limit = self._batch if limit is None else limit
         self._reap()
         ran = 0
-        for lease, group in self._by_lease(kinds).items():
+        for name, kind in self._kinds.items():
+            if kinds is not None and name not in kinds:
+                continue
             while ran < limit and not (stop is not None and stop.is_set()):
                 claimed = self._jobs.claim(
-                    kinds=group, limit=1, lease=lease, worker_id=self.worker_id
+                    kinds=[name], limit=1, lease=kind.lease, worker_id=self.worker_id
                 )
                 if not claimed:
                     break
@@ -200,10 +204,6 @@ class JobRunner:
     def _run(self, job: Job) -> None:
         kind = self._kinds[job.kind]
         log = _log.bind(job_id=job.id, job_kind=job.kind, job_key=job.key)
-        if job.lease_until is not None and self._clock.now() >= job.lease_until:
-            # Its turn in the batch came after its lease: another runner may hold it now.
-            log.warning("job_lease_ran_out", action="skip")
-            return
         try:
             outcome = kind.handler(job)
         except Exception as exc:
@@ -235,15 +235,6 @@ class JobRunner:
             log.warning("job_retry", attempts=failures, delay_seconds=round(delay, 1), error=reason)
         else:
             log.warning("job_claim_lost", action="none")
-
-    def _by_lease(self, kinds: Collection[str] | None = None) -> dict[float, list[str]]:
-        """The registered kinds (of ``kinds``) grouped by lease: each group is claimed
-        with its own."""
-        groups: dict[float, list[str]] = {}
-        for name, kind in self._kinds.items():
-            if kinds is None or name in kinds:
-                groups.setdefault(kind.lease, []).append(name)
-        return groups
 
     def _reap(self) -> None:
         now = self._clock.now()
