@@ -330,11 +330,8 @@ class Sender:
         if transition.metric is not None:
             self._metrics.notification(channel, transition.metric)
         if logged is None:
-            logged = {"reason": reason} if reason is not None else {}
-            if reason is None and (code or transition.code):
-                logged["reason"] = code or transition.code
-            if reason is None and error is not None:
-                logged["error"] = error
+            said = {"reason": code or transition.code, "error": error}
+            logged = {"reason": reason} if reason is not None else _given(said)
         getattr(log, transition.log_level)(transition.log_event, **logged)
         return recorded
 
@@ -410,3 +407,8 @@ class Sender:
                 run_at=self._clock.now() + _RECHECK_UNKNOWN,
                 logged={"outcome": "undetermined"},
             )
+
+
+def _given(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` without those that are None."""
+    return {name: value for name, value in fields.items() if value is not None}
