@@ -23,8 +23,11 @@ SQLite's write lock for long (the queries are ``Store.pruning``'s,
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
+from typing import TypeVar
 
 import structlog
 
@@ -85,6 +88,23 @@ def check_cutoff(before: datetime, *, now: datetime) -> None:
         )
 
 
+_Batch = TypeVar("_Batch")
+
+
+def _until_short(
+    step: Callable[[], _Batch], batch_size: int, found: Callable[[_Batch], int]
+) -> Iterator[_Batch]:
+    """Run ``step`` (one batch) until it finds (``found``) fewer than ``batch_size`` rows,
+    and yield each batch that found any."""
+    while True:
+        batch = step()
+        count = found(batch)
+        if count:
+            yield batch
+        if count != batch_size:
+            return
+
+
 def prune(
     store: Store, before: datetime, *, dry_run: bool = False, batch_size: int = BATCH_SIZE
 ) -> PruneSummary:
@@ -102,27 +122,20 @@ def prune(
         summary.delivery_reports = counts.delivery_reports
         summary.inbound_messages = counts.inbound_messages
         return summary
-    while True:
-        batch = pruning.delete_events(before, batch_size)
-        if batch.found:
-            summary.events += batch.events
-            summary.notifications += batch.notifications
-            summary.delivery_reports += batch.delivery_reports
-            summary.batches += 1
-        if batch.found != batch_size:
-            break
-    while True:
-        blanked = pruning.forget_inbound(before, batch_size)
+    events = partial(pruning.delete_events, before, batch_size)
+    for batch in _until_short(events, batch_size, lambda batch: batch.found):
+        summary.events += batch.events
+        summary.notifications += batch.notifications
+        summary.delivery_reports += batch.delivery_reports
+        summary.batches += 1
+    inbound = partial(pruning.forget_inbound, before, batch_size)
+    for blanked in _until_short(inbound, batch_size, int):
         summary.inbound_messages += blanked
-        summary.batches += bool(blanked)
-        if blanked != batch_size:
-            break
-    while True:
-        swept = pruning.sweep_reports(before, batch_size)
+        summary.batches += 1
+    reports = partial(pruning.sweep_reports, before, batch_size)
+    for swept in _until_short(reports, batch_size, int):
         summary.delivery_reports += swept
-        summary.batches += bool(swept)
-        if swept != batch_size:
-            break
+        summary.batches += 1
     summary.kept = pruning.count_older_events(before)
     _log.info(
         "pruned",
