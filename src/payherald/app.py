@@ -75,7 +75,6 @@ class Payherald:
     reconciler: Reconciler | None = None
     # Deletes what is older than PAYHERALD_RETENTION_DAYS on a schedule (None with 0).
     pruner: Pruner | None = None
-    _threads: list[threading.Thread] = field(default_factory=list)
     _joined: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -119,7 +118,6 @@ class Payherald:
             )
         for thread in threads:
             thread.start()
-        self._threads.extend(threads)
         self._joined.extend([worker, *jobs])  # the worker is joined in full, the jobs briefly
 
     def _wake(self) -> None:
