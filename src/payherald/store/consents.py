@@ -308,7 +308,7 @@ class Consents:
         written back too (None if none), and, when there is none, the payloads of the
         events whose last ``recent`` notifications to a customer went to ``address``, most
         recent first."""
-        with self._db.transaction() as connection:
+        with self._db.read() as connection:
             later = connection.execute(
                 select(consents.c.id)
                 .where(
