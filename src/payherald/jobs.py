@@ -74,7 +74,7 @@ class JobQueue(Protocol):
 
     def fail(self, job: Job, *, error: str) -> bool: ...
 
-    def expire_leases(self) -> int: ...
+    def expire_leases(self, kinds: Collection[str] | None = None) -> int: ...
 
     def get(self, key: str) -> Job | None: ...
 
@@ -242,5 +242,5 @@ class JobRunner:
         if self._last_reap is not None and (now - self._last_reap).total_seconds() < every:
             return
         self._last_reap = now
-        if expired := self._jobs.expire_leases():
+        if expired := self._jobs.expire_leases(self.kinds):
             _log.warning("job_leases_expired", released=expired)

@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    Connection,
     Engine,
     and_,
     bindparam,
@@ -29,15 +28,16 @@ from sqlalchemy import (
 
 from payherald.clock import Clock
 from payherald.exceptions import StoreUnavailable
-from payherald.rules import LINKED_SUBJECTS, PlannedNotification
+from payherald.rules import PlannedNotification
 from payherald.store.consents import Consents
 from payherald.store.database import Database
 from payherald.store.deliveries import DeliveryReports
 from payherald.store.jobs import Jobs
 from payherald.store.links import ALIAS_RACE_RETRIES, AliasRace, Links
 from payherald.store.meta import Meta
+from payherald.store.outbox import Outbox
 from payherald.store.pruning import Pruning
-from payherald.store.queue import WorkQueue, siblings_told
+from payherald.store.queue import WorkQueue
 from payherald.store.records import (
     ClaimedNotification,
     PlannedEvent,
@@ -47,6 +47,7 @@ from payherald.store.records import (
 )
 from payherald.store.schema import events, notifications
 from payherald.store.statuses import TERMINAL
+from payherald.store.told import siblings_told
 from payherald.webhook import StripeEvent
 
 __all__ = [
@@ -76,12 +77,13 @@ class Store:
     def __init__(self, *, engine: Engine, clock: Clock) -> None:
         self.db = Database(engine=engine)
         self._clock = clock
-        self.queue = WorkQueue(db=self.db, clock=clock)
         self.links = Links(db=self.db, clock=clock)
         self.meta = Meta(db=self.db)
         self.deliveries = DeliveryReports(db=self.db, clock=clock)
         self.pruning = Pruning(db=self.db, clock=clock)
         self.jobs = Jobs(db=self.db, clock=clock)
+        self.queue = WorkQueue(db=self.db, clock=clock, jobs=self.jobs)
+        self._outbox = Outbox(db=self.db, jobs=self.jobs, links=self.links)
         self.consents = Consents(db=self.db, clock=clock, jobs=self.jobs)
         # Asked for every message refused as a twin's: built once (building costs more
         # than running it).
@@ -176,7 +178,7 @@ class Store:
             self.links.link(
                 connection, [("payment", items[i].links) for i in new if items[i].links]
             )
-            queued = self._queue_many(
+            queued = self._outbox.add_in(
                 connection, [(items[i].event.id, items[i].planned) for i in new], now
             )
             if any(queued):
@@ -202,69 +204,6 @@ class Store:
         with self.db.read() as connection:
             row = connection.execute(self._told_sibling, {"held_id": held.id}).first()
         return dict(row._mapping) if row is not None else None
-
-    def _queue_many(
-        self,
-        connection: Connection,
-        planned: Sequence[tuple[str, Sequence[PlannedNotification]]],
-        now: datetime,
-    ) -> list[int]:
-        """Queue each event's planned notifications in ``connection``'s transaction;
-        returns how many were new for each event. A notification whose key is already
-        queued (by an earlier event, or one before it here) is not queued again. Waking the
-        workers (``pg_notify``) is the caller's, once per transaction."""
-        flat = [(index, item) for index, (_, items) in enumerate(planned) for item in items]
-        canonicals = self.links.link(
-            connection, [(item.subject_kind, item.subject) for _, item in flat]
-        )
-        rows: dict[str, dict[str, Any]] = {}
-        owner: dict[str, int] = {}
-        for (index, item), canonical in zip(flat, canonicals, strict=True):
-            key = item.key(canonical)
-            if key in rows:
-                continue
-            owner[key] = index
-            rows[key] = {
-                "key": key,
-                "event_id": planned[index][0],
-                "rule": item.rule,
-                "recipient": item.recipient,
-                "channel": item.channel,
-                "livemode": item.livemode,
-                "to": item.to,
-                "subject": (
-                    f"{item.subject_kind}:{canonical}"
-                    if item.subject_kind in LINKED_SUBJECTS
-                    else None
-                ),
-                "status": "pending",
-                "attempts": 0,
-                "created_at": now,
-                "updated_at": now,
-                "run_at": now,
-            }
-        queued = [0] * len(planned)
-        if rows:
-            inserted = connection.execute(
-                self.db.insert(notifications)
-                .on_conflict_do_nothing(index_elements=["key"])
-                .returning(notifications.c.key),
-                list(rows.values()),
-            ).scalars()
-            for key in inserted:
-                queued[owner[key]] += 1
-        return queued
-
-    def _queue(
-        self,
-        connection: Connection,
-        event_id: str,
-        planned: Sequence[PlannedNotification],
-        now: datetime,
-    ) -> int:
-        """Queue ``planned`` for ``event_id``; returns how many were new."""
-        (queued,) = self._queue_many(connection, [(event_id, planned)], now)
-        return queued
 
     # -- reading ----------------------------------------------------------------------
 
@@ -406,26 +345,8 @@ class Store:
         with self.db.transaction() as connection:
             if links:
                 self.links.link(connection, [("payment", tuple(links))])
-            new = self._queue(connection, event_id, planned, now)
-            again = connection.execute(
-                update(notifications)
-                .where(
-                    notifications.c.event_id == event_id,
-                    notifications.c.status == "failed",
-                    notifications.c.error_code.is_distinct_from("outcome_unknown"),
-                )
-                .values(
-                    status="pending",
-                    attempts=0,
-                    run_at=now,
-                    updated_at=now,
-                    error=None,
-                    error_code=None,
-                    refusals=None,
-                    lease_until=None,
-                    claimed_by=None,
-                )
-            ).rowcount
+            (new,) = self._outbox.add_in(connection, [(event_id, planned)], now)
+            again = self._outbox.requeue_failed_in(connection, event_id, now)
             total = connection.execute(
                 select(func.count()).where(notifications.c.event_id == event_id)
             ).scalar_one()

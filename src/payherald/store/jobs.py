@@ -18,38 +18,21 @@ LOCKED``, so any number of workers share the queue; on SQLite it is one write tr
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, func, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
 
 from payherald.clock import Clock
 from payherald.store.database import Database
-from payherald.store.records import claim_token
+from payherald.store.records import Job, claim_token, job_from_row
 from payherald.store.schema import jobs
 from payherald.store.statuses import JobStatus
 
 __all__ = ["Job", "Jobs"]
-
-
-@dataclass(frozen=True)
-class Job:
-    """One job as read: claimed (``claim`` is the token of the claim that holds it), or
-    looked up by its key."""
-
-    id: int
-    kind: str
-    key: str
-    payload: dict[str, Any]
-    status: JobStatus
-    attempts: int  # failed attempts since it last succeeded
-    due_at: datetime
-    claim: str | None = None
-    lease_until: datetime | None = None
-    last_error: str | None = None
 
 
 class Jobs:
@@ -58,6 +41,35 @@ class Jobs:
     def __init__(self, *, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
+        # The moves other repositories make in their own transactions, once per send:
+        # built once (building an UPDATE costs more than running it).
+        held = and_(
+            jobs.c.key == bindparam("held_key"),
+            jobs.c.claimed_by == bindparam("held_claim"),
+            jobs.c.status == JobStatus.RUNNING,
+        )
+        self._extend = (
+            update(jobs)
+            .where(held)
+            .values(
+                lease_until=bindparam("new_lease_until", type_=jobs.c.lease_until.type),
+                updated_at=bindparam("new_updated_at", type_=jobs.c.updated_at.type),
+            )
+        )
+        self._reschedule = (
+            update(jobs)
+            .where(held)
+            .values(
+                status=JobStatus.PENDING,
+                kind=bindparam("new_kind"),
+                due_at=bindparam("new_due_at", type_=jobs.c.due_at.type),
+                claimed_by=None,
+                lease_until=None,
+                updated_at=bindparam("new_updated_at", type_=jobs.c.updated_at.type),
+            )
+        )
+        self._discard = delete(jobs).where(held)
+        self._lock = select(jobs.c.id).where(jobs.c.key == bindparam("held_key")).with_for_update()
 
     # -- enqueueing -----------------------------------------------------------------------
 
@@ -102,6 +114,35 @@ class Jobs:
             self._db.wake_workers(connection)
         return inserted
 
+    def enqueue_many_in(
+        self,
+        connection: Connection,
+        kind: str,
+        work: Sequence[tuple[str, Mapping[str, Any], datetime]],
+    ) -> None:
+        """Queue each ``(key, payload, due_at)`` of ``work`` as ``kind`` work inside
+        ``connection``'s transaction, in one statement; a key queued already is left as it
+        is. Waking the workers is the caller's, once per transaction."""
+        if not work:
+            return
+        now = self._clock.now()
+        rows = [
+            {
+                "kind": kind,
+                "key": key,
+                "payload": json.dumps(dict(payload), sort_keys=True),
+                "status": JobStatus.PENDING,
+                "due_at": due_at,
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for key, payload, due_at in work
+        ]
+        connection.execute(
+            self._db.insert(jobs).on_conflict_do_nothing(index_elements=[jobs.c.key]), rows
+        )
+
     def ensure_recurring(
         self, kind: str, key: str, payload: Mapping[str, Any], *, due_at: datetime | None = None
     ) -> bool:
@@ -145,9 +186,28 @@ class Jobs:
         until ``lease`` seconds from now."""
         if limit <= 0 or not kinds:
             return []
+        with self._db.transaction() as connection:
+            return self.claim_in(
+                connection, kinds=kinds, limit=limit, lease=lease, worker_id=worker_id
+            )
+
+    def claim_in(
+        self,
+        connection: Connection,
+        *,
+        kinds: Collection[str],
+        limit: int,
+        lease: float,
+        worker_id: str,
+    ) -> list[Job]:
+        """``claim`` inside ``connection``'s transaction, for a repository that claims what
+        the jobs are about in the same transaction. Every job claimed by one call carries
+        the same token."""
+        if limit <= 0 or not kinds:
+            return []
         now = self._clock.now()
         due = (
-            select(jobs.c.id)
+            select(jobs)
             .where(
                 and_(
                     jobs.c.status == JobStatus.PENDING,
@@ -160,25 +220,22 @@ class Jobs:
         )
         if self._db.postgres:
             due = due.with_for_update(skip_locked=True)
+        found = [job_from_row(row) for row in connection.execute(due).mappings()]
+        if not found:
+            return []
         token = claim_token(worker_id)
-        with self._db.transaction() as connection:
-            ids = list(connection.execute(due).scalars())
-            if not ids:
-                return []
-            connection.execute(
-                update(jobs)
-                .where(jobs.c.id.in_(ids))
-                .values(
-                    status=JobStatus.RUNNING,
-                    claimed_by=token,
-                    lease_until=now + timedelta(seconds=lease),
-                    updated_at=now,
-                )
+        lease_until = now + timedelta(seconds=lease)
+        connection.execute(
+            update(jobs)
+            .where(jobs.c.id.in_([job.id for job in found]))
+            .values(
+                status=JobStatus.RUNNING, claimed_by=token, lease_until=lease_until, updated_at=now
             )
-            rows = connection.execute(
-                select(jobs).where(jobs.c.id.in_(ids)).order_by(jobs.c.due_at, jobs.c.id)
-            ).mappings()
-            return [_job(row) for row in rows]
+        )
+        return [
+            dataclasses.replace(job, status=JobStatus.RUNNING, claim=token, lease_until=lease_until)
+            for job in found
+        ]
 
     # -- after the claim: each guarded by the claim's token -------------------------------
 
@@ -241,24 +298,75 @@ class Jobs:
         with self._db.transaction() as connection:
             return bool(connection.execute(statement).rowcount)
 
-    def expire_leases(self) -> int:
-        """Return running jobs whose lease ran out (their worker stopped or stalled) to
-        pending, due now. Returns how many."""
+    def expire_leases(self, kinds: Collection[str] | None = None) -> int:
+        """Return running jobs (of ``kinds``; of every kind by default) whose lease ran out
+        (their worker stopped or stalled) to pending, due now. Returns how many."""
         now = self._clock.now()
         with self._db.transaction() as connection:
-            expired = connection.execute(
-                update(jobs)
-                .where(and_(jobs.c.status == JobStatus.RUNNING, jobs.c.lease_until < now))
-                .values(
-                    status=JobStatus.PENDING,
-                    claimed_by=None,
-                    lease_until=None,
-                    updated_at=now,
-                )
-            ).rowcount
+            expired = self.expired_in(connection, kinds)
             if expired:
+                connection.execute(
+                    update(jobs)
+                    .where(jobs.c.id.in_([job.id for job in expired]))
+                    .values(
+                        status=JobStatus.PENDING, claimed_by=None, lease_until=None, updated_at=now
+                    )
+                )
                 self._db.wake_workers(connection)
-        return int(expired)
+        return len(expired)
+
+    def expired_in(self, connection: Connection, kinds: Collection[str] | None = None) -> list[Job]:
+        """The running jobs (of ``kinds``; of every kind by default) whose lease ran out,
+        read in ``connection``'s transaction (locked there, on PostgreSQL), still held
+        under the claim that ran out: a repository releases them with what they are about,
+        by ``reschedule_in``."""
+        ran_out = select(jobs).where(
+            and_(jobs.c.status == JobStatus.RUNNING, jobs.c.lease_until < self._clock.now())
+        )
+        if kinds is not None:
+            ran_out = ran_out.where(jobs.c.kind.in_(sorted(kinds)))
+        if self._db.postgres:
+            ran_out = ran_out.with_for_update(skip_locked=True)
+        return [job_from_row(row) for row in connection.execute(ran_out).mappings()]
+
+    # -- moves inside another repository's transaction, guarded by the claim's token ----
+
+    def extend_in(self, connection: Connection, key: str, claim: str, *, until: datetime) -> bool:
+        """The job ``key``, held under ``claim``, keeps its lease until ``until``."""
+        parameters = {
+            "held_key": key,
+            "held_claim": claim,
+            "new_lease_until": until,
+            "new_updated_at": self._clock.now(),
+        }
+        return bool(connection.execute(self._extend, parameters).rowcount)
+
+    def reschedule_in(
+        self, connection: Connection, key: str, claim: str, *, at: datetime, kind: str
+    ) -> bool:
+        """The job ``key``, held under ``claim``, is pending again as ``kind`` work, due at
+        ``at``: what it is about is not finished (and keeps its own count of attempts)."""
+        parameters = {
+            "held_key": key,
+            "held_claim": claim,
+            "new_due_at": at,
+            "new_kind": kind,
+            "new_updated_at": self._clock.now(),
+        }
+        return bool(connection.execute(self._reschedule, parameters).rowcount)
+
+    def lock_in(self, connection: Connection, key: str) -> None:
+        """Lock the job ``key`` until ``connection``'s transaction ends (PostgreSQL): taken
+        before the row of what it is about, as a claim and an expiry take them, so that two
+        transactions never wait on each other's."""
+        connection.execute(self._lock, {"held_key": key})
+
+    def discard_in(self, connection: Connection, key: str, claim: str) -> bool:
+        """The job ``key``, held under ``claim``, is deleted: what it was about is finished,
+        and the row of what it was about is the record of it."""
+        return bool(
+            connection.execute(self._discard, {"held_key": key, "held_claim": claim}).rowcount
+        )
 
     # -- reading --------------------------------------------------------------------------
 
@@ -266,7 +374,7 @@ class Jobs:
         """The job queued under ``key``, or None."""
         with self._db.read() as connection:
             row = connection.execute(select(jobs).where(jobs.c.key == key)).mappings().first()
-        return _job(row) if row is not None else None
+        return job_from_row(row) if row is not None else None
 
     def counts(self) -> dict[JobStatus, int]:
         """How many jobs are in each status (every status, zeros included)."""
@@ -278,18 +386,3 @@ class Jobs:
         for status, count in rows:
             counts[JobStatus(status)] = int(count)
         return counts
-
-
-def _job(row: RowMapping) -> Job:
-    return Job(
-        id=int(row["id"]),
-        kind=row["kind"],
-        key=row["key"],
-        payload=json.loads(row["payload"]),
-        status=JobStatus(row["status"]),
-        attempts=int(row["attempts"]),
-        due_at=row["due_at"],
-        claim=row["claimed_by"],
-        lease_until=row["lease_until"],
-        last_error=row["last_error"],
-    )

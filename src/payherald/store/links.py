@@ -12,8 +12,8 @@ from payherald.clock import Clock
 from payherald.exceptions import StoreUnavailable
 from payherald.rules import LINKED_SUBJECTS
 from payherald.store.database import Database
-from payherald.store.queue import lock_canonicals
 from payherald.store.schema import subject_aliases
+from payherald.store.told import lock_canonicals
 
 __all__ = ["ALIAS_RACE_RETRIES", "AliasRace", "Links"]
 

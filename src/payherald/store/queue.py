@@ -1,4 +1,5 @@
-"""The work queue: due notifications claimed with a lease, then moved through their states.
+"""The work queue: each notification waiting to be sent has a job on the job queue, and
+the job is what is claimed, with a lease, and what schedules it.
 
 A notification moves through::
 
@@ -6,82 +7,74 @@ A notification moves through::
                   |           `-> unknown (the process died during the provider call)
                   `-> pending (the process died before calling the provider)
 
-A ``claimed`` row whose lease ran out is safe to retry: nothing was sent. A ``sending``
-row whose lease ran out may or may not have reached the provider, so it becomes
-``unknown`` and is reconciled against the provider before any resend. Every change after
-the claim names the claim's token, so a worker that stalled past its lease cannot move a
-row that was claimed again meanwhile. On PostgreSQL the claim uses ``FOR UPDATE SKIP
-LOCKED``, so any number of workers share the queue.
+While it waits (pending or unknown) it has one job (``payherald.store.jobs``), keyed on
+its id and due at its ``run_at``: of kind ``notification.send`` to be sent, of kind
+``notification.reconcile`` to be checked against the provider. A claim takes due jobs of
+one kind and, in the same transaction and under the same token, their notifications.
+Whatever becomes of a notification moves its job in the transaction that records it: a
+finished notification (sent, failed, skipped) deletes its job (the notification's row is
+the record), one that must wait makes it due again at the notification's ``run_at``.
+
+A claim whose lease ran out is safe to retry while the notification is ``claimed``:
+nothing was sent. A ``sending`` one may or may not have reached the provider, so it
+becomes ``unknown`` and is reconciled against the provider before any resend. Every change
+after the claim names the claim's token, so a worker that stalled past its lease cannot
+move a row that was claimed again meanwhile. On PostgreSQL the claim uses ``FOR UPDATE
+SKIP LOCKED``, so any number of workers share the queue.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    Select,
-    Table,
-    Update,
-    and_,
-    bindparam,
-    exists,
-    or_,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import Connection, Update, and_, bindparam, case, exists, select, update
 
 from payherald.clock import Clock
 from payherald.store.database import Database
-from payherald.store.records import ClaimedNotification, claim_token, claimed_from_row
-from payherald.store.schema import events, notifications, subject_aliases, suppressions
-from payherald.store.statuses import TOLD, NotificationStatus
+from payherald.store.jobs import Job, Jobs
+from payherald.store.outbox import RECONCILE_JOB, SEND_JOB, job_key
+from payherald.store.records import ClaimedNotification, claimed_from_row
+from payherald.store.schema import events, notifications, suppressions
+from payherald.store.statuses import TERMINAL
+from payherald.store.statuses import NotificationStatus as S
+from payherald.store.told import lock_subject, siblings_told
 from payherald.store.transitions import Outcome
 
-__all__ = [
-    "STATUSES",
-    "TOLD_STATUSES",
-    "WorkQueue",
-    "lock_canonicals",
-    "lock_subject",
-    "siblings_told",
-]
+__all__ = ["STATUSES", "WorkQueue"]
 
 # Every status a notification can be in; the README's "Notification statuses" says what
 # each means.
-STATUSES = tuple(status.value for status in NotificationStatus)
-# A notification in one of these may have reached its recipient.
-TOLD_STATUSES = tuple(sorted(status.value for status in TOLD))
+STATUSES = tuple(status.value for status in S)
+_ORPHANED = "The worker stopped during the provider call; reconciling."
 
 
 class WorkQueue:
-    """The notifications table as a queue (``Store.queue``)."""
+    """The notifications table as a queue, scheduled by their jobs (``Store.queue``)."""
 
-    def __init__(self, *, db: Database, clock: Clock) -> None:
+    def __init__(self, *, db: Database, clock: Clock, jobs: Jobs) -> None:
         self._db = db
         self._clock = clock
+        self._jobs = jobs
         self._postgres = db.postgres
         # The state changes, built once per shape and run with new values each time:
         # building an UPDATE costs more than running it (see _transition).
         self._transitions: dict[tuple[Any, ...], Update] = {}
 
+    # -- claiming -------------------------------------------------------------------------
+
     def claim(self, *, worker_id: str, limit: int, lease: float) -> list[ClaimedNotification]:
-        """Claim up to ``limit`` due notifications for ``worker_id`` until the lease ends.
+        """Claim up to ``limit`` notifications due to be sent, for ``worker_id`` until the
+        lease ends.
 
         Each claim carries a token of its own: only the holder of the current token can
         move the row on, so a thread that stalled past its lease cannot act on a row that
-        was claimed again meanwhile.
+        was claimed again meanwhile. (A ``claimed`` row is taken too: its job was free, so
+        the claim that left it so is gone.)
         """
-        lease_until = self._clock.now() + timedelta(seconds=lease)
         return self._claim(
-            "pending",
-            limit,
-            status="claimed",
-            claimed_by=claim_token(worker_id),
-            lease_until=lease_until,
+            SEND_JOB, (S.PENDING, S.CLAIMED), limit, lease, worker_id, status=S.CLAIMED.value
         )
 
     def claim_unknown(
@@ -93,63 +86,133 @@ class WorkQueue:
         instead), so a crash during reconciliation can never turn them into a blind resend.
         """
         recheck = self._clock.now() + timedelta(seconds=lease)
-        return self._claim("unknown", limit, claimed_by=claim_token(worker_id), run_at=recheck)
+        # A ``sending`` row with a free job was left so by a claim whose lease ran out.
+        orphaned = notifications.c.status == S.SENDING.value
+        return self._claim(
+            RECONCILE_JOB,
+            (S.UNKNOWN, S.SENDING),
+            limit,
+            lease,
+            worker_id,
+            status=S.UNKNOWN.value,
+            run_at=recheck,
+            error=case((orphaned, _ORPHANED), else_=notifications.c.error),
+        )
 
-    def _claim(self, from_status: str, limit: int, **changes: Any) -> list[ClaimedNotification]:
-        """Take up to ``limit`` due rows in ``from_status``, apply ``changes``, return them."""
+    def _claim(
+        self,
+        kind: str,
+        from_statuses: tuple[S, ...],
+        limit: int,
+        lease: float,
+        worker_id: str,
+        **changes: Any,
+    ) -> list[ClaimedNotification]:
+        """Claim up to ``limit`` due jobs of ``kind`` and, under their token, their
+        notifications in ``from_statuses``, applying ``changes``; return those."""
         if limit <= 0:
             return []
         now = self._clock.now()
-        due = (
-            select(notifications.c.id)
-            .where(and_(notifications.c.status == from_status, notifications.c.run_at <= now))
-            .order_by(notifications.c.run_at, notifications.c.id)
-            .limit(limit)
-        )
-        if self._postgres:
-            due = due.with_for_update(skip_locked=True)
         with self._db.transaction() as connection:
-            ids = list(connection.execute(due).scalars())
-            if not ids:
+            held = self._jobs.claim_in(
+                connection, kinds=(kind,), limit=limit, lease=lease, worker_id=worker_id
+            )
+            if not held:
                 return []
+            token = held[0].claim
+            ids = [_notification_of(job) for job in held]
             connection.execute(
                 update(notifications)
-                .where(notifications.c.id.in_(ids))
-                .values(updated_at=now, **changes)
+                .where(
+                    notifications.c.id.in_(ids),
+                    notifications.c.status.in_([status.value for status in from_statuses]),
+                    notifications.c.run_at <= now,
+                )
+                .values(claimed_by=token, updated_at=now, **changes)
             )
             rows = connection.execute(
                 select(notifications, events.c.payload.label("event_payload"))
                 .join(events, events.c.id == notifications.c.event_id)
-                .where(notifications.c.id.in_(ids))
+                .where(notifications.c.id.in_(ids), notifications.c.claimed_by == token)
                 .order_by(notifications.c.run_at, notifications.c.id)
             ).mappings()
-            return [claimed_from_row(row) for row in rows]
+            claimed = [claimed_from_row(row) for row in rows]
+            if len(claimed) < len(held):
+                taken = {notification.id for notification in claimed}
+                self._untaken(
+                    connection, [job for job in held if _notification_of(job) not in taken]
+                )
+            return claimed
+
+    def _untaken(self, connection: Connection, held: list[Job]) -> None:
+        """Put right the claimed jobs whose notification was not there to take: gone or
+        finished (the job is deleted), or not due yet or waiting for the other kind of
+        job (the job is made so)."""
+        now = self._clock.now()
+        found = {
+            row.id: row
+            for row in connection.execute(
+                select(notifications.c.id, notifications.c.status, notifications.c.run_at).where(
+                    notifications.c.id.in_([_notification_of(job) for job in held])
+                )
+            )
+        }
+        for job in held:
+            assert job.claim is not None
+            row = found.get(_notification_of(job))
+            if row is None or row.status in TERMINAL:
+                self._jobs.discard_in(connection, job.key, job.claim)
+                continue
+            kind = SEND_JOB if row.status in (S.PENDING, S.CLAIMED) else RECONCILE_JOB
+            at = max(row.run_at, now)
+            self._jobs.reschedule_in(connection, job.key, job.claim, at=at, kind=kind)
 
     def expire_leases(self) -> tuple[int, int]:
         """Return work whose worker vanished: ``claimed`` rows to ``pending`` (nothing was
-        sent) and ``sending`` rows to ``unknown`` (something may have been). Returns the
-        two counts."""
+        sent) and ``sending`` rows to ``unknown`` (something may have been), their jobs due
+        now. Returns the two counts."""
         now = self._clock.now()
-        expired = and_(notifications.c.lease_until.is_not(None), notifications.c.lease_until < now)
         with self._db.transaction() as connection:
-            released = connection.execute(
-                update(notifications)
-                .where(and_(notifications.c.status == "claimed", expired))
-                .values(status="pending", claimed_by=None, lease_until=None, updated_at=now)
-            ).rowcount
-            orphaned = connection.execute(
-                update(notifications)
-                .where(and_(notifications.c.status == "sending", expired))
-                .values(
-                    status="unknown",
-                    claimed_by=None,
-                    lease_until=None,
-                    run_at=now,
-                    error="The worker stopped during the provider call; reconciling.",
-                    updated_at=now,
+            expired = self._jobs.expired_in(connection, (SEND_JOB, RECONCILE_JOB))
+            if not expired:
+                return 0, 0
+            rows = connection.execute(
+                select(notifications.c.id, notifications.c.status).where(
+                    notifications.c.id.in_([_notification_of(job) for job in expired]),
+                    notifications.c.claimed_by.in_({job.claim for job in expired}),
                 )
-            ).rowcount
-        return released, orphaned
+            ).all()
+            released = [row.id for row in rows if row.status == S.CLAIMED]
+            orphaned = [row.id for row in rows if row.status == S.SENDING]
+            if released:
+                connection.execute(
+                    update(notifications)
+                    .where(notifications.c.id.in_(released))
+                    .values(
+                        status=S.PENDING.value, claimed_by=None, lease_until=None, updated_at=now
+                    )
+                )
+            if orphaned:
+                connection.execute(
+                    update(notifications)
+                    .where(notifications.c.id.in_(orphaned))
+                    .values(
+                        status=S.UNKNOWN.value,
+                        claimed_by=None,
+                        lease_until=None,
+                        run_at=now,
+                        error=_ORPHANED,
+                        updated_at=now,
+                    )
+                )
+            for job in expired:
+                assert job.claim is not None
+                kind = RECONCILE_JOB if _notification_of(job) in orphaned else job.kind
+                self._jobs.reschedule_in(connection, job.key, job.claim, at=now, kind=kind)
+            self._db.wake_workers(connection)
+        return len(released), len(orphaned)
+
+    # -- after the claim ------------------------------------------------------------------
 
     def _transition(
         self,
@@ -159,13 +222,15 @@ class WorkQueue:
         unless_suppressed: Sequence[str] = (),
         unless_told: bool = False,
         count_attempt: bool = False,
+        job: Callable[[Connection], object],
         **values: Any,
     ) -> bool:
         """Move a notification on to ``values``, if ``held`` is still the current claim,
         the row is in one of ``from_statuses``, no address of ``unless_suppressed`` is
         on the suppression list and, with ``unless_told``, no other notification about
         the same thing was told (``siblings_told``); False otherwise. ``count_attempt``
-        adds one to ``attempts``."""
+        adds one to ``attempts``. ``job`` moves its job, in the same transaction, when it
+        moved."""
         values.setdefault("updated_at", self._clock.now())
         unless_told = unless_told and held.subject is not None
         shape = (
@@ -183,12 +248,18 @@ class WorkQueue:
         if unless_suppressed:
             parameters["suppressed"] = list(unless_suppressed)
         with self._db.transaction() as connection:
-            if unless_told and self._postgres:
-                # Two notifications about one thing, claimed by two workers at once: the
-                # second waits here for the first to commit, then sees it told.
-                assert held.subject is not None
-                lock_subject(connection, held.subject)
-            return bool(connection.execute(statement, parameters).rowcount)
+            if self._postgres:
+                if unless_told:
+                    # Two notifications about one thing, claimed by two workers at once:
+                    # the second waits here for the first to commit, then sees it told.
+                    assert held.subject is not None
+                    lock_subject(connection, held.subject)
+                # The job before the notification, in the order of a claim or an expiry.
+                self._jobs.lock_in(connection, job_key(held.id))
+            if not connection.execute(statement, parameters).rowcount:
+                return False
+            job(connection)
+            return True
 
     def mark_sending(
         self,
@@ -208,83 +279,45 @@ class WorkQueue:
         the same statement, so an opt-out or a send committed before this one always
         wins."""
         now = self._clock.now()
+        until = now + timedelta(seconds=lease)
+        key = job_key(held.id)
         return self._transition(
             held,
-            ("claimed",),
+            (S.CLAIMED.value,),
             unless_suppressed=unless_suppressed,
             unless_told=True,
             count_attempt=True,
-            status="sending",
+            job=lambda c: self._jobs.extend_in(c, key, held.claim, until=until),
+            status=S.SENDING.value,
             to=to,
             body=body,
             channel=channel,
             notes=notes,
             attempt_started_at=now,
-            lease_until=now + timedelta(seconds=lease),
             error=None,
             error_code=None,
         )
 
     def settle(self, held: ClaimedNotification, outcome: Outcome, **values: Any) -> bool:
-        """Move ``held`` on by ``outcome`` (``transitions``), with ``values``; False when
-        ``held`` is no longer the current claim or the row has left the statuses
-        ``outcome`` moves from."""
-        changes = outcome.changes(values, self._clock.now())
-        return self._transition(held, outcome.leaves, **changes)
+        """Move ``held`` on by ``outcome`` (``transitions``), with ``values``, and its job
+        with it; False when ``held`` is no longer the current claim or the row has left
+        the statuses ``outcome`` moves from."""
+        now = self._clock.now()
+        changes = outcome.changes(values, now)
+        key = job_key(held.id)
+        enters = outcome.transition.enters
+        move: Callable[[Connection], object]
+        if enters in (S.PENDING, S.UNKNOWN):
+            kind = SEND_JOB if enters is S.PENDING else RECONCILE_JOB
+            at = changes.get("run_at") or now
+            move = lambda c: self._jobs.reschedule_in(c, key, held.claim, at=at, kind=kind)  # noqa: E731
+        else:
+            move = lambda c: self._jobs.discard_in(c, key, held.claim)  # noqa: E731
+        return self._transition(held, outcome.leaves, job=move, **changes)
 
 
-# PostgreSQL advisory locks on a subject's identifier (its canonical), held to the end of the
-# transaction; the first key keeps them apart from any other advisory lock.
-_LOCK = text("SELECT pg_advisory_xact_lock(7301, hashtext(:canonical))")
-_CANONICAL = text("SELECT canonical FROM subject_aliases WHERE alias = :alias")
-
-
-def lock_canonicals(connection: Connection, canonicals: Iterable[str]) -> None:
-    """Lock these identifiers, in one order (so that two transactions cannot deadlock on
-    them), until ``connection``'s transaction ends. PostgreSQL only."""
-    for canonical in sorted(set(canonicals)):
-        connection.execute(_LOCK, {"canonical": canonical})
-
-
-def lock_subject(connection: Connection, subject: str) -> None:
-    """Lock the identifier ``subject`` is linked to now, as linking locks it (``Store._link``
-    locks both identifiers it merges): a merge committed while this waited moves the
-    subject to another identifier, so the lock follows it until it stays put."""
-    held: set[str] = set()
-    while True:
-        canonical = connection.execute(_CANONICAL, {"alias": subject}).scalar() or subject
-        if canonical in held:
-            return
-        connection.execute(_LOCK, {"canonical": canonical})
-        held.add(canonical)
-
-
-def siblings_told(held: Table) -> Select[Any]:
-    """The other notifications of ``held``'s rule, to the same recipient, about what
-    ``held`` is about as linked now (the canonical of its subject), that were told or
-    are being told: their ``id``, ``event_id`` and ``status``. ``held`` is the ``notifications``
-    table, correlated by the statement that uses this."""
-    sibling = notifications.alias("sibling")
-    sibling_subject = subject_aliases.alias("sibling_subject")
-    held_subject = subject_aliases.alias("held_subject")
-    return (
-        select(sibling.c.id, sibling.c.event_id, sibling.c.status)
-        .join(sibling_subject, sibling_subject.c.alias == sibling.c.subject)
-        .join(held_subject, held_subject.c.canonical == sibling_subject.c.canonical)
-        .where(
-            held_subject.c.alias == held.c.subject,
-            sibling.c.id != held.c.id,
-            sibling.c.rule == held.c.rule,
-            sibling.c.recipient == held.c.recipient,
-            # "|| ''" keeps SQLite's planner off the status index: led by it, it scans every
-            # notification ever sent, for every send (the 10,000-SMS burst took 5x longer).
-            sibling.c.status.concat("").in_(TOLD_STATUSES),
-            or_(
-                held.c.recipient == "customer",
-                and_(sibling.c.channel == held.c.channel, sibling.c.to == held.c.to),
-            ),
-        )
-    )
+def _notification_of(job: Job) -> int:
+    return int(job.payload["notification"])
 
 
 def _transition_statement(

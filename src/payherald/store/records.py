@@ -1,5 +1,5 @@
 """What the store takes in and gives back: planned events, recording results, claimed
-notifications and queue statistics, and the rows they are made of and from."""
+notifications, jobs and queue statistics, and the rows they are made of and from."""
 
 from __future__ import annotations
 
@@ -11,16 +11,19 @@ from datetime import datetime
 from typing import Any
 
 from payherald.rules import PlannedNotification
+from payherald.store.statuses import JobStatus
 from payherald.webhook import StripeEvent
 
 __all__ = [
     "ClaimedNotification",
+    "Job",
     "PlannedEvent",
     "QueueStats",
     "RecordResult",
     "claim_token",
     "claimed_from_row",
     "event_row",
+    "job_from_row",
 ]
 
 
@@ -57,6 +60,23 @@ class QueueStats:
 
     depth: dict[str, int]
     oldest_due_age: float
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job as read: claimed (``claim`` is the token of the claim that holds it), or
+    looked up by its key."""
+
+    id: int
+    kind: str
+    key: str
+    payload: dict[str, Any]
+    status: JobStatus
+    attempts: int  # failed attempts since it last succeeded
+    due_at: datetime
+    claim: str | None = None
+    lease_until: datetime | None = None
+    last_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +151,22 @@ def claimed_from_row(row: Mapping[Any, Any]) -> ClaimedNotification:
                 line.partition("\t") for line in (row["refusals"] or "").splitlines()
             )
         ),
+    )
+
+
+def job_from_row(row: Mapping[Any, Any]) -> Job:
+    """A ``jobs`` row, as read."""
+    return Job(
+        id=int(row["id"]),
+        kind=row["kind"],
+        key=row["key"],
+        payload=json.loads(row["payload"]),
+        status=JobStatus(row["status"]),
+        attempts=int(row["attempts"]),
+        due_at=row["due_at"],
+        claim=row["claimed_by"],
+        lease_until=row["lease_until"],
+        last_error=row["last_error"],
     )
 
 

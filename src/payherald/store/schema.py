@@ -219,7 +219,7 @@ jobs = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),
-    Index("ix_jobs_status_due_at", "status", "due_at"),
+    Index("ix_jobs_kind_status_due_at", "kind", "status", "due_at"),
 )
 
 meta = Table(

@@ -134,7 +134,7 @@ class InMemoryJobs:
             self._jobs[job.key] = dataclasses.replace(current, **changes)
             return True
 
-    def expire_leases(self) -> int:
+    def expire_leases(self, kinds: Collection[str] | None = None) -> int:
         now = self._clock.now()
         with self._lock:
             expired = [
@@ -143,6 +143,7 @@ class InMemoryJobs:
                 if job.status == JobStatus.RUNNING
                 and job.lease_until is not None
                 and job.lease_until < now
+                and (kinds is None or job.kind in kinds)
             ]
             for job in expired:
                 self._jobs[job.key] = dataclasses.replace(

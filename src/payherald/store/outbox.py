@@ -1,0 +1,130 @@
+"""What is queued: each planned notification's row with its job, written in the
+transaction that records its event (a transactional outbox), and the failed ones a replay
+queues again. What happens to them after is ``payherald.store.queue``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from payherald.rules import LINKED_SUBJECTS, PlannedNotification
+from payherald.store.database import Database
+from payherald.store.jobs import Jobs
+from payherald.store.links import Links
+from payherald.store.schema import notifications
+from payherald.store.statuses import NotificationStatus as S
+
+__all__ = ["RECONCILE_JOB", "SEND_JOB", "Outbox", "job_key"]
+
+# The two kinds of job a waiting notification has: to be sent, or reconciled.
+SEND_JOB = "notification.send"
+RECONCILE_JOB = "notification.reconcile"
+
+
+def job_key(notification_id: int) -> str:
+    """The key of notification ``notification_id``'s job, whichever its kind."""
+    return f"notification:{notification_id}"
+
+
+class Outbox:
+    """Notifications and their jobs, queued inside the caller's transaction."""
+
+    def __init__(self, *, db: Database, jobs: Jobs, links: Links) -> None:
+        self._db = db
+        self._jobs = jobs
+        self._links = links
+
+    def add_in(
+        self,
+        connection: Connection,
+        planned: Sequence[tuple[str, Sequence[PlannedNotification]]],
+        now: datetime,
+    ) -> list[int]:
+        """Queue each event's planned notifications, with their jobs, in ``connection``'s
+        transaction; returns how many were new for each event. A notification whose key is
+        already queued (by an earlier event, or one before it here) is not queued again.
+        Waking the workers (``pg_notify``) is the caller's, once per transaction."""
+        flat = [(index, item) for index, (_, items) in enumerate(planned) for item in items]
+        canonicals = self._links.link(
+            connection, [(item.subject_kind, item.subject) for _, item in flat]
+        )
+        rows: dict[str, dict[str, Any]] = {}
+        owner: dict[str, int] = {}
+        for (index, item), canonical in zip(flat, canonicals, strict=True):
+            key = item.key(canonical)
+            if key in rows:
+                continue
+            owner[key] = index
+            rows[key] = {
+                "key": key,
+                "event_id": planned[index][0],
+                "rule": item.rule,
+                "recipient": item.recipient,
+                "channel": item.channel,
+                "livemode": item.livemode,
+                "to": item.to,
+                "subject": (
+                    f"{item.subject_kind}:{canonical}"
+                    if item.subject_kind in LINKED_SUBJECTS
+                    else None
+                ),
+                "status": S.PENDING.value,
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+                "run_at": now,
+            }
+        queued = [0] * len(planned)
+        if rows:
+            inserted = connection.execute(
+                self._db.insert(notifications)
+                .on_conflict_do_nothing(index_elements=["key"])
+                .returning(notifications.c.id, notifications.c.key),
+                list(rows.values()),
+            ).all()
+            for _, key in inserted:
+                queued[owner[key]] += 1
+            self._jobs.enqueue_many_in(
+                connection, SEND_JOB, [_send_job(number, now) for number, _ in inserted]
+            )
+        return queued
+
+    def requeue_failed_in(self, connection: Connection, event_id: str, now: datetime) -> int:
+        """Queue the failed notifications of ``event_id`` again from the first channel (not
+        those whose outcome could not be found out: they may have been sent), in
+        ``connection``'s transaction; returns how many."""
+        failed = list(
+            connection.execute(
+                select(notifications.c.id).where(
+                    notifications.c.event_id == event_id,
+                    notifications.c.status == S.FAILED,
+                    notifications.c.error_code.is_distinct_from("outcome_unknown"),
+                )
+            ).scalars()
+        )
+        if not failed:
+            return 0
+        connection.execute(
+            update(notifications)
+            .where(notifications.c.id.in_(failed))
+            .values(
+                status=S.PENDING.value,
+                attempts=0,
+                run_at=now,
+                updated_at=now,
+                error=None,
+                error_code=None,
+                refusals=None,
+                lease_until=None,
+                claimed_by=None,
+            )
+        )
+        self._jobs.enqueue_many_in(connection, SEND_JOB, [_send_job(n, now) for n in failed])
+        return len(failed)
+
+
+def _send_job(notification_id: int, now: datetime) -> tuple[str, dict[str, Any], datetime]:
+    return job_key(notification_id), {"notification": notification_id}, now

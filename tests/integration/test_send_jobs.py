@@ -1,0 +1,203 @@
+"""Sends on the job queue, on SQLite and PostgreSQL: each waiting notification has one job,
+due when it is, moved with it in the transaction that records what became of it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, update
+
+from payherald import FrozenClock, StripeEvent, TransientDeliveryError, parse_event
+from payherald.channels import ReconcileOutcome, Reconciliation
+from payherald.rules import PlannedNotification
+from payherald.store import Store
+from payherald.store.jobs import Job
+from payherald.store.outbox import RECONCILE_JOB, SEND_JOB, job_key
+from payherald.store.schema import jobs, notifications
+from payherald.store.transitions import Outcome
+from payherald.testing import ScriptedChannel
+from tests.support import build_for_tests, event_body
+
+
+@pytest.fixture
+def ph(database_url: str, clock: FrozenClock, sms: ScriptedChannel) -> Iterator[Any]:
+    built = build_for_tests(database_url, clock=clock, channels={"sms": sms})
+    yield built
+    built.engine.dispose()
+
+
+def live_event(payment: str) -> StripeEvent:
+    body = json.loads(event_body(livemode=True, event_id=f"evt_{payment}"))
+    body["data"]["object"]["id"] = payment
+    return parse_event(json.dumps(body).encode())
+
+
+def confirmation(payment: str) -> PlannedNotification:
+    return PlannedNotification(
+        rule="payment_confirmation",
+        recipient="customer",
+        channel="sms",
+        livemode=True,
+        subject_kind="payment",
+        subject=(payment,),
+    )
+
+
+def receive(ph: Any, payment: str = "pi_1") -> dict[str, Any]:
+    """A live payment's event, recorded; its one notification."""
+    event = live_event(payment)
+    ph.store.record_event(event, ph.rules.plan(event))
+    (row,) = [row for row in ph.store.list_notifications() if row["event_id"] == event.id]
+    return dict(row)
+
+
+def row_of(ph: Any, notification_id: int) -> dict[str, Any]:
+    (row,) = [row for row in ph.store.list_notifications() if row["id"] == notification_id]
+    return dict(row)
+
+
+def job_of(ph: Any, notification_id: int) -> Job | None:
+    job: Job | None = ph.store.jobs.get(job_key(notification_id))
+    return job
+
+
+def test_a_queued_notification_has_its_send_job_until_it_is_sent(
+    ph: Any, sms: ScriptedChannel, clock: FrozenClock
+) -> None:
+    row = receive(ph)
+    job = job_of(ph, row["id"])
+    assert job is not None
+    assert (job.kind, job.status, job.payload, job.due_at) == (
+        SEND_JOB,
+        "pending",
+        {"notification": row["id"]},
+        clock.now(),
+    )
+    assert ph.worker.run_until_idle() == 1
+    assert row_of(ph, row["id"])["status"] == "sent"
+    # The notification's row is the record of the send; its job is gone with the send.
+    assert job_of(ph, row["id"]) is None
+    assert len(sms.delivered) == 1
+
+
+def test_a_retry_makes_the_job_due_when_the_notification_is(
+    ph: Any, sms: ScriptedChannel, clock: FrozenClock
+) -> None:
+    sms.script(TransientDeliveryError("Twilio answered 503", code="http_503"))
+    row = receive(ph)
+    ph.worker.run_until_idle()
+    waiting = row_of(ph, row["id"])
+    job = job_of(ph, row["id"])
+    assert job is not None
+    assert (waiting["status"], job.kind, job.status) == ("pending", SEND_JOB, "pending")
+    assert job.due_at == waiting["run_at"] > clock.now()
+    assert ph.worker.run_until_idle() == 0  # not due yet
+    clock.advance(3600)
+    assert ph.worker.run_until_idle() == 1
+    assert row_of(ph, row["id"])["status"] == "sent"
+    assert job_of(ph, row["id"]) is None
+    assert len(sms.delivered) == 1
+
+
+def test_a_send_due_in_a_week_runs_once_a_week_later(
+    ph: Any, sms: ScriptedChannel, clock: FrozenClock
+) -> None:
+    row = receive(ph)
+    (held,) = ph.store.queue.claim(worker_id="test", limit=1, lease=60)
+    week = clock.now() + timedelta(days=7)
+    assert ph.store.queue.settle(held, Outcome.RETRY, run_at=week, error="later", attempts=0)
+    clock.advance(7 * 86400 - 1)
+    assert ph.worker.run_until_idle() == 0
+    clock.advance(2)
+    assert ph.worker.run_until_idle() == 1
+    clock.advance(7 * 86400)
+    assert ph.worker.run_until_idle() == 0
+    assert row_of(ph, row["id"])["status"] == "sent"
+    assert len(sms.delivered) == 1
+
+
+def test_an_unknown_outcome_is_reconciled_by_a_job_of_its_own_kind(
+    ph: Any, sms: ScriptedChannel, clock: FrozenClock
+) -> None:
+    sms.script(ConnectionResetError("reset"))
+    sms.reconcile_answer = Reconciliation(ReconcileOutcome.UNDETERMINED)
+    row = receive(ph)
+    ph.worker.run_until_idle()
+    unknown = row_of(ph, row["id"])
+    job = job_of(ph, row["id"])
+    assert job is not None
+    assert (unknown["status"], job.kind, job.due_at) == (
+        "unknown",
+        RECONCILE_JOB,
+        unknown["run_at"],
+    )
+    sms.reconcile_answer = Reconciliation(ReconcileOutcome.DELIVERED, provider_id="SMfound")
+    clock.advance(600)
+    ph.worker.run_until_idle()
+    sent = row_of(ph, row["id"])
+    assert (sent["status"], sent["provider_id"]) == ("sent", "SMfound")
+    assert job_of(ph, row["id"]) is None
+    assert len(sms.attempts) == 1  # reconciled, never sent again
+
+
+def test_a_job_whose_notification_was_finished_elsewhere_is_dropped(
+    ph: Any, sms: ScriptedChannel
+) -> None:
+    row = receive(ph)
+    with ph.engine.begin() as connection:
+        connection.execute(update(notifications).values(status="skipped"))
+    assert ph.worker.run_until_idle() == 0
+    assert job_of(ph, row["id"]) is None
+    assert sms.attempts == []
+
+
+def test_notifications_waiting_at_the_upgrade_get_their_jobs(
+    database_url: str, clock: FrozenClock, sms: ScriptedChannel
+) -> None:
+    """Notifications an older payherald left waiting (scheduled by their own columns) get
+    their jobs from the migration that put sends on the job queue: those pending or claimed
+    are sent, those being sent or of unknown outcome are reconciled, never sent blindly."""
+    from alembic import command
+
+    from payherald.store.engine import _alembic_config, create_store_engine
+
+    engine = create_store_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    command.upgrade(_alembic_config(engine), "0010")
+    store = Store(engine=engine, clock=clock)
+    left = {}
+    for status in ("pending", "claimed", "sending", "unknown"):
+        event = live_event(f"pi_{status}")
+        store.record_event(event, [confirmation(f"pi_{status}")])
+        (row,) = [row for row in store.list_notifications() if row["event_id"] == event.id]
+        left[status] = row["id"]
+    with engine.begin() as connection:
+        connection.execute(delete(jobs))  # the version before had none
+        for status in ("claimed", "sending", "unknown"):
+            connection.execute(
+                update(notifications)
+                .where(notifications.c.id == left[status])
+                .values(status=status, claimed_by="old:1/x", to="+14155550123", body="hi")
+            )
+    engine.dispose()
+    sms.reconcile_answer = Reconciliation(ReconcileOutcome.DELIVERED, provider_id="SMold")
+    ph = build_for_tests(database_url, clock=clock, channels={"sms": sms})
+    kinds = {status: job_of(ph, number) for status, number in left.items()}
+    assert {status: job.kind for status, job in kinds.items() if job is not None} == {
+        "pending": SEND_JOB,
+        "claimed": SEND_JOB,
+        "sending": RECONCILE_JOB,
+        "unknown": RECONCILE_JOB,
+    }
+    ph.worker.run_until_idle()
+    rows = {status: row_of(ph, number) for status, number in left.items()}
+    assert {status: row["status"] for status, row in rows.items()} == dict.fromkeys(left, "sent")
+    assert rows["sending"]["provider_id"] == rows["unknown"]["provider_id"] == "SMold"
+    assert sorted(m.notification_id for m in sms.attempts) == sorted(
+        (left["pending"], left["claimed"])
+    )
+    assert all(job_of(ph, number) is None for number in left.values())
+    ph.engine.dispose()
