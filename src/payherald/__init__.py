@@ -8,19 +8,22 @@ Where things live, and the path of one event through them:
       group_commit many requests' events written in one transaction, through
       ingest       rules (which messages an event causes; builtin_rules, the catalogue) and
                    subjects (what each is about)
-      store        events, notifications and links (store.events), all SQL in one package
+      store        events, notifications and links (store.events), all SQL in one package;
+                   each notification queued with its job (store.outbox)
       -> 200, once committed
-    worker         claims due notifications from store.queue, with a lease, for
+    worker         claims due send jobs with their notifications (store.queue), with a
+                   lease, for
       sender       one attempt: compose, send, and record the outcome by one table
-                   (store.transitions): state, metric, log line
+                   (store.transitions): state, metric, log line, and the job moved with it
       compose      recipient (recipients, lookups, stripe_objects), words (variables, what a
                    message is rendered with; templates, rendered in sandbox; money), and the
                    channel and what carries it (channels.router), decided once; quiet
                    hours; payments settles a payment's events so that it is told once
       channels     console, Twilio SMS, WhatsApp and voice, email, Slack
-    jobs           the runner of all deferred work, from one queue (store.jobs): consent
-                   write-backs to Stripe (stripe_sync), the scheduled reconciliation
-                   (backfill); each kind registered once, retried by one policy (backoff)
+    jobs           the runner of the other kinds of job, from the same queue (store.jobs):
+                   consent write-backs to Stripe (stripe_sync), the scheduled
+                   reconciliation (backfill); each kind registered once, retried by one
+                   policy (backoff)
     Around them: app builds everything from settings and config (payherald.toml, each
     mistake placed on its line by toml_lines); consent (what a reply means, CSV lists,
     legacy opt-outs) over store.consents; delivery's reports from Twilio, stored by

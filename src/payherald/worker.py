@@ -1,5 +1,7 @@
-"""The worker: claims due notifications with a lease and hands them to the sender, a
-few at a time; reaps the leases of workers that vanished.
+"""The worker: claims due send jobs, with their notifications, and hands them to the
+sender, a few at a time; claims the reconcile jobs of notifications whose outcome is
+unknown; reaps the leases of workers that vanished. The other kinds of job run on
+``payherald.jobs.JobRunner``.
 
 It waits on a wake-up (set by the server in the same process, or by PostgreSQL ``NOTIFY``
 from another) and otherwise polls every ``poll_interval`` seconds.
@@ -11,6 +13,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import structlog
@@ -59,6 +62,8 @@ class Worker:
         self.worker_id = worker_id or worker_name()
         self._wake = threading.Event()
         self._slots = threading.BoundedSemaphore(concurrency)
+        # While sends are in flight, how many slots must be free before the next claim.
+        self._claim_at_least = max(1, concurrency // 4)
 
     def wake(self) -> None:
         """Tell the worker there is new work (thread-safe, cheap)."""
@@ -71,6 +76,7 @@ class Worker:
         self._sender.warm_up()
         _log.info("worker_started", worker_id=self.worker_id, concurrency=self._concurrency)
         last_reap = 0.0
+        few_free_since: float | None = None
         with ThreadPoolExecutor(self._concurrency, thread_name_prefix="payherald-send") as pool:
             while not stop.is_set():
                 free, claimed = 0, []
@@ -81,6 +87,16 @@ class Worker:
                         self._reap_and_reconcile()
                     self._wake.clear()
                     free = self._free_slots()
+                    if 0 < free < self._claim_at_least:
+                        # Busy: claim once a few slots are free, not slot by slot (a claim
+                        # is a transaction, and a burst's drain is bound by them), or
+                        # after a poll interval of waiting for them.
+                        few_free_since = few_free_since or time.monotonic()
+                        left = few_free_since + self._poll_interval - time.monotonic()
+                        if left > 0:
+                            self._wake.wait(left)
+                            continue
+                    few_free_since = None
                     claimed = self._queue.claim(
                         worker_id=self.worker_id, limit=free, lease=self._lease
                     )

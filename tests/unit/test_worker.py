@@ -5,6 +5,7 @@ transitions table says, with no database and no provider."""
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -180,3 +181,60 @@ def test_a_lease_that_ran_out_during_the_call_is_reconciled(rig: Rig) -> None:
     # The provider had no record of it: sent again, once.
     assert [message.to for message in rig.parts.sms.delivered] == [PHONE]
     assert rig.store.notification(1)["status"] == "sent"
+
+
+def test_a_busy_worker_claims_a_few_at_a_time_not_slot_by_slot(rig: Rig) -> None:
+    """With sends in flight, a freed slot alone does not make a claim (a transaction per
+    message); a quarter of the slots free does."""
+    for number in range(12):
+        rig.record(rig.event(id=f"pi_{number}"))
+    worker = Worker(
+        store=rig.store,  # type: ignore[arg-type]
+        sender=rig.worker._sender,
+        clock=rig.clock,
+        lease=60.0,
+        jobs=rig.jobs,
+        concurrency=8,
+        poll_interval=30.0,
+    )
+    limits: list[int] = []
+    claim = rig.store.queue.claim
+
+    def recorded(**kwargs: Any) -> Any:
+        claimed = claim(**kwargs)
+        if claimed:
+            limits.append(kwargs["limit"])
+        return claimed
+
+    rig.store.queue.claim = recorded  # type: ignore[method-assign]
+    go, calling = threading.Semaphore(0), threading.Semaphore(0)
+    send = rig.parts.sms.send
+
+    def held_send(message: Any) -> str:
+        calling.release()
+        go.acquire()
+        return send(message)
+
+    rig.parts.sms.send = held_send  # type: ignore[method-assign]
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    try:
+        for _ in range(8):
+            assert calling.acquire(timeout=10)
+        go.release()  # one send ends: one slot free of eight
+        assert not calling.acquire(timeout=0.5)
+        assert limits == [8]
+        go.release()  # two free: a quarter
+        for _ in range(2):
+            assert calling.acquire(timeout=10)
+        assert limits == [8, 2]
+    finally:
+        stop.set()
+        for _ in range(12):
+            go.release()
+        thread.join(timeout=10)
+    worker.run_until_idle()  # what was left when it stopped
+    assert sorted(message.notification_id for message in rig.parts.sms.delivered) == list(
+        range(1, 13)
+    )

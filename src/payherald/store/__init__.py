@@ -7,15 +7,19 @@ events      Store: events recorded with their notifications, replayed, read; the
             repositories below hang off it
 links       Store.links: the identifiers of one payment linked as one subject
 meta        Store.meta: a small key-value table (the development secret, fingerprints)
-queue       Store.queue: the notifications as a work queue, claims, leases, state changes
+outbox      a planned notification's row and its job, queued with the event
+queue       Store.queue: the notifications as a work queue, claimed through their jobs,
+            leases, state changes
 transitions what can become of a claimed notification, in one table
+told        whether another notification about the same thing was told, and the locks
+            that keep two from being told at once
 jobs        Store.jobs: deferred work of every kind, one queue, claimed with a lease, once
             per key
 consents    Store.consents: the suppression list, consent records, inbound messages, and
             each record's write-back to Stripe, queued as a job
 deliveries  Store.deliveries: Twilio's delivery reports, moving a notification forward
 pruning     Store.pruning: retention's deletes and counts, batch by batch
-records     what goes in and comes out (planned events, claimed notifications)
+records     what goes in and comes out (planned events, claimed notifications, jobs)
 statuses    every status stored, one enum per kind of row
 
 ``open_store`` opens the store at a URL; nothing outside this package imports SQLAlchemy.

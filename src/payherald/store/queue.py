@@ -177,13 +177,26 @@ class WorkQueue:
             if not expired:
                 return 0, 0
             rows = connection.execute(
-                select(notifications.c.id, notifications.c.status).where(
+                select(
+                    notifications.c.id, notifications.c.status, notifications.c.lease_until
+                ).where(
                     notifications.c.id.in_([_notification_of(job) for job in expired]),
                     notifications.c.claimed_by.in_({job.claim for job in expired}),
                 )
             ).all()
+            # A send in flight holds its job until its own lease (from mark_sending) ends.
+            calling = {
+                row.id
+                for row in rows
+                if row.status == S.SENDING
+                and row.lease_until is not None
+                and row.lease_until >= now
+            }
+            expired = [job for job in expired if _notification_of(job) not in calling]
+            if not expired:
+                return 0, 0
             released = [row.id for row in rows if row.status == S.CLAIMED]
-            orphaned = [row.id for row in rows if row.status == S.SENDING]
+            orphaned = [row.id for row in rows if row.status == S.SENDING and row.id not in calling]
             if released:
                 connection.execute(
                     update(notifications)
@@ -222,7 +235,7 @@ class WorkQueue:
         unless_suppressed: Sequence[str] = (),
         unless_told: bool = False,
         count_attempt: bool = False,
-        job: Callable[[Connection], object],
+        job: Callable[[Connection], object] | None = None,
         **values: Any,
     ) -> bool:
         """Move a notification on to ``values``, if ``held`` is still the current claim,
@@ -230,7 +243,8 @@ class WorkQueue:
         on the suppression list and, with ``unless_told``, no other notification about
         the same thing was told (``siblings_told``); False otherwise. ``count_attempt``
         adds one to ``attempts``. ``job`` moves its job, in the same transaction, when it
-        moved."""
+        moved; the job is locked first on PostgreSQL in any case, in the order a claim and
+        an expiry lock them."""
         values.setdefault("updated_at", self._clock.now())
         unless_told = unless_told and held.subject is not None
         shape = (
@@ -258,7 +272,8 @@ class WorkQueue:
                 self._jobs.lock_in(connection, job_key(held.id))
             if not connection.execute(statement, parameters).rowcount:
                 return False
-            job(connection)
+            if job is not None:
+                job(connection)
             return True
 
     def mark_sending(
@@ -279,15 +294,14 @@ class WorkQueue:
         the same statement, so an opt-out or a send committed before this one always
         wins."""
         now = self._clock.now()
-        until = now + timedelta(seconds=lease)
-        key = job_key(held.id)
         return self._transition(
             held,
             (S.CLAIMED.value,),
             unless_suppressed=unless_suppressed,
             unless_told=True,
             count_attempt=True,
-            job=lambda c: self._jobs.extend_in(c, key, held.claim, until=until),
+            # The provider call's own lease: its job is not expired before it ends.
+            lease_until=now + timedelta(seconds=lease),
             status=S.SENDING.value,
             to=to,
             body=body,
