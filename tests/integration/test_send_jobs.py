@@ -201,3 +201,25 @@ def test_notifications_waiting_at_the_upgrade_get_their_jobs(
     )
     assert all(job_of(ph, number) is None for number in left.values())
     ph.engine.dispose()
+
+
+def test_a_send_in_flight_is_not_reconciled_before_its_call_could_have_ended(
+    ph: Any, clock: FrozenClock
+) -> None:
+    """Even with its job set free early (by anything that releases jobs of every kind), a
+    notification being sent is not taken, to send or to reconcile, before the lease of its
+    provider call runs out."""
+    row = receive(ph)
+    queue = ph.store.queue
+    (held,) = queue.claim(worker_id="a", limit=1, lease=60)
+    clock.advance(50)
+    assert queue.mark_sending(held, to="+14155550123", body="hi", channel="sms", lease=60)
+    clock.advance(20)  # the claim's lease ran out; the call's runs to 110 s
+    assert queue.expire_leases() == (0, 0)
+    assert ph.store.jobs.expire_leases() == 1  # every kind: the send's job is free
+    assert queue.claim(worker_id="b", limit=1, lease=60) == []
+    assert queue.claim_unknown(worker_id="b", limit=1, lease=60) == []
+    assert row_of(ph, row["id"])["status"] == "sending"
+    clock.advance(41)  # now the call's lease has run out too
+    (orphan,) = queue.claim_unknown(worker_id="b", limit=1, lease=60)
+    assert (orphan.id, orphan.status) == (row["id"], "unknown")

@@ -33,6 +33,20 @@ from payherald.store.statuses import JobStatus
 
 __all__ = ["Job", "Jobs"]
 
+# What a claim reads back of each job (``Job``'s fields).
+_READ = (
+    jobs.c.id,
+    jobs.c.kind,
+    jobs.c.key,
+    jobs.c.payload,
+    jobs.c.status,
+    jobs.c.attempts,
+    jobs.c.due_at,
+    jobs.c.claimed_by,
+    jobs.c.lease_until,
+    jobs.c.last_error,
+)
+
 
 class Jobs:
     """The jobs table as a queue (``Store.jobs``)."""
@@ -60,6 +74,7 @@ class Jobs:
             )
         )
         self._discard = delete(jobs).where(held)
+        self._claims: dict[tuple[str, ...], Any] = {}
         self._lock = select(jobs.c.id).where(jobs.c.key == bindparam("held_key")).with_for_update()
 
     # -- enqueueing -----------------------------------------------------------------------
@@ -196,34 +211,51 @@ class Jobs:
         the same token."""
         if limit <= 0 or not kinds:
             return []
+        kinds = tuple(sorted(kinds))
+        statement = self._claims.get(kinds)
+        if statement is None:
+            statement = self._claims[kinds] = self._claim_statement(kinds)
         now = self._clock.now()
+        rows = connection.execute(
+            statement,
+            {
+                "claim_now": now,
+                "claim_limit": limit,
+                "new_claimed_by": claim_token(worker_id),
+                "new_lease_until": now + timedelta(seconds=lease),
+            },
+        ).mappings()
+        return sorted((job_from_row(row) for row in rows), key=lambda job: (job.due_at, job.id))
+
+    def _claim_statement(self, kinds: tuple[str, ...]) -> Any:
+        """The claim of ``kinds``, in one statement (a busy worker claims once every few
+        messages), built once (building it cost more than running it)."""
+        now = bindparam("claim_now", type_=jobs.c.due_at.type)
         due = (
             select(jobs.c.id)
             .where(
                 and_(
                     jobs.c.status == JobStatus.PENDING,
                     jobs.c.due_at <= now,
-                    jobs.c.kind.in_(sorted(kinds)),
+                    jobs.c.kind.in_(kinds),
                 )
             )
             .order_by(jobs.c.due_at, jobs.c.id)
-            .limit(limit)
+            .limit(bindparam("claim_limit"))
         )
         if self._db.postgres:
             due = due.with_for_update(skip_locked=True)
-        # One statement: the claim is made once per message or so in a busy worker.
-        rows = connection.execute(
+        return (
             update(jobs)
             .where(jobs.c.id.in_(due))
             .values(
                 status=JobStatus.RUNNING,
-                claimed_by=claim_token(worker_id),
-                lease_until=now + timedelta(seconds=lease),
+                claimed_by=bindparam("new_claimed_by"),
+                lease_until=bindparam("new_lease_until", type_=jobs.c.lease_until.type),
                 updated_at=now,
             )
-            .returning(*jobs.c)
-        ).mappings()
-        return sorted((job_from_row(row) for row in rows), key=lambda job: (job.due_at, job.id))
+            .returning(*_READ)
+        )
 
     # -- after the claim: each guarded by the claim's token -------------------------------
 

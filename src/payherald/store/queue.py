@@ -29,7 +29,18 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Update, and_, bindparam, case, exists, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Update,
+    and_,
+    bindparam,
+    case,
+    exists,
+    or_,
+    select,
+    update,
+)
 
 from payherald.clock import Clock
 from payherald.store.database import Database
@@ -48,6 +59,52 @@ __all__ = ["STATUSES", "WorkQueue"]
 # each means.
 STATUSES = tuple(status.value for status in S)
 _ORPHANED = "The worker stopped during the provider call; reconciling."
+
+
+def _take(statuses: tuple[S, ...], *ready: ColumnElement[bool], **changes: Any) -> Update:
+    """The claim's UPDATE of the notifications its jobs are about (bound parameters
+    ``ids``, ``token``, ``now``): those in ``statuses``, due, and ``ready``."""
+    return (
+        update(notifications)
+        .where(
+            notifications.c.id.in_(bindparam("ids", expanding=True)),
+            # "|| ''" keeps SQLite's planner on the ids: led by the (status, run_at) index
+            # instead, it scans every due notification for every claim.
+            notifications.c.status.concat("").in_([status.value for status in statuses]),
+            notifications.c.run_at <= bindparam("now", type_=notifications.c.run_at.type),
+            *ready,
+        )
+        .values(
+            claimed_by=bindparam("token"),
+            updated_at=bindparam("now", type_=notifications.c.updated_at.type),
+            **changes,
+        )
+    )
+
+
+_SENDING = notifications.c.status == S.SENDING.value
+_TAKE_TO_SEND = _take((S.PENDING, S.CLAIMED), status=S.CLAIMED.value)
+_TAKE_TO_RECONCILE = _take(
+    (S.UNKNOWN, S.SENDING),
+    or_(
+        ~_SENDING,
+        notifications.c.lease_until.is_(None),
+        notifications.c.lease_until < bindparam("now", type_=notifications.c.lease_until.type),
+    ),
+    status=S.UNKNOWN.value,
+    run_at=bindparam("recheck", type_=notifications.c.run_at.type),
+    error=case((_SENDING, _ORPHANED), else_=notifications.c.error),
+)
+# What a claim gives back of the notifications it took, with their events' payloads.
+_TAKEN = (
+    select(notifications, events.c.payload.label("event_payload"))
+    .join(events, events.c.id == notifications.c.event_id)
+    .where(
+        notifications.c.id.in_(bindparam("ids", expanding=True)),
+        notifications.c.claimed_by == bindparam("token"),
+    )
+    .order_by(notifications.c.run_at, notifications.c.id)
+)
 
 
 class WorkQueue:
@@ -73,9 +130,7 @@ class WorkQueue:
         was claimed again meanwhile. (A ``claimed`` row is taken too: its job was free, so
         the claim that left it so is gone.)
         """
-        return self._claim(
-            SEND_JOB, (S.PENDING, S.CLAIMED), limit, lease, worker_id, status=S.CLAIMED.value
-        )
+        return self._claim(SEND_JOB, _TAKE_TO_SEND, limit, lease, worker_id)
 
     def claim_unknown(
         self, *, worker_id: str, limit: int, lease: float
@@ -84,32 +139,25 @@ class WorkQueue:
 
         They stay ``unknown`` while claimed (their next check is pushed back by the lease
         instead), so a crash during reconciliation can never turn them into a blind resend.
+        A ``sending`` one whose job is free (left so by a claim whose lease ran out) is
+        taken too, once the lease of its provider call has run out, and becomes unknown.
         """
         recheck = self._clock.now() + timedelta(seconds=lease)
-        # A ``sending`` row with a free job was left so by a claim whose lease ran out.
-        orphaned = notifications.c.status == S.SENDING.value
         return self._claim(
-            RECONCILE_JOB,
-            (S.UNKNOWN, S.SENDING),
-            limit,
-            lease,
-            worker_id,
-            status=S.UNKNOWN.value,
-            run_at=recheck,
-            error=case((orphaned, _ORPHANED), else_=notifications.c.error),
+            RECONCILE_JOB, _TAKE_TO_RECONCILE, limit, lease, worker_id, recheck=recheck
         )
 
     def _claim(
         self,
         kind: str,
-        from_statuses: tuple[S, ...],
+        take: Update,
         limit: int,
         lease: float,
         worker_id: str,
-        **changes: Any,
+        **parameters: Any,
     ) -> list[ClaimedNotification]:
-        """Claim up to ``limit`` due jobs of ``kind`` and, under their token, their
-        notifications in ``from_statuses``, applying ``changes``; return those."""
+        """Claim up to ``limit`` due jobs of ``kind`` and, by ``take`` under their token,
+        their notifications; return those."""
         if limit <= 0:
             return []
         now = self._clock.now()
@@ -121,21 +169,9 @@ class WorkQueue:
                 return []
             token = held[0].claim
             ids = [_notification_of(job) for job in held]
-            connection.execute(
-                update(notifications)
-                .where(
-                    notifications.c.id.in_(ids),
-                    notifications.c.status.in_([status.value for status in from_statuses]),
-                    notifications.c.run_at <= now,
-                )
-                .values(claimed_by=token, updated_at=now, **changes)
-            )
-            rows = connection.execute(
-                select(notifications, events.c.payload.label("event_payload"))
-                .join(events, events.c.id == notifications.c.event_id)
-                .where(notifications.c.id.in_(ids), notifications.c.claimed_by == token)
-                .order_by(notifications.c.run_at, notifications.c.id)
-            ).mappings()
+            values = {"ids": ids, "token": token, "now": now, **parameters}
+            connection.execute(take, values)
+            rows = connection.execute(_TAKEN, values).mappings()
             claimed = [claimed_from_row(row) for row in rows]
             if len(claimed) < len(held):
                 taken = {notification.id for notification in claimed}
@@ -152,9 +188,12 @@ class WorkQueue:
         found = {
             row.id: row
             for row in connection.execute(
-                select(notifications.c.id, notifications.c.status, notifications.c.run_at).where(
-                    notifications.c.id.in_([_notification_of(job) for job in held])
-                )
+                select(
+                    notifications.c.id,
+                    notifications.c.status,
+                    notifications.c.run_at,
+                    notifications.c.lease_until,
+                ).where(notifications.c.id.in_([_notification_of(job) for job in held]))
             )
         }
         for job in held:
@@ -164,7 +203,9 @@ class WorkQueue:
                 self._jobs.discard_in(connection, job.key, job.claim)
                 continue
             kind = SEND_JOB if row.status in (S.PENDING, S.CLAIMED) else RECONCILE_JOB
-            at = max(row.run_at, now)
+            # A send in flight is looked at again when the lease of its call ends.
+            calling = row.status == S.SENDING and row.lease_until is not None
+            at = max(row.lease_until if calling else row.run_at, now)
             self._jobs.reschedule_in(connection, job.key, job.claim, at=at, kind=kind)
 
     def expire_leases(self) -> tuple[int, int]:
