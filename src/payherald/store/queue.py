@@ -16,8 +16,10 @@ finished notification (sent, failed, skipped) deletes its job (the notification'
 the record), one that must wait makes it due again at the notification's ``run_at``.
 
 A claim whose lease ran out is safe to retry while the notification is ``claimed``:
-nothing was sent. A ``sending`` one may or may not have reached the provider, so it
-becomes ``unknown`` and is reconciled against the provider before any resend. Every change
+nothing was sent. A ``sending`` one holds its job until the lease of its provider call
+(started by ``mark_sending``) runs out too; then it may or may not have reached the
+provider, so it becomes ``unknown`` and is reconciled against the provider before any
+resend. Every change
 after the claim names the claim's token, so a worker that stalled past its lease cannot
 move a row that was claimed again meanwhile. On PostgreSQL the claim uses ``FOR UPDATE
 SKIP LOCKED``, so any number of workers share the queue.
