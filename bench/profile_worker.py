@@ -69,6 +69,7 @@ def drain(profile: bool) -> float:
         if profiler is not None:
             profiler.stop()
             text = profiler.output_text(unicode=False, color=False, show_all=False)
+            text = text.replace(f"{BENCH.parent}/", "")  # no machine paths in the repository
             header = (
                 f"# {sent} messages claimed, composed, committed sending, sent to a channel "
                 f"answering at once, committed sent; one thread, SQLite: "
