@@ -102,16 +102,7 @@ class Jobs:
         due_at = due_at or now
         statement = (
             self._db.insert(jobs)
-            .values(
-                kind=kind,
-                key=key,
-                payload=json.dumps(dict(payload), sort_keys=True),
-                status=JobStatus.PENDING,
-                due_at=due_at,
-                attempts=0,
-                created_at=now,
-                updated_at=now,
-            )
+            .values(_new_row(kind, key, payload, due_at, now))
             .on_conflict_do_nothing(index_elements=[jobs.c.key])
             .returning(jobs.c.id)
         )
@@ -132,19 +123,7 @@ class Jobs:
         if not work:
             return
         now = self._clock.now()
-        rows = [
-            {
-                "kind": kind,
-                "key": key,
-                "payload": json.dumps(dict(payload), sort_keys=True),
-                "status": JobStatus.PENDING,
-                "due_at": due_at,
-                "attempts": 0,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for key, payload, due_at in work
-        ]
+        rows = [_new_row(kind, key, payload, due_at, now) for key, payload, due_at in work]
         connection.execute(
             self._db.insert(jobs).on_conflict_do_nothing(index_elements=[jobs.c.key]), rows
         )
@@ -396,3 +375,19 @@ class Jobs:
         for status, count in rows:
             counts[JobStatus(status)] = int(count)
         return counts
+
+
+def _new_row(
+    kind: str, key: str, payload: Mapping[str, Any], due_at: datetime, now: datetime
+) -> dict[str, Any]:
+    """The ``jobs`` row of new ``kind`` work under ``key``, due at ``due_at``."""
+    return {
+        "kind": kind,
+        "key": key,
+        "payload": json.dumps(dict(payload), sort_keys=True),
+        "status": JobStatus.PENDING,
+        "due_at": due_at,
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
