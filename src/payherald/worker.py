@@ -110,6 +110,11 @@ class Worker:
                     _log.exception("worker_loop_error")
                 if not claimed or len(claimed) == free:
                     self._wake.wait(self._poll_interval)
+        try:
+            # The jobs of the last notifications it finished, left for the next claim.
+            self._queue.discard_finished()
+        except StoreUnavailable as exc:
+            _log.error("store_unavailable", error=exc.message)
         _log.info("worker_stopped", worker_id=self.worker_id)
 
     def _free_slots(self) -> int:

@@ -144,6 +144,62 @@ def test_an_unknown_outcome_is_reconciled_by_a_job_of_its_own_kind(
     assert len(sms.attempts) == 1  # reconciled, never sent again
 
 
+def test_a_finished_notifications_job_goes_with_the_next_claim(ph: Any) -> None:
+    """A finished notification leaves its job held by the claim that finished it (taken by
+    nobody else); the worker's next claim deletes it, with the others finished since, and
+    so does a worker that stops (discard_finished)."""
+    first, second = receive(ph, "pi_1"), receive(ph, "pi_2")
+    queue = ph.store.queue
+    held = queue.claim(worker_id="a", limit=2, lease=60)
+    assert queue.settle(held[0], Outcome.FAILED, error="Refused")
+    job = job_of(ph, first["id"])
+    assert job is not None
+    assert (job.status, job.claim) == ("running", held[0].claim)
+    assert queue.claim(worker_id="a", limit=2, lease=60) == []
+    assert job_of(ph, first["id"]) is None
+    assert queue.settle(held[1], Outcome.FAILED, error="Refused")
+    queue.discard_finished()
+    assert job_of(ph, second["id"]) is None
+
+
+def test_a_failed_notification_replayed_before_its_job_went_is_sent_once(
+    ph: Any, sms: ScriptedChannel
+) -> None:
+    """The claim that finished a notification deletes its job later, by key and claim: a
+    replay that queues the notification again in between makes the job fresh, so the
+    deletion misses it and the notification is sent, once."""
+    row = receive(ph)
+    queue = ph.store.queue
+    (held,) = queue.claim(worker_id="a", limit=1, lease=60)
+    assert queue.settle(held, Outcome.FAILED, error="Refused")
+    assert ph.store.replay_event(row["event_id"], []) == (0, 1, 0)
+    job = job_of(ph, row["id"])
+    assert job is not None
+    assert (job.kind, job.status, job.claim) == (SEND_JOB, "pending", None)
+    assert ph.worker.run_until_idle() == 1
+    assert row_of(ph, row["id"])["status"] == "sent"
+    assert job_of(ph, row["id"]) is None
+    assert len(sms.delivered) == 1
+
+
+def test_the_jobs_a_stopped_worker_had_not_deleted_go_after_their_lease(
+    ph: Any, database_url: str, clock: FrozenClock, sms: ScriptedChannel
+) -> None:
+    """A worker killed after finishing a notification, before deleting its job: once the
+    job's lease has run out, another worker drops it and sends nothing."""
+    row = receive(ph)
+    (held,) = ph.store.queue.claim(worker_id="killed", limit=1, lease=60)
+    assert ph.store.queue.settle(held, Outcome.FAILED, error="Refused")
+    other = build_for_tests(database_url, clock=clock, channels={"sms": sms})
+    assert other.worker.run_until_idle() == 0
+    assert job_of(ph, row["id"]) is not None  # still within its lease
+    clock.advance(61)
+    assert other.worker.run_until_idle() == 0
+    assert job_of(ph, row["id"]) is None
+    assert (row_of(ph, row["id"])["status"], sms.attempts) == ("failed", [])
+    other.engine.dispose()
+
+
 def test_a_job_whose_notification_was_finished_elsewhere_is_dropped(
     ph: Any, sms: ScriptedChannel
 ) -> None:

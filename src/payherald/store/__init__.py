@@ -9,7 +9,7 @@ links       Store.links: the identifiers of one payment linked as one subject
 meta        Store.meta: a small key-value table (the development secret, fingerprints)
 outbox      a planned notification's row and its job, queued with the event
 queue       Store.queue: the notifications as a work queue, claimed through their jobs,
-            leases, state changes
+            leases, state changes (queue_statements: its statements, built once)
 transitions what can become of a claimed notification, in one table
 told        whether another notification about the same thing was told, and the locks
             that keep two from being told at once

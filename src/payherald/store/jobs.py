@@ -23,7 +23,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, select, tuple_, update
 
 from payherald.clock import Clock
 from payherald.store.database import Database
@@ -32,20 +32,6 @@ from payherald.store.schema import jobs
 from payherald.store.statuses import JobStatus
 
 __all__ = ["Job", "Jobs"]
-
-# What a claim reads back of each job (``Job``'s fields).
-_READ = (
-    jobs.c.id,
-    jobs.c.kind,
-    jobs.c.key,
-    jobs.c.payload,
-    jobs.c.status,
-    jobs.c.attempts,
-    jobs.c.due_at,
-    jobs.c.claimed_by,
-    jobs.c.lease_until,
-    jobs.c.last_error,
-)
 
 
 class Jobs:
@@ -73,7 +59,10 @@ class Jobs:
                 updated_at=bindparam("new_updated_at", type_=jobs.c.updated_at.type),
             )
         )
-        self._discard = delete(jobs).where(held)
+        self._discard = delete(jobs).where(
+            tuple_(jobs.c.key, jobs.c.claimed_by).in_(bindparam("held", expanding=True)),
+            jobs.c.status == JobStatus.RUNNING,
+        )
         self._claims: dict[tuple[str, ...], Any] = {}
         self._lock = select(jobs.c.id).where(jobs.c.key == bindparam("held_key")).with_for_update()
 
@@ -116,17 +105,34 @@ class Jobs:
         connection: Connection,
         kind: str,
         work: Sequence[tuple[str, Mapping[str, Any], datetime]],
+        *,
+        replace: bool = False,
     ) -> None:
         """Queue each ``(key, payload, due_at)`` of ``work`` as ``kind`` work inside
-        ``connection``'s transaction, in one statement; a key queued already is left as it
-        is. Waking the workers is the caller's, once per transaction."""
+        ``connection``'s transaction, in one statement. A key queued already is left as it
+        is; with ``replace``, its job is made pending again, fresh, whatever it was, so
+        that no claim of it from before can act on it. Waking the workers is the
+        caller's, once per transaction."""
         if not work:
             return
         now = self._clock.now()
         rows = [_new_row(kind, key, payload, due_at, now) for key, payload, due_at in work]
-        connection.execute(
-            self._db.insert(jobs).on_conflict_do_nothing(index_elements=[jobs.c.key]), rows
-        )
+        statement = self._db.insert(jobs)
+        if replace:
+            fresh = ("kind", "payload", "status", "due_at", "attempts", "updated_at")
+            statement = statement.on_conflict_do_update(
+                index_elements=[jobs.c.key],
+                set_={
+                    **{name: statement.excluded[name] for name in fresh},
+                    "claimed_by": None,
+                    "lease_until": None,
+                    "finished_at": None,
+                    "last_error": None,
+                },
+            )
+        else:
+            statement = statement.on_conflict_do_nothing(index_elements=[jobs.c.key])
+        connection.execute(statement, rows)
 
     def ensure_recurring(
         self, kind: str, key: str, payload: Mapping[str, Any], *, due_at: datetime | None = None
@@ -233,7 +239,7 @@ class Jobs:
                 lease_until=bindparam("new_lease_until", type_=jobs.c.lease_until.type),
                 updated_at=now,
             )
-            .returning(*_READ)
+            .returning(*jobs.c)
         )
 
     # -- after the claim: each guarded by the claim's token -------------------------------
@@ -350,12 +356,13 @@ class Jobs:
         transactions never wait on each other's."""
         connection.execute(self._lock, {"held_key": key})
 
-    def discard_in(self, connection: Connection, key: str, claim: str) -> bool:
-        """The job ``key``, held under ``claim``, is deleted: what it was about is finished,
-        and the row of what it was about is the record of it."""
-        return bool(
-            connection.execute(self._discard, {"held_key": key, "held_claim": claim}).rowcount
-        )
+    def discard_in(self, connection: Connection, held: Collection[tuple[str, str]]) -> int:
+        """Delete each job of ``held``, by ``(key, claim)``, if still held under that claim:
+        what it was about is finished, and the row of what it was about is the record of
+        it. Returns how many were deleted."""
+        if not held:
+            return 0
+        return int(connection.execute(self._discard, {"held": list(held)}).rowcount)
 
     # -- reading --------------------------------------------------------------------------
 

@@ -122,7 +122,11 @@ class Outbox:
                 claimed_by=None,
             )
         )
-        self._jobs.enqueue_many_in(connection, SEND_JOB, [_send_job(n, now) for n in failed])
+        # A failed notification's job may be there still, held by the claim that
+        # finished it until that worker's next claim deletes it: it is made fresh.
+        self._jobs.enqueue_many_in(
+            connection, SEND_JOB, [_send_job(n, now) for n in failed], replace=True
+        )
         return len(failed)
 
 

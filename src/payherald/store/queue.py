@@ -11,9 +11,11 @@ While it waits (pending or unknown) it has one job (``payherald.store.jobs``), k
 its id and due at its ``run_at``: of kind ``notification.send`` to be sent, of kind
 ``notification.reconcile`` to be checked against the provider. A claim takes due jobs of
 one kind and, in the same transaction and under the same token, their notifications.
-Whatever becomes of a notification moves its job in the transaction that records it: a
-finished notification (sent, failed, skipped) deletes its job (the notification's row is
-the record), one that must wait makes it due again at the notification's ``run_at``.
+Whatever becomes of a notification moves its job: one that must wait makes it due again
+at the notification's ``run_at``, in the transaction that records it. A finished one
+(sent, failed, skipped) leaves its job held by the claim, and the worker's next claim (or
+``discard_finished``) deletes the jobs of all it finished since, in one statement: the
+notification's row is the record, and a job held by a claim is taken by nobody else.
 
 A claim whose lease ran out is safe to retry while the notification is ``claimed``:
 nothing was sent. A ``sending`` one holds its job until the lease of its provider call
@@ -27,32 +29,30 @@ SKIP LOCKED``, so any number of workers share the queue.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Connection,
-    Update,
-    and_,
-    bindparam,
-    case,
-    exists,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import Connection, Update, select, update
 
 from payherald.clock import Clock
 from payherald.store.database import Database
 from payherald.store.jobs import Job, Jobs
 from payherald.store.outbox import RECONCILE_JOB, SEND_JOB, job_key
+from payherald.store.queue_statements import (
+    ORPHANED,
+    TAKE_TO_RECONCILE,
+    TAKE_TO_SEND,
+    TAKEN,
+    transition_statement,
+)
 from payherald.store.records import ClaimedNotification, claimed_from_row
-from payherald.store.schema import events, notifications, suppressions
+from payherald.store.schema import notifications
 from payherald.store.statuses import TERMINAL
 from payherald.store.statuses import NotificationStatus as S
-from payherald.store.told import lock_subject, siblings_told
+from payherald.store.told import lock_subject
 from payherald.store.transitions import Outcome
 
 __all__ = ["STATUSES", "WorkQueue"]
@@ -60,53 +60,6 @@ __all__ = ["STATUSES", "WorkQueue"]
 # Every status a notification can be in; the README's "Notification statuses" says what
 # each means.
 STATUSES = tuple(status.value for status in S)
-_ORPHANED = "The worker stopped during the provider call; reconciling."
-
-
-def _take(statuses: tuple[S, ...], *ready: ColumnElement[bool], **changes: Any) -> Update:
-    """The claim's UPDATE of the notifications its jobs are about (bound parameters
-    ``ids``, ``token``, ``now``): those in ``statuses``, due, and ``ready``."""
-    return (
-        update(notifications)
-        .where(
-            notifications.c.id.in_(bindparam("ids", expanding=True)),
-            # "|| ''" keeps SQLite's planner on the ids: led by the (status, run_at) index
-            # instead, it scans every due notification for every claim.
-            notifications.c.status.concat("").in_([status.value for status in statuses]),
-            notifications.c.run_at <= bindparam("now", type_=notifications.c.run_at.type),
-            *ready,
-        )
-        .values(
-            claimed_by=bindparam("token"),
-            updated_at=bindparam("now", type_=notifications.c.updated_at.type),
-            **changes,
-        )
-    )
-
-
-_SENDING = notifications.c.status == S.SENDING.value
-_TAKE_TO_SEND = _take((S.PENDING, S.CLAIMED), status=S.CLAIMED.value)
-_TAKE_TO_RECONCILE = _take(
-    (S.UNKNOWN, S.SENDING),
-    or_(
-        ~_SENDING,
-        notifications.c.lease_until.is_(None),
-        notifications.c.lease_until < bindparam("now", type_=notifications.c.lease_until.type),
-    ),
-    status=S.UNKNOWN.value,
-    run_at=bindparam("recheck", type_=notifications.c.run_at.type),
-    error=case((_SENDING, _ORPHANED), else_=notifications.c.error),
-)
-# What a claim gives back of the notifications it took, with their events' payloads.
-_TAKEN = (
-    select(notifications, events.c.payload.label("event_payload"))
-    .join(events, events.c.id == notifications.c.event_id)
-    .where(
-        notifications.c.id.in_(bindparam("ids", expanding=True)),
-        notifications.c.claimed_by == bindparam("token"),
-    )
-    .order_by(notifications.c.run_at, notifications.c.id)
-)
 
 
 class WorkQueue:
@@ -120,6 +73,8 @@ class WorkQueue:
         # The state changes, built once per shape and run with new values each time:
         # building an UPDATE costs more than running it (see _transition).
         self._transitions: dict[tuple[Any, ...], Update] = {}
+        # The (key, claim) of the jobs of notifications finished since the last claim.
+        self._finished: deque[tuple[str, str]] = deque()
 
     # -- claiming -------------------------------------------------------------------------
 
@@ -132,7 +87,7 @@ class WorkQueue:
         was claimed again meanwhile. (A ``claimed`` row is taken too: its job was free, so
         the claim that left it so is gone.)
         """
-        return self._claim(SEND_JOB, _TAKE_TO_SEND, limit, lease, worker_id)
+        return self._claim(SEND_JOB, TAKE_TO_SEND, limit, lease, worker_id)
 
     def claim_unknown(
         self, *, worker_id: str, limit: int, lease: float
@@ -146,7 +101,7 @@ class WorkQueue:
         """
         recheck = self._clock.now() + timedelta(seconds=lease)
         return self._claim(
-            RECONCILE_JOB, _TAKE_TO_RECONCILE, limit, lease, worker_id, recheck=recheck
+            RECONCILE_JOB, TAKE_TO_RECONCILE, limit, lease, worker_id, recheck=recheck
         )
 
     def _claim(
@@ -163,7 +118,7 @@ class WorkQueue:
         if limit <= 0:
             return []
         now = self._clock.now()
-        with self._db.transaction() as connection:
+        with self._discarding_finished() as connection:
             held = self._jobs.claim_in(
                 connection, kinds=(kind,), limit=limit, lease=lease, worker_id=worker_id
             )
@@ -173,7 +128,7 @@ class WorkQueue:
             ids = [_notification_of(job) for job in held]
             values = {"ids": ids, "token": token, "now": now, **parameters}
             connection.execute(take, values)
-            rows = connection.execute(_TAKEN, values).mappings()
+            rows = connection.execute(TAKEN, values).mappings()
             claimed = [claimed_from_row(row) for row in rows]
             if len(claimed) < len(held):
                 taken = {notification.id for notification in claimed}
@@ -202,7 +157,7 @@ class WorkQueue:
             assert job.claim is not None
             row = found.get(_notification_of(job))
             if row is None or row.status in TERMINAL:
-                self._jobs.discard_in(connection, job.key, job.claim)
+                self._jobs.discard_in(connection, [(job.key, job.claim)])
                 continue
             kind = SEND_JOB if row.status in (S.PENDING, S.CLAIMED) else RECONCILE_JOB
             # A send in flight is looked at again when the lease of its call ends.
@@ -213,9 +168,9 @@ class WorkQueue:
     def expire_leases(self) -> tuple[int, int]:
         """Return work whose worker vanished: ``claimed`` rows to ``pending`` (nothing was
         sent) and ``sending`` rows to ``unknown`` (something may have been), their jobs due
-        now. Returns the two counts."""
+        now; the jobs of the rows it finished are deleted. Returns the two counts."""
         now = self._clock.now()
-        with self._db.transaction() as connection:
+        with self._discarding_finished() as connection:
             expired = self._jobs.expired_in(connection, (SEND_JOB, RECONCILE_JOB))
             if not expired:
                 return 0, 0
@@ -257,16 +212,48 @@ class WorkQueue:
                         claimed_by=None,
                         lease_until=None,
                         run_at=now,
-                        error=_ORPHANED,
+                        error=ORPHANED,
                         updated_at=now,
                     )
                 )
+            # The jobs of what the vanished worker finished, which its next claim would
+            # have deleted.
+            finished = {row.id for row in rows if row.status in TERMINAL}
+            self._jobs.discard_in(
+                connection,
+                [(job.key, job.claim) for job in expired if _notification_of(job) in finished],
+            )
             for job in expired:
                 assert job.claim is not None
+                if _notification_of(job) in finished:
+                    continue
                 kind = RECONCILE_JOB if _notification_of(job) in orphaned else job.kind
                 self._jobs.reschedule_in(connection, job.key, job.claim, at=now, kind=kind)
             self._db.wake_workers(connection)
         return len(released), len(orphaned)
+
+    def discard_finished(self) -> None:
+        """Delete the jobs of the notifications finished since the last claim (a worker
+        that stops calls this; its claims do it as they go)."""
+        if self._finished:
+            with self._discarding_finished():
+                pass
+
+    @contextmanager
+    def _discarding_finished(self) -> Iterator[Connection]:
+        """A transaction that begins by deleting the jobs of the notifications finished
+        since the last one; they are kept for the next if it fails."""
+        finished: list[tuple[str, str]] = []
+        with suppress(IndexError):  # the sending threads append meanwhile
+            while True:
+                finished.append(self._finished.popleft())
+        try:
+            with self._db.transaction() as connection:
+                self._jobs.discard_in(connection, finished)
+                yield connection
+        except BaseException:
+            self._finished.extend(finished)
+            raise
 
     # -- after the claim ------------------------------------------------------------------
 
@@ -299,7 +286,7 @@ class WorkQueue:
         )
         statement = self._transitions.get(shape)
         if statement is None:
-            statement = self._transitions[shape] = _transition_statement(*shape)
+            statement = self._transitions[shape] = transition_statement(*shape)
         parameters = {f"new_{name}": value for name, value in values.items()}
         parameters.update(held_id=held.id, held_claim=held.claim)
         if unless_suppressed:
@@ -363,42 +350,17 @@ class WorkQueue:
         changes = outcome.changes(values, now)
         key = job_key(held.id)
         enters = outcome.transition.enters
-        move: Callable[[Connection], object]
-        if enters in (S.PENDING, S.UNKNOWN):
-            kind = SEND_JOB if enters is S.PENDING else RECONCILE_JOB
-            at = changes.get("run_at") or now
-            move = lambda c: self._jobs.reschedule_in(c, key, held.claim, at=at, kind=kind)  # noqa: E731
-        else:
-            move = lambda c: self._jobs.discard_in(c, key, held.claim)  # noqa: E731
+        if enters not in (S.PENDING, S.UNKNOWN):
+            # Finished: its job is deleted with the others by the next claim.
+            moved = self._transition(held, outcome.leaves, **changes)
+            if moved:
+                self._finished.append((key, held.claim))
+            return moved
+        kind = SEND_JOB if enters is S.PENDING else RECONCILE_JOB
+        at = changes.get("run_at") or now
+        move = lambda c: self._jobs.reschedule_in(c, key, held.claim, at=at, kind=kind)  # noqa: E731
         return self._transition(held, outcome.leaves, job=move, **changes)
 
 
 def _notification_of(job: Job) -> int:
     return int(job.payload["notification"])
-
-
-def _transition_statement(
-    from_statuses: tuple[str, ...],
-    names: tuple[str, ...],
-    count_attempt: bool,
-    guarded: bool,
-    unless_told: bool,
-) -> Update:
-    """The UPDATE behind ``Store._transition`` for one shape of change; its values are the
-    bound parameters ``held_id``, ``held_claim``, ``new_<column>`` and ``suppressed``."""
-    conditions = [
-        notifications.c.id == bindparam("held_id"),
-        notifications.c.claimed_by == bindparam("held_claim"),
-        notifications.c.status.in_(from_statuses),
-    ]
-    if guarded:
-        listed = suppressions.c.address.in_(bindparam("suppressed", expanding=True))
-        conditions.append(~exists(select(suppressions.c.address).where(listed)))
-    if unless_told:
-        conditions.append(~exists(siblings_told(notifications)))
-    changes: dict[str, Any] = {
-        name: bindparam(f"new_{name}", type_=notifications.c[name].type) for name in names
-    }
-    if count_attempt:
-        changes["attempts"] = notifications.c.attempts + 1
-    return update(notifications).where(and_(*conditions)).values(changes)

@@ -292,6 +292,9 @@ class InMemoryQueue:
                     orphaned += 1
             return released, orphaned
 
+    def discard_finished(self) -> None:
+        """Nothing to do: the fake keeps no jobs for its notifications."""
+
     def mark_sending(
         self,
         held: ClaimedNotification,
