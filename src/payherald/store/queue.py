@@ -219,16 +219,15 @@ class WorkQueue:
             # The jobs of what the vanished worker finished, which its next claim would
             # have deleted.
             finished = {row.id for row in rows if row.status in TERMINAL}
-            self._jobs.discard_in(
-                connection,
-                [(job.key, job.claim) for job in expired if _notification_of(job) in finished],
-            )
+            done: list[tuple[str, str]] = []
             for job in expired:
                 assert job.claim is not None
                 if _notification_of(job) in finished:
+                    done.append((job.key, job.claim))
                     continue
                 kind = RECONCILE_JOB if _notification_of(job) in orphaned else job.kind
                 self._jobs.reschedule_in(connection, job.key, job.claim, at=now, kind=kind)
+            self._jobs.discard_in(connection, done)
             self._db.wake_workers(connection)
         return len(released), len(orphaned)
 
