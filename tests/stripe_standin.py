@@ -27,6 +27,7 @@ _PATHS = {
     "prices": "price",
     "customers": "customer",
     "refunds": "refund",
+    "subscriptions": "subscription",
 }
 
 
@@ -107,6 +108,20 @@ class StripeStandIn:
         if "product" in expand and isinstance(expanded.get("product"), str):
             expanded["product"] = self.objects.get(expanded["product"], expanded["product"])
         return dict(expanded)
+
+
+def open_invoice_payment(invoice: Mapping[str, Any], intent: Mapping[str, Any]) -> dict[str, Any]:
+    """The invoice payment Stripe keeps for an invoice whose payment intent failed."""
+    return {
+        "id": f"inpay_{invoice['id']}",
+        "object": "invoice_payment",
+        "invoice": invoice["id"],
+        "status": "open",
+        "amount_paid": None,
+        "amount_requested": invoice["amount_due"],
+        "currency": invoice["currency"],
+        "payment": {"type": "payment_intent", "payment_intent": intent["id"]},
+    }
 
 
 def _list(data: list[dict[str, Any]], url: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 import stripe
 import uvicorn
 from sqlalchemy import create_engine, text
@@ -82,6 +83,33 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
         self._thread.join(10)
+
+
+class StripeOnLoopback:
+    """payherald served on loopback (``server``), posted events as Stripe posts them."""
+
+    def __init__(self, ph: Any, server: LiveServer, clock: Any, sms: Any) -> None:
+        self.ph, self.server, self.clock, self.sms = ph, server, clock, sms
+        self.client = httpx.Client(base_url=server.url, timeout=30)
+
+    def __enter__(self) -> StripeOnLoopback:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+
+    def send(self, event: dict[str, Any], *, pause: float = 2.0) -> None:
+        """Post ``event`` as Stripe would, ``pause`` seconds after the one before, and let
+        the worker do all it can before the next one arrives."""
+        from payherald.simulate import sign_payload
+
+        self.clock.advance(pause)
+        body, header = sign_payload(event, SECRET, timestamp=int(self.clock.now().timestamp()))
+        response = self.client.post(
+            "/webhooks/stripe", content=body, headers={"Stripe-Signature": header}
+        )
+        assert response.status_code == 200, response.text
+        self.ph.worker.run_until_idle()
 
 
 class TcpProxy:

@@ -15,7 +15,6 @@ the job queue: ``Reconciler.run_job`` is its handler, and whichever worker claim
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import stripe
 import structlog
 
 from payherald.backoff import backoff_delay
-from payherald.clock import Clock
+from payherald.clock import Clock, parse_duration
 from payherald.exceptions import PayheraldError
 from payherald.ingest import ingest
 from payherald.jobs import Job, RunAgain
@@ -52,8 +51,6 @@ STRIPE_EVENT_RETENTION = timedelta(days=30)
 # The kind, and the key, of the recurring reconciliation job: there is one.
 RECONCILE_JOB = "stripe.reconcile"
 _PAGE = 100
-_RELATIVE = re.compile(r"^\s*(\d+)\s*([mhd])\s*$")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 _LAST_RECONCILED = "last_reconciled_at"
 # A reconciliation starts this long before the last successful one ended.
 _OVERLAP = timedelta(minutes=10)
@@ -67,9 +64,9 @@ def parse_instant(text: str, *, now: datetime, option: str) -> datetime:
     """``24h``, ``90m``, ``7d`` (that long before ``now``), or an ISO date or time (UTC
     unless it says otherwise), not in the future. Raises ValueError with a sentence that
     names ``option``."""
-    match = _RELATIVE.match(text)
-    if match:
-        instant = now - timedelta(**{_UNITS[match[2]]: int(match[1])})
+    ago = parse_duration(text)
+    if ago is not None:
+        instant = now - ago
     else:
         try:
             instant = datetime.fromisoformat(text.strip())

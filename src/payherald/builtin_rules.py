@@ -15,6 +15,7 @@ from payherald.rules import Rule
 __all__ = ["BUILTIN_RULES"]
 
 _PREFIX = "{% if business %}{{ business }}: {% endif %}"
+_DAY = 86400
 # One refund, one message: refund.created tells it. Before API version 2024-10-28 a charge's
 # refund sent no refund.created, only charge.refunded, which then tells it; from that version
 # on charge.refunded is passed over (it does not name the refund, so the two could not be
@@ -59,11 +60,14 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         fallback=_PREFIX + "Your payment did not go through: {{ decline_reason }}. "
         "Please try another card.",
     ),
+    # Dunning: three steps, one sequence per invoice (Stripe's retries add nothing), each
+    # sent unless the invoice is paid, voided or uncollectible by then (see dunning).
     Rule(
         name="invoice_payment_failed",
         description="Customer: an invoice could not be collected; first dunning message.",
         events=frozenset({"invoice.payment_failed"}),
-        subject="failed_attempt",
+        subject="object",
+        sequence="dunning",
         unless_paid=True,
         template=_PREFIX + "We could not collect {{ amount | money(currency) }}"
         "{% if invoice_number %} for invoice {{ invoice_number }}{% endif %}: "
@@ -71,6 +75,35 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         "{% endif %}",
         fallback=_PREFIX + "We could not collect your payment.{% if fix_url %} Pay or update "
         "your card: {{ fix_url }}{% endif %}",
+    ),
+    Rule(
+        name="dunning_reminder",
+        description="Customer: the invoice is still unpaid 3 days after its payment failed.",
+        events=frozenset({"invoice.payment_failed"}),
+        subject="object",
+        sequence="dunning",
+        after=3 * _DAY,
+        unless_paid=True,
+        template=_PREFIX + "Reminder: {{ amount | money(currency) }}"
+        "{% if invoice_number %} for invoice {{ invoice_number }}{% endif %} is still unpaid."
+        "{% if fix_url %} Pay or update your card: {{ fix_url }}{% endif %}",
+        fallback=_PREFIX + "Reminder: your payment is still due.{% if fix_url %} Pay or "
+        "update your card: {{ fix_url }}{% endif %}",
+    ),
+    Rule(
+        name="dunning_final",
+        description="Customer: final notice, 7 days after the invoice's payment failed.",
+        events=frozenset({"invoice.payment_failed"}),
+        subject="object",
+        sequence="dunning",
+        after=7 * _DAY,
+        unless_paid=True,
+        template=_PREFIX + "Final notice: {{ amount | money(currency) }}"
+        "{% if invoice_number %} for invoice {{ invoice_number }}{% endif %} is still unpaid"
+        " and your subscription may be cancelled."
+        "{% if fix_url %} Pay or update your card: {{ fix_url }}{% endif %}",
+        fallback=_PREFIX + "Final notice: your payment is still due and your subscription "
+        "may be cancelled.{% if fix_url %} Pay or update your card: {{ fix_url }}{% endif %}",
     ),
     Rule(
         name="refund_customer",

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-__all__ = ["Clock", "FrozenClock", "SystemClock"]
+__all__ = ["Clock", "FrozenClock", "SystemClock", "parse_duration"]
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([mhd])\s*$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str) -> timedelta | None:
+    """``90m``, ``24h`` or ``7d`` as a duration; None for anything else."""
+    match = _DURATION.match(text)
+    return timedelta(**{_UNITS[match[2]]: int(match[1])}) if match else None
 
 
 class Clock(Protocol):

@@ -127,6 +127,12 @@ class Composer:
         """Load now what the first message would otherwise wait for (the locale's data)."""
         self._rules.renderer.warm_up()
 
+    def delay_of(self, rule_name: str) -> int:
+        """How long after it was queued a notification of ``rule_name`` falls due (a
+        dunning step's ``after``), in seconds."""
+        rule = self._rules.get(rule_name)
+        return rule.after if rule is not None else 0
+
     def compose(self, notification: ClaimedNotification) -> Composed:
         """Raises NotificationSkipped, NotificationDeferred, RecipientNotFound, RenderError,
         or TransientDeliveryError (Stripe could not be asked). The suppression list is not

@@ -43,6 +43,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from payherald.builtin_rules import BUILTIN_RULES
+from payherald.clock import parse_duration
+from payherald.dunning import DUNNING, STARTING_EVENT
 from payherald.event_types import STRIPE_EVENT_TYPES
 from payherald.exceptions import ConfigurationError, RenderError
 from payherald.quiet_hours import QuietHours, parse_clock_time
@@ -80,6 +82,8 @@ _RULE_KEYS = {
     "allow_metadata_links",
     "enabled",
     "description",
+    "sequence",
+    "after",
 }
 _BUILTINS = {rule.name: rule for rule in BUILTIN_RULES}
 
@@ -277,6 +281,40 @@ class _Reader:
                 thresholds[currency.lower()] = amount
         return thresholds
 
+    def _check_step(
+        self,
+        where: tuple[str, ...],
+        table: dict[str, Any],
+        values: dict[str, Any],
+        base: Rule | None,
+    ) -> None:
+        """A dunning step is started by the invoice's failure and goes to its customer."""
+        events = values.get("events", base.events if base else frozenset())
+        if events != {STARTING_EVENT}:
+            self.problem(
+                where,
+                "events" if "events" in table else "sequence",
+                f"a dunning step is started by {STARTING_EVENT} alone; "
+                f'set events = ["{STARTING_EVENT}"].',
+            )
+        if values.get("to", base.to if base else "customer") != "customer":
+            self.problem(where, "to", 'a dunning step is for the customer; set to = "customer".')
+
+    def _after(self, where: tuple[str, ...], value: Any) -> int | None:
+        """A dunning step's delay: ``"3d"``, ``"12h"``, ``"90m"``, or seconds."""
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        delay = parse_duration(value) if isinstance(value, str) else None
+        if delay is None:
+            self.problem(
+                where,
+                "after",
+                f'{value!r} is not a delay; use a duration like "3d", "12h" or "90m" '
+                "(0 for at once), counted from the invoice's first failure.",
+            )
+            return None
+        return int(delay.total_seconds())
+
     def _rules(self, tables: dict[str, Any], teams: dict[str, Team]) -> tuple[Rule, ...]:
         rules = dict(_BUILTINS)
         for name, value in tables.items():
@@ -371,6 +409,16 @@ class _Reader:
                 if not isinstance(table[key], bool):
                     self.problem(where, key, "must be true or false.")
                 values[key] = bool(table[key])
+        if "sequence" in table:
+            if table["sequence"] != DUNNING:
+                self.problem(where, "sequence", f'the only sequence is "{DUNNING}".')
+            values["sequence"] = DUNNING
+        if "after" in table:
+            after = self._after(where, table["after"])
+            if after is not None:
+                values["after"] = after
+        if values.get("sequence", base.sequence if base else None) is not None:
+            self._check_step(where, table, values, base)
         if len(self.problems) > problems_before:
             return None
         if base is None:

@@ -13,6 +13,7 @@ import traceback
 import structlog
 
 from payherald.api_versions import unsupported_reason
+from payherald.dunning import dunning_changes
 from payherald.rules import RuleBook
 from payherald.store import PlannedEvent, RecordResult, Store
 from payherald.stripe_objects import read_object
@@ -37,11 +38,12 @@ def plan_event(rules: RuleBook, event: StripeEvent) -> PlannedEvent:
     links = payment_links(event)
     try:
         planned = rules.plan(event)
+        start, ends = dunning_changes(event, starts=any(item.sequence for item in planned))
     except Exception as exc:
         _log.exception("planning_failed", event_id=event.id, event_type=event.type)
         error = "".join(traceback.format_exception(exc))
         return PlannedEvent(event, status="failed", error=error, links=links)
-    return PlannedEvent(event, tuple(planned), links=links)
+    return PlannedEvent(event, tuple(planned), links=links, dunning_start=start, dunning_ends=ends)
 
 
 def payment_links(event: StripeEvent) -> tuple[str, ...]:
@@ -58,9 +60,7 @@ def record_planned(store: Store, item: PlannedEvent) -> RecordResult:
     """Store one planned event in a transaction of its own (``Store.record_event``, which
     retries when a concurrent transaction links the same payment). Raises
     StoreUnavailable."""
-    return store.record_event(
-        item.event, item.planned, status=item.status, error=item.error, links=item.links
-    )
+    return store.record(item)
 
 
 def ingest(store: Store, rules: RuleBook, event: StripeEvent) -> RecordResult:

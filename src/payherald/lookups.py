@@ -24,7 +24,7 @@ from payherald.stripe_objects import StripeObject, read_object
 
 __all__ = ["InMemoryStripeLookups", "StripeApiLookups", "StripeLookups"]
 
-RETRIEVABLE = ("invoice", "payment_intent", "charge", "price")
+RETRIEVABLE = ("invoice", "payment_intent", "charge", "price", "subscription")
 # What does not change once made, and so may be cached: a charge's customer and billing
 # details, a price's name.
 _CACHED = frozenset({"charge", "price"})
@@ -91,6 +91,7 @@ class StripeApiLookups:
             "invoice": v1.invoices.retrieve,
             "payment_intent": v1.payment_intents.retrieve,
             "charge": v1.charges.retrieve,
+            "subscription": v1.subscriptions.retrieve,
             "price": lambda price: v1.prices.retrieve(price, params={"expand": ["product"]}),
         }[kind]
         try:

@@ -16,7 +16,9 @@ links them. So, before a notification about a payment is sent, ``PaymentChecks``
 - for a rule marked ``not_for_invoices`` (a declined card), skips a payment that pays an
   invoice: the invoice's own message tells it, with its link;
 - for a rule marked ``unless_paid`` (a failure text), re-reads the invoice or payment
-  intent from Stripe and skips it when it is paid by now; and, an invoice not saying why
+  intent from Stripe and skips it when it is paid by now; a step of an invoice's dunning
+  is skipped when its sequence has ended, and, read from Stripe, ends it when the invoice
+  is paid, void, uncollectible or gone, or its subscription cancelled (``dunning``); and, an invoice not saying why
   its card was declined, learns the decline from its payment (from Stripe, or from the
   payment's own failure event).
 """
@@ -30,11 +32,12 @@ from typing import Any
 from payherald.api_versions import parse_api_version
 from payherald.clock import Clock
 from payherald.compose import NotificationDeferred, NotificationSkipped
+from payherald.dunning import invoice_of
 from payherald.lookups import StripeLookups
 from payherald.rules import Rule
 from payherald.store import Store
 from payherald.store.records import ClaimedNotification
-from payherald.stripe_objects import StripeObject, as_mapping, read_object
+from payherald.stripe_objects import StripeObject, as_int, as_mapping, read_object
 from payherald.variables import decline_reason, payment_error
 from payherald.webhook import StripeEvent, parse_event
 
@@ -47,6 +50,8 @@ _PAYMENT_FAILED = ("payment_intent.payment_failed", "charge.failed")
 # How long to wait for a twin that is being sent, before looking again.
 _TWIN_SENDING = timedelta(seconds=30)
 _TOLD_BY_INVOICE = "The payment pays an invoice: the invoice's own message tells its failure."
+# An invoice's status that ends its dunning, and the reason it is recorded with.
+_INVOICE_ENDED = {"paid": "paid", "void": "voided", "uncollectible": "uncollectible"}
 
 
 class PaymentChecks:
@@ -88,7 +93,9 @@ class PaymentChecks:
         # (A payment that names its invoice, before basil, was not even queued: RuleBook.plan.)
         if rule.not_for_invoices and unlinked:
             self._skip_if_invoiced(notification, event, obj)
-        if rule.unless_paid and self._lookups is not None:
+        if notification.sequence is not None:
+            self._skip_if_ended(notification.sequence)
+        elif rule.unless_paid and self._lookups is not None:
             self._skip_if_paid(obj)
         if rule.unless_paid and obj.kind == "invoice" and not obj.paid:
             return self._invoice_decline(notification, event, obj)
@@ -222,6 +229,32 @@ class PaymentChecks:
         return {}
 
     # -- the current state ------------------------------------------------------------
+
+    def _skip_if_ended(self, sequence: str) -> None:
+        """Skip a step of a dunning sequence that has ended; with a key to ask Stripe, end
+        it (and skip the step) when the invoice is no longer open, is gone, or its
+        subscription is cancelled."""
+        invoice = invoice_of(sequence)
+        if not self._store.dunning.is_open(sequence):
+            raise NotificationSkipped(f"The dunning sequence of invoice {invoice} has ended.")
+        if self._lookups is None:
+            return
+        found = self._lookups.retrieve("invoice", invoice)
+        reason = why = None
+        if found is None:
+            reason, why = "deleted", f"Invoice {invoice} is gone from Stripe"
+        elif (status := found.get("status")) in _INVOICE_ENDED:
+            reason, why = _INVOICE_ENDED[status], f"Invoice {invoice} is {status} now"
+        elif subscription := read_object(found).subscription:
+            current = self._lookups.retrieve("subscription", subscription)
+            if (current or {}).get("status") in ("canceled", "incomplete_expired"):
+                reason = "subscription_cancelled"
+                why = f"The subscription of invoice {invoice} is cancelled"
+        if reason is None:
+            return
+        paid = as_int(found.get("amount_paid")) if found is not None else None
+        self._store.dunning.end(invoice, reason, amount_paid=paid if reason == "paid" else None)
+        raise NotificationSkipped(f"{why} (read from Stripe before sending).")
 
     def _skip_if_paid(self, obj: StripeObject) -> None:
         assert self._lookups is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from payherald.api_versions import unsupported_reason
+from payherald.dunning import dunning_changes
 from payherald.exceptions import MalformedEvent, PayheraldError
 from payherald.ingest import payment_links
 from payherald.rules import RuleBook
@@ -59,10 +60,13 @@ def replay(store: Store, rules: RuleBook, event_id: str) -> ReplayResult:
         raise ReplayError(f"{event_id}: {reason}")
     try:
         planned = rules.plan(event)
+        start, _ = dunning_changes(event, starts=any(item.sequence for item in planned))
     except Exception as exc:
         raise ReplayError(
             f"{event_id}: planning its notifications still fails ({type(exc).__name__}: {exc}); "
             "it stays failed. Fix the cause (see the log), then replay it again."
         ) from exc
-    new, again, unchanged = store.replay_event(event_id, planned, links=payment_links(event))
+    new, again, unchanged = store.replay_event(
+        event_id, planned, links=payment_links(event), dunning_start=start
+    )
     return ReplayResult(event_id=event_id, new=new, again=again, unchanged=unchanged)

@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from payherald.dunning import DUNNING, ENDING_EVENTS, STARTING_EVENT, sequence_key
 from payherald.exceptions import ConfigurationError, RenderError
 from payherald.stripe_objects import read_object
 from payherald.subjects import SUBJECTS
@@ -77,6 +78,9 @@ class PlannedNotification:
     subject_kind: str
     subject: tuple[str, ...]
     to: str | None = None  # set for team members; customers are resolved when sending
+    # A step of a sequence ("dunning:in_..."): due ``after`` seconds after it is queued.
+    sequence: str | None = None
+    after: int = 0
 
     def key(self, canonical: str) -> str:
         suffix = f":{self.channel}:{self.to}" if self.to else ""
@@ -107,6 +111,10 @@ class Rule:
     allow_metadata_links: bool = False
     enabled: bool = True
     description: str = ""
+    # A step of the dunning sequence (``sequence = "dunning"``), sent ``after`` seconds
+    # after the invoice's first failure unless the sequence has ended (see ``dunning``).
+    sequence: str | None = None
+    after: int = 0
     # Compiled by RuleBook; None when there is no condition.
     _condition: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
     _condition_needs_customer: bool = field(default=False, compare=False, repr=False)
@@ -152,6 +160,8 @@ class RuleBook:
                 + ", ".join(sorted(SUBJECTS))
                 + "."
             )
+        if rule.sequence is not None:
+            _check_step(rule)
         self.renderer.check(rule.template)
         if rule.fallback:
             self.renderer.check(rule.fallback)
@@ -185,27 +195,34 @@ class RuleBook:
             if rule.not_for_invoices and read_object(event.object).invoice:
                 continue  # named by the payment (API versions before basil)
             subject = tuple(SUBJECTS[rule.subject](event))
-            planned.extend(self._recipients(rule, event, subject))
+            step: dict[str, Any] = {}
+            if rule.sequence is not None:
+                invoice = read_object(event.object).invoice
+                if invoice is None:
+                    continue  # not an invoice's failure: nothing to dun
+                step = {"sequence": sequence_key(invoice), "after": rule.after}
+            planned.extend(self._recipients(rule, event, subject, **step))
         return planned
 
     def _recipients(
-        self, rule: Rule, event: StripeEvent, subject: tuple[str, ...]
+        self, rule: Rule, event: StripeEvent, subject: tuple[str, ...], **step: Any
     ) -> list[PlannedNotification]:
         common = {
             "rule": rule.name,
             "livemode": event.livemode,
             "subject_kind": rule.subject,
             "subject": subject,
+            **step,
         }
         if rule.team is None:
-            return [PlannedNotification(recipient="customer", channel=rule.channels[0], **common)]  # type: ignore[arg-type]
+            return [PlannedNotification(recipient="customer", channel=rule.channels[0], **common)]
         team = self.teams.get(rule.team)
         if team is None:
             return []  # the team is not configured: `payherald config check` says so
         for channel in rule.channels:  # the first channel the team can be reached on
             if addresses := team.addresses(channel):
                 return [
-                    PlannedNotification(recipient=rule.to, channel=channel, to=address, **common)  # type: ignore[arg-type]
+                    PlannedNotification(recipient=rule.to, channel=channel, to=address, **common)
                     for address in addresses
                 ]
         return []
@@ -233,6 +250,8 @@ class RuleBook:
         when one tells a payment from an invoice's event (it links the invoice to its
         payment, so that the payment is told once; see ``payments``)."""
         types = set(self._by_type)
+        if any(rule.sequence is not None for rules in self._by_type.values() for rule in rules):
+            types.update(ENDING_EVENTS)  # they end a sequence before its next step
         if any(
             rule.subject == "payment" and event_type.startswith("invoice.")
             for event_type, rules in self._by_type.items()
@@ -240,3 +259,26 @@ class RuleBook:
         ):
             types.add(LINKING_EVENT)
         return sorted(types)
+
+
+def _check_step(rule: Rule) -> None:
+    """Raise ConfigurationError unless ``rule`` can be a step of a sequence."""
+    if rule.sequence != DUNNING:
+        raise ConfigurationError(
+            f"Rule {rule.name!r}: sequence {rule.sequence!r} is not one; the only one is "
+            f"{DUNNING!r}."
+        )
+    if rule.events != {STARTING_EVENT}:
+        raise ConfigurationError(
+            f"Rule {rule.name!r}: a dunning step is started by {STARTING_EVENT} alone; "
+            f"set events = [{STARTING_EVENT!r}]."
+        )
+    if rule.after < 0:
+        raise ConfigurationError(
+            f"Rule {rule.name!r}: after is {rule.after} seconds; a step cannot come before "
+            "the failure (use 0 for at once)."
+        )
+    if rule.team is not None:
+        raise ConfigurationError(
+            f'Rule {rule.name!r}: a dunning step is for the customer; set to = "customer".'
+        )

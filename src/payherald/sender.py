@@ -336,8 +336,14 @@ class Sender:
         return recorded
 
     def _too_old(self, notification: ClaimedNotification) -> bool:
-        created = notification.created_at
-        return created is not None and self._clock.now() - created > self._max_age
+        """Whether it has been due for longer than the retries may take (a dunning step
+        falls due days after it was queued)."""
+        if notification.created_at is None:
+            return False
+        due = notification.created_at + timedelta(
+            seconds=self._composer.delay_of(notification.rule)
+        )
+        return self._clock.now() - due > self._max_age
 
     def reconcile(self, notification: ClaimedNotification) -> None:
         """Settle a notification whose send may or may not have happened."""

@@ -252,6 +252,9 @@ def test_every_simulated_type_in_test_mode_goes_to_the_console(
     # and a declined card for an invoice failure that would tell it; then they are sent.
     clock.advance(ph.settings.link_grace + 1)
     ph.worker.run_until_idle()
+    # The invoice's failure's later dunning steps fall due within a week.
+    clock.advance(7 * 86400)
+    ph.worker.run_until_idle()
     statuses = {
         (r["rule"], r["status"], r["channel"]) for r in ph.store.list_notifications(limit=1000)
     }
@@ -265,6 +268,8 @@ def test_every_simulated_type_in_test_mode_goes_to_the_console(
         "payment_confirmation",
         "payment_failed",
         "invoice_payment_failed",
+        "dunning_reminder",
+        "dunning_final",
         "refund_customer",
         "refund_team",
         "dispute_alert",

@@ -49,17 +49,22 @@ def write_backs(ph: Any) -> list[tuple[str, str | None, str | None]]:
         ]
 
 
+def message_customer(ph: Any, customer: str) -> None:
+    """Send ``customer`` a text (that their subscription is cancelled)."""
+    payload = build_event("customer.subscription.deleted", now=ph.store.clock.now(), livemode=True)
+    payload["data"]["object"]["customer"] = customer
+    event = parse_event(json.dumps(payload).encode())
+    ph.store.record_event(event, ph.rules.plan(event))
+    ph.worker.run_until_idle()
+
+
 def test_stop_and_start_are_written_to_the_customer_messaged_at_that_number(
     ph: Any, localstripe: peers.LocalStripe, sms: ScriptedChannel
 ) -> None:
     client = localstripe.stripe_client()
     customer = client.v1.customers.create(params={"name": "Ada Lovelace", "phone": PHONE}).id
     other = client.v1.customers.create(params={"name": "Grace", "phone": "+14155550199"}).id
-    payload = build_event("invoice.payment_failed", now=ph.store.clock.now(), livemode=True)
-    payload["data"]["object"]["customer"] = customer
-    event = parse_event(json.dumps(payload).encode())
-    ph.store.record_event(event, ph.rules.plan(event))
-    ph.worker.run_until_idle()
+    message_customer(ph, customer)
     assert [message.to for message in sms.delivered] == [PHONE]
 
     with LiveServer(ph.http_app) as server:
@@ -96,11 +101,7 @@ def test_an_imported_opt_out_is_written_back(
 ) -> None:
     client = localstripe.stripe_client()
     customer = client.v1.customers.create(params={"name": "Ada Lovelace", "phone": PHONE}).id
-    payload = build_event("invoice.payment_failed", now=ph.store.clock.now(), livemode=True)
-    payload["data"]["object"]["customer"] = customer
-    event = parse_event(json.dumps(payload).encode())
-    ph.store.record_event(event, ph.rules.plan(event))
-    ph.worker.run_until_idle()
+    message_customer(ph, customer)
     rows, problems = read_consent_csv(f"phone\n{PHONE}\n", default_region="US")
     assert problems == []
     assert ph.store.consents.import_rows(rows, source="import:old.csv", write_back=True) == 1

@@ -9,15 +9,15 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, update
+from sqlalchemy import insert, update
 
 from payherald import FrozenClock, StripeEvent, TransientDeliveryError, parse_event
 from payherald.channels import ReconcileOutcome, Reconciliation
 from payherald.rules import PlannedNotification
-from payherald.store import Store
 from payherald.store.jobs import Job
 from payherald.store.outbox import RECONCILE_JOB, SEND_JOB, job_key
-from payherald.store.schema import jobs, notifications
+from payherald.store.records import PlannedEvent, event_row
+from payherald.store.schema import events, notifications
 from payherald.store.transitions import Outcome
 from payherald.testing import ScriptedChannel
 from tests.support import build_for_tests, event_body
@@ -223,21 +223,32 @@ def test_notifications_waiting_at_the_upgrade_get_their_jobs(
 
     engine = create_store_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
     command.upgrade(_alembic_config(engine), "0010")
-    store = Store(engine=engine, clock=clock)
     left = {}
-    for status in ("pending", "claimed", "sending", "unknown"):
-        event = live_event(f"pi_{status}")
-        store.record_event(event, [confirmation(f"pi_{status}")])
-        (row,) = [row for row in store.list_notifications() if row["event_id"] == event.id]
-        left[status] = row["id"]
-    with engine.begin() as connection:
-        connection.execute(delete(jobs))  # the version before had none
-        for status in ("claimed", "sending", "unknown"):
-            connection.execute(
-                update(notifications)
-                .where(notifications.c.id == left[status])
-                .values(status=status, claimed_by="old:1/x", to="+14155550123", body="hi")
-            )
+    now = clock.now()
+    with engine.begin() as connection:  # rows as the version before wrote them
+        for status in ("pending", "claimed", "sending", "unknown"):
+            event = live_event(f"pi_{status}")
+            connection.execute(insert(events).values(event_row(PlannedEvent(event, ()), now)))
+            called = {"claimed_by": "old:1/x", "to": "+14155550123", "body": "hi"}
+            left[status] = connection.execute(
+                insert(notifications)
+                .values(
+                    key=f"payment_confirmation:pi_{status}",
+                    event_id=event.id,
+                    rule="payment_confirmation",
+                    recipient="customer",
+                    channel="sms",
+                    livemode=True,
+                    subject=f"payment:pi_{status}",
+                    status=status,
+                    attempts=0,
+                    created_at=now,
+                    updated_at=now,
+                    run_at=now,
+                    **(called if status != "pending" else {}),
+                )
+                .returning(notifications.c.id)
+            ).scalar_one()
     engine.dispose()
     sms.reconcile_answer = Reconciliation(ReconcileOutcome.DELIVERED, provider_id="SMold")
     ph = build_for_tests(database_url, clock=clock, channels={"sms": sms})

@@ -10,7 +10,6 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from payherald import FrozenClock, parse_event
@@ -20,12 +19,11 @@ from payherald.simulate import (
     build_event,
     build_renewal_failure_events,
     build_subscription_payment_events,
-    sign_payload,
 )
 from payherald.store.transitions import Outcome
 from payherald.testing import ScriptedChannel
-from tests.stripe_standin import StripeStandIn, stripe_standin
-from tests.support import SECRET, LiveServer, build_for_tests
+from tests.stripe_standin import StripeStandIn, open_invoice_payment, stripe_standin
+from tests.support import LiveServer, StripeOnLoopback, build_for_tests
 
 PHONE = "+14155550123"
 TEAM_PHONE = "+14155550100"
@@ -50,23 +48,8 @@ usd = 1000
 """
 
 
-class Stripe:
+class Stripe(StripeOnLoopback):
     """payherald served on loopback, the events it is sent, and what it sent."""
-
-    def __init__(self, ph: Any, server: LiveServer, clock: FrozenClock, sms: ScriptedChannel):
-        self.ph, self.server, self.clock, self.sms = ph, server, clock, sms
-        self.client = httpx.Client(base_url=server.url, timeout=30)
-
-    def send(self, event: dict[str, Any], *, pause: float = 2.0) -> None:
-        """Post ``event`` as Stripe would, ``pause`` seconds after the one before, and let
-        the worker do all it can before the next one arrives."""
-        self.clock.advance(pause)
-        body, header = sign_payload(event, SECRET, timestamp=int(self.clock.now().timestamp()))
-        response = self.client.post(
-            "/webhooks/stripe", content=body, headers={"Stripe-Signature": header}
-        )
-        assert response.status_code == 200, response.text
-        self.ph.worker.run_until_idle()
 
     def later(self, seconds: float) -> None:
         self.clock.advance(seconds)
@@ -100,10 +83,8 @@ def _stripe(database_url: str, tmp_path: Any, standin: StripeStandIn | None) -> 
         settings |= {"STRIPE_SECRET_KEY": "sk_test_standin", "STRIPE_API_BASE": standin.url}
     clock, sms = FrozenClock(), ScriptedChannel("sms")
     ph = build_for_tests(database_url, clock=clock, channels={"sms": sms}, settings=settings)
-    with LiveServer(ph.http_app) as server:
-        stripe = Stripe(ph, server, clock, sms)
+    with LiveServer(ph.http_app) as server, Stripe(ph, server, clock, sms) as stripe:
         yield stripe
-        stripe.client.close()
     ph.engine.dispose()
 
 
@@ -223,20 +204,6 @@ def either(
     yield from _stripe(database_url, tmp_path, standin if request.param else None)
 
 
-def _open_invoice_payment(invoice: dict[str, Any], intent: dict[str, Any]) -> dict[str, Any]:
-    """The invoice payment Stripe keeps for an invoice whose payment intent failed."""
-    return {
-        "id": f"inpay_{invoice['id']}",
-        "object": "invoice_payment",
-        "invoice": invoice["id"],
-        "status": "open",
-        "amount_paid": None,
-        "amount_requested": invoice["amount_due"],
-        "currency": invoice["currency"],
-        "payment": {"type": "payment_intent", "payment_intent": intent["id"]},
-    }
-
-
 @pytest.mark.parametrize("version", FAMILIES)
 def test_a_failed_renewal_gives_one_failure_text(
     either: Stripe, standin: StripeStandIn, version: str
@@ -247,7 +214,7 @@ def test_a_failed_renewal_gives_one_failure_text(
         )
         invoice, intent, _ = (event["data"]["object"] for event in events)
         standin.add(*(event["data"]["object"] for event in events))
-        standin.link(_open_invoice_payment(invoice, intent))
+        standin.link(open_invoice_payment(invoice, intent))
         for index in order:
             either.send(events[index])
         either.later(GRACE + 1)
@@ -271,9 +238,15 @@ def test_a_failure_text_about_an_invoice_paid_since_is_not_sent(
     invoice = events[0]["data"]["object"]
     standin.add(invoice | {"status": "paid", "amount_paid": invoice["amount_due"]})
     keyed.send(events[0])
-    (row,) = keyed.notifications(events[:1])
+    rows = {row["rule"]: row for row in keyed.notifications(events[:1])}
+    row = rows["invoice_payment_failed"]
     assert row["status"] == "skipped"
     assert row["error"] == f"Invoice {invoice['id']} is paid now (read from Stripe before sending)."
+    # Its dunning ended with it: the later steps are skipped too, before they fall due.
+    assert (rows["dunning_reminder"]["status"], rows["dunning_final"]["status"]) == (
+        "skipped",
+        "skipped",
+    )
     assert keyed.sms.delivered == []
 
 
@@ -449,7 +422,7 @@ def test_a_dunning_text_held_by_quiet_hours_is_read_again_from_stripe_when_the_w
     )
     invoice, intent = events[0]["data"]["object"], events[1]["data"]["object"]
     standin.add(*(event["data"]["object"] for event in events))
-    standin.link(_open_invoice_payment(invoice, intent))
+    standin.link(open_invoice_payment(invoice, intent))
     for payload in events:
         ingest(ph.store, ph.rules, parse_event(json.dumps(payload).encode()))
     ph.worker.run_until_idle()

@@ -194,3 +194,72 @@ def test_a_team_email_must_be_exactly_one_address(tmp_path: Path) -> None:
         ":2: teams.finance.email: 'a@x.example, b@evil.example' names more than one email "
         "address." in message
     )
+
+
+def test_a_dunning_step_is_changed_and_one_added(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+[rules.dunning_reminder]
+after = "2d"
+
+[rules.dunning_final]
+channels = ["voice", "sms"]
+
+[rules.dunning_second_reminder]
+events = ["invoice.payment_failed"]
+sequence = "dunning"
+after = "5d"
+template = "Still due: {{ amount | money(currency) }}"
+""",
+    )
+    rules = {rule.name: rule for rule in config.rules}  # type: ignore[attr-defined]
+    assert rules["dunning_reminder"].after == 2 * 86400
+    assert rules["dunning_final"].channels == ("voice", "sms")
+    assert rules["dunning_final"].after == 7 * 86400  # the rest is kept
+    added = rules["dunning_second_reminder"]
+    assert (added.sequence, added.after) == ("dunning", 5 * 86400)
+
+
+@pytest.mark.parametrize("after", ['"-3d"', "-60", '"soon"', "true"])
+def test_a_dunning_step_with_a_delay_that_is_not_one_is_refused_with_its_line(
+    tmp_path: Path, after: str
+) -> None:
+    text = f"\n[rules.dunning_reminder]\nafter = {after}\n"
+    message = problem(tmp_path, text)
+    assert ":3: rules.dunning_reminder.after:" in message
+    assert 'use a duration like "3d"' in message
+
+
+def test_a_sequence_that_does_not_exist_is_refused_with_its_line(tmp_path: Path) -> None:
+    message = problem(tmp_path, '\n[rules.dunning_final]\nsequence = "recovery"\n')
+    assert ':3: rules.dunning_final.sequence: the only sequence is "dunning".' in message
+
+
+def test_a_dunning_step_with_an_unknown_variable_is_refused_with_its_line(
+    tmp_path: Path,
+) -> None:
+    message = problem(tmp_path, '\n[rules.dunning_final]\ntemplate = "Pay {{ amount_owed }} now"\n')
+    assert ":3: rules.dunning_final.template:" in message
+    assert "amount_owed" in message
+
+
+def test_a_dunning_step_started_by_another_event_is_refused_with_its_line(
+    tmp_path: Path,
+) -> None:
+    message = problem(tmp_path, '\n[rules.dunning_final]\nevents = ["invoice.paid"]\n')
+    assert (
+        ":3: rules.dunning_final.events: a dunning step is started by invoice.payment_failed "
+        'alone; set events = ["invoice.payment_failed"].'
+    ) in message
+
+
+def test_a_dunning_step_for_a_team_is_refused_with_its_line(tmp_path: Path) -> None:
+    text = (
+        '\n[teams.finance]\nsms = ["+14155550100"]\n\n[rules.dunning_final]\nto = "team:finance"\n'
+    )
+    message = problem(tmp_path, text)
+    assert (
+        ':6: rules.dunning_final.to: a dunning step is for the customer; set to = "customer".'
+        in message
+    )

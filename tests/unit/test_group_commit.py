@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
 
 import pytest
 
 from payherald import FrozenClock, StoreUnavailable, parse_event
 from payherald.group_commit import GroupCommitter
-from payherald.rules import PlannedNotification
 from payherald.simulate import build_event
-from payherald.store import RecordResult
+from payherald.store import PlannedEvent, RecordResult
 from payherald.testing import InMemoryStore
 from payherald.webhook import StripeEvent
 from tests.unit.composing import AFTERNOON, Parts
@@ -28,13 +26,11 @@ class GatedStore(InMemoryStore):
         self.gate = threading.Event()
         self.entered = threading.Event()
 
-    def record_event(
-        self, event: StripeEvent, planned: Sequence[PlannedNotification], **kwargs: object
-    ) -> RecordResult:
+    def record(self, item: PlannedEvent) -> RecordResult:
         if not self.entered.is_set():
             self.entered.set()
             assert self.gate.wait(5)
-        return super().record_event(event, planned, **kwargs)  # type: ignore[arg-type]
+        return super().record(item)
 
 
 def events(count: int, event_type: str = "payment_intent.succeeded") -> list[StripeEvent]:

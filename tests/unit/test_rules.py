@@ -107,6 +107,12 @@ def test_invoice_payment_failed_links_to_the_invoice() -> None:
         ("invoice_payment_failed", "customer"): "We could not collect $20.00 for invoice INV-7:"
         " the card was declined by the bank. Pay or update your card: "
         "https://invoice.stripe.com/i/x",
+        # The later steps of its dunning, queued with it, each due days later.
+        ("dunning_reminder", "customer"): "Reminder: $20.00 for invoice INV-7 is still unpaid."
+        " Pay or update your card: https://invoice.stripe.com/i/x",
+        ("dunning_final", "customer"): "Final notice: $20.00 for invoice INV-7 is still unpaid"
+        " and your subscription may be cancelled. Pay or update your card: "
+        "https://invoice.stripe.com/i/x",
     }
 
 

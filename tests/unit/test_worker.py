@@ -13,6 +13,7 @@ import pytest
 
 from payherald import PermanentDeliveryError, TransientDeliveryError, parse_event
 from payherald.channels.base import ReconcileOutcome, Reconciliation
+from payherald.ingest import plan_event
 from payherald.jobs import JobRunner
 from payherald.metrics import Metrics
 from payherald.ratelimit import RateLimiter
@@ -238,3 +239,30 @@ def test_a_busy_worker_claims_a_few_at_a_time_not_slot_by_slot(rig: Rig) -> None
     assert sorted(message.notification_id for message in rig.parts.sms.delivered) == list(
         range(1, 13)
     )
+
+
+def test_dunning_steps_fall_due_days_apart_and_stop_once_the_invoice_is_paid(rig: Rig) -> None:
+    """On the fakes, the steps of an invoice's dunning are due at their delays, and an
+    ``invoice.paid`` for it skips the ones still waiting."""
+    failed = rig.event("invoice.payment_failed")
+    rig.store.record(plan_event(rig.parts.rules, failed))
+    assert rig.worker.run_until_idle() == 1  # the first step; the others are days away
+    rig.clock.advance(3 * 86400)
+    assert rig.worker.run_until_idle() == 1  # the reminder
+    paid = rig.event("invoice.paid", id=failed.object["id"], status="paid")
+    rig.store.record(plan_event(rig.parts.rules, paid))
+    rig.clock.advance(4 * 86400)
+    rig.worker.run_until_idle()
+    steps = {
+        row["rule"]: row["status"]
+        for row in rig.store.notifications.values()
+        if row["sequence"] is not None
+    }
+    assert steps == {
+        "invoice_payment_failed": "sent",
+        "dunning_reminder": "sent",
+        "dunning_final": "skipped",
+    }
+    sequence = rig.store.dunning.get(failed.object["id"])
+    assert sequence is not None
+    assert (sequence["status"], sequence["end_reason"]) == ("recovered", "paid")

@@ -27,11 +27,13 @@ from sqlalchemy import (
 )
 
 from payherald.clock import Clock
+from payherald.dunning import DunningStart
 from payherald.exceptions import StoreUnavailable
 from payherald.rules import PlannedNotification
 from payherald.store.consents import Consents
 from payherald.store.database import Database
 from payherald.store.deliveries import DeliveryReports
+from payherald.store.dunning import Dunning
 from payherald.store.jobs import Jobs
 from payherald.store.links import ALIAS_RACE_RETRIES, AliasRace, Links
 from payherald.store.meta import Meta
@@ -85,6 +87,7 @@ class Store:
         self.queue = WorkQueue(db=self.db, clock=clock, jobs=self.jobs)
         self._outbox = Outbox(db=self.db, jobs=self.jobs, links=self.links)
         self.consents = Consents(db=self.db, clock=clock, jobs=self.jobs)
+        self.dunning = Dunning(db=self.db, clock=clock)
         # Asked for every message refused as a twin's: built once (building costs more
         # than running it).
         found = (
@@ -120,11 +123,14 @@ class Store:
         by another event) is not queued again. Raises StoreUnavailable when nothing could
         be written.
         """
+        return self.record(PlannedEvent(event, tuple(planned), status, error, tuple(links)))
+
+    def record(self, item: PlannedEvent) -> RecordResult:
+        """``record_event`` of a planned event (``payherald.ingest.plan_event``), with the
+        dunning sequences it starts and ends."""
         for attempt in range(ALIAS_RACE_RETRIES):
             try:
-                (result,) = self._record(
-                    [PlannedEvent(event, tuple(planned), status, error, tuple(links))]
-                )
+                (result,) = self._record([item])
                 return result
             except AliasRace:
                 if attempt == ALIAS_RACE_RETRIES - 1:
@@ -178,8 +184,14 @@ class Store:
             self.links.link(
                 connection, [("payment", items[i].links) for i in new if items[i].links]
             )
+            closed = self.dunning.record_in(
+                connection, [(items[i].dunning_start, items[i].dunning_ends) for i in new], now
+            )
             queued = self._outbox.add_in(
-                connection, [(items[i].event.id, items[i].planned) for i in new], now
+                connection,
+                [(items[i].event.id, items[i].planned) for i in new],
+                now,
+                closed_sequences=closed,
             )
             if any(queued):
                 self.db.wake_workers(connection)
@@ -325,13 +337,14 @@ class Store:
         planned: Sequence[PlannedNotification],
         *,
         links: Sequence[str] = (),
+        dunning_start: DunningStart | None = None,
     ) -> tuple[int, int, int]:
         """Process a stored event again: link ``links`` (as when it was recorded), queue
         what ``planned`` adds (what is already queued or sent is not), and queue its
         failed notifications again from the first channel. Returns (new, queued again,
         left as they are)."""
         try:
-            return self._replay_event(event_id, planned, links)
+            return self._replay_event(event_id, planned, links, dunning_start)
         except AliasRace:
             raise StoreUnavailable(
                 "The event store was linking this event's payment in another transaction; "
@@ -339,13 +352,20 @@ class Store:
             ) from None
 
     def _replay_event(
-        self, event_id: str, planned: Sequence[PlannedNotification], links: Sequence[str]
+        self,
+        event_id: str,
+        planned: Sequence[PlannedNotification],
+        links: Sequence[str],
+        dunning_start: DunningStart | None,
     ) -> tuple[int, int, int]:
         now = self._clock.now()
         with self.db.transaction() as connection:
             if links:
                 self.links.link(connection, [("payment", tuple(links))])
-            (new,) = self._outbox.add_in(connection, [(event_id, planned)], now)
+            closed = self.dunning.record_in(connection, [(dunning_start, ())], now)
+            (new,) = self._outbox.add_in(
+                connection, [(event_id, planned)], now, closed_sequences=closed
+            )
             again = self._outbox.requeue_failed_in(connection, event_id, now)
             total = connection.execute(
                 select(func.count()).where(notifications.c.event_id == event_id)

@@ -4,8 +4,8 @@ queues again. What happens to them after is ``payherald.store.queue``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, select, update
@@ -42,12 +42,21 @@ class Outbox:
         connection: Connection,
         planned: Sequence[tuple[str, Sequence[PlannedNotification]]],
         now: datetime,
+        *,
+        closed_sequences: Collection[str] = (),
     ) -> list[int]:
         """Queue each event's planned notifications, with their jobs, in ``connection``'s
         transaction; returns how many were new for each event. A notification whose key is
-        already queued (by an earlier event, or one before it here) is not queued again.
-        Waking the workers (``pg_notify``) is the caller's, once per transaction."""
-        flat = [(index, item) for index, (_, items) in enumerate(planned) for item in items]
+        already queued (by an earlier event, or one before it here) is not queued again,
+        nor a step of a sequence of ``closed_sequences``; a step is due ``after`` seconds
+        from now. Waking the workers (``pg_notify``) is the caller's, once per
+        transaction."""
+        flat = [
+            (index, item)
+            for index, (_, items) in enumerate(planned)
+            for item in items
+            if item.sequence is None or item.sequence not in closed_sequences
+        ]
         canonicals = self._links.link(
             connection, [(item.subject_kind, item.subject) for _, item in flat]
         )
@@ -71,11 +80,12 @@ class Outbox:
                     if item.subject_kind in LINKED_SUBJECTS
                     else None
                 ),
+                "sequence": item.sequence,
                 "status": S.PENDING.value,
                 "attempts": 0,
                 "created_at": now,
                 "updated_at": now,
-                "run_at": now,
+                "run_at": now + timedelta(seconds=item.after) if item.after else now,
             }
         queued = [0] * len(planned)
         if rows:
@@ -88,7 +98,9 @@ class Outbox:
             for _, key in inserted:
                 queued[owner[key]] += 1
             self._jobs.enqueue_many_in(
-                connection, SEND_JOB, [_send_job(number, now) for number, _ in inserted]
+                connection,
+                SEND_JOB,
+                [_send_job(number, rows[key]["run_at"]) for number, key in inserted],
             )
         return queued
 
@@ -130,5 +142,5 @@ class Outbox:
         return len(failed)
 
 
-def _send_job(notification_id: int, now: datetime) -> tuple[str, dict[str, Any], datetime]:
-    return job_key(notification_id), {"notification": notification_id}, now
+def _send_job(notification_id: int, due_at: datetime) -> tuple[str, dict[str, Any], datetime]:
+    return job_key(notification_id), {"notification": notification_id}, due_at

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from payherald.dunning import DunningEnd, DunningStart
 from payherald.rules import PlannedNotification
 from payherald.store.statuses import JobStatus
 from payherald.webhook import StripeEvent
@@ -41,6 +42,9 @@ class PlannedEvent:
     # The identifiers of one payment that the event names (a payment intent and its
     # invoice, say), linked whether or not the event queues anything.
     links: tuple[str, ...] = ()
+    # The dunning sequence it starts (its steps are among ``planned``), and those it ends.
+    dunning_start: DunningStart | None = None
+    dunning_ends: tuple[DunningEnd, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,8 @@ class ClaimedNotification:
     refusals: tuple[tuple[str, str], ...] = ()
     # The subject alias its key was made from ("payment:pi_..."), for linked subjects.
     subject: str | None = None
+    # The sequence it is a step of ("dunning:in_..."), if any.
+    sequence: str | None = None
 
     def refused_by(self, channel: str, reason: str) -> str:
         """Its refusals with ``channel``'s added, as the ``refusals`` column holds them."""
@@ -145,6 +151,7 @@ def claimed_from_row(row: Mapping[Any, Any]) -> ClaimedNotification:
         created_at=row["created_at"],
         error_code=row["error_code"],
         subject=row["subject"],
+        sequence=row["sequence"],
         refusals=tuple(
             (channel, reason)
             for channel, _, reason in (

@@ -31,6 +31,7 @@ __all__ = [
     "UTCDateTime",
     "consents",
     "delivery_reports",
+    "dunning",
     "events",
     "inbound_messages",
     "jobs",
@@ -126,9 +127,39 @@ notifications = Table(
     # The subject alias the key was made from ("payment:in_..."): its canonical, which
     # later events may change by linking, names every notification about the same thing.
     Column("subject", String(255)),
+    # The sequence it is a step of ("dunning:in_..."), for a dunning step.
+    Column("sequence", String(255)),
     Index("ix_notifications_status_run_at", "status", "run_at"),
     Index("ix_notifications_event_id", "event_id"),
     Index("ix_notifications_subject", "subject"),
+    Index("ix_notifications_sequence", "sequence"),
+)
+
+# One dunning sequence an invoice: started by its first failed payment, ended by its payment
+# (recovered), or by its voiding, deletion, being marked uncollectible, its subscription's
+# cancellation, or an operator. An invoice that ended before its failure was seen (the
+# events came out of order) has a row with no started_at, so that no sequence starts.
+dunning = Table(
+    "dunning",
+    metadata,
+    Column("invoice_id", String(255), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("livemode", Boolean, nullable=False),
+    Column("event_id", String(255)),  # the failure that started it
+    Column("customer_id", String(255)),
+    Column("subscription_id", String(255)),
+    Column("amount", BigInteger),  # the amount due, in the currency's smallest unit
+    Column("currency", String(16)),
+    Column("started_at", UTCDateTime),
+    Column("ended_at", UTCDateTime),
+    Column("end_reason", Text),
+    # An invoice paid while its sequence was open: how much, and the last step told before.
+    Column("recovered_amount", BigInteger),
+    Column("recovered_rule", String(128)),
+    Column("recovered_channel", String(32)),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_dunning_subscription_id", "subscription_id"),
+    Index("ix_dunning_status_started_at", "status", "started_at"),
 )
 
 # Every status callback, once per (message, status), whatever Twilio repeats.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["EventStatus", "JobStatus", "NotificationStatus", "WriteBackStatus"]
+__all__ = ["DunningStatus", "EventStatus", "JobStatus", "NotificationStatus", "WriteBackStatus"]
 
 
 class EventStatus(StrEnum):
@@ -52,3 +52,11 @@ class WriteBackStatus(StrEnum):
     NO_CUSTOMER = "no_customer"
     SUPERSEDED = "superseded"
     FAILED = "failed"
+
+
+class DunningStatus(StrEnum):
+    """A dunning sequence: the messages that follow an invoice whose payment failed."""
+
+    OPEN = "open"  # its steps are sent as they fall due
+    RECOVERED = "recovered"  # the invoice was paid while it was open
+    ENDED = "ended"  # voided, uncollectible, deleted, its subscription cancelled, or stopped

@@ -21,6 +21,7 @@ from payherald.store.records import (
 )
 from payherald.store.statuses import TOLD, EventStatus, NotificationStatus
 from payherald.store.transitions import Outcome
+from payherald.testing.dunning import InMemoryDunning
 from payherald.webhook import StripeEvent
 
 __all__ = ["InMemoryConsents", "InMemoryQueue", "InMemoryStore"]
@@ -57,6 +58,9 @@ class InMemoryStore:
         self.down = False
         self.refuse_batches = False
         self.lock = threading.RLock()
+        self.dunning = InMemoryDunning(
+            notifications=self.notifications, lock=self.lock, check=self.check
+        )
 
     def check(self) -> None:
         if self.down:
@@ -73,7 +77,10 @@ class InMemoryStore:
         error: str | None = None,
         links: Sequence[str] = (),
     ) -> RecordResult:
-        (result,) = self._record([PlannedEvent(event, tuple(planned), status, error, tuple(links))])
+        return self.record(PlannedEvent(event, tuple(planned), status, error, tuple(links)))
+
+    def record(self, item: PlannedEvent) -> RecordResult:
+        (result,) = self._record([item])
         return result
 
     def record_events(self, items: Sequence[PlannedEvent]) -> list[RecordResult]:
@@ -102,7 +109,12 @@ class InMemoryStore:
                 }
                 if item.links:
                     self._link("payment", item.links)
-                queued = sum(self._queue(event.id, planned) for planned in item.planned)
+                closed = self.dunning.record(item)
+                queued = sum(
+                    self._queue(event.id, planned)
+                    for planned in item.planned
+                    if planned.sequence is None or planned.sequence not in closed
+                )
                 results.append(
                     RecordResult(
                         duplicate=False,
@@ -147,10 +159,11 @@ class InMemoryStore:
             "to": planned.to,
             "body": None,
             "subject": f"{planned.subject_kind}:{canonical}" if linked else None,
+            "sequence": planned.sequence,
             "status": NotificationStatus.PENDING,
             "attempts": 0,
             "created_at": now,
-            "run_at": now,
+            "run_at": now + timedelta(seconds=planned.after),
             "lease_until": None,
             "claimed_by": None,
             "attempt_started_at": None,

@@ -1,0 +1,190 @@
+"""Dunning sequences (``Store.dunning``): started and ended with the events that cause it,
+in their transaction; ended too before a step, by what Stripe says, or by an operator.
+
+Ending a sequence skips its steps still waiting (``pending``) and deletes their jobs, in
+the same transaction; a step already claimed is skipped by the check just before it is
+sent (``is_open``). What ``payherald.dunning`` says of the sequences is the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, select, update
+
+from payherald.clock import Clock
+from payherald.dunning import REASONS, DunningEnd, DunningStart, invoice_of, sequence_key
+from payherald.store.database import Database
+from payherald.store.outbox import job_key
+from payherald.store.schema import dunning, jobs, notifications
+from payherald.store.statuses import DunningStatus, JobStatus
+from payherald.store.statuses import NotificationStatus as S
+
+__all__ = ["Dunning"]
+
+
+class Dunning:
+    """The ``dunning`` table."""
+
+    def __init__(self, *, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    # -- with the events ------------------------------------------------------------------
+
+    def record_in(
+        self,
+        connection: Connection,
+        changes: Sequence[tuple[DunningStart | None, Sequence[DunningEnd]]],
+        now: datetime,
+    ) -> set[str]:
+        """Make each event's ``(start, ends)`` of ``changes``, in their order, in
+        ``connection``'s transaction; returns the sequences started that are not open
+        (they ended before they started), whose steps are not to be queued."""
+        closed: set[str] = set()
+        for start, ends in changes:
+            for end in ends:
+                self._end_in(connection, end, now)
+            if start is not None and not self._start_in(connection, start, now):
+                closed.add(sequence_key(start.invoice))
+        return closed
+
+    def _start_in(self, connection: Connection, start: DunningStart, now: datetime) -> bool:
+        """Start ``start``'s sequence unless its invoice has one; whether it is open."""
+        connection.execute(
+            self._db.insert(dunning)
+            .values(
+                invoice_id=start.invoice,
+                status=DunningStatus.OPEN,
+                livemode=start.livemode,
+                event_id=start.event_id,
+                customer_id=start.customer,
+                subscription_id=start.subscription,
+                amount=start.amount,
+                currency=start.currency,
+                started_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=[dunning.c.invoice_id])
+        )
+        status = connection.execute(
+            select(dunning.c.status).where(dunning.c.invoice_id == start.invoice)
+        ).scalar_one()
+        return bool(status == DunningStatus.OPEN)
+
+    def _end_in(self, connection: Connection, end: DunningEnd, now: datetime) -> int:
+        """End the open sequences ``end`` is about; an invoice with none gets a row that
+        keeps one from starting (its failure may come after). Returns how many ended."""
+        if end.invoice is not None:
+            which = dunning.c.invoice_id == end.invoice
+        else:
+            which = dunning.c.subscription_id == end.subscription
+        query = select(dunning.c.invoice_id).where(which, dunning.c.status == DunningStatus.OPEN)
+        if self._db.postgres:
+            query = query.with_for_update()
+        invoices = list(connection.execute(query).scalars())
+        for invoice in invoices:
+            self._close_in(connection, invoice, end, now)
+        if not invoices and end.invoice is not None:
+            connection.execute(
+                self._db.insert(dunning)
+                .values(
+                    invoice_id=end.invoice,
+                    status=DunningStatus.ENDED,
+                    livemode=False,
+                    ended_at=now,
+                    end_reason=end.reason,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=[dunning.c.invoice_id])
+            )
+        return len(invoices)
+
+    def _close_in(
+        self, connection: Connection, invoice: str, end: DunningEnd, now: datetime
+    ) -> None:
+        sequence = sequence_key(invoice)
+        values: dict[str, Any] = {
+            "status": DunningStatus.RECOVERED if end.recovered else DunningStatus.ENDED,
+            "ended_at": now,
+            "end_reason": end.reason,
+            "updated_at": now,
+        }
+        if end.recovered:
+            # The last step told before the payment is what recovered it.
+            last = connection.execute(
+                select(notifications.c.rule, notifications.c.channel)
+                .where(
+                    notifications.c.sequence == sequence,
+                    notifications.c.status == S.SENT,
+                )
+                .order_by(notifications.c.sent_at.desc(), notifications.c.id.desc())
+                .limit(1)
+            ).first()
+            values["recovered_amount"] = end.amount_paid
+            if last is not None:
+                values["recovered_rule"], values["recovered_channel"] = last
+        connection.execute(
+            update(dunning)
+            .where(dunning.c.invoice_id == invoice, dunning.c.status == DunningStatus.OPEN)
+            .values(values)
+        )
+        waiting = list(
+            connection.execute(
+                select(notifications.c.id).where(
+                    notifications.c.sequence == sequence,
+                    notifications.c.status == S.PENDING,
+                )
+            ).scalars()
+        )
+        if not waiting:
+            return
+        connection.execute(
+            update(notifications)
+            .where(notifications.c.id.in_(waiting), notifications.c.status == S.PENDING)
+            .values(
+                status=S.SKIPPED,
+                error=f"The dunning sequence ended: {REASONS.get(end.reason, end.reason)}.",
+                updated_at=now,
+            )
+        )
+        connection.execute(
+            delete(jobs).where(
+                and_(
+                    jobs.c.key.in_([job_key(number) for number in waiting]),
+                    jobs.c.status == JobStatus.PENDING,
+                )
+            )
+        )
+
+    # -- before a step, and by hand -------------------------------------------------------
+
+    def end(self, invoice: str, reason: str, *, amount_paid: int | None = None) -> bool:
+        """End ``invoice``'s sequence for ``reason`` (a key of ``REASONS``: what Stripe
+        said before a step, or ``stopped``); False when it was not open."""
+        now = self._clock.now()
+        end = DunningEnd(reason, invoice=invoice, amount_paid=amount_paid)
+        with self._db.transaction() as connection:
+            return bool(self._end_in(connection, end, now))
+
+    def is_open(self, sequence: str) -> bool:
+        """Whether the sequence ``sequence`` (``sequence_key``) is open: started, or with
+        no row at all (its steps were queued by a caller that did not start it), and not
+        ended."""
+        with self._db.read() as connection:
+            status = connection.execute(
+                select(dunning.c.status).where(dunning.c.invoice_id == invoice_of(sequence))
+            ).scalar()
+        return status is None or status == DunningStatus.OPEN
+
+    def get(self, invoice: str) -> dict[str, Any] | None:
+        """The sequence of ``invoice``, as stored, or None."""
+        with self._db.read() as connection:
+            row = (
+                connection.execute(select(dunning).where(dunning.c.invoice_id == invoice))
+                .mappings()
+                .first()
+            )
+        return dict(row) if row is not None else None
