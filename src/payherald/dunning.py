@@ -2,21 +2,21 @@
 
 The first ``invoice.payment_failed`` of an invoice starts its sequence: each rule that is a
 step of it (``sequence = "dunning"``; built in: now, after 3 days, after 7 days) queues one
-message, due ``after`` seconds later, on the job queue, so that a step due in a week
-survives restarts and runs once. The steps are keyed on the invoice: Stripe's own retries
-of the payment (later failures of the same invoice, with a higher ``attempt_count``) and
-repeated deliveries add nothing.
+message, due ``after`` seconds after payherald received the failure, on the job queue, so
+that a step due in a week survives restarts and runs once. Only the failure that started
+the sequence queues steps: Stripe's own retries of the payment (later failures of the same
+invoice, with a higher ``attempt_count``) and repeated deliveries add nothing.
 
 The sequence ends, and its steps still waiting are skipped, when:
 
 - an event says so: the invoice is paid (``invoice.paid``, ``invoice.payment_succeeded``,
   ``invoice_payment.paid``: the sequence *recovered* the invoice), voided, marked
-  uncollectible or deleted, or its subscription cancelled. One that arrives before the
-  failure it ends (events come in any order) keeps the sequence from starting;
+  uncollectible or deleted, or its subscription cancelled. An invoice's that arrives before
+  the failure it ends (events come in any order) keeps the sequence from starting;
 - just before each step is sent, the invoice, read from Stripe (with ``STRIPE_SECRET_KEY``),
   is no longer open, is gone, or its subscription is cancelled (``payments``); a Stripe
   error there retries the step later, never sends it on a guess;
-- an operator stops it.
+- it is ended by hand (``Store.dunning.end``).
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ class DunningEnd:
     invoice: str | None = None
     subscription: str | None = None
     amount_paid: int | None = None
+    livemode: bool = False
 
     @property
     def recovered(self) -> bool:
@@ -124,8 +125,11 @@ def dunning_changes(
     obj = read_object(event.object)
     if event.type == "customer.subscription.deleted":
         subscription = object_id(event.object)
-        return None, ((DunningEnd(reason, subscription=subscription),) if subscription else ())
+        ended = DunningEnd(reason, subscription=subscription, livemode=event.livemode)
+        return None, ((ended,) if subscription else ())
     if obj.invoice is None:
         return None, ()
     paid = as_int(event.object.get("amount_paid")) if reason == _PAID else None
-    return None, (DunningEnd(reason, invoice=obj.invoice, amount_paid=paid),)
+    return None, (
+        DunningEnd(reason, invoice=obj.invoice, amount_paid=paid, livemode=event.livemode),
+    )

@@ -13,7 +13,7 @@ import traceback
 import structlog
 
 from payherald.api_versions import unsupported_reason
-from payherald.dunning import dunning_changes
+from payherald.dunning import DunningEnd, dunning_changes
 from payherald.rules import RuleBook
 from payherald.store import PlannedEvent, RecordResult, Store
 from payherald.stripe_objects import read_object
@@ -42,8 +42,19 @@ def plan_event(rules: RuleBook, event: StripeEvent) -> PlannedEvent:
     except Exception as exc:
         _log.exception("planning_failed", event_id=event.id, event_type=event.type)
         error = "".join(traceback.format_exception(exc))
-        return PlannedEvent(event, status="failed", error=error, links=links)
+        # What it ends still ends (an invoice paid is paid), if that much can be read.
+        return PlannedEvent(
+            event, status="failed", error=error, links=links, dunning_ends=_ends(event)
+        )
     return PlannedEvent(event, tuple(planned), links=links, dunning_start=start, dunning_ends=ends)
+
+
+def _ends(event: StripeEvent) -> tuple[DunningEnd, ...]:
+    """The dunning sequences ``event`` ends; none when even that cannot be read."""
+    try:
+        return dunning_changes(event, starts=False)[1]
+    except Exception:  # the planning failure's traceback says what is wrong with it
+        return ()
 
 
 def payment_links(event: StripeEvent) -> tuple[str, ...]:

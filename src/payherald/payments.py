@@ -18,9 +18,9 @@ links them. So, before a notification about a payment is sent, ``PaymentChecks``
 - for a rule marked ``unless_paid`` (a failure text), re-reads the invoice or payment
   intent from Stripe and skips it when it is paid by now; a step of an invoice's dunning
   is skipped when its sequence has ended, and, read from Stripe, ends it when the invoice
-  is paid, void, uncollectible or gone, or its subscription cancelled (``dunning``); and, an invoice not saying why
-  its card was declined, learns the decline from its payment (from Stripe, or from the
-  payment's own failure event).
+  is paid, void, uncollectible or gone, or its subscription cancelled (``dunning``); and,
+  an invoice not saying why its card was declined, learns the decline from its payment
+  (from Stripe, or from the payment's own failure event).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class PaymentChecks:
         if rule.not_for_invoices and unlinked:
             self._skip_if_invoiced(notification, event, obj)
         if notification.sequence is not None:
-            self._skip_if_ended(notification.sequence)
+            self._skip_if_ended(notification)
         elif rule.unless_paid and self._lookups is not None:
             self._skip_if_paid(obj)
         if rule.unless_paid and obj.kind == "invoice" and not obj.paid:
@@ -230,12 +230,13 @@ class PaymentChecks:
 
     # -- the current state ------------------------------------------------------------
 
-    def _skip_if_ended(self, sequence: str) -> None:
+    def _skip_if_ended(self, notification: ClaimedNotification) -> None:
         """Skip a step of a dunning sequence that has ended; with a key to ask Stripe, end
         it (and skip the step) when the invoice is no longer open, is gone, or its
         subscription is cancelled."""
-        invoice = invoice_of(sequence)
-        if not self._store.dunning.is_open(sequence):
+        assert notification.sequence is not None
+        invoice = invoice_of(notification.sequence)
+        if not self._store.dunning.is_open(notification.sequence):
             raise NotificationSkipped(f"The dunning sequence of invoice {invoice} has ended.")
         if self._lookups is None:
             return
@@ -253,7 +254,12 @@ class PaymentChecks:
         if reason is None:
             return
         paid = as_int(found.get("amount_paid")) if found is not None else None
-        self._store.dunning.end(invoice, reason, amount_paid=paid if reason == "paid" else None)
+        self._store.dunning.end(
+            invoice,
+            reason,
+            amount_paid=paid if reason == "paid" else None,
+            held=notification.id,  # skipped below, by its worker
+        )
         raise NotificationSkipped(f"{why} (read from Stripe before sending).")
 
     def _skip_if_paid(self, obj: StripeObject) -> None:

@@ -60,13 +60,13 @@ def replay(store: Store, rules: RuleBook, event_id: str) -> ReplayResult:
         raise ReplayError(f"{event_id}: {reason}")
     try:
         planned = rules.plan(event)
-        start, _ = dunning_changes(event, starts=any(item.sequence for item in planned))
+        start, ends = dunning_changes(event, starts=any(item.sequence for item in planned))
     except Exception as exc:
         raise ReplayError(
             f"{event_id}: planning its notifications still fails ({type(exc).__name__}: {exc}); "
             "it stays failed. Fix the cause (see the log), then replay it again."
         ) from exc
     new, again, unchanged = store.replay_event(
-        event_id, planned, links=payment_links(event), dunning_start=start
+        event_id, planned, links=payment_links(event), dunning=(start, ends)
     )
     return ReplayResult(event_id=event_id, new=new, again=again, unchanged=unchanged)

@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import delete
 
 from payherald import FrozenClock
 from payherald.simulate import build_event, build_renewal_failure_events
+from payherald.store.schema import notifications
 from payherald.testing import ScriptedChannel
 from tests.stripe_standin import StripeStandIn, open_invoice_payment, stripe_standin
 from tests.support import LiveServer, StripeOnLoopback, build_for_tests
@@ -309,3 +311,34 @@ def test_a_stripe_error_before_a_step_retries_it_and_never_sends_on_a_guess(
     keyed.later(DAY)
     assert keyed.steps()["dunning_reminder"] == "skipped"
     assert len(keyed.texts()) == 1
+
+
+def test_a_retry_of_stripe_after_the_steps_were_pruned_queues_none_again(
+    keyless: Stripe,
+) -> None:
+    """Only the failure that started a sequence queues its steps: once retention has
+    deleted them, Stripe's next retry of the invoice does not start them over."""
+    failed = fail(keyless)
+    keyless.later(8 * DAY)
+    assert len(keyless.texts()) == 3
+    with keyless.ph.engine.begin() as connection:
+        connection.execute(delete(notifications).where(notifications.c.sequence.is_not(None)))
+    keyless.send(about(failed, "invoice.payment_failed", attempt_count=4))
+    keyless.later(8 * DAY)
+    assert keyless.steps() == {}
+    assert len(keyless.texts()) == 3
+
+
+def test_a_step_held_by_a_worker_when_the_invoice_is_paid_is_not_sent(keyless: Stripe) -> None:
+    failed = fail(keyless)
+    invoice = failed["data"]["object"]
+    keyless.clock.advance(3 * DAY)
+    (held,) = keyless.ph.store.queue.claim(worker_id="w", limit=5, lease=60)
+    assert held.rule == "dunning_reminder"
+    keyless.send(about(failed, "invoice.paid", status="paid", amount_paid=invoice["amount_due"]))
+    assert not keyless.ph.store.queue.mark_sending(
+        held, to=PHONE, body="Reminder", channel="sms", lease=60
+    )
+    keyless.later(DAY)
+    assert keyless.steps()["dunning_reminder"] == "skipped"
+    assert len(keyless.texts()) == 1

@@ -266,3 +266,16 @@ def test_dunning_steps_fall_due_days_apart_and_stop_once_the_invoice_is_paid(rig
     sequence = rig.store.dunning.get(failed.object["id"])
     assert sequence is not None
     assert (sequence["status"], sequence["end_reason"]) == ("recovered", "paid")
+
+
+def test_paying_one_invoice_ends_its_sequence_alone(rig: Rig) -> None:
+    first = rig.event("invoice.payment_failed", subscription=None, parent=None)
+    second = rig.event("invoice.payment_failed", subscription=None, parent=None)
+    for event in (first, second):
+        rig.store.record(plan_event(rig.parts.rules, event))
+    paid = rig.event("invoice.paid", id=first.object["id"], status="paid")
+    rig.store.record(plan_event(rig.parts.rules, paid))
+    ended, still = (rig.store.dunning.get(event.object["id"]) for event in (first, second))
+    assert ended is not None
+    assert still is not None
+    assert (ended["status"], still["status"]) == ("recovered", "open")

@@ -1,9 +1,9 @@
 """Dunning sequences (``Store.dunning``): started and ended with the events that cause it,
 in their transaction; ended too before a step, by what Stripe says, or by an operator.
 
-Ending a sequence skips its steps still waiting (``pending``) and deletes their jobs, in
-the same transaction; a step already claimed is skipped by the check just before it is
-sent (``is_open``). What ``payherald.dunning`` says of the sequences is the rest.
+Ending a sequence skips its steps not sent yet and deletes their jobs, in the same
+transaction; a step that a worker holds then fails its ``mark_sending``, and a step checks
+``is_open`` before it is composed. What ``payherald.dunning`` says of the sequences is the rest.
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ class Dunning:
         return closed
 
     def _start_in(self, connection: Connection, start: DunningStart, now: datetime) -> bool:
-        """Start ``start``'s sequence unless its invoice has one; whether it is open."""
+        """Start ``start``'s sequence unless its invoice has one; whether its steps are to
+        be queued: it is open and this failure started it (a later failure of the same
+        invoice, Stripe's retry, queues nothing, even once the steps were pruned)."""
         connection.execute(
             self._db.insert(dunning)
             .values(
@@ -69,15 +71,33 @@ class Dunning:
             )
             .on_conflict_do_nothing(index_elements=[dunning.c.invoice_id])
         )
-        status = connection.execute(
-            select(dunning.c.status).where(dunning.c.invoice_id == start.invoice)
-        ).scalar_one()
-        return bool(status == DunningStatus.OPEN)
+        row = connection.execute(
+            select(dunning.c.status, dunning.c.event_id).where(
+                dunning.c.invoice_id == start.invoice
+            )
+        ).one()
+        return bool(row.status == DunningStatus.OPEN and row.event_id == start.event_id)
 
-    def _end_in(self, connection: Connection, end: DunningEnd, now: datetime) -> int:
+    def _end_in(
+        self, connection: Connection, end: DunningEnd, now: datetime, *, held: int | None = None
+    ) -> int:
         """End the open sequences ``end`` is about; an invoice with none gets a row that
         keeps one from starting (its failure may come after). Returns how many ended."""
         if end.invoice is not None:
+            # First, so that on PostgreSQL a failure being recorded at the same time is
+            # waited for: then the SELECT below sees its sequence, or it sees this row.
+            connection.execute(
+                self._db.insert(dunning)
+                .values(
+                    invoice_id=end.invoice,
+                    status=DunningStatus.ENDED,
+                    livemode=end.livemode,
+                    ended_at=now,
+                    end_reason=end.reason,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=[dunning.c.invoice_id])
+            )
             which = dunning.c.invoice_id == end.invoice
         else:
             which = dunning.c.subscription_id == end.subscription
@@ -86,24 +106,16 @@ class Dunning:
             query = query.with_for_update()
         invoices = list(connection.execute(query).scalars())
         for invoice in invoices:
-            self._close_in(connection, invoice, end, now)
-        if not invoices and end.invoice is not None:
-            connection.execute(
-                self._db.insert(dunning)
-                .values(
-                    invoice_id=end.invoice,
-                    status=DunningStatus.ENDED,
-                    livemode=False,
-                    ended_at=now,
-                    end_reason=end.reason,
-                    updated_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=[dunning.c.invoice_id])
-            )
+            self._close_in(connection, invoice, end, now, held)
         return len(invoices)
 
     def _close_in(
-        self, connection: Connection, invoice: str, end: DunningEnd, now: datetime
+        self,
+        connection: Connection,
+        invoice: str,
+        end: DunningEnd,
+        now: datetime,
+        held: int | None,
     ) -> None:
         sequence = sequence_key(invoice)
         values: dict[str, Any] = {
@@ -131,25 +143,17 @@ class Dunning:
             .where(dunning.c.invoice_id == invoice, dunning.c.status == DunningStatus.OPEN)
             .values(values)
         )
-        waiting = list(
-            connection.execute(
-                select(notifications.c.id).where(
-                    notifications.c.sequence == sequence,
-                    notifications.c.status == S.PENDING,
-                )
-            ).scalars()
+        # The steps not sent yet; a claimed one is refused by its mark_sending. Their jobs
+        # first: the order in which a claim locks them.
+        steps = select(notifications.c.id).where(
+            notifications.c.sequence == sequence,
+            notifications.c.status.in_((S.PENDING, S.CLAIMED)),
         )
+        if held is not None:
+            steps = steps.where(notifications.c.id != held)
+        waiting = list(connection.execute(steps).scalars())
         if not waiting:
             return
-        connection.execute(
-            update(notifications)
-            .where(notifications.c.id.in_(waiting), notifications.c.status == S.PENDING)
-            .values(
-                status=S.SKIPPED,
-                error=f"The dunning sequence ended: {REASONS.get(end.reason, end.reason)}.",
-                updated_at=now,
-            )
-        )
         connection.execute(
             delete(jobs).where(
                 and_(
@@ -158,16 +162,36 @@ class Dunning:
                 )
             )
         )
+        connection.execute(
+            update(notifications)
+            .where(
+                notifications.c.id.in_(waiting),
+                notifications.c.status.in_((S.PENDING, S.CLAIMED)),
+            )
+            .values(
+                status=S.SKIPPED,
+                error=f"The dunning sequence ended: {REASONS.get(end.reason, end.reason)}.",
+                updated_at=now,
+            )
+        )
 
     # -- before a step, and by hand -------------------------------------------------------
 
-    def end(self, invoice: str, reason: str, *, amount_paid: int | None = None) -> bool:
+    def end(
+        self,
+        invoice: str,
+        reason: str,
+        *,
+        amount_paid: int | None = None,
+        held: int | None = None,
+    ) -> bool:
         """End ``invoice``'s sequence for ``reason`` (a key of ``REASONS``: what Stripe
-        said before a step, or ``stopped``); False when it was not open."""
+        said before a step, or ``stopped``), but for the step ``held``, whose worker
+        records its own outcome; False when it was not open."""
         now = self._clock.now()
         end = DunningEnd(reason, invoice=invoice, amount_paid=amount_paid)
         with self._db.transaction() as connection:
-            return bool(self._end_in(connection, end, now))
+            return bool(self._end_in(connection, end, now, held=held))
 
     def is_open(self, sequence: str) -> bool:
         """Whether the sequence ``sequence`` (``sequence_key``) is open: started, or with

@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 
 from payherald.clock import Clock
-from payherald.dunning import DunningStart
+from payherald.dunning import DunningEnd, DunningStart
 from payherald.exceptions import StoreUnavailable
 from payherald.rules import PlannedNotification
 from payherald.store.consents import Consents
@@ -337,14 +337,14 @@ class Store:
         planned: Sequence[PlannedNotification],
         *,
         links: Sequence[str] = (),
-        dunning_start: DunningStart | None = None,
+        dunning: tuple[DunningStart | None, Sequence[DunningEnd]] = (None, ()),
     ) -> tuple[int, int, int]:
         """Process a stored event again: link ``links`` (as when it was recorded), queue
         what ``planned`` adds (what is already queued or sent is not), and queue its
         failed notifications again from the first channel. Returns (new, queued again,
         left as they are)."""
         try:
-            return self._replay_event(event_id, planned, links, dunning_start)
+            return self._replay_event(event_id, planned, links, dunning)
         except AliasRace:
             raise StoreUnavailable(
                 "The event store was linking this event's payment in another transaction; "
@@ -356,13 +356,13 @@ class Store:
         event_id: str,
         planned: Sequence[PlannedNotification],
         links: Sequence[str],
-        dunning_start: DunningStart | None,
+        dunning: tuple[DunningStart | None, Sequence[DunningEnd]],
     ) -> tuple[int, int, int]:
         now = self._clock.now()
         with self.db.transaction() as connection:
             if links:
                 self.links.link(connection, [("payment", tuple(links))])
-            closed = self.dunning.record_in(connection, [(dunning_start, ())], now)
+            closed = self.dunning.record_in(connection, [dunning], now)
             (new,) = self._outbox.add_in(
                 connection, [(event_id, planned)], now, closed_sequences=closed
             )

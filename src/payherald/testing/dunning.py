@@ -30,13 +30,18 @@ class InMemoryDunning:
         self.sequences: dict[str, dict[str, Any]] = {}
 
     def record(self, item: PlannedEvent) -> set[str]:
-        """Start and end ``item``'s sequences; the sequences it started that are closed."""
+        """Start and end ``item``'s sequences; the sequences whose steps it must not queue
+        (ended, or started by another failure)."""
         for end in item.dunning_ends:
             ended = [
                 row
                 for row in self.sequences.values()
                 if row["status"] == DunningStatus.OPEN
-                and (row["invoice_id"] == end.invoice or row["subscription_id"] == end.subscription)
+                and (
+                    row["invoice_id"] == end.invoice
+                    if end.invoice is not None
+                    else row["subscription_id"] == end.subscription
+                )
             ]
             for row in ended:
                 self._close(row, end.reason, end.amount_paid)
@@ -58,13 +63,17 @@ class InMemoryDunning:
             {
                 "invoice_id": start.invoice,
                 "subscription_id": start.subscription,
+                "event_id": start.event_id,
                 "status": DunningStatus.OPEN,
                 "end_reason": None,
             },
         )
-        return set() if row["status"] == DunningStatus.OPEN else {sequence_key(start.invoice)}
+        queued = row["status"] == DunningStatus.OPEN and row.get("event_id") == start.event_id
+        return set() if queued else {sequence_key(start.invoice)}
 
-    def _close(self, row: dict[str, Any], reason: str, amount_paid: int | None) -> None:
+    def _close(
+        self, row: dict[str, Any], reason: str, amount_paid: int | None, held: int | None = None
+    ) -> None:
         paid = reason == "paid"
         row.update(
             status=DunningStatus.RECOVERED if paid else DunningStatus.ENDED,
@@ -73,22 +82,29 @@ class InMemoryDunning:
         )
         sequence = sequence_key(row["invoice_id"])
         for notification in self._notifications.values():
-            if (
-                notification["sequence"] == sequence
-                and notification["status"] == NotificationStatus.PENDING
+            if notification["sequence"] == sequence and notification["status"] in (
+                NotificationStatus.PENDING,
+                NotificationStatus.CLAIMED,
             ):
                 notification.update(
                     status=NotificationStatus.SKIPPED,
                     error=f"The dunning sequence ended: {REASONS.get(reason, reason)}.",
                 )
 
-    def end(self, invoice: str, reason: str, *, amount_paid: int | None = None) -> bool:
+    def end(
+        self,
+        invoice: str,
+        reason: str,
+        *,
+        amount_paid: int | None = None,
+        held: int | None = None,
+    ) -> bool:
         with self._lock:
             self._check()
             row = self.sequences.get(invoice)
             if row is None or row["status"] != DunningStatus.OPEN:
                 return False
-            self._close(row, reason, amount_paid)
+            self._close(row, reason, amount_paid, held)
             return True
 
     def is_open(self, sequence: str) -> bool:
