@@ -6,8 +6,9 @@ Where things live, and the path of one event through them:
       serving      uvicorn, every connection bounded (head size and time, body time, count)
       server       the HTTP routes; webhook verifies the signature and parses the event
       group_commit many requests' events written in one transaction, through
-      ingest       rules (which messages an event causes; builtin_rules, the catalogue) and
-                   subjects (what each is about)
+      ingest       rules (which messages an event causes; builtin_rules, the catalogue),
+                   subjects (what each is about) and dunning (the sequence an invoice's
+                   failure starts, and what ends it: store.dunning)
       store        events, notifications and links (store.events), all SQL in one package;
                    each notification queued with its job (store.outbox)
       -> 200, once committed
@@ -18,7 +19,8 @@ Where things live, and the path of one event through them:
       compose      recipient (recipients, lookups, stripe_objects), words (variables, what a
                    message is rendered with; templates, rendered in sandbox; money), and the
                    channel and what carries it (channels.router), decided once; quiet
-                   hours; payments settles a payment's events so that it is told once
+                   hours; payments settles a payment's events so that it is told once,
+                   and skips a dunning step (dunning) whose invoice's sequence has ended
       channels     console, Twilio SMS, WhatsApp and voice, email, Slack
     jobs           the runner of the other kinds of job, from the same queue (store.jobs):
                    consent write-backs to Stripe (stripe_sync), the scheduled
