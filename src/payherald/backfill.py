@@ -18,14 +18,14 @@ import json
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import stripe
 import structlog
 
 from payherald.backoff import backoff_delay
-from payherald.clock import Clock, parse_duration
+from payherald.clock import Clock, parse_instant
 from payherald.exceptions import PayheraldError
 from payherald.ingest import ingest
 from payherald.jobs import Job, RunAgain
@@ -41,7 +41,6 @@ __all__ = [
     "BackfillError",
     "BackfillSummary",
     "Reconciler",
-    "parse_instant",
     "parse_since",
 ]
 
@@ -58,28 +57,6 @@ _OVERLAP = timedelta(minutes=10)
 
 class BackfillError(PayheraldError):
     """The backfill cannot go on; the message says why and what to do."""
-
-
-def parse_instant(text: str, *, now: datetime, option: str) -> datetime:
-    """``24h``, ``90m``, ``7d`` (that long before ``now``), or an ISO date or time (UTC
-    unless it says otherwise), not in the future. Raises ValueError with a sentence that
-    names ``option``."""
-    ago = parse_duration(text)
-    if ago is not None:
-        instant = now - ago
-    else:
-        try:
-            instant = datetime.fromisoformat(text.strip())
-        except ValueError:
-            raise ValueError(
-                f"{option} {text!r} is neither a duration (30m, 24h, 7d) nor an ISO date "
-                "(2026-11-20 or 2026-11-20T08:00:00Z)."
-            ) from None
-        if instant.tzinfo is None:
-            instant = instant.replace(tzinfo=UTC)
-    if instant > now:
-        raise ValueError(f"{option} {text!r} is in the future.")
-    return instant
 
 
 def parse_since(text: str, *, now: datetime) -> datetime:

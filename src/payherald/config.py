@@ -11,6 +11,9 @@ them at once; payherald refuses to start with any. The file's shape::
     send_from = "08:00"
     send_until = "21:00"
 
+    [dunning]                           # the steps after an invoice's failure (rules
+    enabled = true                      # with sequence = "dunning"); false: none
+
     [high_value]                        # alert thresholds, in the smallest unit
     usd = 100000
 
@@ -64,6 +67,7 @@ _TOP_KEYS = {
     "rules",
     "rate_limits",
     "quiet_hours",
+    "dunning",
 }
 _QUIET_HOURS_KEYS = {"send_from", "send_until", "enabled"}
 _TEAM_KEYS = {"sms", "email", "slack_webhook", "timezone"}
@@ -163,7 +167,8 @@ class _Reader:
                 )
             else:
                 rate_limits[sender] = float(rate)
-        rules = self._rules(self._table((), "rules", data.get("rules", {})), teams)
+        tables = self._table((), "rules", data.get("rules", {}))
+        rules = self._dunning(data.get("dunning", {}), self._rules(tables, teams), tables)
         quiet_hours = self._quiet_hours(data.get("quiet_hours", {}))
         return Config(
             rules=rules,
@@ -200,6 +205,33 @@ class _Reader:
             else:
                 self.problem(where, "enabled", "must be true or false.")
         return QuietHours(**values)
+
+    def _dunning(
+        self, value: Any, rules: tuple[Rule, ...], tables: dict[str, Any]
+    ) -> tuple[Rule, ...]:
+        """``[dunning] enabled = false`` turns every step off; turning them off one by one
+        instead, until none is left, is taken for a mistake."""
+        table = self._table((), "dunning", value)
+        for key in table.keys() - {"enabled"}:
+            self.problem(("dunning",), key, "unknown setting; dunning can have enabled.")
+        enabled = table.get("enabled", True)
+        if not isinstance(enabled, bool):
+            self.problem(("dunning",), "enabled", "must be true or false.")
+        elif not enabled:
+            return tuple(
+                dataclasses.replace(rule, enabled=False) if rule.sequence else rule
+                for rule in rules
+            )
+        steps = [rule for rule in rules if rule.sequence == DUNNING]
+        if steps and not any(rule.enabled for rule in steps):
+            self.problem(
+                ("rules", next(rule.name for rule in reversed(steps) if rule.name in tables)),
+                "enabled",
+                "every dunning step is off, so an invoice whose payment fails gets no "
+                "message; turn a step back on, or turn dunning off on purpose with "
+                "[dunning] enabled = false.",
+            )
+        return rules
 
     def _table(self, where: tuple[str, ...], key: str, value: Any) -> dict[str, Any]:
         if isinstance(value, dict):

@@ -244,13 +244,15 @@ def build_simulation(
     currency: str = "usd",
     livemode: bool = False,
     api_version: str = NEWEST_SUPPORTED,
+    invoice: str | None = None,
 ) -> list[dict[str, Any]]:
     """The events `payherald simulate EVENT_TYPE` posts, the one asked for last: alone, or,
     where today's API would leave it waiting for another event of the same payment, after
     the event Stripe sends with it (as ``stripe trigger`` sends a whole flow). A paid
     invoice comes after the ``invoice_payment.paid`` that links it to its payment; a
     failed invoice after its payment intent's failure, which says why the card was
-    declined."""
+    declined. With ``invoice``, the events are about that invoice (its id in place of the
+    one made up), so that a simulated payment can end a simulated failure's dunning."""
     options: dict[str, Any] = {
         "now": now,
         "phone": phone,
@@ -259,7 +261,16 @@ def build_simulation(
         "livemode": livemode,
         "api_version": api_version,
     }
-    version = parse_api_version(api_version)
+    events = _simulation(event_type, options)
+    made_up = next(filter(None, map(_invoice_id, events)), None)
+    if invoice is None or made_up is None:
+        return events
+    swapped: list[dict[str, Any]] = json.loads(json.dumps(events).replace(made_up, invoice))
+    return swapped
+
+
+def _simulation(event_type: str, options: dict[str, Any]) -> list[dict[str, Any]]:
+    version = parse_api_version(options["api_version"])
     today = version is not None and version.date >= FAMILIES["basil"]
     if today and event_type in ("invoice.paid", "invoice.payment_succeeded"):
         _, _, invoice, linking = build_subscription_payment_events(**options)
@@ -269,6 +280,13 @@ def build_simulation(
         invoice, intent, _ = build_renewal_failure_events(**options)
         return [intent, invoice]
     return [build_event(event_type, **options)]
+
+
+def _invoice_id(event: dict[str, Any]) -> str | None:
+    """The invoice ``event`` is about, when it is about one."""
+    obj = event["data"]["object"]
+    found = obj.get("id") if obj.get("object") == "invoice" else obj.get("invoice")
+    return found if isinstance(found, str) and found.startswith("in_") else None
 
 
 def sign_payload(event: dict[str, Any], secret: str, *, timestamp: int) -> tuple[bytes, str]:

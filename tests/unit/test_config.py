@@ -263,3 +263,17 @@ def test_a_dunning_step_for_a_team_is_refused_with_its_line(tmp_path: Path) -> N
         ':6: rules.dunning_final.to: a dunning step is for the customer; set to = "customer".'
         in message
     )
+
+
+def test_every_dunning_step_turned_off_is_refused_unless_dunning_is_off(tmp_path: Path) -> None:
+    steps = ("invoice_payment_failed", "dunning_reminder", "dunning_final")
+    text = "".join(f"\n[rules.{name}]\nenabled = false\n" for name in steps)
+    message = problem(tmp_path, text)
+    assert ":9: rules.dunning_final.enabled: every dunning step is off" in message
+    assert "[dunning] enabled = false" in message
+    config = load(tmp_path, "[dunning]\nenabled = false\n")
+    assert not any(rule.enabled for rule in config.rules if rule.sequence)  # type: ignore[attr-defined]
+    assert any(rule.enabled for rule in config.rules)  # type: ignore[attr-defined]
+    assert ":1: dunning.enabled: must be true or false." in problem(
+        tmp_path, 'dunning = {enabled = "no"}'
+    )

@@ -15,6 +15,7 @@ from payherald.simulate import (
     build_failure_events,
     build_payment_events,
     build_renewal_failure_events,
+    build_simulation,
     build_subscription_payment_events,
     sign_payload,
 )
@@ -396,3 +397,14 @@ def test_a_failed_renewal_is_three_events_about_one_invoice_and_charge() -> None
     assert "invoice" not in intent
     assert "invoice" not in charge
     assert invoice["customer"] == intent["customer"] == charge["customer"]
+
+
+@pytest.mark.parametrize("event_type", ["invoice.paid", "invoice.payment_failed"])
+def test_a_simulation_can_be_about_a_given_invoice(event_type: str) -> None:
+    events = build_simulation(event_type, now=NOW, invoice="in_given")
+    invoice = events[-1]["data"]["object"]
+    assert invoice["id"] == "in_given"
+    made_up = build_simulation(event_type, now=NOW)[-1]["data"]["object"]["id"]
+    assert made_up != "in_given"
+    if event_type == "invoice.paid":  # today's invoice_payment.paid names it too
+        assert events[0]["data"]["object"]["invoice"] == "in_given"

@@ -1,7 +1,7 @@
 """The `payherald` command: its Typer app, and every command registered on it.
 
 Each command group is a module of its own (``serving``, ``simulate``, ``operations``,
-``checks``, ``listing``, ``optout``, ``endpoint``); what they print goes through
+``checks``, ``listing``, ``optout``, ``endpoint``, ``dunning``); what they print goes through
 ``output``, what they build from the environment through ``common``. Heavy modules
 (FastAPI, SQLAlchemy, the Stripe and Twilio SDKs) are imported inside the commands that
 need them, so that `payherald --help` answers at once.
@@ -11,7 +11,16 @@ from __future__ import annotations
 
 import typer
 
-from payherald.cli import checks, endpoint, listing, operations, optout, serving, simulate
+from payherald.cli import (
+    checks,
+    dunning,
+    endpoint,
+    listing,
+    operations,
+    optout,
+    serving,
+    simulate,
+)
 
 __all__ = ["app", "main"]
 
@@ -37,6 +46,8 @@ app.add_typer(listing.notifications_app, name="notifications")
 app.add_typer(checks.config_app, name="config")
 app.add_typer(optout.app, name="optout")
 app.add_typer(endpoint.app, name="endpoint")
+app.add_typer(dunning.app, name="dunning")
+app.add_typer(dunning.report_app, name="report")
 
 
 def main() -> None:

@@ -125,8 +125,7 @@ def prune(
     """Delete old events, their notifications and delivery reports, and blank old inbound
     messages (their ids are kept, so a replayed reply is not acted on again); what is still
     being sent, and consents and the opt-out list, are kept."""
-    from payherald.backfill import parse_instant
-    from payherald.clock import SystemClock
+    from payherald.clock import SystemClock, parse_instant
     from payherald.retention import check_cutoff
     from payherald.retention import prune as prune_store
 

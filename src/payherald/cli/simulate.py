@@ -4,6 +4,7 @@ became of it."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -47,6 +48,13 @@ def simulate(
         ),
     ] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for the messages.")] = 10.0,
+    invoice: Annotated[
+        str | None,
+        typer.Option(
+            help="For an invoice event: this invoice's id (in_...) instead of a new one, so "
+            "that a simulated payment ends a simulated failure's dunning."
+        ),
+    ] = None,
 ) -> None:
     """Send a realistic, signed Stripe event to a running payherald and show what it sent."""
     import httpx
@@ -60,6 +68,11 @@ def simulate(
             f"simulate does not know {event_type!r}; it knows "
             + ", ".join(SIMULATED_EVENT_TYPES)
             + "."
+        )
+    if invoice is not None and not (event_type.startswith("invoice") and invoice.startswith("in_")):
+        raise _fail(
+            "--invoice takes an invoice id (in_...), with an invoice event such as "
+            "invoice.paid or invoice.payment_failed."
         )
     version = api_version or NEWEST_SUPPORTED
     if api_version is not None and (reason := unsupported_reason(api_version)):
@@ -95,6 +108,7 @@ def simulate(
         currency=currency,
         livemode=livemode,
         api_version=version,
+        invoice=invoice,
     )
 
     def post(payload: dict[str, Any]) -> httpx.Response:
@@ -196,17 +210,25 @@ def _show_outcome(
             err.print(line)
         return
     deadline = time.monotonic() + wait
+    # A notification due after the wait (a later dunning step) is settled: it waits its time.
+    later = datetime.now(UTC) + timedelta(seconds=wait)
+
+    def settled(row: dict[str, Any]) -> bool:
+        return row["status"] in TERMINAL_STATUSES or (
+            row["status"] == "pending" and row["run_at"] > later
+        )
+
     rows = store.list_notifications(event_id=event_id)
-    while time.monotonic() < deadline and (
-        not rows or any(row["status"] not in TERMINAL_STATUSES for row in rows)
-    ):
+    while time.monotonic() < deadline and (not rows or not all(map(settled, rows))):
         time.sleep(0.1)
         rows = store.list_notifications(event_id=event_id)
     if not rows:
         err.print(f"No notification of {event_id} was recorded within {wait:g} s.")
         return
-    for row in rows:
+    for row in sorted(rows, key=lambda row: row["id"]):
         outcome = row["status"] + (f" ({row['error']})" if row["error"] else "")
+        if row["status"] == "pending" and row["run_at"] > later:
+            outcome += f", due {row['run_at']:%Y-%m-%d %H:%M} UTC"
         # A notification that failed before an address was chosen has nobody to name.
         where = f"{row['channel']} to {mask_phone(row['to'])}: " if row["to"] else ""
         err.print(f"  {row['rule']}: {where}{outcome}")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, select, update
+from sqlalchemy import Connection, and_, delete, func, select, update
 
 from payherald.clock import Clock
 from payherald.dunning import REASONS, DunningEnd, DunningStart, invoice_of, sequence_key
@@ -202,6 +202,81 @@ class Dunning:
                 select(dunning.c.status).where(dunning.c.invoice_id == invoice_of(sequence))
             ).scalar()
         return status is None or status == DunningStatus.OPEN
+
+    def sequences(self, *, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The sequences started, newest first (of ``status`` only, when given), each with
+        what its steps say: ``to`` (the address of its first step), ``steps`` (how many),
+        ``sent`` (how many were told), ``last_step`` (the rule of the last one told) and
+        ``next_due`` (when the next one waiting is due, for an open sequence)."""
+        query = (
+            select(dunning)
+            .where(dunning.c.started_at.is_not(None))
+            .order_by(dunning.c.started_at.desc(), dunning.c.invoice_id)
+            .limit(limit)
+        )
+        if status is not None:
+            query = query.where(dunning.c.status == status)
+        with self._db.read() as connection:
+            rows = [dict(row) for row in connection.execute(query).mappings()]
+            keys = [sequence_key(row["invoice_id"]) for row in rows]
+            steps = connection.execute(
+                select(
+                    notifications.c.sequence,
+                    notifications.c.rule,
+                    notifications.c.to,
+                    notifications.c.status,
+                    notifications.c.run_at,
+                    notifications.c.sent_at,
+                )
+                .where(notifications.c.sequence.in_(keys))
+                .order_by(notifications.c.run_at, notifications.c.id)
+            ).all()
+        for row in rows:
+            mine = [step for step in steps if step.sequence == sequence_key(row["invoice_id"])]
+            told = sorted(
+                (step for step in mine if step.status == S.SENT), key=lambda step: step.sent_at
+            )
+            waiting = [step.run_at for step in mine if step.status in (S.PENDING, S.CLAIMED)]
+            row.update(
+                to=mine[0].to if mine else None,
+                steps=len(mine),
+                sent=len(told),
+                last_step=told[-1].rule if told else None,
+                next_due=min(waiting) if waiting and row["status"] == DunningStatus.OPEN else None,
+            )
+        return rows
+
+    def recovery(self, since: datetime) -> dict[str, Any]:
+        """What the sequences recovered since ``since``: ``by_step``, the invoices paid
+        while their sequence was open, per last step told, channel and currency (a rule of
+        None: paid before any step was told), with their count and amount; and
+        ``sequences``, how the sequences started since then stand (started, open,
+        recovered, ended)."""
+        amount = func.coalesce(dunning.c.recovered_amount, dunning.c.amount)
+        by_step = (
+            select(
+                dunning.c.recovered_rule.label("rule"),
+                dunning.c.recovered_channel.label("channel"),
+                dunning.c.currency,
+                func.count().label("invoices"),
+                func.coalesce(func.sum(amount), 0).label("amount"),
+            )
+            .where(dunning.c.status == DunningStatus.RECOVERED, dunning.c.ended_at >= since)
+            .group_by(dunning.c.recovered_rule, dunning.c.recovered_channel, dunning.c.currency)
+            .order_by(dunning.c.currency, func.sum(amount).desc(), dunning.c.recovered_rule)
+        )
+        standing = (
+            select(dunning.c.status, func.count())
+            .where(dunning.c.started_at >= since)
+            .group_by(dunning.c.status)
+        )
+        with self._db.read() as connection:
+            steps = [dict(row) for row in connection.execute(by_step).mappings()]
+            counts = {str(status): int(n) for status, n in connection.execute(standing)}
+        for row in steps:
+            row["amount"] = int(row["amount"])
+        sequences = {status.value: counts.get(status.value, 0) for status in DunningStatus}
+        return {"by_step": steps, "sequences": {"started": sum(counts.values()), **sequences}}
 
     def get(self, invoice: str) -> dict[str, Any] | None:
         """The sequence of ``invoice``, as stored, or None."""
