@@ -5,7 +5,9 @@ charges, prices and customers as today's API returns them.
 Tests tell it what Stripe knows (``add``, ``link``) and point the real ``stripe`` SDK at it
 with ``STRIPE_API_BASE``. It answers like Stripe: list objects, 404 with an error body for
 an unknown id, and it honours ``invoice``, ``payment[payment_intent]`` and ``customer``
-filters. Every request is recorded in ``requests``.
+filters. It makes billing portal sessions (``POST /v1/billing_portal/sessions``), one per
+idempotency key as Stripe does. Every request is recorded in ``requests``, and every
+session made in ``portal_sessions``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class StripeStandIn:
         self.invoice_payments: list[dict[str, Any]] = []
         self.requests: list[str] = []
         self.fail_next = 0  # answer this many requests 500 first
+        # Idempotency key: (the form posted, the session made).
+        self.portal_sessions: dict[str, tuple[dict[str, str], dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self.url = ""
 
@@ -86,6 +90,24 @@ class StripeStandIn:
                 ]
                 return 200, _list(found, url.path)
             return 404, _error("invalid_request_error", f"Unrecognized request URL ({url.path}).")
+
+    def create(self, path: str, form: Mapping[str, str], key: str | None) -> tuple[int, Any]:
+        with self._lock:
+            self.requests.append(f"POST {path}")
+            if path != "/v1/billing_portal/sessions":
+                return 404, _error("invalid_request_error", f"Unrecognized request URL ({path}).")
+            if key in self.portal_sessions:
+                return 200, self.portal_sessions[key][1]  # the same answer, as Stripe gives
+            number = len(self.portal_sessions) + 1
+            session = {
+                "id": f"bps_{number}",
+                "object": "billing_portal.session",
+                "customer": form.get("customer"),
+                "return_url": form.get("return_url"),
+                "url": f"https://billing.stripe.com/p/session/test_{number}",
+            }
+            self.portal_sessions[key or f"none-{number}"] = (dict(form), session)
+            return 200, session
 
     def _invoice_payments(self, query: Mapping[str, str]) -> list[dict[str, Any]]:
         found = []
@@ -138,7 +160,14 @@ def stripe_standin() -> Iterator[StripeStandIn]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            status, body = standin.answer("GET", self.path)
+            self._send(*standin.answer("GET", self.path))
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+            self._send(*standin.create(self.path, form, self.headers.get("Idempotency-Key")))
+
+        def _send(self, status: int, body: Any) -> None:
             payload = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

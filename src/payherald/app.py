@@ -293,6 +293,7 @@ def build(
             locale=settings.locale,
             update_card_url=settings.update_card_url,
             timezone=config.timezone or settings.timezone,
+            portal_return_url=settings.portal_return_url,
         ),
         default_region=settings.default_region,
         metadata_keys=config.phone_metadata_keys,

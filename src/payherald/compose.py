@@ -200,6 +200,13 @@ class Composer:
                 raise NotificationSkipped(f"The rule's condition is not met: {rule.when}")
         if rule.first_payment_only:
             self._check_first_payment(event, variables["customer_id"])
+        if "portal_url" in self._uses(rule) and variables["customer_id"] and self._lookups:
+            # One session per message and customer, whatever retries it.
+            variables["portal_url"] = self._lookups.portal_url(
+                variables["customer_id"],
+                key=f"payherald-portal-{notification.id}-{variables['customer_id']}",
+                return_url=self._context.portal_return_url,
+            )
         body = self._render(rule, variables, notes, channel)
         return Composed(
             to=to,

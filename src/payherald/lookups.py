@@ -8,6 +8,12 @@ payment intent (``GET /v1/invoice_payments``), and an object's current state
 name (``/v1/prices/ID``: today's invoice lines name their price by id only). Every failure
 to ask raises TransientDeliveryError, so that the notification is retried with backoff and
 never sent on a guess. Charges and prices are cached (a refund's customer does not change).
+
+It makes one thing too: a billing portal session for a customer
+(``POST /v1/billing_portal/sessions``), whose link a message may carry, with an idempotency
+key derived from the message, so that a retried message gets the same session (Stripe
+keeps a key for 24 hours). The session lets the customer sign in again by email once its
+short life is over (``after_expiration``), so that a link read hours later still works.
 """
 
 from __future__ import annotations
@@ -42,6 +48,11 @@ class StripeLookups(Protocol):
     def retrieve(self, kind: str, object_id: str) -> Mapping[str, Any] | None:
         """The current ``kind`` (one of ``RETRIEVABLE``) ``object_id``, or None when Stripe
         has no such object."""
+        ...
+
+    def portal_url(self, customer: str, *, key: str, return_url: str | None) -> str:
+        """The link of a billing portal session for ``customer``, made once per ``key``
+        (its idempotency key)."""
         ...
 
 
@@ -84,6 +95,22 @@ class StripeApiLookups:
         if kind in _CACHED:
             return self._cache.get_or_fetch(object_id, lambda: self._retrieve(kind, object_id))
         return self._retrieve(kind, object_id)
+
+    def portal_url(self, customer: str, *, key: str, return_url: str | None) -> str:
+        params: dict[str, Any] = {
+            "customer": customer,
+            "after_expiration": {"type": "customer_login"},
+        }
+        if return_url:
+            params["return_url"] = return_url
+        session = self._ask(
+            f"a billing portal session for {customer}",
+            lambda: self._client.v1.billing_portal.sessions.create(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": key},
+            ),
+        )
+        return str(session.url)
 
     def _retrieve(self, kind: str, object_id: str) -> Mapping[str, Any] | None:
         v1 = self._client.v1
@@ -166,3 +193,7 @@ class InMemoryStripeLookups:
         self.calls.append((kind, object_id))
         found = self._objects.get(object_id)
         return found if found is not None and found.get("object") == kind else None
+
+    def portal_url(self, customer: str, *, key: str, return_url: str | None) -> str:
+        self.calls.append(("portal", key))
+        return f"https://billing.stripe.com/p/session/test_{key}"

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     default_region: str = Field("US", validation_alias=_env("PAYHERALD_DEFAULT_REGION"))
     timezone: str = Field("UTC", validation_alias=_env("PAYHERALD_TIMEZONE"))
     update_card_url: str | None = Field(None, validation_alias=_env("PAYHERALD_UPDATE_CARD_URL"))
+    portal_return_url: str | None = Field(
+        None, validation_alias=_env("PAYHERALD_PORTAL_RETURN_URL")
+    )
     test_allowlist_raw: str = Field("", validation_alias=_env("PAYHERALD_TEST_ALLOWLIST"))
     worker_concurrency: int = Field(
         8, ge=1, le=256, validation_alias=_env("PAYHERALD_WORKER_CONCURRENCY")

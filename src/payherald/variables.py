@@ -168,6 +168,8 @@ class MessageContext:
     locale: str
     update_card_url: str | None
     timezone: str = "UTC"
+    # Where the billing portal sends a customer back to (its configuration's default: None).
+    portal_return_url: str | None = None
 
 
 def message_context(
@@ -218,6 +220,7 @@ def message_context(
             or ""
         ),
         timezone=timezone or context.timezone,
+        portal_url="",  # a billing portal session's, made when a template uses it (compose)
     )
     return variables
 
