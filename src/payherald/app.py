@@ -286,7 +286,11 @@ def build(
         customers=customers,
         lookups=lookups,
         payments=PaymentChecks(
-            store=store, lookups=lookups, clock=clock, link_grace=settings.link_grace
+            store=store,
+            lookups=lookups,
+            clock=clock,
+            link_grace=settings.link_grace,
+            key_mode=settings.stripe_key_mode,
         ),
         context=MessageContext(
             business_name=settings.business_name,

@@ -33,6 +33,7 @@ from payherald.api_versions import parse_api_version
 from payherald.clock import Clock
 from payherald.compose import NotificationDeferred, NotificationSkipped
 from payherald.dunning import invoice_of
+from payherald.exceptions import TransientDeliveryError
 from payherald.lookups import StripeLookups
 from payherald.rules import Rule
 from payherald.store import Store
@@ -62,11 +63,15 @@ class PaymentChecks:
         lookups: StripeLookups | None,
         clock: Clock,
         link_grace: float = 60.0,
+        key_mode: str | None = None,
     ) -> None:
         self._store = store
         self._lookups = lookups
         self._clock = clock
         self._grace = timedelta(seconds=link_grace)
+        # The mode of STRIPE_SECRET_KEY ("live", "test", or None: unknown); a key of the
+        # other mode than an object's is told "no such object" about it.
+        self._key_mode = key_mode
 
     def settle(
         self, notification: ClaimedNotification, event: StripeEvent, rule: Rule
@@ -242,6 +247,13 @@ class PaymentChecks:
             return
         found = self._lookups.retrieve("invoice", invoice)
         reason = why = None
+        if found is None and self._key_mode not in (None, _mode(notification.livemode)):
+            raise TransientDeliveryError(
+                f"Stripe has no invoice {invoice} for STRIPE_SECRET_KEY, a {self._key_mode}-mode "
+                f"key, and the invoice is {_mode(notification.livemode)}-mode: set the key of "
+                "the invoice's mode (`payherald doctor` checks them), so that payherald can "
+                "tell whether it is still open."
+            )
         if found is None:
             reason, why = "deleted", f"Invoice {invoice} is gone from Stripe"
         elif (status := found.get("status")) in _INVOICE_ENDED:
@@ -297,3 +309,7 @@ def twin_told(
 def _data_object(payload: str) -> Mapping[str, Any]:
     """A stored event's object (stored events were verified and parsed on arrival)."""
     return parse_event(payload.encode()).object
+
+
+def _mode(livemode: bool) -> str:
+    return "live" if livemode else "test"

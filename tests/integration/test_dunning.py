@@ -58,10 +58,12 @@ class Stripe(StripeOnLoopback):
         ]
 
 
-def _stripe(database_url: str, standin: StripeStandIn | None) -> Iterator[Stripe]:
+def _stripe(
+    database_url: str, standin: StripeStandIn | None, key: str = "sk_live_standin"
+) -> Iterator[Stripe]:
     settings = {}
-    if standin is not None:
-        settings = {"STRIPE_SECRET_KEY": "sk_test_standin", "STRIPE_API_BASE": standin.url}
+    if standin is not None:  # the events are live, and so is the key
+        settings = {"STRIPE_SECRET_KEY": key, "STRIPE_API_BASE": standin.url}
     clock, sms = FrozenClock(), ScriptedChannel("sms")
     ph = build_for_tests(database_url, clock=clock, channels={"sms": sms}, settings=settings)
     with LiveServer(ph.http_app) as server, Stripe(ph, server, clock, sms) as stripe:
@@ -280,6 +282,26 @@ def test_before_each_step_the_invoice_is_read_from_stripe(
     assert sequence["end_reason"] == reason
     assert sequence["status"] == ("recovered" if reason == "paid" else "ended")
     assert len(keyed.texts()) == 1
+
+
+def test_an_invoice_the_key_cannot_see_for_its_mode_is_not_taken_for_deleted(
+    database_url: str, standin: StripeStandIn
+) -> None:
+    """A test key is told "no such invoice" of a live invoice: that says nothing of it."""
+    for keyed in _stripe(database_url, standin, key="sk_test_standin"):
+        invoice, _ = fail_as_stripe_knows(keyed, standin)
+        del standin.objects[invoice["id"]]
+        keyed.later(3 * DAY + 3600)
+        reminder = next(
+            row
+            for row in keyed.ph.store.list_notifications(limit=100)
+            if row["rule"] == "dunning_reminder"
+        )
+        assert reminder["status"] == "pending"  # retried, not skipped
+        assert "a test-mode key, and the invoice is live-mode" in reminder["error"]
+        sequence = keyed.ph.store.dunning.get(invoice["id"])
+        assert sequence is not None
+        assert sequence["status"] == "open"
 
 
 def test_a_subscription_cancelled_in_stripe_ends_the_sequence_before_a_step(

@@ -38,7 +38,7 @@ def portal(database_url: str, standin: StripeStandIn, tmp_path: Path) -> Iterato
     rules = tmp_path / "payherald.toml"
     rules.write_text(RULES)
     settings = {
-        "STRIPE_SECRET_KEY": "sk_test_standin",
+        "STRIPE_SECRET_KEY": "sk_live_standin",  # the events are live
         "STRIPE_API_BASE": standin.url,
         "PAYHERALD_CONFIG": str(rules),
         "PAYHERALD_PORTAL_RETURN_URL": "https://example.com/account",
