@@ -10,11 +10,13 @@ import copy
 import itertools
 from collections.abc import Iterator
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import delete
 
 from payherald import FrozenClock
+from payherald.quiet_hours import QuietHours
 from payherald.simulate import build_event, build_renewal_failure_events
 from payherald.store.schema import notifications
 from payherald.testing import ScriptedChannel
@@ -59,13 +61,15 @@ class Stripe(StripeOnLoopback):
 
 
 def _stripe(
-    database_url: str, standin: StripeStandIn | None, key: str = "sk_live_standin"
+    database_url: str, standin: StripeStandIn | None, key: str = "sk_live_standin", **build: Any
 ) -> Iterator[Stripe]:
     settings = {}
     if standin is not None:  # the events are live, and so is the key
         settings = {"STRIPE_SECRET_KEY": key, "STRIPE_API_BASE": standin.url}
     clock, sms = FrozenClock(), ScriptedChannel("sms")
-    ph = build_for_tests(database_url, clock=clock, channels={"sms": sms}, settings=settings)
+    ph = build_for_tests(
+        database_url, clock=clock, channels={"sms": sms}, settings=settings, **build
+    )
     with LiveServer(ph.http_app) as server, Stripe(ph, server, clock, sms) as stripe:
         yield stripe
     ph.engine.dispose()
@@ -302,6 +306,31 @@ def test_an_invoice_the_key_cannot_see_for_its_mode_is_not_taken_for_deleted(
         sequence = keyed.ph.store.dunning.get(invoice["id"])
         assert sequence is not None
         assert sequence["status"] == "open"
+
+
+def test_a_step_held_for_the_night_reads_the_invoice_again_when_the_window_opens(
+    database_url: str, standin: StripeStandIn
+) -> None:
+    for keyed in _stripe(database_url, standin, quiet_hours=QuietHours()):
+        _held_for_the_night(keyed, standin)
+
+
+def _held_for_the_night(keyed: Stripe, standin: StripeStandIn) -> None:
+    local = keyed.clock.now().astimezone(ZoneInfo("America/Los_Angeles"))  # PHONE's zone
+    night = local.replace(hour=23, minute=0, second=0, microsecond=0)
+    keyed.clock.advance((night - local).total_seconds() % DAY)
+    invoice, _ = fail_as_stripe_knows(keyed, standin)
+    assert keyed.steps()["invoice_payment_failed"] == "pending"  # until 08:00 there
+    # Paid in the night, and the event of it lost: only Stripe knows.
+    standin.add(invoice | {"status": "paid", "amount_paid": invoice["amount_due"]})
+    reads = standin.requested(f"/v1/invoices/{invoice['id']}")
+    keyed.later(10 * 3600)
+    assert standin.requested(f"/v1/invoices/{invoice['id']}") > reads
+    assert keyed.steps()["invoice_payment_failed"] == "skipped"
+    assert keyed.texts() == []
+    sequence = keyed.ph.store.dunning.get(invoice["id"])
+    assert sequence is not None
+    assert (sequence["status"], sequence["recovered_rule"]) == ("recovered", None)
 
 
 def test_a_subscription_cancelled_in_stripe_ends_the_sequence_before_a_step(
