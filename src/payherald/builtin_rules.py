@@ -1,10 +1,10 @@
 """The built-in rules: the catalogue that runs when the rules file changes nothing.
 
-Confirmations, failed payments and dunning, refunds, disputes, subscription changes, a
-welcome and high-value alerts; a team's rules send only to a team the rules file defines,
-and ``dispute_customer`` is off. ``payherald.toml`` changes any field of one by its name,
-turns it off, or adds rules (see ``config``); what a rule is, and how an event is matched
-to rules, is in ``rules``.
+Confirmations, failed payments and dunning, refunds, disputes, subscription changes and
+renewal reminders (see ``renewals``), a welcome and high-value alerts; a team's rules send
+only to a team the rules file defines, and ``dispute_customer`` is off. ``payherald.toml``
+changes any field of one by its name, turns it off, or adds rules (see ``config``); what a
+rule is, and how an event is matched to rules, is in ``rules``.
 """
 
 from __future__ import annotations
