@@ -345,3 +345,22 @@ def test_an_expiring_card_and_stripes_event_tell_one_reminder_whichever_comes_fi
     assert [row["rule"] for row in account.reminders()] == [
         "renewal_reminder" if first == "event" else "renewal_card_expiring"
     ]
+
+
+def test_an_older_api_versions_trial_will_end_and_the_scan_tell_one_reminder(
+    account: Account,
+) -> None:
+    # Before basil the period end is the subscription's own, not its items'.
+    end = int(START.timestamp()) + 3 * DAY
+    sub = account.subscription(renews_in=3, api_version=OLDER, status="trialing", trial_end=end)
+    assert "current_period_end" in sub
+    assert "current_period_end" not in sub["items"]["data"][0]
+    event = _trial_will_end(account, sub)
+    event["api_version"] = OLDER
+
+    account.send(event)
+    account.scan()
+
+    assert account.texts_to(sub) == [
+        "Your Pro monthly trial ends on Dec 1, 2026. Your card will then be charged $20.00."
+    ]
