@@ -1,11 +1,14 @@
 """A small stand-in of today's Stripe API on 127.0.0.1, for the few endpoints localstripe
 lacks or answers in its 2017 shapes: invoice payments, and invoices, payment intents,
-charges, prices and customers as today's API returns them.
+charges, prices, customers, subscriptions and payment methods as today's API returns them.
 
 Tests tell it what Stripe knows (``add``, ``link``) and point the real ``stripe`` SDK at it
 with ``STRIPE_API_BASE``. It answers like Stripe: list objects, 404 with an error body for
 an unknown id, and it honours ``invoice``, ``payment[payment_intent]`` and ``customer``
-filters. It makes billing portal sessions (``POST /v1/billing_portal/sessions``), one per
+filters. Subscriptions are listed page by page (``limit``, ``starting_after``, ``has_more``),
+filtered on ``current_period_end`` and with their customer and default payment methods
+expanded when asked (unless ``expand_payment_methods`` is off, as if the SDK had not asked).
+It makes billing portal sessions (``POST /v1/billing_portal/sessions``), one per
 idempotency key as Stripe does. Every request is recorded in ``requests``, and every
 session made in ``portal_sessions``.
 """
@@ -30,6 +33,7 @@ _PATHS = {
     "customers": "customer",
     "refunds": "refund",
     "subscriptions": "subscription",
+    "payment_methods": "payment_method",
 }
 
 
@@ -41,6 +45,8 @@ class StripeStandIn:
         self.fail_next = 0  # answer this many requests 500 first
         # Idempotency key: (the form posted, the session made).
         self.portal_sessions: dict[str, tuple[dict[str, str], dict[str, Any]]] = {}
+        self.expand_payment_methods = True
+        self.page_size: int | None = None  # at most this many a page, whatever the limit
         self._lock = threading.Lock()
         self.url = ""
 
@@ -80,6 +86,8 @@ class StripeStandIn:
                 return 200, self._expanded(found, query)
             if len(parts) == 2 and parts[0] == "v1" and parts[1] in _PATHS:
                 kind = _PATHS[parts[1]]
+                if kind == "subscription":
+                    return 200, self._subscriptions(query, url.path)
                 found = [
                     obj
                     for obj in self.objects.values()
@@ -109,6 +117,23 @@ class StripeStandIn:
             self.portal_sessions[key or f"none-{number}"] = (dict(form), session)
             return 200, session
 
+    def _subscriptions(self, query: Mapping[str, str], path: str) -> dict[str, Any]:
+        """A page of the subscriptions, in the order they were added."""
+        low, high = query.get("current_period_end[gt]"), query.get("current_period_end[lte]")
+        found = [
+            obj
+            for obj in self.objects.values()
+            if obj.get("object") == "subscription"
+            and (low is None or _period_end(obj) > int(low))
+            and (high is None or _period_end(obj) <= int(high))
+        ]
+        if "starting_after" in query:
+            ids = [obj["id"] for obj in found]
+            found = found[ids.index(query["starting_after"]) + 1 :]
+        limit = min(int(query.get("limit", 10)), self.page_size or 100)
+        page = [self._expanded(obj, query, prefix="data.") for obj in found[:limit]]
+        return _list(page, path) | {"has_more": len(found) > limit}
+
     def _invoice_payments(self, query: Mapping[str, str]) -> list[dict[str, Any]]:
         found = []
         for payment in self.invoice_payments:
@@ -120,9 +145,13 @@ class StripeStandIn:
             found.append(self._expanded(payment, query))
         return found
 
-    def _expanded(self, obj: Mapping[str, Any], query: Mapping[str, str]) -> dict[str, Any]:
+    def _expanded(
+        self, obj: Mapping[str, Any], query: Mapping[str, str], *, prefix: str = ""
+    ) -> dict[str, Any]:
         expanded = json.loads(json.dumps(obj))
         expand = {value for key, value in query.items() if key.startswith("expand[")}
+        if obj.get("object") == "subscription":
+            self._expand_subscription(expanded, {e.removeprefix(prefix) for e in expand})
         if "data.payment.payment_intent" in expand and obj.get("object") == "invoice_payment":
             intent = expanded["payment"].get("payment_intent")
             if intent in self.objects:
@@ -130,6 +159,34 @@ class StripeStandIn:
         if "product" in expand and isinstance(expanded.get("product"), str):
             expanded["product"] = self.objects.get(expanded["product"], expanded["product"])
         return dict(expanded)
+
+    def _expand_subscription(self, sub: dict[str, Any], expand: set[str]) -> None:
+        def known(value: Any, wanted: bool) -> Any:
+            if wanted and isinstance(value, str) and value in self.objects:
+                return json.loads(json.dumps(self.objects[value]))
+            return value
+
+        methods = self.expand_payment_methods
+        sub["customer"] = known(sub.get("customer"), "customer" in expand)
+        sub["default_payment_method"] = known(
+            sub.get("default_payment_method"), methods and "default_payment_method" in expand
+        )
+        settings = (
+            sub["customer"].get("invoice_settings") if isinstance(sub["customer"], dict) else None
+        )
+        wanted = "customer.invoice_settings.default_payment_method" in expand
+        if isinstance(settings, dict):
+            settings["default_payment_method"] = known(
+                settings.get("default_payment_method"), methods and wanted
+            )
+
+
+def _period_end(subscription: Mapping[str, Any]) -> int:
+    """When a subscription's current period ends, in either shape (on its items from
+    2025-03-31): the earliest of its items'."""
+    if subscription.get("current_period_end"):
+        return int(subscription["current_period_end"])
+    return min(int(item["current_period_end"]) for item in subscription["items"]["data"])
 
 
 def open_invoice_payment(invoice: Mapping[str, Any], intent: Mapping[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from payherald.payments import PaymentChecks
 from payherald.quiet_hours import QuietHours
 from payherald.ratelimit import RateLimiter
 from payherald.recipients import CustomerDirectory, StripeCustomerDirectory
+from payherald.renewals import RENEWAL_SCAN_JOB, RenewalScanner
 from payherald.retention import Pruner
 from payherald.rules import RuleBook
 from payherald.sender import Sender
@@ -75,6 +76,8 @@ class Payherald:
     reconciler: Reconciler | None = None
     # Deletes what is older than PAYHERALD_RETENTION_DAYS on a schedule (None with 0).
     pruner: Pruner | None = None
+    # Records the renewal reminders due, hourly (None without STRIPE_SECRET_KEY, or off).
+    renewals: RenewalScanner | None = None
     _joined: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -84,6 +87,8 @@ class Payherald:
         stop = self._stop
         if self.reconciler is not None:
             self.store.jobs.ensure_recurring(RECONCILE_JOB, RECONCILE_JOB, {})
+        if self.renewals is not None:
+            self.store.jobs.ensure_recurring(RENEWAL_SCAN_JOB, RENEWAL_SCAN_JOB, {})
         worker = threading.Thread(target=self.worker.run, args=(stop,), name="payherald-worker")
         # A daemon, so that a handler still running when the join below times out does not
         # hold the process: its job runs again once its lease runs out.
@@ -374,6 +379,10 @@ def build(
             retry_base=min(60.0, reconciler.interval),
             retry_cap=reconciler.interval,
         )
+    renewals = None
+    if client is not None and config.renewals.enabled:
+        renewals = RenewalScanner(client=client, store=store, rules=rules, clock=clock)
+        renewals.register(job_runner)
     return Payherald(
         settings=settings,
         engine=engine,
@@ -392,4 +401,5 @@ def build(
             if settings.retention_days
             else None
         ),
+        renewals=renewals,
     )

@@ -1,10 +1,10 @@
 """The built-in rules: the catalogue that runs when the rules file changes nothing.
 
-Confirmations, failed payments and dunning, refunds, disputes, subscription changes, a
-welcome and high-value alerts; a team's rules send only to a team the rules file defines,
-and ``dispute_customer`` is off. ``payherald.toml`` changes any field of one by its name,
-turns it off, or adds rules (see ``config``); what a rule is, and how an event is matched
-to rules, is in ``rules``.
+Confirmations, failed payments and dunning, refunds, disputes, subscription changes and
+renewal reminders (see ``renewals``), a welcome and high-value alerts; a team's rules send
+only to a team the rules file defines, and ``dispute_customer`` is off. ``payherald.toml``
+changes any field of one by its name, turns it off, or adds rules (see ``config``); what a
+rule is, and how an event is matched to rules, is in ``rules``.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         name="trial_ending",
         description="Customer: the trial ends soon.",
         events=frozenset({"customer.subscription.trial_will_end"}),
-        subject="trial",
+        subject="renewal",  # one reminder with the scan's (see renewals)
         template=_PREFIX + "Your {{ plan_name }} trial ends on {{ trial_end | date }}. "
         "Your card will then be charged {{ amount | money(currency) }}.",
         fallback=_PREFIX + "Your trial ends soon.",
@@ -169,6 +169,20 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         template=_PREFIX + "Reminder: your {{ plan_name }} subscription renews on "
         "{{ renewal_date | date }} for {{ amount | money(currency) }}.",
         fallback=_PREFIX + "Reminder: your subscription renews soon.",
+    ),
+    Rule(
+        name="renewal_card_expiring",
+        description="Customer: the subscription renews soon, after the card expires.",
+        events=frozenset(),  # chosen by the renewal scan, for a card it read (see renewals)
+        subject="renewal",
+        template=_PREFIX + "Your {{ plan_name }} subscription renews on "
+        "{{ renewal_date | date }} for {{ amount | money(currency) }}, but your card"
+        "{% if card_last4 %} ending {{ card_last4 }}{% endif %} expires before then."
+        "{% if fix_url %} Update your card: {{ fix_url }}{% else %} Please update your card."
+        "{% endif %}",
+        fallback=_PREFIX + "Your card expires before your subscription renews."
+        "{% if fix_url %} Update your card: {{ fix_url }}{% else %} Please update your card."
+        "{% endif %}",
     ),
     Rule(
         name="plan_changed",

@@ -52,6 +52,7 @@ from payherald.event_types import STRIPE_EVENT_TYPES
 from payherald.exceptions import ConfigurationError, RenderError
 from payherald.quiet_hours import QuietHours, parse_clock_time
 from payherald.recipients import email_address_problem, normalise_phone
+from payherald.renewals import RenewalSettings, read_renewals
 from payherald.rules import CHANNELS, Rule, RuleBook, Team
 from payherald.subjects import SUBJECTS
 from payherald.templates import TemplateRenderer
@@ -68,6 +69,7 @@ _TOP_KEYS = {
     "rate_limits",
     "quiet_hours",
     "dunning",
+    "renewals",
 }
 _QUIET_HOURS_KEYS = {"send_from", "send_until", "enabled"}
 _TEAM_KEYS = {"sms", "email", "slack_webhook", "timezone"}
@@ -101,10 +103,17 @@ class Config:
     phone_metadata_keys: tuple[str, ...] = ("phone",)
     rate_limits: dict[str, float] = field(default_factory=dict)
     quiet_hours: QuietHours = field(default_factory=QuietHours)
+    renewals: RenewalSettings = field(default_factory=RenewalSettings)
     path: Path | None = None
 
     def rule_book(self, renderer: TemplateRenderer) -> RuleBook:
-        return RuleBook(self.rules, renderer=renderer, teams=self.teams, high_value=self.high_value)
+        return RuleBook(
+            self.rules,
+            renderer=renderer,
+            teams=self.teams,
+            high_value=self.high_value,
+            renewal_days=self.renewals.days,
+        )
 
 
 def load_config(path: Path, *, required: bool = False) -> Config:
@@ -178,6 +187,7 @@ class _Reader:
             phone_metadata_keys=tuple(keys),
             rate_limits=rate_limits,
             quiet_hours=quiet_hours,
+            renewals=read_renewals(data.get("renewals", {}), self.problem),
             path=self.path,
         )
 

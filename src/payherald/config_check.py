@@ -8,6 +8,7 @@ from pathlib import Path
 from payherald.clock import SystemClock
 from payherald.config import load_config
 from payherald.exceptions import RenderError
+from payherald.rules import RENEWAL
 from payherald.segments import count_segments
 from payherald.simulate import SIMULATED_EVENT_TYPES, build_event
 from payherald.templates import TemplateRenderer
@@ -48,9 +49,12 @@ def render_samples(
                 f"rule {rule.name}: no team {rule.team!r} is defined in the rules "
                 "file, so this rule sends nothing."
             )
-        sample_type = next((t for t in sorted(rule.events) if t in SIMULATED_EVENT_TYPES), None)
+        # A reminder the renewal scan alone chooses is about a subscription.
+        scanned = not rule.events and rule.subject == RENEWAL
+        events = ["customer.subscription.updated"] if scanned else sorted(rule.events)
+        sample_type = next((t for t in events if t in SIMULATED_EVENT_TYPES), None)
         head = (
-            f"{rule.name} ({', '.join(sorted(rule.events))} -> {rule.to}, "
+            f"{rule.name} ({'the renewal scan' if scanned else ', '.join(events)} -> {rule.to}, "
             f"{' > '.join(rule.channels)})"
         )
         if sample_type is None:

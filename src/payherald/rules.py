@@ -23,7 +23,7 @@ import structlog
 from payherald.dunning import DUNNING, ENDING_EVENTS, STARTING_EVENT, sequence_key
 from payherald.exceptions import ConfigurationError, RenderError
 from payherald.stripe_objects import read_object
-from payherald.subjects import SUBJECTS
+from payherald.subjects import DEFAULT_RENEWAL_DAYS, SUBJECTS, renewal_subject
 from payherald.templates import TemplateRenderer
 from payherald.variables import SENDING_VARIABLES, condition_context
 from payherald.webhook import StripeEvent
@@ -34,6 +34,7 @@ __all__ = [
     "CHANNELS",
     "LINKED_SUBJECTS",
     "LINKING_EVENT",
+    "RENEWAL",
     "PlannedNotification",
     "Rule",
     "RuleBook",
@@ -45,6 +46,8 @@ CHANNELS = ("sms", "whatsapp", "voice", "email", "slack")
 LINKING_EVENT = "invoice_payment.paid"
 # Subjects whose aliases the store links across events (one payment, many events).
 LINKED_SUBJECTS = frozenset({"payment", "failed_attempt", "refund"})
+# The subject of renewal reminders, one message per subscription, renewal and offset.
+RENEWAL = "renewal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +87,10 @@ class PlannedNotification:
 
     def key(self, canonical: str) -> str:
         suffix = f":{self.channel}:{self.to}" if self.to else ""
-        return f"{self.rule}:{canonical}{suffix}"
+        # The rules of a renewal (the reminder, its card variant, the trial's end) are
+        # variants of one message: whichever is queued first tells it (see ``renewals``).
+        head = RENEWAL if self.subject_kind == RENEWAL else self.rule
+        return f"{head}:{canonical}{suffix}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +141,13 @@ class RuleBook:
         renderer: TemplateRenderer,
         teams: Mapping[str, Team] | None = None,
         high_value: Mapping[str, int] | None = None,
+        renewal_days: Sequence[int] = DEFAULT_RENEWAL_DAYS,
     ) -> None:
         self.renderer = renderer
         self.teams = dict(teams or {})
         self.high_value = {code.lower(): value for code, value in (high_value or {}).items()}
+        # Days before a renewal that its reminders are for ([renewals] days).
+        self.renewal_days = tuple(renewal_days)
         self._rules: dict[str, Rule] = {}
         self._by_type: dict[str, list[Rule]] = {}
         for rule in rules:
@@ -180,29 +189,44 @@ class RuleBook:
         variables = condition_context(event, high_value=self.high_value)
         planned: list[PlannedNotification] = []
         for rule in rules:
-            checked_now = rule._condition is not None and not rule._condition_needs_customer
-            try:
-                if checked_now and not self.condition_holds(rule, variables):
-                    continue
-            except RenderError as exc:
-                # One rule's broken condition must not cost the event its other messages.
-                _log.warning(
-                    "condition_failed", rule=rule.name, event_id=event.id, error=exc.message
-                )
-                continue
-            if rule.first_payment_only and not variables["customer_id"]:
-                continue  # no customer, so no "first payment" of theirs to welcome
-            if rule.not_for_invoices and read_object(event.object).invoice:
-                continue  # named by the payment (API versions before basil)
-            subject = tuple(SUBJECTS[rule.subject](event))
-            step: dict[str, Any] = {}
-            if rule.sequence is not None:
-                invoice = read_object(event.object).invoice
-                if invoice is None:
-                    continue  # not an invoice's failure: nothing to dun
-                step = {"sequence": sequence_key(invoice), "after": rule.after}
-            planned.extend(self._recipients(rule, event, subject, **step))
+            planned.extend(self._plan_rule(rule, event, variables))
         return planned
+
+    def plan_rule(self, name: str, event: StripeEvent) -> list[PlannedNotification]:
+        """The notifications rule ``name`` causes for ``event``, whatever its type (a
+        renewal the scan found, see ``renewals``); empty when the rule is off or missing,
+        or its condition does not hold."""
+        rule = self._rules.get(name)
+        if rule is None or not rule.enabled:
+            return []
+        return self._plan_rule(rule, event, condition_context(event, high_value=self.high_value))
+
+    def _plan_rule(
+        self, rule: Rule, event: StripeEvent, variables: Mapping[str, Any]
+    ) -> list[PlannedNotification]:
+        checked_now = rule._condition is not None and not rule._condition_needs_customer
+        try:
+            if checked_now and not self.condition_holds(rule, variables):
+                return []
+        except RenderError as exc:
+            # One rule's broken condition must not cost the event its other messages.
+            _log.warning("condition_failed", rule=rule.name, event_id=event.id, error=exc.message)
+            return []
+        if rule.first_payment_only and not variables["customer_id"]:
+            return []  # no customer, so no "first payment" of theirs to welcome
+        if rule.not_for_invoices and read_object(event.object).invoice:
+            return []  # named by the payment (API versions before basil)
+        if rule.subject == RENEWAL:
+            subject = tuple(renewal_subject(event, self.renewal_days))
+        else:
+            subject = tuple(SUBJECTS[rule.subject](event))
+        step: dict[str, Any] = {}
+        if rule.sequence is not None:
+            invoice = read_object(event.object).invoice
+            if invoice is None:
+                return []  # not an invoice's failure: nothing to dun
+            step = {"sequence": sequence_key(invoice), "after": rule.after}
+        return self._recipients(rule, event, subject, **step)
 
     def _recipients(
         self, rule: Rule, event: StripeEvent, subject: tuple[str, ...], **step: Any

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
     "LEGACY_FIELDS",
+    "Card",
     "InvoiceLine",
     "StripeObject",
     "as_int",
     "as_mapping",
+    "default_card",
     "object_id",
     "read_object",
 ]
@@ -287,3 +290,43 @@ _READERS = {
     "checkout.session": _session,
     "subscription": _subscription,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """A card, as its payment method (or a legacy card source) describes it."""
+
+    last4: str
+    exp_month: int
+    exp_year: int
+
+    @property
+    def expires_at(self) -> int:
+        """The first moment (Unix time, UTC) it no longer works: a card is good through
+        the last day of its expiry month."""
+        year, month = divmod(self.exp_year * 12 + self.exp_month, 12)  # the month after
+        return int(datetime(year, month + 1, 1, tzinfo=UTC).timestamp())
+
+    @property
+    def expiry(self) -> str:
+        return f"{self.exp_month:02d}/{self.exp_year}"
+
+
+def _card(value: Any) -> Card | None:
+    payment = as_mapping(value)
+    card = as_mapping(payment.get("card")) if payment.get("object") != "card" else payment
+    month, year = as_int(card.get("exp_month")), as_int(card.get("exp_year"))
+    if month is None or year is None or not 1 <= month <= 12:
+        return None
+    return Card(last4=str(card.get("last4") or ""), exp_month=month, exp_year=year)
+
+
+def default_card(obj: _Map) -> Card | None:
+    """The card a subscription's renewal is charged to, as far as ``obj`` carries it
+    expanded: its ``default_payment_method``, else its customer's
+    ``invoice_settings.default_payment_method``. None for another kind of payment method,
+    or one given by id only."""
+    if obj.get("default_payment_method"):
+        return _card(obj.get("default_payment_method"))
+    settings = as_mapping(as_mapping(obj.get("customer")).get("invoice_settings"))
+    return _card(settings.get("default_payment_method"))

@@ -11,12 +11,30 @@ event arrives first and whichever identifiers it carries.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-from payherald.stripe_objects import as_mapping, object_id, read_object
+from payherald.stripe_objects import as_int, as_mapping, object_id, read_object
 from payherald.webhook import StripeEvent
 
-__all__ = ["SUBJECTS", "Subject", "payment_aliases"]
+__all__ = [
+    "DEFAULT_RENEWAL_DAYS",
+    "RENEWAL_EARLY_SECONDS",
+    "SUBJECTS",
+    "Subject",
+    "payment_aliases",
+    "renewal_offset",
+    "renewal_period_end",
+    "renewal_subject",
+]
+
+# Renewal reminders go out this many days before a renewal, unless [renewals] days says.
+DEFAULT_RENEWAL_DAYS = (7, 3, 1)
+_DAY = 86400
+# A reminder for d days before is due from d days and 12 hours before: the hourly scan then
+# comes before Stripe's event of the same day, and an event Stripe sends a little early
+# still belongs to its day.
+RENEWAL_EARLY_SECONDS = 12 * 3600
 
 # A subject function returns the identifiers of what the event is about, most telling
 # first; the first one is also the notification key's subject when none is known yet.
@@ -75,10 +93,49 @@ def trial(event: StripeEvent) -> list[str]:
     return [f"{object_id(event.object) or event.id}:trial:{event.object.get('trial_end')}"]
 
 
-def renewal(event: StripeEvent) -> list[str]:
-    """An upcoming renewal, by subscription and date (upcoming invoices have no id)."""
+def renewal_offset(period_end: int, at: int, days: Sequence[int]) -> int | None:
+    """The reminder whose window ``at`` (a Unix time) falls in, before a renewal at
+    ``period_end``: the fewest of ``days`` with the renewal at most that many days (and
+    ``RENEWAL_EARLY_SECONDS``) away. None once the renewal is past, or while it is further
+    away than every one."""
+    left = period_end - at
+    due = [day for day in days if left <= day * _DAY + RENEWAL_EARLY_SECONDS]
+    return min(due) if left > 0 and due else None
+
+
+def renewal_period_end(obj: Mapping[str, Any]) -> int | None:
+    """When the renewal an upcoming invoice or a subscription announces happens: the
+    invoice's ``period_end`` (the end of the period it bills, the subscription's current
+    one), or the subscription's current period end (on its items from basil, see
+    ``stripe_objects``), else its ``trial_end``."""
+    read = read_object(obj)
+    if read.kind == "invoice":
+        return as_int(obj.get("period_end")) or read.period_end
+    return read.period_end or as_int(obj.get("trial_end"))
+
+
+def renewal_subject(event: StripeEvent, days: Sequence[int] = DEFAULT_RENEWAL_DAYS) -> list[str]:
+    """An upcoming renewal, by subscription, date and the reminder (of ``days``) the
+    event's time falls in, so that Stripe's ``invoice.upcoming`` or
+    ``customer.subscription.trial_will_end`` and payherald's scan tell each reminder once
+    (upcoming invoices have no id). Stripe's retries keep the event's ``created``, and so
+    its reminder. An event outside every reminder's window (Stripe set to announce
+    renewals 30 days ahead) is a reminder of its own, by the whole days left."""
     obj = read_object(event.object)
-    return [f"{obj.subscription or event.id}:renewal:{obj.period_end}"]
+    subscription = obj.subscription or event.id
+    end = renewal_period_end(event.object)
+    if end is None or event.created is None:
+        return [f"{subscription}:renewal:{end}"]
+    at = int(event.created.timestamp())
+    offset = renewal_offset(end, at, days)
+    if offset is None:
+        offset = max(0, -(-(end - at) // _DAY))  # the whole days left, rounded up
+    return [f"{subscription}:renewal:{end}:{offset}d"]
+
+
+def renewal(event: StripeEvent) -> list[str]:
+    """An upcoming renewal, with the default reminder days (``renewal_subject``)."""
+    return renewal_subject(event)
 
 
 SUBJECTS: dict[str, Subject] = {

@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from payherald.stripe_objects import InvoiceLine, StripeObject, as_int, as_mapping, read_object
+from payherald.stripe_objects import (
+    InvoiceLine,
+    StripeObject,
+    as_int,
+    as_mapping,
+    default_card,
+    read_object,
+)
 from payherald.webhook import StripeEvent
 
 __all__ = [
@@ -113,6 +120,7 @@ def condition_context(
     )
     first = obj.lines[0] if obj.lines else None
     currency = obj.currency or "usd"
+    card = default_card(raw) if obj.kind == "subscription" else None
     # A plan change shows in previous_attributes as the items (or plan) before it.
     previous_prices = {line.price for line in previous.lines if line.price}
     return {
@@ -145,6 +153,8 @@ def condition_context(
         ),
         "trial_end": as_int(raw.get("trial_end")),
         "renewal_date": obj.period_end,
+        "card_last4": card.last4 if card else "",
+        "card_expiry": card.expiry if card else "",
         "hosted_invoice_url": str(obj.hosted_invoice_url or ""),
         "high_value_threshold": (high_value or {}).get(currency),
     }

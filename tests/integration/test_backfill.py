@@ -17,6 +17,7 @@ from payherald import FrozenClock
 from payherald.backfill import RECONCILE_JOB, Backfill, BackfillError, Reconciler, parse_since
 from payherald.jobs import JobRunner
 from payherald.metrics import Metrics
+from payherald.renewals import RENEWAL_SCAN_JOB
 from payherald.store.consents import WRITE_BACK_JOB
 from payherald.store.statuses import JobStatus
 from payherald.testing import ScriptedChannel
@@ -303,8 +304,9 @@ def test_the_reconciliation_is_registered_only_when_turned_on(sqlite_url: str) -
             "PAYHERALD_RECONCILE_INTERVAL_SECONDS": "60",
         },
     )
-    assert on.jobs.kinds == {RECONCILE_JOB, WRITE_BACK_JOB}
+    assert on.jobs.kinds == {RECONCILE_JOB, WRITE_BACK_JOB, RENEWAL_SCAN_JOB}
     on.engine.dispose()
     off = build_for_tests(sqlite_url, settings={"STRIPE_SECRET_KEY": "sk_test_x1y2z3"})
-    assert off.jobs.kinds == {WRITE_BACK_JOB}  # opt-outs are still written back
+    # Opt-outs are still written back, and renewals scanned for.
+    assert off.jobs.kinds == {WRITE_BACK_JOB, RENEWAL_SCAN_JOB}
     off.engine.dispose()
