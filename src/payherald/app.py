@@ -24,6 +24,7 @@ from payherald.clock import Clock, SystemClock
 from payherald.compose import Composer
 from payherald.config import Config, load_config
 from payherald.consent import upgrade_legacy_opt_outs
+from payherald.digest import DailyDigest, DigestSchedule
 from payherald.jobs import JobRunner
 from payherald.lookups import StripeApiLookups, StripeLookups
 from payherald.metrics import Metrics
@@ -75,6 +76,8 @@ class Payherald:
     reconciler: Reconciler | None = None
     # Deletes what is older than PAYHERALD_RETENTION_DAYS on a schedule (None with 0).
     pruner: Pruner | None = None
+    # Sends the daily digest to a team (None without a [digest] section, or its team).
+    digest: DailyDigest | None = None
     _joined: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -84,6 +87,8 @@ class Payherald:
         stop = self._stop
         if self.reconciler is not None:
             self.store.jobs.ensure_recurring(RECONCILE_JOB, RECONCILE_JOB, {})
+        if self.digest is not None:
+            self.digest.ensure()
         worker = threading.Thread(target=self.worker.run, args=(stop,), name="payherald-worker")
         # A daemon, so that a handler still running when the join below times out does not
         # hold the process: its job runs again once its lease runs out.
@@ -369,6 +374,15 @@ def build(
             retry_base=min(60.0, reconciler.interval),
             retry_cap=reconciler.interval,
         )
+    digest = None
+    if config.digest is not None:
+        schedule = DigestSchedule(
+            team=config.digest.team,
+            at=config.digest.at,
+            zone=config.digest.timezone or config.timezone or settings.timezone,
+        )
+        digest = DailyDigest(store=store, rules=rules, schedule=schedule, clock=clock)
+        digest.register(job_runner)
     return Payherald(
         settings=settings,
         engine=engine,
@@ -382,6 +396,7 @@ def build(
         metrics=metrics,
         jobs=job_runner,
         reconciler=reconciler,
+        digest=digest,
         pruner=(
             Pruner(store=store, clock=clock, retention_days=settings.retention_days)
             if settings.retention_days

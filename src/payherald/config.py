@@ -44,6 +44,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from payherald.builtin_rules import BUILTIN_RULES
 from payherald.clock import parse_duration
+from payherald.digest_config import DigestConfig, read_digest
 from payherald.dunning import DUNNING, STARTING_EVENT
 from payherald.event_types import STRIPE_EVENT_TYPES
 from payherald.exceptions import ConfigurationError, RenderError
@@ -64,6 +65,7 @@ _TOP_KEYS = {
     "rules",
     "rate_limits",
     "quiet_hours",
+    "digest",
 }
 _QUIET_HOURS_KEYS = {"send_from", "send_until", "enabled"}
 _TEAM_KEYS = {"sms", "email", "slack_webhook", "timezone"}
@@ -98,6 +100,7 @@ class Config:
     rate_limits: dict[str, float] = field(default_factory=dict)
     quiet_hours: QuietHours = field(default_factory=QuietHours)
     path: Path | None = None
+    digest: DigestConfig | None = None  # None: no daily digest
 
     def rule_book(self, renderer: TemplateRenderer) -> RuleBook:
         return RuleBook(self.rules, renderer=renderer, teams=self.teams, high_value=self.high_value)
@@ -165,8 +168,10 @@ class _Reader:
                 rate_limits[sender] = float(rate)
         rules = self._rules(self._table((), "rules", data.get("rules", {})), teams)
         quiet_hours = self._quiet_hours(data.get("quiet_hours", {}))
+        digest = read_digest(data.get("digest"), teams=teams, problem=self.problem)
         return Config(
-            rules=rules,
+            rules=(*rules, digest.rule()) if digest else rules,
+            digest=digest,
             teams=teams,
             high_value=high_value,
             timezone=timezone,

@@ -115,6 +115,8 @@ class Rule:
     # after the invoice's first failure unless the sequence has ended (see ``dunning``).
     sequence: str | None = None
     after: int = 0
+    # What its texts may use beside a message's variables (the daily digest's figures).
+    variables: frozenset[str] = frozenset()
     # Compiled by RuleBook; None when there is no condition.
     _condition: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
     _condition_needs_customer: bool = field(default=False, compare=False, repr=False)
@@ -162,9 +164,9 @@ class RuleBook:
             )
         if rule.sequence is not None:
             _check_step(rule)
-        self.renderer.check(rule.template)
+        self.renderer.check(rule.template, extra=rule.variables)
         if rule.fallback:
-            self.renderer.check(rule.fallback)
+            self.renderer.check(rule.fallback, extra=rule.variables)
         if rule.when is None:
             return rule
         condition, names = self.renderer.compile_condition(rule.when)
@@ -203,6 +205,15 @@ class RuleBook:
                 step = {"sequence": sequence_key(invoice), "after": rule.after}
             planned.extend(self._recipients(rule, event, subject, **step))
         return planned
+
+    def plan_rule(self, name: str, event: StripeEvent) -> list[PlannedNotification]:
+        """The notifications the enabled rule ``name`` causes for ``event``, whatever the
+        event's type: a message payherald originates (the daily digest). Empty for a rule
+        that is off or not there, or a team that is not defined."""
+        rule = self._rules.get(name)
+        if rule is None or not rule.enabled:
+            return []
+        return self._recipients(rule, event, tuple(SUBJECTS[rule.subject](event)))
 
     def _recipients(
         self, rule: Rule, event: StripeEvent, subject: tuple[str, ...], **step: Any
