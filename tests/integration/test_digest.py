@@ -261,3 +261,42 @@ def test_an_sms_team_gets_the_short_text(database_url: str, tmp_path: Path) -> N
         "Dec 2: 2 paid ¥300, $20.00, 0 failed, 0 refunded, 0 disputed; subs +0 -0; dunning 0 open"
     )
     assert len(message.body) <= 160
+
+
+def test_a_daylight_saving_day_counts_its_25_hours(
+    database_url: str, rules: Path, email: ScriptedChannel
+) -> None:
+    fall_back = date(2026, 11, 1)  # New York's clocks go back from 02:00 EDT to 01:00 EST
+    clock, sms = FrozenClock(local(fall_back, 0) - timedelta(hours=2)), ScriptedChannel()
+    ph = _build(database_url, rules, clock, {"sms": sms, "email": email})
+    try:
+        with LiveServer(ph.http_app) as server, Stripe(ph, server, clock, sms) as stripe:
+            ph.digest.ensure()
+            stripe.to(local(fall_back, 0) - timedelta(minutes=30))
+            stripe.post(live("payment_intent.succeeded", stripe, amount=100))  # the day before
+            for when in (
+                local(fall_back, 0, 30),
+                datetime(2026, 11, 1, 6, 30, tzinfo=UTC),  # 01:30 EST, the second 01:30
+                local(fall_back, 23, 30),  # 04:30 UTC the next day
+            ):
+                stripe.to(when)
+                stripe.post(live("payment_intent.succeeded", stripe, amount=1000))
+            stripe.to(local(date(2026, 11, 2), 0, 30))
+            stripe.post(live("payment_intent.succeeded", stripe, amount=100))  # the day after
+            stripe.to(local(date(2026, 11, 2), 8))
+            (sent,) = stripe.digests(fall_back)
+    finally:
+        ph.engine.dispose()
+    assert sent["status"] == "sent"
+    (message,) = [m for m in email.delivered if m.body.startswith("Daily digest for Nov 1")]
+    assert "Payments: 3 ($30.00)." in message.body
+
+
+def test_without_a_digest_section_no_digest_job_runs(database_url: str) -> None:
+    ph = build_for_tests(database_url)
+    try:
+        assert ph.digest is None
+        assert DIGEST_JOB not in ph.jobs.kinds
+        assert DIGEST_RULE not in {rule.name for rule in ph.rules.rules}
+    finally:
+        ph.engine.dispose()
