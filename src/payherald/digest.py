@@ -48,6 +48,7 @@ __all__ = [
     "digest_variables",
     "due_before",
     "next_due",
+    "sample_digest",
 ]
 
 _log = structlog.get_logger("payherald.digest")
@@ -222,6 +223,23 @@ def digest_event(
         object=obj,
         payload=payload,
     )
+
+
+def sample_digest(now: datetime) -> StripeEvent:
+    """A digest of made-up figures, for ``payherald config check`` to render."""
+    usd_eur = Tally({"usd": 42, "eur": 3}, {"usd": 1_234_500, "eur": 45_000})
+    figures = DigestFigures(
+        payments=usd_eur,
+        failed=Tally({"usd": 2}, {"usd": 4000}),
+        refunds=Tally({"usd": 1}, {"usd": 2000}),
+        disputes=Tally({"usd": 1}, {"usd": 9900}),
+        new_subscriptions=5,
+        cancelled_subscriptions=1,
+        dunning_open=Tally({"usd": 3}, {"usd": 6000}),
+        recovered=Tally({"usd": 1}, {"usd": 2000}),
+    )
+    day = now.date() - timedelta(days=1)
+    return digest_event(team="finance", day=day, zone="UTC", figures=figures, now=now)
 
 
 # -- the job --------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 
 from payherald import ConfigurationError
 from payherald.config import Config, load_config
+from payherald.config_check import render_samples
 from payherald.digest import (
     DIGEST_RULE,
     day_bounds,
@@ -189,3 +190,15 @@ def test_other_events_get_no_digest_variables() -> None:
         ).encode()
     )
     assert digest_variables(event, "sms", locale="en_US") == {}
+
+
+def test_config_check_shows_the_digest_text_and_its_cost(tmp_path: Path) -> None:
+    path = tmp_path / "payherald.toml"
+    path.write_text(TEAM + "[digest]\n")
+    lines, warnings = render_samples(path, required=True)
+    (digest,) = [line for line in lines if line.startswith(DIGEST_RULE)]
+    head, text, cost = digest.split("\n")
+    assert head == "daily_digest (every day -> team:finance, slack > email > sms)"
+    assert ": 45 paid €450.00, $12,345.00, 2 failed" in text
+    assert cost.strip().endswith("1 segment]")
+    assert not [warning for warning in warnings if DIGEST_RULE in warning]
