@@ -289,9 +289,12 @@ class DailyDigest:
             DIGEST_JOB, self.key, {"team": self._schedule.team}, due_at=due
         )
 
-    def run_job(self, job: Job) -> RunAgain:
+    def run_job(self, job: Job) -> RunAgain | None:
         """Record the digest of the day the latest digest time closes, once; due again at
-        the next digest time."""
+        the next digest time. The job of a team the digest no longer goes to is done."""
+        if job.key != self.key:
+            _log.info("digest_job_retired", job_key=job.key, action="done")
+            return None
         now = self._clock.now()
         due = due_before(now, self._schedule.at, self._zone)
         self.record(due.astimezone(self._zone).date() - timedelta(days=1))

@@ -300,3 +300,31 @@ def test_without_a_digest_section_no_digest_job_runs(database_url: str) -> None:
         assert DIGEST_RULE not in {rule.name for rule in ph.rules.rules}
     finally:
         ph.engine.dispose()
+
+
+def test_a_digest_moved_to_another_team_retires_the_first_ones_job(
+    database_url: str, tmp_path: Path, email: ScriptedChannel
+) -> None:
+    clock = FrozenClock(local(DAY, 12))
+    first = tmp_path / "finance.toml"
+    first.write_text(RULES)
+    ph = _build(database_url, first, clock, {"email": email})
+    ph.digest.ensure()
+    ph.engine.dispose()
+    moved = tmp_path / "ops.toml"
+    moved.write_text(
+        RULES.replace(
+            "[digest]", '[teams.ops]\nemail = ["ops@example.com"]\n\n[digest]\nto = "team:ops"'
+        )
+    )
+    ph = _build(database_url, moved, clock, {"email": email})
+    try:
+        ph.digest.ensure()
+        clock.advance((local(date(2026, 12, 3), 8) - clock.now()).total_seconds())
+        ph.worker.run_until_idle()
+        assert [(r["to"], r["status"]) for r in digests_in(ph)] == [("ops@example.com", "sent")]
+        retired = ph.store.jobs.get("digest:finance")
+        assert retired is not None
+        assert retired.status == "done"
+    finally:
+        ph.engine.dispose()
