@@ -17,6 +17,8 @@ import pytest
 
 from payherald import FrozenClock
 from payherald.digest import DIGEST_JOB, DIGEST_RULE, day_bounds
+from payherald.exceptions import TransientDeliveryError
+from payherald.replay import replay
 from payherald.simulate import (
     build_event,
     build_failure_events,
@@ -328,3 +330,21 @@ def test_a_digest_moved_to_another_team_retires_the_first_ones_job(
         assert retired.status == "done"
     finally:
         ph.engine.dispose()
+
+
+def test_a_digest_the_provider_turned_away_is_retried_and_a_replay_resends_nothing(
+    stripe: Stripe, email: ScriptedChannel
+) -> None:
+    stripe.to(local(DAY, 12))
+    stripe.ph.digest.ensure()
+    email.script(TransientDeliveryError("SMTP server busy"))
+    stripe.to(local(date(2026, 12, 3), 8))
+    (waiting,) = stripe.digests(DAY)
+    assert (waiting["status"], waiting["attempts"]) == ("pending", 1)
+    stripe.to(local(date(2026, 12, 3), 9))
+    (sent,) = stripe.digests(DAY)
+    assert sent["status"] == "sent"
+    result = replay(stripe.ph.store, stripe.ph.rules, sent["event_id"])
+    assert (result.new, result.again) == (0, 0)
+    stripe.ph.worker.run_until_idle()
+    assert len([m for m in email.delivered if m.body.startswith("Daily digest")]) == 1
