@@ -39,15 +39,19 @@ from payherald.webhook import StripeEvent
 __all__ = [
     "DIGEST_EVENT",
     "DIGEST_JOB",
+    "DIGEST_LEASE",
     "DIGEST_RULE",
     "DIGEST_VARIABLES",
     "FULL_TEMPLATE",
     "SHORT_TEMPLATE",
     "DailyDigest",
+    "DigestSchedule",
     "day_bounds",
+    "digest_event",
     "digest_variables",
     "due_before",
     "next_due",
+    "rule_template",
     "sample_digest",
 ]
 
@@ -59,8 +63,9 @@ DIGEST_RULE = "daily_digest"
 # or figure mistakes it for one.
 DIGEST_EVENT = "payherald.digest"
 _TEXT_CHANNELS = frozenset({"sms", "whatsapp", "voice"})
-# A digest job's run holds its lease this long: the figures are a few queries.
-DIGEST_LEASE = 300.0
+# A digest job's run holds its lease this long: the figures read two days of events, and
+# a busy account's take a while (a run that outlasts it is harmless: the day is stored once).
+DIGEST_LEASE = 900.0
 
 # The figures that carry amounts, and what the templates call them.
 _TALLIES = {
