@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import copy
 import itertools
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -348,3 +350,43 @@ def test_a_digest_the_provider_turned_away_is_retried_and_a_replay_resends_nothi
     assert (result.new, result.again) == (0, 0)
     stripe.ph.worker.run_until_idle()
     assert len([m for m in email.delivered if m.body.startswith("Daily digest")]) == 1
+
+
+def test_start_worker_queues_the_digest_for_its_next_time(
+    database_url: str, rules: Path, email: ScriptedChannel
+) -> None:
+    clock = FrozenClock(local(DAY, 9))
+    ph = _build(database_url, rules, clock, {"email": email})
+    try:
+        ph.start_worker()
+        ph.stop()
+        job = ph.store.jobs.get("digest:finance")
+        assert job is not None
+        assert (job.kind, job.status, job.due_at) == (
+            DIGEST_JOB,
+            "pending",
+            local(date(2026, 12, 3), 8),
+        )
+    finally:
+        ph.engine.dispose()
+
+
+def test_two_workers_recording_one_day_at_once_record_it_once(
+    database_url: str, rules: Path, email: ScriptedChannel
+) -> None:
+    clock = FrozenClock(local(date(2026, 12, 3), 8))
+    workers = [_build(database_url, rules, clock, {"email": email}) for _ in range(2)]
+    together = threading.Barrier(2)
+
+    def record(ph: Any) -> bool:
+        together.wait()
+        return bool(ph.digest.record(DAY))
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            recorded = list(pool.map(record, workers))
+        assert sorted(recorded) == [False, True]
+        assert len(digests_in(workers[0], DAY)) == 1
+    finally:
+        for ph in workers:
+            ph.engine.dispose()

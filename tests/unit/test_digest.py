@@ -108,6 +108,13 @@ def test_the_digest_section_read(tmp_path: Path) -> None:
     assert (rule.to, rule.channels, rule.events) == ("team:finance", ("sms",), frozenset())
 
 
+def test_the_digest_asks_stripe_for_no_event_type(tmp_path: Path) -> None:
+    without = load(tmp_path, TEAM).rule_book(TemplateRenderer()).event_types
+    book = load(tmp_path, TEAM + "[digest]\n").rule_book(TemplateRenderer())
+    assert book.get(DIGEST_RULE) is not None
+    assert book.event_types == without
+
+
 @pytest.mark.parametrize(
     ("section", "says"),
     [
