@@ -32,6 +32,7 @@ from payherald.digest import (
 from payherald.exceptions import RenderError
 from payherald.quiet_hours import parse_clock_time
 from payherald.rules import CHANNELS, Rule, Team
+from payherald.store.digest import FIGURE_EVENTS
 from payherald.templates import TemplateRenderer
 
 __all__ = ["DigestConfig", "read_digest"]
@@ -61,6 +62,7 @@ class DigestConfig:
             to=f"team:{self.team}",
             channels=self.channels,
             variables=DIGEST_VARIABLES,
+            reads=FIGURE_EVENTS,
         )
 
 

@@ -115,8 +115,10 @@ class Rule:
     # after the invoice's first failure unless the sequence has ended (see ``dunning``).
     sequence: str | None = None
     after: int = 0
-    # What its texts may use beside a message's variables (the daily digest's figures).
+    # What its texts may use beside a message's variables (the daily digest's figures), and
+    # the Stripe events it reads beside those it handles (what the figures count).
     variables: frozenset[str] = frozenset()
+    reads: frozenset[str] = frozenset()
     # Compiled by RuleBook; None when there is no condition.
     _condition: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
     _condition_needs_customer: bool = field(default=False, compare=False, repr=False)
@@ -257,10 +259,11 @@ class RuleBook:
 
     @property
     def event_types(self) -> Sequence[str]:
-        """The event types the rules need: the ones they handle, and ``invoice_payment.paid``
-        when one tells a payment from an invoice's event (it links the invoice to its
-        payment, so that the payment is told once; see ``payments``)."""
+        """The event types the rules need: the ones they handle or read, and
+        ``invoice_payment.paid`` when one tells a payment from an invoice's event (it links
+        the invoice to its payment, so that the payment is told once; see ``payments``)."""
         types = set(self._by_type)
+        types.update(*(rule.reads for rule in self._rules.values() if rule.enabled))
         if any(rule.sequence is not None for rules in self._by_type.values() for rule in rules):
             types.update(ENDING_EVENTS)  # they end a sequence before its next step
         if any(

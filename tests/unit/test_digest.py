@@ -108,11 +108,19 @@ def test_the_digest_section_read(tmp_path: Path) -> None:
     assert (rule.to, rule.channels, rule.events) == ("team:finance", ("sms",), frozenset())
 
 
-def test_the_digest_asks_stripe_for_no_event_type(tmp_path: Path) -> None:
+def test_the_endpoint_is_asked_for_what_the_digest_counts_and_nothing_else(
+    tmp_path: Path,
+) -> None:
     without = load(tmp_path, TEAM).rule_book(TemplateRenderer()).event_types
     book = load(tmp_path, TEAM + "[digest]\n").rule_book(TemplateRenderer())
-    assert book.get(DIGEST_RULE) is not None
-    assert book.event_types == without
+    assert set(book.event_types) - set(without) == {"customer.subscription.created"}
+    # The payment events the figures count, even when no rule tells them.
+    quiet = "".join(
+        f"[rules.{name}]\nenabled = false\n"
+        for name in ("payment_confirmation", "welcome", "high_value_alert")
+    )
+    book = load(tmp_path, TEAM + quiet + "[digest]\n").rule_book(TemplateRenderer())
+    assert {"charge.succeeded", "invoice.paid", "invoice_payment.paid"} <= set(book.event_types)
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from payherald.subjects import failed_attempt, payment_aliases, refund, the_obje
 from payherald.variables import condition_context
 from payherald.webhook import StripeEvent, parse_event
 
-__all__ = ["DigestFigures", "Digests", "Tally"]
+__all__ = ["FIGURE_EVENTS", "DigestFigures", "Digests", "Tally"]
 
 PAYMENT_EVENTS = (
     "payment_intent.succeeded",
@@ -51,6 +51,9 @@ _TYPES = (
     SUBSCRIPTION_CREATED,
     SUBSCRIPTION_DELETED,
 )
+# What the figures are counted from: the endpoint must send them (with the link between an
+# invoice and its payment, so that the two count as one).
+FIGURE_EVENTS = frozenset({*_TYPES, "invoice_payment.paid"})
 # A payment's events come within minutes of each other: looking back this far tells a
 # payment first reported the day before (counted then) from one of this day.
 _LOOKBACK = timedelta(days=1)
