@@ -308,6 +308,12 @@ class DailyDigest:
     def record(self, day: date) -> bool:
         """Record ``day``'s digest and queue its messages, unless it was recorded already;
         whether it was new."""
+        log = _log.bind(team=self._schedule.team, day=day.isoformat())
+        if self._store.has_event(_event_id(self._schedule.team, day)):
+            # Not counted again for nothing; a run racing this one is stopped by the event's
+            # id when it records.
+            log.info("digest_already_recorded", action="none")
+            return False
         since, until = day_bounds(day, self._zone)
         figures = self._store.digest.figures(since=since, until=until, livemode=True)
         event = digest_event(
@@ -319,7 +325,7 @@ class DailyDigest:
         )
         planned = self._rules.plan_rule(DIGEST_RULE, event)
         result = self._store.record_event(event, planned)
-        log = _log.bind(team=self._schedule.team, day=day.isoformat(), event_id=event.id)
+        log = log.bind(event_id=event.id)
         if result.duplicate:
             log.info("digest_already_recorded", action="none")
         elif not planned:
