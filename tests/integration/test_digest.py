@@ -390,3 +390,12 @@ def test_two_workers_recording_one_day_at_once_record_it_once(
     finally:
         for ph in workers:
             ph.engine.dispose()
+
+
+def test_before_refund_events_a_charge_refunded_counts_as_the_refund(stripe: Stripe) -> None:
+    stripe.to(local(DAY, 10))
+    old = live("charge.refunded", stripe, amount=900, api_version="2024-06-20")
+    stripe.post(old, about(old, "charge.refunded"))  # a second event about the same refund
+    since, until = day_bounds(DAY, NEW_YORK)
+    figures = stripe.ph.store.digest.figures(since=since, until=until, livemode=True)
+    assert figures.refunds == Tally({"usd": 1}, {"usd": 900})
