@@ -24,8 +24,10 @@ Where things live, and the path of one event through them:
       channels     console, Twilio SMS, WhatsApp and voice, email, Slack
     jobs           the runner of the other kinds of job, from the same queue (store.jobs):
                    consent write-backs to Stripe (stripe_sync), the scheduled
-                   reconciliation (backfill), the renewal reminders' scan (renewals);
-                   each kind registered once, retried by one policy (backoff)
+                   reconciliation (backfill), the renewal reminders' scan (renewals),
+                   the daily digest (digest, its section digest_config, its figures
+                   store.digest); each kind registered once, retried by one policy
+                   (backoff)
     Around them: app builds everything from settings and config (payherald.toml, each
     mistake placed on its line by toml_lines); consent (what a reply means, CSV lists,
     legacy opt-outs) over store.consents; delivery's reports from Twilio, stored by

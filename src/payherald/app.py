@@ -24,6 +24,7 @@ from payherald.clock import Clock, SystemClock
 from payherald.compose import Composer
 from payherald.config import Config, load_config
 from payherald.consent import upgrade_legacy_opt_outs
+from payherald.digest import DailyDigest, DigestSchedule
 from payherald.jobs import JobRunner
 from payherald.lookups import StripeApiLookups, StripeLookups
 from payherald.metrics import Metrics
@@ -78,6 +79,8 @@ class Payherald:
     pruner: Pruner | None = None
     # Records the renewal reminders due, hourly (None without STRIPE_SECRET_KEY, or off).
     renewals: RenewalScanner | None = None
+    # Sends the daily digest to a team (None without a [digest] section, or its team).
+    digest: DailyDigest | None = None
     _joined: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -89,6 +92,8 @@ class Payherald:
             self.store.jobs.ensure_recurring(RECONCILE_JOB, RECONCILE_JOB, {})
         if self.renewals is not None:
             self.store.jobs.ensure_recurring(RENEWAL_SCAN_JOB, RENEWAL_SCAN_JOB, {})
+        if self.digest is not None:
+            self.digest.ensure()
         worker = threading.Thread(target=self.worker.run, args=(stop,), name="payherald-worker")
         # A daemon, so that a handler still running when the join below times out does not
         # hold the process: its job runs again once its lease runs out.
@@ -383,6 +388,15 @@ def build(
     if client is not None and config.renewals.enabled:
         renewals = RenewalScanner(client=client, store=store, rules=rules, clock=clock)
         renewals.register(job_runner)
+    digest = None
+    if config.digest is not None:
+        schedule = DigestSchedule(
+            team=config.digest.team,
+            at=config.digest.at,
+            zone=config.digest.timezone or config.timezone or settings.timezone,
+        )
+        digest = DailyDigest(store=store, rules=rules, schedule=schedule, clock=clock)
+        digest.register(job_runner)
     return Payherald(
         settings=settings,
         engine=engine,
@@ -396,6 +410,7 @@ def build(
         metrics=metrics,
         jobs=job_runner,
         reconciler=reconciler,
+        digest=digest,
         pruner=(
             Pruner(store=store, clock=clock, retention_days=settings.retention_days)
             if settings.retention_days

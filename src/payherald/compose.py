@@ -24,6 +24,7 @@ from payherald.channels.base import Channel
 from payherald.channels.router import ChannelRouter
 from payherald.channels.slack import escape_mrkdwn
 from payherald.clock import Clock
+from payherald.digest import digest_variables
 from payherald.exceptions import RecipientNotFound, RenderError, TransientDeliveryError
 from payherald.lookups import StripeLookups
 from payherald.quiet_hours import QuietHours
@@ -189,6 +190,8 @@ class Composer:
             metadata_links=rule.allow_metadata_links,
         )
         variables.update(learnt)
+        if rule.variables:
+            variables.update(digest_variables(event, channel, locale=self._context.locale))
         if not variables["plan_name"] and "plan_name" in self._uses(rule):
             variables["plan_name"] = self._plan_name(event)
         if rule._condition_needs_customer:

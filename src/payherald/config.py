@@ -47,6 +47,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from payherald.builtin_rules import BUILTIN_RULES
 from payherald.clock import parse_duration
+from payherald.digest_config import DigestConfig, read_digest
 from payherald.dunning import DUNNING, STARTING_EVENT
 from payherald.event_types import STRIPE_EVENT_TYPES
 from payherald.exceptions import ConfigurationError, RenderError
@@ -70,6 +71,7 @@ _TOP_KEYS = {
     "quiet_hours",
     "dunning",
     "renewals",
+    "digest",
 }
 _QUIET_HOURS_KEYS = {"send_from", "send_until", "enabled"}
 _TEAM_KEYS = {"sms", "email", "slack_webhook", "timezone"}
@@ -105,6 +107,7 @@ class Config:
     quiet_hours: QuietHours = field(default_factory=QuietHours)
     renewals: RenewalSettings = field(default_factory=RenewalSettings)
     path: Path | None = None
+    digest: DigestConfig | None = None  # None: no daily digest
 
     def rule_book(self, renderer: TemplateRenderer) -> RuleBook:
         return RuleBook(
@@ -179,8 +182,10 @@ class _Reader:
         tables = self._table((), "rules", data.get("rules", {}))
         rules = self._dunning(data.get("dunning", {}), self._rules(tables, teams), tables)
         quiet_hours = self._quiet_hours(data.get("quiet_hours", {}))
+        digest = read_digest(data.get("digest"), teams=teams, problem=self.problem)
         return Config(
-            rules=rules,
+            rules=(*rules, digest.rule()) if digest else rules,
+            digest=digest,
             teams=teams,
             high_value=high_value,
             timezone=timezone,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from payherald.clock import SystemClock
 from payherald.config import load_config
+from payherald.digest import digest_variables, sample_digest
 from payherald.exceptions import RenderError
 from payherald.rules import RENEWAL
 from payherald.segments import count_segments
@@ -54,14 +55,21 @@ def render_samples(
         events = ["customer.subscription.updated"] if scanned else sorted(rule.events)
         sample_type = next((t for t in events if t in SIMULATED_EVENT_TYPES), None)
         head = (
-            f"{rule.name} ({'the renewal scan' if scanned else ', '.join(events)} -> {rule.to}, "
+            f"{rule.name} ({'the renewal scan' if scanned else ', '.join(events) or 'every day'} "
+            f"-> {rule.to}, "
             f"{' > '.join(rule.channels)})"
         )
-        if sample_type is None:
+        if rule.variables:  # the daily digest: its text message, as the team would get it
+            event, sample_type = sample_digest(SystemClock().now()), "daily digest"
+        elif sample_type is None:
             lines.append(f"{head}\n    (no sample event to render)")
             continue
-        event = parse_event(json.dumps(build_event(sample_type, now=SystemClock().now())).encode())
+        else:
+            event = parse_event(
+                json.dumps(build_event(sample_type, now=SystemClock().now())).encode()
+            )
         variables = message_context(event, _SAMPLE_CUSTOMER, context, high_value=config.high_value)
+        variables.update(digest_variables(event, "sms", locale=locale))
         try:
             text = book.renderer.render(rule.template, variables)
         except RenderError as exc:

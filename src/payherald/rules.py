@@ -121,6 +121,10 @@ class Rule:
     # after the invoice's first failure unless the sequence has ended (see ``dunning``).
     sequence: str | None = None
     after: int = 0
+    # What its texts may use beside a message's variables (the daily digest's figures), and
+    # the Stripe events it reads beside those it handles (what the figures count).
+    variables: frozenset[str] = frozenset()
+    reads: frozenset[str] = frozenset()
     # Compiled by RuleBook; None when there is no condition.
     _condition: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
     _condition_needs_customer: bool = field(default=False, compare=False, repr=False)
@@ -171,9 +175,9 @@ class RuleBook:
             )
         if rule.sequence is not None:
             _check_step(rule)
-        self.renderer.check(rule.template)
+        self.renderer.check(rule.template, extra=rule.variables)
         if rule.fallback:
-            self.renderer.check(rule.fallback)
+            self.renderer.check(rule.fallback, extra=rule.variables)
         if rule.when is None:
             return rule
         condition, names = self.renderer.compile_condition(rule.when)
@@ -193,9 +197,10 @@ class RuleBook:
         return planned
 
     def plan_rule(self, name: str, event: StripeEvent) -> list[PlannedNotification]:
-        """The notifications rule ``name`` causes for ``event``, whatever its type (a
-        renewal the scan found, see ``renewals``); empty when the rule is off or missing,
-        or its condition does not hold."""
+        """The notifications rule ``name`` causes for ``event``, whatever its type: a
+        message payherald originates (a renewal the scan found, see ``renewals``; the daily
+        digest, see ``digest``). Empty when the rule is off or missing, its condition does
+        not hold, or its team is not defined."""
         rule = self._rules.get(name)
         if rule is None or not rule.enabled:
             return []
@@ -270,10 +275,11 @@ class RuleBook:
 
     @property
     def event_types(self) -> Sequence[str]:
-        """The event types the rules need: the ones they handle, and ``invoice_payment.paid``
-        when one tells a payment from an invoice's event (it links the invoice to its
-        payment, so that the payment is told once; see ``payments``)."""
+        """The event types the rules need: the ones they handle or read, and
+        ``invoice_payment.paid`` when one tells a payment from an invoice's event (it links
+        the invoice to its payment, so that the payment is told once; see ``payments``)."""
         types = set(self._by_type)
+        types.update(*(rule.reads for rule in self._rules.values() if rule.enabled))
         if any(rule.sequence is not None for rules in self._by_type.values() for rule in rules):
             types.update(ENDING_EVENTS)  # they end a sequence before its next step
         if any(

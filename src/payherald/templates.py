@@ -101,14 +101,16 @@ class TemplateRenderer:
         except TemplateError as exc:
             raise _not_compiled("template", exc, filters=_PAYHERALD_FILTERS) from exc
 
-    def check(self, template: str) -> None:
-        """Raise RenderError if ``template`` does not compile or uses an unknown variable;
-        a template that passes is compiled now, not in the first message."""
-        unknown = self.variables(template) - MESSAGE_VARIABLES
+    def check(self, template: str, *, extra: frozenset[str] = frozenset()) -> None:
+        """Raise RenderError if ``template`` does not compile or uses an unknown variable
+        (neither a message's nor one of ``extra``); a template that passes is compiled now,
+        not in the first message."""
+        known = MESSAGE_VARIABLES | extra
+        unknown = self.variables(template) - known
         if unknown:
             raise RenderError(
                 f"The template uses {', '.join(sorted(unknown))}, which payherald does not "
-                f"provide; it can use {', '.join(sorted(MESSAGE_VARIABLES - {'object'}))}."
+                f"provide; it can use {', '.join(sorted(known - {'object'}))}."
             )
         self._compiled(template)
 

@@ -16,6 +16,7 @@ told        whether another notification about the same thing was told, and the 
 jobs        Store.jobs: deferred work of every kind, one queue, claimed with a lease, once
             per key
 dunning     Store.dunning: an invoice's dunning sequence, started and ended with the events
+digest      Store.digest: the daily digest's figures of a day, from the events and dunning
 consents    Store.consents: the suppression list, consent records, inbound messages, and
             each record's write-back to Stripe, queued as a job
 deliveries  Store.deliveries: Twilio's delivery reports, moving a notification forward

@@ -33,6 +33,7 @@ from payherald.rules import PlannedNotification
 from payherald.store.consents import Consents
 from payherald.store.database import Database
 from payherald.store.deliveries import DeliveryReports
+from payherald.store.digest import Digests
 from payherald.store.dunning import Dunning
 from payherald.store.jobs import Jobs
 from payherald.store.links import ALIAS_RACE_RETRIES, AliasRace, Links
@@ -88,6 +89,7 @@ class Store:
         self._outbox = Outbox(db=self.db, jobs=self.jobs, links=self.links)
         self.consents = Consents(db=self.db, clock=clock, jobs=self.jobs)
         self.dunning = Dunning(db=self.db, clock=clock)
+        self.digest = Digests(db=self.db)
         # Asked for every message refused as a twin's: built once (building costs more
         # than running it).
         found = (
