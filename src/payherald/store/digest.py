@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 
 from payherald.api_versions import REFUNDS_HAVE_EVENTS
 from payherald.store.database import Database
-from payherald.store.schema import dunning, events, subject_aliases
-from payherald.store.statuses import DunningStatus
+from payherald.store.dunning import Dunning
+from payherald.store.schema import events, subject_aliases
 from payherald.stripe_objects import read_object
 from payherald.subjects import failed_attempt, payment_aliases, refund, the_object
 from payherald.variables import condition_context
@@ -151,8 +151,9 @@ class _Seen:
 class Digests:
     """The digest's reads."""
 
-    def __init__(self, *, db: Database) -> None:
+    def __init__(self, *, db: Database, dunning: Dunning) -> None:
         self._db = db
+        self._dunning = dunning
 
     def figures(self, *, since: datetime, until: datetime, livemode: bool) -> DigestFigures:
         """What happened from ``since`` (included) to ``until`` (not), of ``livemode``."""
@@ -180,7 +181,7 @@ class Digests:
         disputes = in_range(_once(of([DISPUTE_EVENT]), lambda e: the_object(e)[0]))
         created = in_range(_once(of([SUBSCRIPTION_CREATED]), lambda e: the_object(e)[0]))
         deleted = in_range(_once(of([SUBSCRIPTION_DELETED]), lambda e: the_object(e)[0]))
-        open_, recovered, ended = self._dunning(since, until, livemode)
+        open_rows, recovered_rows, ended = self._dunning.tallies(since, until, livemode=livemode)
         return DigestFigures(
             payments=_tally(payments),
             failed=_tally(failed),
@@ -188,8 +189,8 @@ class Digests:
             disputes=_tally(disputes),
             new_subscriptions=len(created),
             cancelled_subscriptions=len(deleted),
-            dunning_open=open_,
-            recovered=recovered,
+            dunning_open=_rows_tally(open_rows),
+            recovered=_rows_tally(recovered_rows),
             dunning_ended=ended,
         )
 
@@ -254,38 +255,6 @@ class Digests:
                 for alias, canonical in connection.execute(query):
                     found[alias.removeprefix("payment:")] = canonical
         return found
-
-    def _dunning(
-        self, since: datetime, until: datetime, livemode: bool
-    ) -> tuple[Tally, Tally, int]:
-        """The sequences open at ``until`` (amounts due), those recovered in the stretch
-        (amounts paid), and how many ended in it unpaid."""
-        started = and_(dunning.c.livemode == livemode, dunning.c.started_at.is_not(None))
-        in_stretch = and_(dunning.c.ended_at >= since, dunning.c.ended_at < until)
-        currency = func.coalesce(dunning.c.currency, "usd")
-        open_at_end = (
-            select(currency, func.count(), func.coalesce(func.sum(dunning.c.amount), 0))
-            .where(
-                started,
-                dunning.c.started_at < until,
-                or_(dunning.c.ended_at.is_(None), dunning.c.ended_at >= until),
-            )
-            .group_by(currency)
-        )
-        paid = func.coalesce(dunning.c.recovered_amount, dunning.c.amount, 0)
-        recovered = (
-            select(currency, func.count(), func.sum(paid))
-            .where(started, dunning.c.status == DunningStatus.RECOVERED, in_stretch)
-            .group_by(currency)
-        )
-        ended = select(func.count()).where(
-            started, dunning.c.status == DunningStatus.ENDED, in_stretch
-        )
-        with self._db.read() as connection:
-            open_rows = connection.execute(open_at_end).all()
-            recovered_rows = connection.execute(recovered).all()
-            ended_count = int(connection.execute(ended).scalar_one())
-        return _rows_tally(open_rows), _rows_tally(recovered_rows), ended_count
 
 
 def _tells_refund(event: StripeEvent) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, select, update
+from sqlalchemy import Connection, and_, delete, func, or_, select, update
 
 from payherald.clock import Clock
 from payherald.dunning import REASONS, DunningEnd, DunningStart, invoice_of, sequence_key
@@ -277,6 +277,41 @@ class Dunning:
             row["amount"] = int(row["amount"])
         sequences = {status.value: counts.get(status.value, 0) for status in DunningStatus}
         return {"by_step": steps, "sequences": {"started": sum(counts.values()), **sequences}}
+
+    def tallies(
+        self, since: datetime, until: datetime, *, livemode: bool
+    ) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int]], int]:
+        """Of the sequences of ``livemode``: those open at ``until`` and those recovered
+        between ``since`` and ``until``, each as (currency, how many, amount: due for the
+        open, paid for the recovered) rows; and how many ended unpaid in that time."""
+        started = and_(dunning.c.livemode == livemode, dunning.c.started_at.is_not(None))
+        in_stretch = and_(dunning.c.ended_at >= since, dunning.c.ended_at < until)
+        currency = func.coalesce(dunning.c.currency, "usd")
+        open_at_end = (
+            select(currency, func.count(), func.coalesce(func.sum(dunning.c.amount), 0))
+            .where(
+                started,
+                dunning.c.started_at < until,
+                or_(dunning.c.ended_at.is_(None), dunning.c.ended_at >= until),
+            )
+            .group_by(currency)
+        )
+        paid = func.coalesce(dunning.c.recovered_amount, dunning.c.amount, 0)
+        recovered = (
+            select(currency, func.count(), func.coalesce(func.sum(paid), 0))
+            .where(started, dunning.c.status == DunningStatus.RECOVERED, in_stretch)
+            .group_by(currency)
+        )
+        ended = select(func.count()).where(
+            started, dunning.c.status == DunningStatus.ENDED, in_stretch
+        )
+        with self._db.read() as connection:
+            rows = [
+                [(str(c), int(n), int(total)) for c, n, total in connection.execute(query)]
+                for query in (open_at_end, recovered)
+            ]
+            ended_count = int(connection.execute(ended).scalar_one())
+        return rows[0], rows[1], ended_count
 
     def get(self, invoice: str) -> dict[str, Any] | None:
         """The sequence of ``invoice``, as stored, or None."""

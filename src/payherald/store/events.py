@@ -89,7 +89,7 @@ class Store:
         self._outbox = Outbox(db=self.db, jobs=self.jobs, links=self.links)
         self.consents = Consents(db=self.db, clock=clock, jobs=self.jobs)
         self.dunning = Dunning(db=self.db, clock=clock)
-        self.digest = Digests(db=self.db)
+        self.digest = Digests(db=self.db, dunning=self.dunning)
         # Asked for every message refused as a twin's: built once (building costs more
         # than running it).
         found = (
