@@ -28,15 +28,15 @@ Where things live, and the path of one event through them:
                    the daily digest (digest, its section digest_config, its figures
                    store.digest); each kind registered once, retried by one policy
                    (backoff)
-    Around them: app builds everything from settings and config (payherald.toml, each
-    mistake placed on its line by toml_lines); consent (what a reply means, CSV lists,
-    legacy opt-outs) over store.consents; delivery's reports from Twilio, stored by
-    store.deliveries; backfill and replay; simulate, signed example events (their objects
-    from simulated_payments and simulated_billing); retention (what goes, and when) over
-    store.pruning; endpoints and doctor (its Stripe and Twilio checks in stripe_checks and
-    twilio_checks); metrics and logs; terminal for what commands print; cli, the
-    `payherald` command, one module per command group; testing, the fakes (a scripted
-    channel, an in-memory store and job queue).
+    Around them: app builds everything from settings and config (payherald.toml, its rules
+    read by config_rules, each mistake placed on its line by toml_lines); consent (what a
+    reply means, CSV lists, legacy opt-outs) over store.consents; delivery's reports from
+    Twilio, stored by store.deliveries; backfill and replay; simulate, signed example events
+    (their objects from simulated_payments and simulated_billing); retention (what goes, and
+    when) over store.pruning; endpoints and doctor (its Stripe and Twilio checks in
+    stripe_checks and twilio_checks); metrics and logs; terminal for what commands print;
+    cli, the `payherald` command, one module per command group; testing, the fakes (a
+    scripted channel, an in-memory store and job queue).
 """
 
 from __future__ import annotations

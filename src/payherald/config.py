@@ -36,8 +36,6 @@ them at once; payherald refuses to start with any. The file's shape::
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -46,16 +44,13 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from payherald.builtin_rules import BUILTIN_RULES
-from payherald.clock import parse_duration
+from payherald.config_rules import RuleReading
 from payherald.digest_config import DigestConfig, read_digest
-from payherald.dunning import DUNNING, STARTING_EVENT
-from payherald.event_types import STRIPE_EVENT_TYPES
-from payherald.exceptions import ConfigurationError, RenderError
+from payherald.exceptions import ConfigurationError
 from payherald.quiet_hours import QuietHours, parse_clock_time
 from payherald.recipients import email_address_problem, normalise_phone
 from payherald.renewals import RenewalSettings, read_renewals
-from payherald.rules import CHANNELS, Rule, RuleBook, Team
-from payherald.subjects import SUBJECTS
+from payherald.rules import Rule, RuleBook, Team
 from payherald.templates import TemplateRenderer
 from payherald.toml_lines import line_of
 
@@ -75,25 +70,6 @@ _TOP_KEYS = {
 }
 _QUIET_HOURS_KEYS = {"send_from", "send_until", "enabled"}
 _TEAM_KEYS = {"sms", "email", "slack_webhook", "timezone"}
-_RULE_KEYS = {
-    "events",
-    "to",
-    "channels",
-    "template",
-    "when",
-    "fallback",
-    "subject",
-    "first_payment_only",
-    "not_for_invoices",
-    "unless_paid",
-    "quiet_hours_exempt",
-    "allow_metadata_links",
-    "enabled",
-    "description",
-    "sequence",
-    "after",
-}
-_BUILTINS = {rule.name: rule for rule in BUILTIN_RULES}
 
 
 @dataclass(frozen=True)
@@ -141,7 +117,7 @@ def load_config(path: Path, *, required: bool = False) -> Config:
     return config
 
 
-class _Reader:
+class _Reader(RuleReading):
     def __init__(self, path: Path, text: str) -> None:
         self.path = path
         self.lines = text.splitlines()
@@ -220,33 +196,6 @@ class _Reader:
             else:
                 self.problem(where, "enabled", "must be true or false.")
         return QuietHours(**values)
-
-    def _dunning(
-        self, value: Any, rules: tuple[Rule, ...], tables: dict[str, Any]
-    ) -> tuple[Rule, ...]:
-        """``[dunning] enabled = false`` turns every step off; turning them off one by one
-        instead, until none is left, is taken for a mistake."""
-        table = self._table((), "dunning", value)
-        for key in table.keys() - {"enabled"}:
-            self.problem(("dunning",), key, "unknown setting; dunning can have enabled.")
-        enabled = table.get("enabled", True)
-        if not isinstance(enabled, bool):
-            self.problem(("dunning",), "enabled", "must be true or false.")
-        elif not enabled:
-            return tuple(
-                dataclasses.replace(rule, enabled=False) if rule.sequence else rule
-                for rule in rules
-            )
-        steps = [rule for rule in rules if rule.sequence == DUNNING]
-        if steps and not any(rule.enabled for rule in steps):
-            self.problem(
-                ("rules", next(rule.name for rule in reversed(steps) if rule.name in tables)),
-                "enabled",
-                "every dunning step is off, so an invoice whose payment fails gets no "
-                "message; turn a step back on, or turn dunning off on purpose with "
-                "[dunning] enabled = false.",
-            )
-        return rules
 
     def _table(self, where: tuple[str, ...], key: str, value: Any) -> dict[str, Any]:
         if isinstance(value, dict):
@@ -327,147 +276,3 @@ class _Reader:
             else:
                 thresholds[currency.lower()] = amount
         return thresholds
-
-    def _check_step(
-        self,
-        where: tuple[str, ...],
-        table: dict[str, Any],
-        values: dict[str, Any],
-        base: Rule | None,
-    ) -> None:
-        """A dunning step is started by the invoice's failure and goes to its customer."""
-        events = values.get("events", base.events if base else frozenset())
-        if events != {STARTING_EVENT}:
-            self.problem(
-                where,
-                "events" if "events" in table else "sequence",
-                f"a dunning step is started by {STARTING_EVENT} alone; "
-                f'set events = ["{STARTING_EVENT}"].',
-            )
-        if values.get("to", base.to if base else "customer") != "customer":
-            self.problem(where, "to", 'a dunning step is for the customer; set to = "customer".')
-
-    def _after(self, where: tuple[str, ...], value: Any) -> int | None:
-        """A dunning step's delay: ``"3d"``, ``"12h"``, ``"90m"``, or seconds."""
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-        delay = parse_duration(value) if isinstance(value, str) else None
-        if delay is None:
-            self.problem(
-                where,
-                "after",
-                f'{value!r} is not a delay; use a duration like "3d", "12h" or "90m" '
-                "(0 for at once), counted from the invoice's first failure.",
-            )
-            return None
-        return int(delay.total_seconds())
-
-    def _rules(self, tables: dict[str, Any], teams: dict[str, Team]) -> tuple[Rule, ...]:
-        rules = dict(_BUILTINS)
-        for name, value in tables.items():
-            table = self._table(("rules",), name, value)
-            rule = self._rule(name, table, _BUILTINS.get(name), teams)
-            if rule is not None:
-                rules[name] = rule
-        return tuple(rules.values())
-
-    def _rule(
-        self, name: str, table: dict[str, Any], base: Rule | None, teams: dict[str, Team]
-    ) -> Rule | None:
-        where = ("rules", name)
-        problems_before = len(self.problems)
-        for key in table.keys() - _RULE_KEYS:
-            close = difflib.get_close_matches(key, _RULE_KEYS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            self.problem(
-                where,
-                key,
-                f"unknown rule setting{hint}; a rule can have "
-                + ", ".join(sorted(_RULE_KEYS))
-                + ".",
-            )
-        if base is None:
-            for required in ("events", "template"):
-                if required not in table:
-                    self.problem(where, None, f"a new rule needs {required!r}.")
-        values: dict[str, Any] = {}
-        if "events" in table:
-            events = self._strings(where, "events", table["events"])
-            for event_type in events:
-                if event_type not in STRIPE_EVENT_TYPES:
-                    close = difflib.get_close_matches(event_type, STRIPE_EVENT_TYPES, n=1)
-                    hint = f" (did you mean {close[0]!r}?)" if close else ""
-                    self.problem(
-                        where, "events", f"{event_type!r} is not a Stripe event type{hint}."
-                    )
-            values["events"] = frozenset(events)
-        if "to" in table:
-            to = table["to"]
-            if not isinstance(to, str) or not (to == "customer" or to.startswith("team:")):
-                self.problem(where, "to", 'must be "customer" or "team:NAME".')
-            elif to.startswith("team:") and to[5:] not in teams:
-                self.problem(
-                    where,
-                    "to",
-                    f"no team {to[5:]!r} is defined; add "
-                    f"[teams.{to[5:]}] with its sms, email or slack_webhook.",
-                )
-            values["to"] = to
-        if "channels" in table:
-            channels = self._strings(where, "channels", table["channels"])
-            for channel in channels:
-                if channel not in CHANNELS:
-                    self.problem(
-                        where,
-                        "channels",
-                        f"{channel!r} is not a channel; use " + ", ".join(CHANNELS) + ".",
-                    )
-            if not channels:
-                self.problem(where, "channels", "must list at least one channel.")
-            values["channels"] = tuple(channels)
-        for key in ("template", "fallback", "when", "description"):
-            if key in table:
-                if not isinstance(table[key], str):
-                    self.problem(where, key, "must be a string.")
-                    continue
-                values[key] = table[key]
-                try:
-                    if key in ("template", "fallback"):
-                        self.renderer.check(table[key])
-                    elif key == "when":
-                        self.renderer.compile_condition(table[key])
-                except RenderError as exc:
-                    self.problem(where, key, exc.message)
-        if "subject" in table:
-            if not isinstance(table["subject"], str) or table["subject"] not in SUBJECTS:
-                self.problem(
-                    where, "subject", "must be one of " + ", ".join(sorted(SUBJECTS)) + "."
-                )
-            values["subject"] = table["subject"]
-        for key in (
-            "first_payment_only",
-            "not_for_invoices",
-            "unless_paid",
-            "quiet_hours_exempt",
-            "allow_metadata_links",
-            "enabled",
-        ):
-            if key in table:
-                if not isinstance(table[key], bool):
-                    self.problem(where, key, "must be true or false.")
-                values[key] = bool(table[key])
-        if "sequence" in table:
-            if table["sequence"] != DUNNING:
-                self.problem(where, "sequence", f'the only sequence is "{DUNNING}".')
-            values["sequence"] = DUNNING
-        if "after" in table:
-            after = self._after(where, table["after"])
-            if after is not None:
-                values["after"] = after
-        if values.get("sequence", base.sequence if base else None) is not None:
-            self._check_step(where, table, values, base)
-        if len(self.problems) > problems_before:
-            return None
-        if base is None:
-            return Rule(name=name, **values)
-        return dataclasses.replace(base, **values)
