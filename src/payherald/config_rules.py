@@ -19,7 +19,17 @@ from payherald.templates import TemplateRenderer
 
 __all__ = ["RuleReading"]
 
+# A rule's true-or-false settings.
+_FLAGS = (
+    "first_payment_only",
+    "not_for_invoices",
+    "unless_paid",
+    "quiet_hours_exempt",
+    "allow_metadata_links",
+    "enabled",
+)
 _RULE_KEYS = {
+    *_FLAGS,
     "events",
     "to",
     "channels",
@@ -27,12 +37,6 @@ _RULE_KEYS = {
     "when",
     "fallback",
     "subject",
-    "first_payment_only",
-    "not_for_invoices",
-    "unless_paid",
-    "quiet_hours_exempt",
-    "allow_metadata_links",
-    "enabled",
     "description",
     "sequence",
     "after",
@@ -199,14 +203,7 @@ class RuleReading:
                     where, "subject", "must be one of " + ", ".join(sorted(SUBJECTS)) + "."
                 )
             values["subject"] = table["subject"]
-        for key in (
-            "first_payment_only",
-            "not_for_invoices",
-            "unless_paid",
-            "quiet_hours_exempt",
-            "allow_metadata_links",
-            "enabled",
-        ):
+        for key in _FLAGS:
             if key in table:
                 if not isinstance(table[key], bool):
                     self.problem(where, key, "must be true or false.")

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from payherald import ConfigurationError
-from payherald.config import load_config
+from payherald.config import Config, load_config
 
 
-def load(tmp_path: Path, text: str) -> object:
+def load(tmp_path: Path, text: str) -> Config:
     path = tmp_path / "payherald.toml"
     path.write_text(text)
     return load_config(path)
@@ -43,7 +43,7 @@ template = "Thanks! {{ amount | money(currency) }}"
 enabled = false
 """,
     )
-    rules = {rule.name: rule for rule in config.rules}  # type: ignore[attr-defined]
+    rules = {rule.name: rule for rule in config.rules}
     assert rules["payment_confirmation"].template == "Thanks! {{ amount | money(currency) }}"
     assert "invoice.paid" in rules["payment_confirmation"].events  # the rest is kept
     assert rules["welcome"].enabled is False
@@ -64,7 +64,7 @@ channels = ["sms"]
 template = "VIP {{ customer_name }} paid {{ amount | money(currency) }}"
 """,
     )
-    assert config.teams["sales"].sms == ("+14155550100",)  # type: ignore[attr-defined]
+    assert config.teams["sales"].sms == ("+14155550100",)
 
 
 def test_toml_syntax_errors_name_the_line(tmp_path: Path) -> None:
@@ -181,7 +181,7 @@ def test_odd_values_are_errors_not_crashes(tmp_path: Path, text: str) -> None:
 
 def test_a_rule_may_let_metadata_links_replace_the_configured_one(tmp_path: Path) -> None:
     config = load(tmp_path, "[rules.payment_failed]\nallow_metadata_links = true\n")
-    rules = {rule.name: rule for rule in config.rules}  # type: ignore[attr-defined]
+    rules = {rule.name: rule for rule in config.rules}
     assert rules["payment_failed"].allow_metadata_links
     assert not rules["invoice_payment_failed"].allow_metadata_links
     message = problem(tmp_path, '[rules.payment_failed]\nallow_metadata_links = "yes"\n')
@@ -213,7 +213,7 @@ after = "5d"
 template = "Still due: {{ amount | money(currency) }}"
 """,
     )
-    rules = {rule.name: rule for rule in config.rules}  # type: ignore[attr-defined]
+    rules = {rule.name: rule for rule in config.rules}
     assert rules["dunning_reminder"].after == 2 * 86400
     assert rules["dunning_final"].channels == ("voice", "sms")
     assert rules["dunning_final"].after == 7 * 86400  # the rest is kept
@@ -272,8 +272,8 @@ def test_every_dunning_step_turned_off_is_refused_unless_dunning_is_off(tmp_path
     assert ":9: rules.dunning_final.enabled: every dunning step is off" in message
     assert "[dunning] enabled = false" in message
     config = load(tmp_path, "[dunning]\nenabled = false\n")
-    assert not any(rule.enabled for rule in config.rules if rule.sequence)  # type: ignore[attr-defined]
-    assert any(rule.enabled for rule in config.rules)  # type: ignore[attr-defined]
+    assert not any(rule.enabled for rule in config.rules if rule.sequence)
+    assert any(rule.enabled for rule in config.rules)
     assert ":1: dunning.enabled: must be true or false." in problem(
         tmp_path, 'dunning = {enabled = "no"}'
     )

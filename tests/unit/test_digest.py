@@ -10,8 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from payherald import ConfigurationError
-from payherald.config import Config, load_config
+from payherald.config import Config
 from payherald.config_check import render_samples
 from payherald.digest import (
     DIGEST_RULE,
@@ -26,6 +25,7 @@ from payherald.rules import RuleBook, Team
 from payherald.store.digest import DigestFigures, Tally
 from payherald.templates import TemplateRenderer
 from payherald.webhook import parse_event
+from tests.unit.test_config import load, problem
 
 NEW_YORK = ZoneInfo("America/New_York")
 EIGHT = time(8, 0)
@@ -65,18 +65,6 @@ def test_the_local_time_holds_across_a_clock_change() -> None:
     sunday = next_due(saturday, EIGHT, NEW_YORK)
     assert sunday == datetime(2026, 11, 1, 13, tzinfo=UTC)
     assert next_due(sunday, EIGHT, NEW_YORK) == datetime(2026, 11, 2, 13, tzinfo=UTC)
-
-
-def load(tmp_path: Path, text: str) -> Config:
-    path = tmp_path / "payherald.toml"
-    path.write_text(text)
-    return load_config(path)
-
-
-def problem(tmp_path: Path, text: str) -> str:
-    with pytest.raises(ConfigurationError) as caught:
-        load(tmp_path, text)
-    return caught.value.message
 
 
 def test_without_a_digest_section_there_is_no_digest(tmp_path: Path) -> None:
