@@ -10,10 +10,10 @@ from typing import Any
 
 from payherald.builtin_rules import BUILTIN_RULES
 from payherald.clock import parse_duration
-from payherald.dunning import DUNNING, STARTING_EVENT
+from payherald.dunning import DUNNING
 from payherald.event_types import STRIPE_EVENT_TYPES
 from payherald.exceptions import RenderError
-from payherald.rules import CHANNELS, Rule, Team
+from payherald.rules import CHANNELS, Rule, Team, step_problems
 from payherald.subjects import SUBJECTS
 from payherald.templates import TemplateRenderer
 
@@ -86,25 +86,6 @@ class RuleReading:
                 "[dunning] enabled = false.",
             )
         return rules
-
-    def _check_step(
-        self,
-        where: tuple[str, ...],
-        table: dict[str, Any],
-        values: dict[str, Any],
-        base: Rule | None,
-    ) -> None:
-        """A dunning step is started by the invoice's failure and goes to its customer."""
-        events = values.get("events", base.events if base else frozenset())
-        if events != {STARTING_EVENT}:
-            self.problem(
-                where,
-                "events" if "events" in table else "sequence",
-                f"a dunning step is started by {STARTING_EVENT} alone; "
-                f'set events = ["{STARTING_EVENT}"].',
-            )
-        if values.get("to", base.to if base else "customer") != "customer":
-            self.problem(where, "to", 'a dunning step is for the customer; set to = "customer".')
 
     def _after(self, where: tuple[str, ...], value: Any) -> int | None:
         """A dunning step's delay: ``"3d"``, ``"12h"``, ``"90m"``, or seconds."""
@@ -209,17 +190,16 @@ class RuleReading:
                     self.problem(where, key, "must be true or false.")
                 values[key] = bool(table[key])
         if "sequence" in table:
-            if table["sequence"] != DUNNING:
-                self.problem(where, "sequence", f'the only sequence is "{DUNNING}".')
-            values["sequence"] = DUNNING
+            values["sequence"] = table["sequence"]
         if "after" in table:
             after = self._after(where, table["after"])
             if after is not None:
                 values["after"] = after
-        if values.get("sequence", base.sequence if base else None) is not None:
-            self._check_step(where, table, values, base)
         if len(self.problems) > problems_before:
             return None
-        if base is None:
-            return Rule(name=name, **values)
-        return dataclasses.replace(base, **values)
+        rule = Rule(name=name, **values) if base is None else dataclasses.replace(base, **values)
+        for setting, sentence in step_problems(rule) if rule.sequence is not None else ():
+            # A built-in step's events are named by sequence when the file changed only it.
+            key = "sequence" if setting == "events" and "events" not in table else setting
+            self.problem(where, key, sentence)
+        return None if len(self.problems) > problems_before else rule

@@ -39,6 +39,7 @@ __all__ = [
     "Rule",
     "RuleBook",
     "Team",
+    "step_problems",
 ]
 
 CHANNELS = ("sms", "whatsapp", "voice", "email", "slack")
@@ -173,8 +174,8 @@ class RuleBook:
                 + ", ".join(sorted(SUBJECTS))
                 + "."
             )
-        if rule.sequence is not None:
-            _check_step(rule)
+        for setting, sentence in step_problems(rule) if rule.sequence is not None else ():
+            raise ConfigurationError(f"Rule {rule.name!r}: {setting}: {sentence}")
         self.renderer.check(rule.template, extra=rule.variables)
         if rule.fallback:
             self.renderer.check(rule.fallback, extra=rule.variables)
@@ -291,24 +292,22 @@ class RuleBook:
         return sorted(types)
 
 
-def _check_step(rule: Rule) -> None:
-    """Raise ConfigurationError unless ``rule`` can be a step of a sequence."""
+def step_problems(rule: Rule) -> list[tuple[str, str]]:
+    """What stops ``rule`` from being a step of a sequence: (its setting, a sentence) pairs,
+    none for a good step."""
+    problems = []
     if rule.sequence != DUNNING:
-        raise ConfigurationError(
-            f"Rule {rule.name!r}: sequence {rule.sequence!r} is not one; the only one is "
-            f"{DUNNING!r}."
-        )
+        problems.append(("sequence", f'the only sequence is "{DUNNING}".'))
     if rule.events != {STARTING_EVENT}:
-        raise ConfigurationError(
-            f"Rule {rule.name!r}: a dunning step is started by {STARTING_EVENT} alone; "
-            f"set events = [{STARTING_EVENT!r}]."
+        problems.append(
+            (
+                "events",
+                f"a dunning step is started by {STARTING_EVENT} alone; "
+                f'set events = ["{STARTING_EVENT}"].',
+            )
         )
     if rule.after < 0:
-        raise ConfigurationError(
-            f"Rule {rule.name!r}: after is {rule.after} seconds; a step cannot come before "
-            "the failure (use 0 for at once)."
-        )
+        problems.append(("after", "a step cannot come before the failure (0 for at once)."))
     if rule.team is not None:
-        raise ConfigurationError(
-            f'Rule {rule.name!r}: a dunning step is for the customer; set to = "customer".'
-        )
+        problems.append(("to", 'a dunning step is for the customer; set to = "customer".'))
+    return problems
