@@ -6,6 +6,7 @@ whose invoice's payment was recorded before it was taken is never sent."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pytest
 
-from payherald import FrozenClock, load_settings, parse_event
+from payherald import FrozenClock, StripeEvent, load_settings, parse_event
 from payherald.app import build
 from payherald.ingest import plan_event
 from payherald.simulate import build_renewal_failure_events
@@ -43,10 +44,11 @@ class TwilioPeer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, hold: str | None = None) -> None:
+    def __init__(self, hold: str | None = None, delay: float = 0) -> None:
         super().__init__(("127.0.0.1", 0), _TwilioHandler)
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         self.hold = hold
+        self.delay = delay  # before each answer, as a provider takes its time
         self.lock = threading.Lock()
         self.messages: list[dict[str, Any]] = []
         self.holding = threading.Event()
@@ -82,6 +84,8 @@ class _TwilioHandler(BaseHTTPRequestHandler):
                 peer.holding.set()
         if held:
             peer.release.wait(30)  # the worker is killed while it waits for this answer
+        elif peer.delay:
+            time.sleep(peer.delay)
         with contextlib.suppress(OSError):  # the held one's worker is gone
             answer_json(self, 201, message)
 
@@ -247,4 +251,95 @@ def test_a_worker_killed_holding_a_step_at_twilio_sends_each_step_once(
     assert sequence is not None
     assert sequence["status"] == "open"  # never paid: it stays open, with nothing left to send
     assert ph.store.jobs.counts()["pending"] == 0
+    ph.engine.dispose()
+
+
+INVOICES = 30
+
+
+@pytest.fixture
+def slow_twilio() -> Iterator[TwilioPeer]:
+    """A Twilio peer that takes 50 ms to answer each message, so that the workers are still
+    sending when the payments come."""
+    yield from serve(TwilioPeer(delay=0.05))
+
+
+def paid(failure: dict[str, Any]) -> StripeEvent:
+    """The invoice.paid of the invoice of the invoice.payment_failed ``failure``."""
+    event = copy.deepcopy(failure)
+    event.update(id=failure["id"] + "_paid", type="invoice.paid")
+    invoice = event["data"]["object"]
+    invoice.update(status="paid", amount_paid=invoice["amount_due"], amount_remaining=0)
+    return parse_event(json.dumps(event).encode())
+
+
+def test_two_workers_on_postgresql_send_each_open_step_once_and_none_after_a_payment(
+    tmp_path: Path, postgres_url: str, slow_twilio: TwilioPeer
+) -> None:
+    peer = slow_twilio
+    env = worker_env(
+        tmp_path,
+        postgres_url,
+        peer,
+        PAYHERALD_WORKER_CONCURRENCY="2",
+        # The confirmations of the payments wait no longer for an event to link them.
+        PAYHERALD_LINK_GRACE_SECONDS="1",
+    )
+    ph, clock = built_in_the_past(env, tmp_path, days=8)
+    phones = [f"+1415555{100 + index:04d}" for index in range(INVOICES)]
+    failures = {}
+    for phone in phones:
+        events = build_renewal_failure_events(now=clock.now(), phone=phone, livemode=True)
+        for raw in events:
+            ph.store.record(plan_event(ph.rules, parse_event(json.dumps(raw).encode())))
+        failures[phone] = events[0]
+    assert len(steps_of(ph)) == 3 * INVOICES
+    now = build(ph.settings)  # records the payments as they come, on the real clock
+
+    workers = [start_worker(tmp_path, env) for _ in range(2)]
+    payments: dict[str, datetime] = {}  # invoice: when its payment was recorded
+    try:
+        wait_until(lambda: len(peer.bodies()) >= 12, lambda: summary(ph), timeout=60)
+        for phone in phones[::3]:  # every third invoice is paid while the workers send
+            event = paid(failures[phone])
+            now.store.record(plan_event(now.rules, event))
+            payments[failures[phone]["data"]["object"]["id"]] = datetime.now(UTC)
+            time.sleep(0.05)
+        wait_until(
+            lambda: settled(ph) and ph.store.jobs.counts()["pending"] == 0,
+            lambda: summary(ph),
+            timeout=90,
+        )
+    finally:
+        for worker in workers:
+            stop(worker)
+    assert all(worker.returncode == 0 for worker in workers)
+
+    with peer.lock:
+        told = [(m["to"], opening_of(m["body"])) for m in peer.messages]
+    steps = [pair for pair in told if pair[1] in STEP_OPENINGS]
+    assert len(steps) == len(set(steps))  # no step reached Twilio twice
+    rows = steps_of(ph)
+    assert len([row for row in rows if row["status"] == "sent"]) == len(steps)
+    for phone in phones:
+        invoice = failures[phone]["data"]["object"]["id"]
+        mine = [row for row in rows if row["sequence"] == f"dunning:{invoice}"]
+        sequence = ph.store.dunning.get(invoice)
+        assert sequence is not None
+        if invoice not in payments:
+            assert sorted(opening for to, opening in steps if to == phone) == sorted(
+                STEP_OPENINGS
+            ), phone
+            assert sequence["status"] == "open"
+            continue
+        assert sequence["status"] == "recovered"
+        for row in mine:
+            assert row["status"] in ("sent", "skipped"), row
+            if row["status"] == "sent":
+                # Taken to the provider before the payment was recorded, never after.
+                assert row["attempt_started_at"] < payments[invoice], (row, payments[invoice])
+    # Some steps of the paid invoices were still to be sent when they were paid.
+    assert any(row["status"] == "skipped" for row in rows)
+    assert ph.store.count_notifications(status="sending") == 0
+    now.engine.dispose()
     ph.engine.dispose()

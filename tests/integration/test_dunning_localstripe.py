@@ -6,9 +6,9 @@ delivers the signed ``invoice.payment_failed`` itself over HTTP. Paying the invo
 afterwards (with a good card) delivers ``invoice.payment_succeeded``. With a key, the
 invoice is read from localstripe before each step.
 
-localstripe cancels a SEPA subscription as soon as its payment fails (its
-``customer.subscription.deleted`` comes with the failure); an endpoint that listens for it
-ends the sequence as cancelled, so the endpoints here listen for the invoice's events.
+localstripe cancels a SEPA subscription as soon as its payment fails, and delivers its
+``customer.subscription.deleted`` with the failure, in either order; the endpoints here
+listen for the invoice's and the payment's events only.
 """
 
 from __future__ import annotations
