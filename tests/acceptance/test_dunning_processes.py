@@ -22,13 +22,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
+import httpx
 import pytest
 
-from payherald import FrozenClock, StripeEvent, load_settings, parse_event
+from payherald import FrozenClock, load_settings, parse_event
 from payherald.app import build
 from payherald.ingest import plan_event
-from payherald.simulate import build_renewal_failure_events
+from payherald.simulate import build_renewal_failure_events, sign_payload
 from tests.acceptance.test_cli import clean_env
+from tests.peers import free_port
 from tests.support import SECRET, TWILIO_SETTINGS, answer_json
 
 DAY = 86400
@@ -147,9 +149,10 @@ def record_failure(ph: Any, clock: FrozenClock, phone: str) -> str:
     return str(events[0]["data"]["object"]["id"])
 
 
-def start_worker(cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_worker(cwd: Path, env: dict[str, str], *command: str) -> subprocess.Popen[bytes]:
+    """``payherald worker`` (or ``command``) in ``cwd``."""
     return subprocess.Popen(
-        [sys.executable, "-m", "payherald", "worker"],
+        [sys.executable, "-m", "payherald", *(command or ("worker",))],
         cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -264,13 +267,42 @@ def slow_twilio() -> Iterator[TwilioPeer]:
     yield from serve(TwilioPeer(delay=0.05))
 
 
-def paid(failure: dict[str, Any]) -> StripeEvent:
+def paid(failure: dict[str, Any]) -> dict[str, Any]:
     """The invoice.paid of the invoice of the invoice.payment_failed ``failure``."""
     event = copy.deepcopy(failure)
     event.update(id=failure["id"] + "_paid", type="invoice.paid")
     invoice = event["data"]["object"]
     invoice.update(status="paid", amount_paid=invoice["amount_due"], amount_remaining=0)
-    return parse_event(json.dumps(event).encode())
+    return event
+
+
+@contextlib.contextmanager
+def serving(cwd: Path, env: dict[str, str]) -> Iterator[str]:
+    """`payherald serve` (webhooks only) on a free port of 127.0.0.1, until it answers
+    /healthz; its URL. Stopped after."""
+    port = free_port()
+    process = start_worker(cwd, env, "serve", "--port", str(port))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            assert process.poll() is None, "payherald serve exited"
+            assert time.monotonic() < deadline, "payherald serve did not answer in 30 s"
+            time.sleep(0.1)
+        yield url
+    finally:
+        stop(process)
+
+
+def post_as_stripe(client: httpx.Client, url: str, event: dict[str, Any]) -> None:
+    body, header = sign_payload(event, SECRET, timestamp=int(time.time()))
+    answer = client.post(
+        f"{url}/webhooks/stripe", content=body, headers={"Stripe-Signature": header}
+    )
+    assert answer.status_code == 200, answer.text
 
 
 def test_two_workers_on_postgresql_send_each_open_step_once_and_none_after_a_payment(
@@ -294,25 +326,25 @@ def test_two_workers_on_postgresql_send_each_open_step_once_and_none_after_a_pay
             ph.store.record(plan_event(ph.rules, parse_event(json.dumps(raw).encode())))
         failures[phone] = events[0]
     assert len(steps_of(ph)) == 3 * INVOICES
-    now = build(ph.settings)  # records the payments as they come, on the real clock
 
-    workers = [start_worker(tmp_path, env) for _ in range(2)]
     payments: dict[str, datetime] = {}  # invoice: when its payment was recorded
-    try:
-        wait_until(lambda: len(peer.bodies()) >= 12, lambda: summary(ph), timeout=60)
-        for phone in phones[::3]:  # every third invoice is paid while the workers send
-            event = paid(failures[phone])
-            now.store.record(plan_event(now.rules, event))
-            payments[failures[phone]["data"]["object"]["id"]] = datetime.now(UTC)
-            time.sleep(0.05)
-        wait_until(
-            lambda: settled(ph) and ph.store.jobs.counts()["pending"] == 0,
-            lambda: summary(ph),
-            timeout=90,
-        )
-    finally:
-        for worker in workers:
-            stop(worker)
+    with serving(tmp_path, env) as url, httpx.Client(timeout=30) as client:
+        workers = [start_worker(tmp_path, env) for _ in range(2)]
+        try:
+            wait_until(lambda: len(peer.bodies()) >= 12, lambda: summary(ph), timeout=60)
+            for phone in phones[::3]:  # every third invoice is paid while the workers send
+                post_as_stripe(client, url, paid(failures[phone]))
+                # Answered 200: stored.
+                payments[failures[phone]["data"]["object"]["id"]] = datetime.now(UTC)
+                time.sleep(0.05)
+            wait_until(
+                lambda: settled(ph) and ph.store.jobs.counts()["pending"] == 0,
+                lambda: summary(ph),
+                timeout=90,
+            )
+        finally:
+            for worker in workers:
+                stop(worker)
     assert all(worker.returncode == 0 for worker in workers)
 
     with peer.lock:
@@ -341,5 +373,4 @@ def test_two_workers_on_postgresql_send_each_open_step_once_and_none_after_a_pay
     # Some steps of the paid invoices were still to be sent when they were paid.
     assert any(row["status"] == "skipped" for row in rows)
     assert ph.store.count_notifications(status="sending") == 0
-    now.engine.dispose()
     ph.engine.dispose()
