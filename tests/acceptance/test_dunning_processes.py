@@ -205,12 +205,13 @@ def held_reminder() -> Iterator[TwilioPeer]:
 
 
 def test_a_worker_killed_holding_a_step_at_twilio_sends_each_step_once(
-    tmp_path: Path, held_reminder: TwilioPeer
+    tmp_path: Path, database_url: str, held_reminder: TwilioPeer
 ) -> None:
+    """On a SQLite file, and on PostgreSQL."""
     peer = held_reminder
     env = worker_env(
         tmp_path,
-        f"sqlite:///{tmp_path / 'p.db'}",
+        database_url,
         peer,
         PAYHERALD_WORKER_CONCURRENCY="1",
     )
