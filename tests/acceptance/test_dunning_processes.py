@@ -374,4 +374,6 @@ def test_two_workers_on_postgresql_send_each_open_step_once_and_none_after_a_pay
     # Some steps of the paid invoices were still to be sent when they were paid.
     assert any(row["status"] == "skipped" for row in rows)
     assert ph.store.count_notifications(status="sending") == 0
+    jobs = ph.store.jobs.counts()
+    assert (jobs["pending"], jobs["running"], jobs["failed"]) == (0, 0, 0), jobs
     ph.engine.dispose()
