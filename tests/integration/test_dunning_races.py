@@ -1,6 +1,8 @@
-"""An invoice's failure and its payment recorded at the same instant, on PostgreSQL, by two
-threads on two connections (two deliveries handled at once): whichever commits first, no
-sequence is left open after the payment, and no step of it is left to be sent."""
+"""Dunning's races. An invoice's failure and its payment recorded at the same instant, on
+PostgreSQL, by two threads on two connections (two deliveries handled at once): whichever
+commits first, no sequence is left open after the payment, and no step of it is left to
+be sent. A step a worker holds when its invoice is paid: its job goes with the worker's
+next claim, not a lease later."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import pytest
 from payherald import StripeEvent, parse_event
 from payherald.ingest import plan_event
 from payherald.simulate import build_renewal_failure_events
+from payherald.store.outbox import job_key
+from payherald.store.transitions import Outcome
 from tests.support import build_for_tests
 
 ROUNDS = 25
@@ -81,3 +85,28 @@ def test_a_failure_and_its_payment_recorded_at_once_leave_no_sequence_open(ph: A
     ph.worker.run_until_idle()
     texts = [row for row in ph.store.list_notifications(limit=1000) if row["sequence"]]
     assert all(row["status"] == "skipped" for row in texts)
+
+
+@pytest.mark.parametrize("refused", ["mark_sending", "settle"])
+def test_the_job_of_a_held_step_whose_invoice_was_paid_goes_with_the_next_claim(
+    database_url: str, refused: str
+) -> None:
+    """The payment skips the step a worker holds; the worker's next transition of it (the
+    send, or the skip it composed) is refused, and its job is deleted like those of the
+    notifications it finished, not left running until the lease runs out."""
+    ph = build_for_tests(database_url)
+    failed, paid = failure_and_payment(ph, 0)
+    ph.store.record(plan_event(ph.rules, failed))
+    queue = ph.store.queue
+    (step,) = [held for held in queue.claim(worker_id="w", limit=5, lease=600) if held.sequence]
+    ph.store.record(plan_event(ph.rules, paid))
+    if refused == "mark_sending":
+        moved = queue.mark_sending(step, to="+14155550100", body="Hi", channel="sms", lease=600)
+    else:
+        moved = queue.settle(step, Outcome.SKIPPED, error="The dunning sequence has ended.")
+    assert not moved
+    queue.discard_finished()  # what a worker that stops does; its next claim does it too
+    assert ph.store.jobs.get(job_key(step.id)) is None
+    (row,) = [row for row in ph.store.list_notifications() if row["id"] == step.id]
+    assert row["status"] == "skipped"
+    ph.engine.dispose()
