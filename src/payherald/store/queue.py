@@ -300,10 +300,24 @@ class WorkQueue:
                 # The job before the notification, in the order of a claim or an expiry.
                 self._jobs.lock_in(connection, job_key(held.id))
             if not connection.execute(statement, parameters).rowcount:
+                if self._finished_meanwhile(connection, held):
+                    self._finished.append((job_key(held.id), held.claim))
                 return False
             if job is not None:
                 job(connection)
             return True
+
+    def _finished_meanwhile(self, connection: Connection, held: ClaimedNotification) -> bool:
+        """Whether ``held`` was finished under its claim by someone else (the end of its
+        dunning sequence skips the steps a worker holds): its job then goes with the
+        worker's next claim, like those of the notifications it finished, rather than
+        staying held until its lease runs out."""
+        row = connection.execute(
+            select(notifications.c.status, notifications.c.claimed_by).where(
+                notifications.c.id == held.id
+            )
+        ).first()
+        return row is not None and row.status in TERMINAL and row.claimed_by == held.claim
 
     def mark_sending(
         self,
