@@ -224,6 +224,26 @@ def test_a_cancelled_subscription_ends_the_sequence_of_its_invoice(keyless: Stri
     assert len(keyless.texts()) == 2
 
 
+def test_a_subscription_cancelled_before_its_invoice_failed_starts_no_sequence(
+    keyless: Stripe,
+) -> None:
+    """A subscription cancelled at its first failure (localstripe sends its deletion first)."""
+    events = failure(keyless)
+    invoice = events[0]["data"]["object"]
+    subscription = invoice["parent"]["subscription_details"]["subscription"]
+    deleted = build_event("customer.subscription.deleted", now=keyless.clock.now(), livemode=True)
+    deleted["data"]["object"]["id"] = subscription
+    keyless.send(deleted)
+    for event in events:
+        keyless.send(event)
+    keyless.later(8 * DAY)
+    assert keyless.texts() == []
+    sequence = keyless.ph.store.dunning.get(invoice["id"])
+    assert sequence is not None
+    assert (sequence["status"], sequence["end_reason"]) == ("ended", "subscription_cancelled")
+    assert keyless.ph.store.dunning.sequences() == []  # none was started
+
+
 def test_repeated_deliveries_and_stripes_retries_make_one_sequence(keyless: Stripe) -> None:
     """50 deliveries of the failure and 3 of Stripe's retry attempts of the invoice (new
     events, a higher attempt_count): one text a step."""

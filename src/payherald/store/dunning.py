@@ -54,7 +54,24 @@ class Dunning:
     def _start_in(self, connection: Connection, start: DunningStart, now: datetime) -> bool:
         """Start ``start``'s sequence unless its invoice has one; whether its steps are to
         be queued: it is open and this failure started it (a later failure of the same
-        invoice, Stripe's retry, queues nothing, even once the steps were pruned)."""
+        invoice, Stripe's retry, queues nothing, even once the steps were pruned), and its
+        subscription was not cancelled before (its failure can come after)."""
+        if (
+            start.subscription is not None
+            and connection.execute(
+                select(dunning.c.invoice_id).where(
+                    dunning.c.invoice_id == _cancelled_key(start.subscription)
+                )
+            ).first()
+        ):
+            self._end_in(
+                connection,
+                DunningEnd(
+                    "subscription_cancelled", invoice=start.invoice, livemode=start.livemode
+                ),
+                now,
+            )
+            return False
         connection.execute(
             self._db.insert(dunning)
             .values(
@@ -100,6 +117,20 @@ class Dunning:
             )
             which = dunning.c.invoice_id == end.invoice
         else:
+            # A failure of the subscription's that comes after starts nothing (_start_in).
+            connection.execute(
+                self._db.insert(dunning)
+                .values(
+                    invoice_id=_cancelled_key(str(end.subscription)),
+                    status=DunningStatus.ENDED,
+                    livemode=end.livemode,
+                    subscription_id=end.subscription,
+                    ended_at=now,
+                    end_reason=end.reason,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=[dunning.c.invoice_id])
+            )
             which = dunning.c.subscription_id == end.subscription
         query = select(dunning.c.invoice_id).where(which, dunning.c.status == DunningStatus.OPEN)
         if self._db.postgres:
@@ -322,3 +353,8 @@ class Dunning:
                 .first()
             )
         return dict(row) if row is not None else None
+
+
+def _cancelled_key(subscription: str) -> str:
+    """The row that says ``subscription`` was cancelled (no invoice has such an id)."""
+    return f"cancelled:{subscription}"

@@ -138,7 +138,8 @@ notifications = Table(
 # One dunning sequence an invoice: started by its first failed payment, ended by its payment
 # (recovered), or by its voiding, deletion, being marked uncollectible, its subscription's
 # cancellation, or an operator. An invoice that ended before its failure was seen (the
-# events came out of order) has a row with no started_at, so that no sequence starts.
+# events came out of order) has a row with no started_at, so that no sequence starts; so
+# has a cancelled subscription, under invoice_id "cancelled:<subscription id>".
 dunning = Table(
     "dunning",
     metadata,
