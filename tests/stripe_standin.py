@@ -43,6 +43,7 @@ class StripeStandIn:
         self.invoice_payments: list[dict[str, Any]] = []
         self.requests: list[str] = []
         self.fail_next = 0  # answer this many requests 500 first
+        self.portal_configured = True  # False: no default portal configuration, as Stripe
         # Idempotency key: (the form posted, the session made).
         self.portal_sessions: dict[str, tuple[dict[str, str], dict[str, Any]]] = {}
         self.expand_payment_methods = True
@@ -104,6 +105,12 @@ class StripeStandIn:
             self.requests.append(f"POST {path}")
             if path != "/v1/billing_portal/sessions":
                 return 404, _error("invalid_request_error", f"Unrecognized request URL ({path}).")
+            if not self.portal_configured:
+                return 400, _error(
+                    "invalid_request_error",
+                    "No configuration provided and your live mode default configuration has "
+                    "not been created.",
+                )
             if key in self.portal_sessions:
                 return 200, self.portal_sessions[key][1]  # the same answer, as Stripe gives
             number = len(self.portal_sessions) + 1

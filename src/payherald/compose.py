@@ -11,6 +11,7 @@ recipient's local window, is deferred (``NotificationDeferred``) to when the win
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -204,12 +205,7 @@ class Composer:
         if rule.first_payment_only:
             self._check_first_payment(event, variables["customer_id"])
         if "portal_url" in self._uses(rule) and variables["customer_id"] and self._lookups:
-            # One session per message and customer, whatever retries it.
-            variables["portal_url"] = self._lookups.portal_url(
-                variables["customer_id"],
-                key=f"payherald-portal-{notification.id}-{variables['customer_id']}",
-                return_url=self._context.portal_return_url,
-            )
+            variables["portal_url"] = self._portal_url(notification, variables, notes)
         body = self._render(rule, variables, notes, channel)
         return Composed(
             to=to,
@@ -219,6 +215,23 @@ class Composer:
             notes="; ".join(notes) or None,
             addresses=addresses,
         )
+
+    def _portal_url(
+        self, notification: ClaimedNotification, variables: Mapping[str, Any], notes: list[str]
+    ) -> str:
+        """A billing portal session's link for the message's customer, one per message
+        whatever retries it (the idempotency key is the message's own); the invoice's page
+        (``fix_url``) when Stripe makes none."""
+        assert self._lookups is not None
+        customer = str(variables["customer_id"])
+        cause = hashlib.sha256(f"{notification.key}|{customer}".encode()).hexdigest()[:40]
+        url = self._lookups.portal_url(
+            customer, key=f"payherald-portal-{cause}", return_url=self._context.portal_return_url
+        )
+        if url is None:
+            notes.append("portal_url: Stripe made no billing portal session; fix_url instead")
+            return str(variables["fix_url"])
+        return url
 
     def _followed_charge(self, event: StripeEvent) -> Mapping[str, Any] | None:
         """The charge a refund, dispute or review is about, when the object names no

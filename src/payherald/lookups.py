@@ -23,12 +23,15 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import stripe
+import structlog
 
 from payherald.cache import TtlCache
 from payherald.exceptions import TransientDeliveryError
 from payherald.stripe_objects import StripeObject, read_object
 
 __all__ = ["InMemoryStripeLookups", "StripeApiLookups", "StripeLookups"]
+
+_log = structlog.get_logger("payherald.lookups")
 
 RETRIEVABLE = ("invoice", "payment_intent", "charge", "price", "subscription")
 # What does not change once made, and so may be cached: a charge's customer and billing
@@ -50,9 +53,10 @@ class StripeLookups(Protocol):
         has no such object."""
         ...
 
-    def portal_url(self, customer: str, *, key: str, return_url: str | None) -> str:
+    def portal_url(self, customer: str, *, key: str, return_url: str | None) -> str | None:
         """The link of a billing portal session for ``customer``, made once per ``key``
-        (its idempotency key)."""
+        (its idempotency key); None when Stripe refuses to make one (no portal is set up
+        in this mode, the customer is gone), which asking again would not change."""
         ...
 
 
@@ -96,20 +100,28 @@ class StripeApiLookups:
             return self._cache.get_or_fetch(object_id, lambda: self._retrieve(kind, object_id))
         return self._retrieve(kind, object_id)
 
-    def portal_url(self, customer: str, *, key: str, return_url: str | None) -> str:
+    def portal_url(self, customer: str, *, key: str, return_url: str | None) -> str | None:
         params: dict[str, Any] = {
             "customer": customer,
             "after_expiration": {"type": "customer_login"},
         }
         if return_url:
             params["return_url"] = return_url
-        session = self._ask(
-            f"a billing portal session for {customer}",
-            lambda: self._client.v1.billing_portal.sessions.create(
+        what = f"a billing portal session for {customer}"
+        try:
+            session = self._client.v1.billing_portal.sessions.create(
                 params=params,  # type: ignore[arg-type]
                 options={"idempotency_key": key},
-            ),
-        )
+            )
+        except stripe.InvalidRequestError as exc:  # 400 or 404: it will not work later either
+            _log.warning(
+                "portal_session_refused",
+                customer=customer,
+                reason=exc.user_message or str(exc),
+            )
+            return None
+        except stripe.StripeError as exc:
+            raise _transient(what, exc) from exc
         return str(session.url)
 
     def _retrieve(self, kind: str, object_id: str) -> Mapping[str, Any] | None:
@@ -194,6 +206,6 @@ class InMemoryStripeLookups:
         found = self._objects.get(object_id)
         return found if found is not None and found.get("object") == kind else None
 
-    def portal_url(self, customer: str, *, key: str, return_url: str | None) -> str:
+    def portal_url(self, customer: str, *, key: str, return_url: str | None) -> str | None:
         self.calls.append(("portal", key))
         return f"https://billing.stripe.com/p/session/test_{key}"

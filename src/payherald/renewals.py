@@ -85,6 +85,10 @@ class RenewalSettings:
     enabled: bool = True
 
 
+# What a reminder was sent is known from its event, kept at least 30 days (retention).
+_MOST_DAYS = 30
+
+
 def read_renewals(
     value: Any, problem: Callable[[tuple[str, ...], str | None, str], None]
 ) -> RenewalSettings:
@@ -101,12 +105,17 @@ def read_renewals(
     if not (
         isinstance(days, list)
         and days
-        and all(isinstance(day, int) and not isinstance(day, bool) and day > 0 for day in days)
+        and all(
+            isinstance(day, int) and not isinstance(day, bool) and 0 < day <= _MOST_DAYS
+            for day in days
+        )
     ):
         problem(
             where,
             "days",
-            "must be a list of whole days before the renewal, each 1 or more, like [7, 3, 1].",
+            f"must be a list of whole days before the renewal, each from 1 to {_MOST_DAYS}, "
+            "like [7, 3, 1] (a reminder is known to be sent for as long as the events are "
+            "kept, 30 days at least).",
         )
     else:
         settings = RenewalSettings(days=tuple(sorted(set(days), reverse=True)))

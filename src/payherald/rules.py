@@ -35,6 +35,7 @@ __all__ = [
     "LINKED_SUBJECTS",
     "LINKING_EVENT",
     "RENEWAL",
+    "RENEWAL_RULES",
     "PlannedNotification",
     "Rule",
     "RuleBook",
@@ -49,6 +50,9 @@ LINKING_EVENT = "invoice_payment.paid"
 LINKED_SUBJECTS = frozenset({"payment", "failed_attempt", "refund"})
 # The subject of renewal reminders, one message per subscription, renewal and offset.
 RENEWAL = "renewal"
+# The built-in reminders of a renewal: variants of one message, whichever is queued first
+# tells it (a rule of one's own with subject renewal is a message of its own).
+RENEWAL_RULES = frozenset({"renewal_reminder", "renewal_card_expiring", "trial_ending"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +92,8 @@ class PlannedNotification:
 
     def key(self, canonical: str) -> str:
         suffix = f":{self.channel}:{self.to}" if self.to else ""
-        # The rules of a renewal (the reminder, its card variant, the trial's end) are
-        # variants of one message: whichever is queued first tells it (see ``renewals``).
-        head = RENEWAL if self.subject_kind == RENEWAL else self.rule
+        # See RENEWAL_RULES, and ``renewals``.
+        head = RENEWAL if self.subject_kind == RENEWAL and self.rule in RENEWAL_RULES else self.rule
         return f"{head}:{canonical}{suffix}"
 
 

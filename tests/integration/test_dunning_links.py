@@ -75,3 +75,19 @@ def test_each_step_links_to_its_own_portal_session_made_once(
     portal.later(3 * DAY)
     assert portal.sms.delivered[-1].body.endswith("https://billing.stripe.com/p/session/test_2")
     assert len(standin.portal_sessions) == 2  # the reminder has its own
+
+
+def test_without_a_portal_in_stripe_the_step_links_to_the_invoice_page(
+    portal: Stripe, standin: StripeStandIn
+) -> None:
+    standin.portal_configured = False
+    invoice, _ = fail_as_stripe_knows(portal, standin)
+    portal.later(3600)
+    (sent,) = portal.sms.delivered
+    assert sent.body.endswith(invoice["hosted_invoice_url"])
+    (step,) = [
+        row
+        for row in portal.ph.store.list_notifications(limit=100)
+        if row["rule"] == "invoice_payment_failed"
+    ]
+    assert "Stripe made no billing portal session" in step["notes"]

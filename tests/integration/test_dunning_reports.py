@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from tests.acceptance.test_cli import cli
-from tests.integration.test_dunning import DAY, PHONE, Stripe, about, fail, keyless
+from tests.integration.test_dunning import (
+    DAY,
+    GRACE,
+    PHONE,
+    Stripe,
+    about,
+    fail,
+    failure,
+    keyless,
+)
 
 __all__ = ["keyless"]  # the fixture, used by name
 
@@ -47,6 +56,8 @@ def test_recovered_revenue_goes_to_the_last_step_told_before_the_payment(
         for rule in ("dunning_reminder", "invoice_payment_failed")
     ]
     assert report["sequences"] == {"started": 4, "open": 1, "recovered": 2, "ended": 1}
+    test_mode = keyless.ph.store.dunning.recovery(start, livemode=False)  # the events are live
+    assert (test_mode["by_step"], test_mode["sequences"]["started"]) == ([], 0)
     # Since the first invoice was paid, only the second counts as recovered.
     later = keyless.ph.store.dunning.recovery(paid_second_at - timedelta(seconds=1))
     assert [row["rule"] for row in later["by_step"]] == ["dunning_reminder"]
@@ -126,3 +137,18 @@ def test_the_commands_list_stop_and_report(keyless: Stripe, tmp_path: Path) -> N
     refused = cli(tmp_path, "report", "recovery", "--since", "last week", **env)
     assert refused.returncode == 2
     assert "--since 'last week' is neither a duration" in refused.stderr
+
+
+def test_stopping_an_invoice_with_no_sequence_keeps_none_from_starting(
+    keyless: Stripe, tmp_path: Path
+) -> None:
+    """A mistyped invoice id given to `dunning stop` changes nothing."""
+    events = failure(keyless)
+    invoice = events[0]["data"]["object"]["id"]
+    env = {"PAYHERALD_DATABASE_URL": keyless.ph.settings.database_url}
+    assert cli(tmp_path, "dunning", "stop", invoice, **env).returncode == 2
+    for event in events:
+        keyless.send(event)
+    keyless.later(GRACE + 1)
+    assert keyless.steps()["invoice_payment_failed"] == "sent"
+    assert [row["status"] for row in keyless.ph.store.dunning.sequences()] == ["open"]

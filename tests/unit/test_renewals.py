@@ -48,6 +48,11 @@ def test_days_and_enabled_are_read(tmp_path: Path) -> None:
         ("[renewals]\ndays = []\n", 2, "renewals.days: must be a list of whole days"),
         ("[renewals]\ndays = 7\n", 2, "renewals.days: must be a list of whole days"),
         ("[renewals]\ndays = [1.5]\n", 2, "renewals.days: must be a list of whole days"),
+        (
+            "[renewals]\ndays = [45, 7]\n",
+            2,
+            "renewals.days: must be a list of whole days before the renewal, each from 1 to 30",
+        ),
         ("[renewals]\nenabled = 1\n", 2, "renewals.enabled: must be true or false"),
         ("[renewals]\nday = [7]\n", 2, "renewals.day: unknown setting; renewals can have days"),
         ("renewals = 7\n", 1, "renewals: must be a table"),

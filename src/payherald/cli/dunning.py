@@ -105,11 +105,14 @@ def dunning_stop(
 @report_app.command("recovery")
 def report_recovery(
     since: Annotated[str, typer.Option(help="How far back: 24h, 7d, 30d, or an ISO date.")] = "30d",
+    test: Annotated[
+        bool, typer.Option("--test", help="Test-mode sequences (simulated) instead of live ones.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
 ) -> None:
     """Revenue recovered by dunning: the invoices paid while their sequence was open, per
     the last step told before the payment and its channel; and how the sequences started
-    in the same time stand."""
+    in the same time stand. Live mode unless --test."""
     from payherald.clock import SystemClock, parse_instant
 
     try:
@@ -117,11 +120,12 @@ def report_recovery(
     except ValueError as exc:
         raise _fail(str(exc)) from None
     store = _store(_settings())
-    report = _guard(lambda: store.dunning.recovery(start))
+    report = _guard(lambda: store.dunning.recovery(start, livemode=not test))
     if as_json:
-        sys.stdout.write(json.dumps({"since": start.isoformat(), **report}, indent=2) + "\n")
+        summary = {"since": start.isoformat(), "livemode": not test, **report}
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         return
-    _print_recovery(start, report)
+    _print_recovery(start, report, "test" if test else "live")
 
 
 def _money(amount: int | None, currency: str | None) -> str:
@@ -130,7 +134,7 @@ def _money(amount: int | None, currency: str | None) -> str:
     return format_money(amount, currency) if amount is not None and currency else ""
 
 
-def _print_recovery(start: datetime, report: dict[str, Any]) -> None:
+def _print_recovery(start: datetime, report: dict[str, Any], mode: str) -> None:
     table = Table("step", "channel", "invoices", "recovered")
     totals: dict[str, int] = {}
     for row in report["by_step"]:
@@ -141,7 +145,7 @@ def _print_recovery(start: datetime, report: dict[str, Any]) -> None:
             _money(row["amount"], row["currency"]),
         )
         totals[row["currency"]] = totals.get(row["currency"], 0) + row["amount"]
-    out.print(f"Recovered by dunning since {start:%Y-%m-%d %H:%M} UTC:")
+    out.print(f"Recovered by dunning since {start:%Y-%m-%d %H:%M} UTC ({mode} mode):")
     if report["by_step"]:
         out.print(table)
         out.print("Total: " + ", ".join(_money(amount, cur) for cur, amount in totals.items()))

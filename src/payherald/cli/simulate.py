@@ -3,6 +3,7 @@ became of it."""
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
@@ -69,10 +70,14 @@ def simulate(
             + ", ".join(SIMULATED_EVENT_TYPES)
             + "."
         )
-    if invoice is not None and not (event_type.startswith("invoice") and invoice.startswith("in_")):
+    if invoice is not None and not (
+        event_type.startswith("invoice.")
+        and event_type != "invoice.upcoming"  # an upcoming invoice has no id yet
+        and re.fullmatch(r"in_[A-Za-z0-9]+", invoice)
+    ):
         raise _fail(
-            "--invoice takes an invoice id (in_...), with an invoice event such as "
-            "invoice.paid or invoice.payment_failed."
+            "--invoice takes an invoice id (in_ and letters and digits), with an invoice "
+            "event such as invoice.paid or invoice.payment_failed."
         )
     version = api_version or NEWEST_SUPPORTED
     if api_version is not None and (reason := unsupported_reason(api_version)):

@@ -56,6 +56,7 @@ _TYPES = (
 FIGURE_EVENTS = frozenset({*_TYPES, "invoice_payment.paid"})
 # A payment's events come within minutes of each other: looking back this far tells a
 # payment first reported the day before (counted then) from one of this day.
+_CLOCK_SKEW = timedelta(hours=1)
 _LOOKBACK = timedelta(days=1)
 # Aliases asked for in one statement (SQLite's default limit of bound values is far above).
 _ALIAS_BATCH = 500
@@ -204,11 +205,13 @@ class Digests:
             events.c.status != "unsupported",
             when >= since,
             when < until,
+            # An event is received after Stripe made it (give or take the clocks): a bound
+            # the index on received_at can take, so that a day reads a day's rows.
+            events.c.received_at >= since - _CLOCK_SKEW,
         )
         with self._db.read() as connection:
-            rows = connection.execute(query).all()
-        for payload, at in rows:
-            yield parse_event(str(payload).encode()), at
+            for payload, at in connection.execute(query.execution_options(yield_per=500)):
+                yield parse_event(str(payload).encode()), at
 
     def _payments(self, items: list[tuple[StripeEvent, datetime]]) -> dict[str, _Seen]:
         """Each payment of ``items`` (in time order) once, by the root of its identifiers."""

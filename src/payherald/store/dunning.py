@@ -96,11 +96,20 @@ class Dunning:
         return bool(row.status == DunningStatus.OPEN and row.event_id == start.event_id)
 
     def _end_in(
-        self, connection: Connection, end: DunningEnd, now: datetime, *, held: int | None = None
+        self,
+        connection: Connection,
+        end: DunningEnd,
+        now: datetime,
+        *,
+        held: int | None = None,
+        mark: bool = True,
     ) -> int:
-        """End the open sequences ``end`` is about; an invoice with none gets a row that
-        keeps one from starting (its failure may come after). Returns how many ended."""
-        if end.invoice is not None:
+        """End the open sequences ``end`` is about; with ``mark`` (an event's end), an
+        invoice with none gets a row that keeps one from starting (its failure may come
+        after). Returns how many ended."""
+        if end.invoice is not None and not mark:
+            which = dunning.c.invoice_id == end.invoice
+        elif end.invoice is not None:
             # First, so that on PostgreSQL a failure being recorded at the same time is
             # waited for: then the SELECT below sees its sequence, or it sees this row.
             connection.execute(
@@ -218,11 +227,13 @@ class Dunning:
     ) -> bool:
         """End ``invoice``'s sequence for ``reason`` (a key of ``REASONS``: what Stripe
         said before a step, or ``stopped``), but for the step ``held``, whose worker
-        records its own outcome; False when it was not open."""
+        records its own outcome; False when it was not open. An invoice with no sequence
+        is left as it is: a mistyped id must not keep a real failure's sequence from
+        starting."""
         now = self._clock.now()
         end = DunningEnd(reason, invoice=invoice, amount_paid=amount_paid)
         with self._db.transaction() as connection:
-            return bool(self._end_in(connection, end, now, held=held))
+            return bool(self._end_in(connection, end, now, held=held, mark=False))
 
     def is_open(self, sequence: str) -> bool:
         """Whether the sequence ``sequence`` (``sequence_key``) is open: started, or with
@@ -277,12 +288,12 @@ class Dunning:
             )
         return rows
 
-    def recovery(self, since: datetime) -> dict[str, Any]:
-        """What the sequences recovered since ``since``: ``by_step``, the invoices paid
-        while their sequence was open, per last step told, channel and currency (a rule of
-        None: paid before any step was told), with their count and amount; and
-        ``sequences``, how the sequences started since then stand (started, open,
-        recovered, ended)."""
+    def recovery(self, since: datetime, *, livemode: bool = True) -> dict[str, Any]:
+        """What the sequences of ``livemode`` recovered since ``since``: ``by_step``, the
+        invoices paid while their sequence was open, per last step told, channel and
+        currency (a rule of None: paid before any step was told), with their count and
+        amount; and ``sequences``, how the sequences started since then stand (started,
+        open, recovered, ended)."""
         amount = func.coalesce(dunning.c.recovered_amount, dunning.c.amount)
         by_step = (
             select(
@@ -292,13 +303,17 @@ class Dunning:
                 func.count().label("invoices"),
                 func.coalesce(func.sum(amount), 0).label("amount"),
             )
-            .where(dunning.c.status == DunningStatus.RECOVERED, dunning.c.ended_at >= since)
+            .where(
+                dunning.c.livemode == livemode,
+                dunning.c.status == DunningStatus.RECOVERED,
+                dunning.c.ended_at >= since,
+            )
             .group_by(dunning.c.recovered_rule, dunning.c.recovered_channel, dunning.c.currency)
             .order_by(dunning.c.currency, func.sum(amount).desc(), dunning.c.recovered_rule)
         )
         standing = (
             select(dunning.c.status, func.count())
-            .where(dunning.c.started_at >= since)
+            .where(dunning.c.livemode == livemode, dunning.c.started_at >= since)
             .group_by(dunning.c.status)
         )
         with self._db.read() as connection:
