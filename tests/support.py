@@ -85,6 +85,28 @@ class LiveServer:
         self._thread.join(10)
 
 
+DUNNING_STEPS = ("invoice_payment_failed", "dunning_reminder", "dunning_final")
+
+
+def move_clock(ph: Any, clock: Any, seconds: float) -> None:
+    """``seconds`` later on ``clock``, in hourly steps, ``ph``'s worker doing what falls due
+    on the way."""
+    while seconds > 0:
+        step = min(seconds, 3600)
+        clock.advance(step)
+        ph.worker.run_until_idle()
+        seconds -= step
+
+
+def dunning_steps(ph: Any) -> dict[str, str]:
+    """Each dunning step's notification (the last of each rule): its status."""
+    return {
+        row["rule"]: row["status"]
+        for row in ph.store.list_notifications(limit=1000)
+        if row["rule"] in DUNNING_STEPS
+    }
+
+
 class StripeOnLoopback:
     """payherald served on loopback (``server``), posted events as Stripe posts them."""
 

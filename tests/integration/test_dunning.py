@@ -21,12 +21,19 @@ from payherald.simulate import build_event, build_renewal_failure_events
 from payherald.store.schema import notifications
 from payherald.testing import ScriptedChannel
 from tests.stripe_standin import StripeStandIn, open_invoice_payment, stripe_standin
-from tests.support import LiveServer, StripeOnLoopback, build_for_tests
+from tests.support import (
+    DUNNING_STEPS,
+    LiveServer,
+    StripeOnLoopback,
+    build_for_tests,
+    dunning_steps,
+    move_clock,
+)
 
 PHONE = "+14155550123"
 DAY = 86400
 GRACE = 60  # PAYHERALD_LINK_GRACE_SECONDS' default
-STEPS = ["invoice_payment_failed", "dunning_reminder", "dunning_final"]
+STEPS = list(DUNNING_STEPS)
 _ids = itertools.count(1)
 
 
@@ -35,19 +42,11 @@ class Stripe(StripeOnLoopback):
 
     def later(self, seconds: float) -> None:
         """``seconds`` later, in hourly steps, the worker doing what falls due on the way."""
-        while seconds > 0:
-            step = min(seconds, 3600)
-            self.clock.advance(step)
-            self.ph.worker.run_until_idle()
-            seconds -= step
+        move_clock(self.ph, self.clock, seconds)
 
     def steps(self) -> dict[str, str]:
         """Each dunning step's notification: its status."""
-        return {
-            row["rule"]: row["status"]
-            for row in self.ph.store.list_notifications(limit=1000)
-            if row["rule"] in STEPS
-        }
+        return dunning_steps(self.ph)
 
     def texts(self) -> list[str]:
         """The failure and dunning texts sent (not the confirmation of a payment, say)."""

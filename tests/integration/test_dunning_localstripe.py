@@ -22,12 +22,19 @@ import pytest
 
 from payherald import ConsoleChannel, FrozenClock
 from tests import peers
-from tests.support import SECRET, LiveServer, build_for_tests
+from tests.support import (
+    DUNNING_STEPS,
+    SECRET,
+    LiveServer,
+    build_for_tests,
+    dunning_steps,
+    move_clock,
+)
 
 DAY = 86400
 FAILING_IBAN = "DE62370400440532013001"  # localstripe's: a SEPA debit that fails
 EMAIL = "ada@example.com"
-STEPS = ("invoice_payment_failed", "dunning_reminder", "dunning_final")
+STEPS = DUNNING_STEPS
 
 
 class Dunning:
@@ -49,18 +56,11 @@ class Dunning:
 
     def later(self, seconds: float) -> None:
         """``seconds`` later, in hourly steps, the worker doing what falls due on the way."""
-        while seconds > 0:
-            step = min(seconds, 3600)
-            self.clock.advance(step)
-            self.ph.worker.run_until_idle()
-            seconds -= step
+        move_clock(self.ph, self.clock, seconds)
 
     def steps(self) -> dict[str, str]:
-        return {
-            row["rule"]: row["status"]
-            for row in self.ph.store.list_notifications(limit=1000)
-            if row["rule"] in STEPS
-        }
+        """Each dunning step's notification: its status."""
+        return dunning_steps(self.ph)
 
     def summary(self) -> list[tuple[Any, ...]]:
         rows = self.ph.store.list_notifications(limit=1000)
