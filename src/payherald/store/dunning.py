@@ -107,30 +107,19 @@ class Dunning:
         """End the open sequences ``end`` is about; with ``mark`` (an event's end), an
         invoice with none gets a row that keeps one from starting (its failure may come
         after). Returns how many ended."""
-        if end.invoice is not None and not mark:
-            which = dunning.c.invoice_id == end.invoice
-        elif end.invoice is not None:
+        if end.invoice is not None:
+            which, marker = dunning.c.invoice_id == end.invoice, end.invoice
+        else:
+            # A failure of the subscription's that comes after starts nothing (_start_in).
+            which = dunning.c.subscription_id == end.subscription
+            marker = _cancelled_key(str(end.subscription))
+        if mark:
             # First, so that on PostgreSQL a failure being recorded at the same time is
             # waited for: then the SELECT below sees its sequence, or it sees this row.
             connection.execute(
                 self._db.insert(dunning)
                 .values(
-                    invoice_id=end.invoice,
-                    status=DunningStatus.ENDED,
-                    livemode=end.livemode,
-                    ended_at=now,
-                    end_reason=end.reason,
-                    updated_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=[dunning.c.invoice_id])
-            )
-            which = dunning.c.invoice_id == end.invoice
-        else:
-            # A failure of the subscription's that comes after starts nothing (_start_in).
-            connection.execute(
-                self._db.insert(dunning)
-                .values(
-                    invoice_id=_cancelled_key(str(end.subscription)),
+                    invoice_id=marker,
                     status=DunningStatus.ENDED,
                     livemode=end.livemode,
                     subscription_id=end.subscription,
@@ -140,7 +129,6 @@ class Dunning:
                 )
                 .on_conflict_do_nothing(index_elements=[dunning.c.invoice_id])
             )
-            which = dunning.c.subscription_id == end.subscription
         query = select(dunning.c.invoice_id).where(which, dunning.c.status == DunningStatus.OPEN)
         if self._db.postgres:
             query = query.with_for_update()
