@@ -25,6 +25,7 @@ from payherald.compose import Composer
 from payherald.config import Config, load_config
 from payherald.consent import upgrade_legacy_opt_outs
 from payherald.digest import DailyDigest, DigestSchedule
+from payherald.fraud import FraudChecks
 from payherald.jobs import JobRunner
 from payherald.lookups import StripeApiLookups, StripeLookups
 from payherald.metrics import Metrics
@@ -313,6 +314,7 @@ def build(
         metadata_keys=config.phone_metadata_keys,
         quiet_hours=quiet_hours or config.quiet_hours,
         clock=clock,
+        question_wait=config.fraud.wait,
     )
     # One name for this process's claims, on notifications and on jobs alike.
     worker_id = worker_name()
@@ -337,6 +339,9 @@ def build(
     )
     if write_back is not None:
         write_back.register(job_runner)
+    FraudChecks(
+        store=store, rules=rules, client=client, settings=config.fraud, clock=clock
+    ).register(job_runner)
     worker = Worker(
         store=store,
         sender=sender,
@@ -358,6 +363,8 @@ def build(
         public_url=settings.public_url,
         business_name=settings.business_name,
         help_text=settings.help_text,
+        locale=settings.locale,
+        on_no=config.fraud.on_no,
         write_back=write_back is not None,
         default_region=settings.default_region,
         metrics=metrics,

@@ -1,7 +1,8 @@
 """The built-in rules: the catalogue that runs when the rules file changes nothing.
 
-Confirmations, failed payments and dunning, refunds, disputes, subscription changes and
-renewal reminders (see ``renewals``), a welcome and high-value alerts; a team's rules send
+Confirmations, failed payments and dunning, refunds, disputes, the fraud check (see
+``fraud``), subscription changes and renewal reminders (see ``renewals``), a welcome and
+high-value alerts; a team's rules send
 only to a team the rules file defines, and ``dispute_customer`` is off. ``payherald.toml``
 changes any field of one by its name, turns it off, or adds rules (see ``config``); what a
 rule is, and how an event is matched to rules, is in ``rules``.
@@ -144,6 +145,47 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         template=_PREFIX
         + "We received a dispute from your bank for {{ amount | money(currency) }}."
         " Reply or contact us if this was a mistake.",
+    ),
+    # The fraud check (see fraud): the customer's YES approves the review, NO refunds.
+    Rule(
+        name="fraud_check",
+        description="Customer: Stripe suspects a payment; YES approves it, NO refunds it.",
+        events=frozenset({"radar.early_fraud_warning.created", "review.opened"}),
+        # A warning that can no longer be acted on (refunded or disputed already) asks
+        # nothing.
+        when="event_type != 'radar.early_fraud_warning.created' or object.actionable",
+        channels=("sms", "whatsapp"),  # a reply has to come back
+        subject="payment",  # a review and a warning about one payment ask once
+        quiet_hours_exempt=True,  # about a payment made just now, and the answer is urgent
+        template=_PREFIX + "Did you make a payment of {{ amount | money(currency) }}"
+        "{% if merchant %} to {{ merchant }}{% endif %}? Reply YES if you made this payment, "
+        "NO if not.",
+        fallback=_PREFIX + "Did you make a recent payment{% if merchant %} to {{ merchant }}"
+        "{% endif %}? Reply YES if you made this payment, NO if not.",
+    ),
+    Rule(
+        name="fraud_reported",
+        description="Finance: a customer said NO to the fraud check.",
+        events=frozenset(),  # sent by the fraud check's answer (see fraud)
+        to="team:finance",
+        channels=("sms", "slack", "email"),
+        template="Fraud reported: the customer says they did not make the payment of "
+        "{{ amount | money(currency) }} ({{ object.payment_intent or object.charge }}). "
+        "{{ object.outcome }}",
+        fallback="Fraud reported on {{ object.payment_intent or object.charge }}. "
+        "{{ object.outcome }}",
+    ),
+    Rule(
+        name="fraud_unanswered",
+        description="Finance: a customer did not answer the fraud check in time.",
+        events=frozenset(),  # sent by the fraud check's timeout (see fraud)
+        to="team:finance",
+        channels=("sms", "slack", "email"),
+        template="Fraud check unanswered: {{ amount | money(currency) }} "
+        "({{ object.payment_intent or object.charge }}). {{ object.outcome }} Look at it in "
+        "the Stripe dashboard.",
+        fallback="Fraud check unanswered on {{ object.payment_intent or object.charge }}. "
+        "{{ object.outcome }} Look at it in the Stripe dashboard.",
     ),
     Rule(
         name="subscription_cancelled",

@@ -27,11 +27,13 @@ from payherald.channels.slack import escape_mrkdwn
 from payherald.clock import Clock
 from payherald.digest import digest_variables
 from payherald.exceptions import RecipientNotFound, RenderError, TransientDeliveryError
+from payherald.fraud import FRAUD_RULE, FraudSettings, question_for
 from payherald.lookups import StripeLookups
 from payherald.quiet_hours import QuietHours
 from payherald.recipients import CustomerDirectory, resolve_email, resolve_phone
 from payherald.rules import Rule, RuleBook
 from payherald.store import ClaimedNotification
+from payherald.store.questions import Question
 from payherald.stripe_objects import read_object
 from payherald.subjects import payment_aliases
 from payherald.variables import MessageContext, message_context
@@ -97,6 +99,8 @@ class Composed:
     # opt-out of any one of them stops the message, whichever channel carries it: the
     # worker checks them in the statement that commits the send.
     addresses: tuple[str, ...] = ()
+    # The question the message asks (the fraud check), opened as it is sent.
+    question: Question | None = None
 
 
 class Composer:
@@ -113,6 +117,7 @@ class Composer:
         metadata_keys: tuple[str, ...] = ("phone",),
         quiet_hours: QuietHours,
         clock: Clock,
+        question_wait: float = FraudSettings().wait,
     ) -> None:
         self._rules = rules
         self._router = router
@@ -124,6 +129,8 @@ class Composer:
         self._metadata_keys = metadata_keys
         self._quiet_hours = quiet_hours
         self._clock = clock
+        # How long a customer has to answer a question (``[fraud] reply_within_hours``).
+        self._question_wait = question_wait
 
     def warm_up(self) -> None:
         """Load now what the first message would otherwise wait for (the locale's data)."""
@@ -191,6 +198,14 @@ class Composer:
             metadata_links=rule.allow_metadata_links,
         )
         variables.update(learnt)
+        if charge is not None and variables["amount"] is None:
+            # A review or an early fraud warning names its charge, not the amount.
+            variables.update(
+                amount=charge.get("amount"),
+                currency=str(charge.get("currency") or variables["currency"]).lower(),
+                merchant=variables["merchant"]
+                or str(charge.get("calculated_statement_descriptor") or ""),
+            )
         if rule.variables:
             variables.update(digest_variables(event, channel, locale=self._context.locale))
         if not variables["plan_name"] and "plan_name" in self._uses(rule):
@@ -207,6 +222,16 @@ class Composer:
         if "portal_url" in self._uses(rule) and variables["customer_id"] and self._lookups:
             variables["portal_url"] = self._portal_url(notification, variables, notes)
         body = self._render(rule, variables, notes, channel)
+        question = None
+        if rule.name == FRAUD_RULE and notification.recipient == "customer":
+            question = question_for(
+                notification_id=notification.id,
+                event=event,
+                phone=to,
+                variables=variables,
+                charge=charge,
+                wait=self._question_wait,
+            )
         return Composed(
             to=to,
             channel=channel,
@@ -214,6 +239,7 @@ class Composer:
             body=body,
             notes="; ".join(notes) or None,
             addresses=addresses,
+            question=question,
         )
 
     def _portal_url(
@@ -240,6 +266,9 @@ class Composer:
         obj = read_object(event.object)
         if obj.kind not in _CHARGE_KINDS or obj.customer is not None or obj.charge is None:
             return None
+        expanded = event.object.get("charge")
+        if isinstance(expanded, Mapping):
+            return expanded  # expanded in the payload (simulate's, with no Stripe key)
         return self._lookups.retrieve("charge", obj.charge) if self._lookups else None
 
     def _customer(

@@ -14,6 +14,10 @@ them at once; payherald refuses to start with any. The file's shape::
     [dunning]                           # the steps after an invoice's failure (rules
     enabled = true                      # with sequence = "dunning"); false: none
 
+    [fraud]                             # the fraud check's answers
+    on_no = "refund"                    # or "cancel" the payment intent
+    reply_within_hours = 4              # then the team is told no answer came
+
     [high_value]                        # alert thresholds, in the smallest unit
     usd = 100000
 
@@ -47,6 +51,7 @@ from payherald.builtin_rules import BUILTIN_RULES
 from payherald.config_rules import RuleReading
 from payherald.digest_config import DigestConfig, read_digest
 from payherald.exceptions import ConfigurationError
+from payherald.fraud import FraudSettings, read_fraud
 from payherald.quiet_hours import QuietHours, parse_clock_time
 from payherald.recipients import email_address_problem, normalise_phone
 from payherald.renewals import RenewalSettings, read_renewals
@@ -67,6 +72,7 @@ _TOP_KEYS = {
     "dunning",
     "renewals",
     "digest",
+    "fraud",
 }
 _QUIET_HOURS_KEYS = {"send_from", "send_until", "enabled"}
 _TEAM_KEYS = {"sms", "email", "slack_webhook", "timezone"}
@@ -82,6 +88,7 @@ class Config:
     rate_limits: dict[str, float] = field(default_factory=dict)
     quiet_hours: QuietHours = field(default_factory=QuietHours)
     renewals: RenewalSettings = field(default_factory=RenewalSettings)
+    fraud: FraudSettings = field(default_factory=FraudSettings)
     path: Path | None = None
     digest: DigestConfig | None = None  # None: no daily digest
 
@@ -169,6 +176,7 @@ class _Reader(RuleReading):
             rate_limits=rate_limits,
             quiet_hours=quiet_hours,
             renewals=read_renewals(data.get("renewals", {}), self.problem),
+            fraud=read_fraud(data.get("fraud", {}), self.problem),
             path=self.path,
         )
 

@@ -23,14 +23,19 @@ import structlog
 from payherald.recipients import mask_phone, normalise_phone
 from payherald.store import Store
 from payherald.store.consents import RECORD_FIELDS, ConsentRow
+from payherald.store.questions import Answer, ReplyToQuestion
 
 __all__ = [
     "HELP",
+    "NO",
     "OPT_IN",
     "OPT_OUT",
+    "YES",
     "Action",
     "ConsentRow",
     "LegacyOptOut",
+    "Reply",
+    "answer_of",
     "classify_reply",
     "legacy_opt_outs",
     "must_not_be_messaged",
@@ -51,19 +56,37 @@ OPT_OUT = frozenset(
 )
 OPT_IN = frozenset({"START", "YES", "UNSTOP"})
 HELP = frozenset({"HELP", "INFO"})
+# The answers to a question texted to the customer (the fraud check). YES is an opt-in
+# keyword too: to an open question it is an answer, not an opt-in.
+YES = frozenset({"YES", "Y"})
+NO = frozenset({"NO", "N"})
 
 _NOT_WORD = re.compile(r"[^\w]+")
 
 
+def _words(text: str) -> str:
+    return " ".join(_NOT_WORD.sub(" ", text).split()).upper()
+
+
 def classify_reply(text: str) -> Action | None:
     """The keyword ``text`` is, if it is one."""
-    words = " ".join(_NOT_WORD.sub(" ", text).split()).upper()
+    words = _words(text)
     if words in OPT_OUT:
         return "opt_out"
     if words in OPT_IN:
         return "opt_in"
     if words in HELP:
         return "help"
+    return None
+
+
+def answer_of(text: str) -> Answer | None:
+    """The answer ``text`` is to a yes-or-no question, if it is one ("yes", " Y! ", "No.")."""
+    words = _words(text)
+    if words in YES:
+        return "yes"
+    if words in NO:
+        return "no"
     return None
 
 
@@ -87,6 +110,17 @@ def reply_sender(raw: str, *, default_region: str) -> tuple[str, str | None]:
     return ("whatsapp" if whatsapp else "sms"), address
 
 
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What an inbound message came to: whether it was new (a replay acts on nothing), its
+    keyword, whether consent changed, and what it did to its number's questions."""
+
+    new: bool
+    action: Action | None
+    changed: bool
+    question: ReplyToQuestion
+
+
 def record_reply(
     store: Store,
     *,
@@ -96,24 +130,25 @@ def record_reply(
     channel: str,
     raw_sender: str | None = None,
     write_back: bool = False,
-) -> tuple[bool, Action | None, bool]:
-    """Record an inbound message once per ``provider_id`` and act on its keyword.
-    ``sender`` is the E.164 number consent is recorded under (see ``reply_sender``),
-    ``raw_sender`` the From field as received, kept beside it. Returns (first time seen,
-    keyword, whether consent changed). A ``provider_id`` seen before is not acted on
+) -> Reply:
+    """Record an inbound message once per ``provider_id`` and act on it: a keyword, or an
+    answer to the number's open question (see ``Consents.record_reply``). ``sender`` is
+    the E.164 number consent is recorded under (see ``reply_sender``), ``raw_sender`` the
+    From field as received, kept beside it. A ``provider_id`` seen before is not acted on
     again, even once retention has blanked its row (``retention``): a replayed request,
     however old, changes nothing."""
     action = classify_reply(body)
-    new, changed = store.consents.record_reply(
+    new, changed, question = store.consents.record_reply(
         provider_id=provider_id,
         sender=sender,
         body=body,
         action=action,
+        answer=answer_of(body),
         channel=channel,
         raw_sender=raw_sender,
         write_back=write_back,
     )
-    return new, action, changed
+    return Reply(new, action, changed, question)
 
 
 CSV_FIELDS = RECORD_FIELDS

@@ -134,6 +134,7 @@ class Sender:
             lease=self._lease,
             notes=composed.notes,
             unless_suppressed=composed.addresses if customer else (),
+            question=composed.question,
         ):
             self._not_sending(notification, composed, log)
             return

@@ -28,7 +28,7 @@ from starlette.requests import ClientDisconnect
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from payherald.consent import classify_reply, record_reply, reply_sender
+from payherald.consent import answer_of, classify_reply, record_reply, reply_sender
 from payherald.delivery import DeliveryReport
 from payherald.exceptions import (
     PayloadTooLarge,
@@ -37,6 +37,7 @@ from payherald.exceptions import (
     ValueNotStorable,
     WebhookRejected,
 )
+from payherald.fraud import question_reply
 from payherald.group_commit import GroupCommitter
 from payherald.metrics import Metrics
 from payherald.recipients import mask_address
@@ -62,6 +63,8 @@ def create_http_app(
     public_url: str | None = None,
     business_name: str | None = None,
     help_text: str | None = None,
+    locale: str = "en_US",
+    on_no: str = "refund",
     write_back: bool = False,
     default_region: str = "US",
     admin_token: str | None = None,
@@ -74,10 +77,11 @@ def create_http_app(
     headers a client can set such as ``X-Forwarded-Host``. With ``write_back``, opt-outs
     and opt-ins by reply are queued for the Stripe customer's metadata (``stripe_sync``).
     A reply's sender written without a country code is read in ``default_region``
-    (PAYHERALD_DEFAULT_REGION). Webhook requests are counted in ``metrics``, served on
-    ``GET /metrics``. ``/readyz`` tells why the store is unavailable only to a caller
-    presenting ``admin_token`` (PAYHERALD_ADMIN_TOKEN) as a bearer token; request bodies
-    must arrive within ``body_timeout`` seconds."""
+    (PAYHERALD_DEFAULT_REGION). A reply about a question texted to the customer (the fraud
+    check) is answered in ``locale``, saying what ``on_no`` does. Webhook requests are
+    counted in ``metrics``, served on ``GET /metrics``. ``/readyz`` tells why the store is
+    unavailable only to a caller presenting ``admin_token`` (PAYHERALD_ADMIN_TOKEN) as a
+    bearer token; request bodies must arrive within ``body_timeout`` seconds."""
     twilio_validator = RequestValidator(twilio_auth_token) if twilio_auth_token else None
     name = f"{business_name}: " if business_name else ""
     replies = {
@@ -227,7 +231,10 @@ def create_http_app(
             )
         return params
 
-    @app.post("/webhooks/twilio/inbound", summary="Receive an SMS reply (STOP, START, HELP)")
+    @app.post(
+        "/webhooks/twilio/inbound",
+        summary="Receive an SMS reply (STOP, START, HELP, or YES/NO to a question)",
+    )
     async def twilio_inbound(request: Request) -> Response:
         params = await twilio_form(request)
         if isinstance(params, JSONResponse):
@@ -252,7 +259,7 @@ def create_http_app(
             )
             return Response(str(MessagingResponse()), media_type="application/xml")
         try:
-            new, action, changed = await run_in_threadpool(
+            reply = await run_in_threadpool(
                 record_reply,
                 store,
                 provider_id=sid,
@@ -269,14 +276,23 @@ def create_http_app(
             "inbound_message",
             provider_id=sid,
             sender=address,
-            keyword=action,
-            first_time=new,
-            consent_changed=changed,
+            keyword=reply.action,
+            first_time=reply.new,
+            consent_changed=reply.changed,
+            question=reply.question.kind,
         )
-        reply = MessagingResponse()
-        if new and (changed or action == "help"):
-            reply.message(replies[action or "help"])
-        return Response(str(reply), media_type="application/xml")
+        answer = MessagingResponse()
+        if reply.new:
+            said = question_reply(
+                reply.question, business=business_name, locale=locale, on_no=on_no
+            )
+            if said is None and (reply.changed or reply.action == "help"):
+                said = replies[reply.action or "help"]
+            elif said is None and answer_of(text) is not None:
+                said = replies["help"]  # a YES or NO with no question to answer
+            if said is not None:
+                answer.message(said)
+        return Response(str(answer), media_type="application/xml")
 
     @app.post("/webhooks/twilio/status", summary="Receive a Twilio delivery status")
     async def twilio_status(request: Request) -> JSONResponse:

@@ -56,6 +56,8 @@ _BUILDERS: dict[str, Callable[[Scenario, PaymentIds], JsonObject]] = {
     "invoice.upcoming": simulated_billing.upcoming_invoice,
     "refund.created": simulated_payments.refund,
     "charge.dispute.created": simulated_payments.dispute,
+    "radar.early_fraud_warning.created": simulated_payments.early_fraud_warning,
+    "review.opened": simulated_payments.review,
     "customer.subscription.deleted": simulated_billing.subscription_deleted,
     "customer.subscription.trial_will_end": simulated_billing.subscription_trialing,
     "customer.subscription.updated": simulated_billing.subscription,

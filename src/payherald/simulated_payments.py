@@ -15,6 +15,8 @@ charge                          ``billing_details.phone``
 checkout.session                ``customer_details.phone``
 invoice                         ``customer_phone`` (``customer_address.country`` is "US")
 refund, dispute, subscription   ``metadata.phone`` (Stripe has no contact field there)
+review, early fraud warning     the ``charge`` they are about, expanded (they have neither
+                                contact fields nor metadata)
 customer                        ``phone``
 ==============================  =========================================================
 
@@ -44,11 +46,13 @@ __all__ = [
     "contact_details",
     "customer",
     "dispute",
+    "early_fraud_warning",
     "new_id",
     "object_head",
     "payment_failed",
     "payment_intent",
     "refund",
+    "review",
     "stripe_list",
 ]
 
@@ -270,6 +274,55 @@ def dispute(sim: Scenario, ids: PaymentIds) -> JsonObject:
         "payment_intent": ids.payment_intent,
         "reason": "fraudulent",
         "status": "needs_response",
+    }
+
+
+def _charge_reviewed(sim: Scenario, ids: PaymentIds) -> JsonObject:
+    """The charge a review or a warning is about, expanded: a one-off card payment (a
+    charge names no invoice in today's API)."""
+    obj = charge(sim, ids)
+    del obj["invoice"]
+    obj["calculated_statement_descriptor"] = "JENNYS SHOP"  # what the card statement says
+    return obj
+
+
+def review(sim: Scenario, ids: PaymentIds) -> JsonObject:
+    """A payment held for review by a Radar rule."""
+    return {
+        "id": new_id("prv"),
+        "object": "review",
+        "billing_zip": "94107",
+        # Not realistic: Stripe names the charge by its id. The simulation expands it, so
+        # that the customer and the amount are known without a Stripe lookup.
+        "charge": _charge_reviewed(sim, ids),
+        "closed_reason": None,
+        "created": sim.created,
+        "ip_address": "203.0.113.7",
+        "ip_address_location": {
+            "city": "San Francisco",
+            "country": "US",
+            "latitude": 37.77,
+            "longitude": -122.42,
+            "region": "CA",
+        },
+        "livemode": sim.livemode,
+        "open": True,
+        "opened_reason": "rule",
+        "reason": "rule",
+        "session": None,
+    }
+
+
+def early_fraud_warning(sim: Scenario, ids: PaymentIds) -> JsonObject:
+    """The card issuer's warning that a charge may be fraudulent."""
+    return {
+        "id": new_id("issfr"),
+        "object": "radar.early_fraud_warning",
+        "actionable": True,
+        "charge": _charge_reviewed(sim, ids),  # expanded, as in ``review``
+        "created": sim.created,
+        "fraud_type": "made_with_stolen_card",
+        "livemode": sim.livemode,
     }
 
 

@@ -229,6 +229,14 @@ def message_context(
             or context.update_card_url
             or ""
         ),
+        # Who the customer paid: the operator's name, else the payment's statement
+        # descriptor (compose reads it from the charge a review is about).
+        merchant=str(
+            context.business_name
+            or obj.get("calculated_statement_descriptor")
+            or obj.get("statement_descriptor")
+            or ""
+        ),
         timezone=timezone or context.timezone,
         portal_url="",  # a billing portal session's, made when a template uses it (compose)
     )

@@ -103,10 +103,11 @@ def test_the_rules_file_sets_the_window_and_exemptions(tmp_path: Path) -> None:
     assert exempt["trial_ending"] is True
 
 
-def test_by_default_only_receipts_are_exempt() -> None:
+def test_by_default_only_receipts_and_the_fraud_check_are_exempt() -> None:
+    # Both are about a payment made just now; the fraud check's answer is urgent too.
     config = load_config(Path("/nonexistent/payherald.toml"))
     exempt = {rule.name for rule in config.rules if rule.quiet_hours_exempt}
-    assert exempt == {"payment_confirmation"}
+    assert exempt == {"payment_confirmation", "fraud_check"}
     assert config.quiet_hours == QuietHours()
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, and_, delete, select, update
 from payherald.clock import Clock
 from payherald.store.database import Database
 from payherald.store.jobs import Jobs
+from payherald.store.questions import Answer, Questions, ReplyToQuestion
 from payherald.store.schema import consents, events, inbound_messages, notifications, suppressions
 from payherald.store.statuses import WriteBackStatus
 
@@ -42,10 +43,11 @@ class ConsentRow:
 class Consents:
     """Who agreed to what (``Store.consents``)."""
 
-    def __init__(self, *, db: Database, clock: Clock, jobs: Jobs) -> None:
+    def __init__(self, *, db: Database, clock: Clock, jobs: Jobs, questions: Questions) -> None:
         self._db = db
         self._clock = clock
         self._jobs = jobs
+        self._questions = questions
 
     # -- recording --------------------------------------------------------------------
 
@@ -82,14 +84,19 @@ class Consents:
         body: str,
         action: str | None,
         channel: str,
+        answer: Answer | None = None,
         raw_sender: str | None = None,
         write_back: bool = False,
-    ) -> tuple[bool, bool]:
-        """Record an inbound message once per ``provider_id`` and, the first time, apply
-        ``action`` (its keyword) when it is an opt-out or opt-in, in one transaction.
-        Returns (first time seen, whether consent changed). A ``provider_id`` seen before
-        is not acted on again, even once retention has blanked its row."""
+    ) -> tuple[bool, bool, ReplyToQuestion]:
+        """Record an inbound message once per ``provider_id`` and, the first time, act on
+        it, in one transaction: an opt-out (``action``) closes the number's open questions
+        too; a YES or NO (``answer``) or other words go to its open question first
+        (``Store.questions``), and a YES that answers one is not an opt-in; an opt-out or
+        opt-in otherwise changes the suppression list. Returns (first time seen, whether
+        consent changed, what it did to a question). A ``provider_id`` seen before is not
+        acted on again, even once retention has blanked its row."""
         now = self._clock.now()
+        nothing = ReplyToQuestion("none")
         with self._db.transaction() as connection:
             new = (
                 connection.execute(
@@ -107,8 +114,18 @@ class Consents:
                 ).first()
                 is not None
             )
-            if not new or action not in ("opt_out", "opt_in"):
-                return new, False
+            if not new:
+                return False, False, nothing
+            questioned = nothing
+            if action == "opt_out":
+                self._questions.close_in(connection, sender=sender)
+            elif action is None or answer is not None:
+                # START or HELP is the keyword whatever is open; a YES is an answer first.
+                questioned = self._questions.reply_in(
+                    connection, sender=sender, answer=answer, provider_id=provider_id
+                )
+            if action not in ("opt_out", "opt_in") or questioned.kind in ("answered", "closed"):
+                return True, False, questioned
             changed = self._apply(
                 connection,
                 address=sender,
@@ -118,7 +135,7 @@ class Consents:
                 source="reply",
                 write_back=write_back,
             )
-            return True, changed
+            return True, changed, questioned
 
     def import_rows(
         self, rows: Iterable[ConsentRow], *, source: str, write_back: bool = False

@@ -40,6 +40,7 @@ from payherald.store.links import ALIAS_RACE_RETRIES, AliasRace, Links
 from payherald.store.meta import Meta
 from payherald.store.outbox import Outbox
 from payherald.store.pruning import Pruning
+from payherald.store.questions import Questions
 from payherald.store.queue import WorkQueue
 from payherald.store.records import (
     ClaimedNotification,
@@ -85,9 +86,10 @@ class Store:
         self.deliveries = DeliveryReports(db=self.db, clock=clock)
         self.pruning = Pruning(db=self.db, clock=clock)
         self.jobs = Jobs(db=self.db, clock=clock)
-        self.queue = WorkQueue(db=self.db, clock=clock, jobs=self.jobs)
+        self.questions = Questions(db=self.db, clock=clock, jobs=self.jobs)
+        self.queue = WorkQueue(db=self.db, clock=clock, jobs=self.jobs, questions=self.questions)
         self._outbox = Outbox(db=self.db, jobs=self.jobs, links=self.links)
-        self.consents = Consents(db=self.db, clock=clock, jobs=self.jobs)
+        self.consents = Consents(db=self.db, clock=clock, jobs=self.jobs, questions=self.questions)
         self.dunning = Dunning(db=self.db, clock=clock)
         self.digest = Digests(db=self.db, dunning=self.dunning)
         # Asked for every message refused as a twin's: built once (building costs more

@@ -41,6 +41,7 @@ from payherald.clock import Clock
 from payherald.store.database import Database
 from payherald.store.jobs import Job, Jobs
 from payherald.store.outbox import RECONCILE_JOB, SEND_JOB, job_key
+from payherald.store.questions import Question, Questions
 from payherald.store.queue_statements import (
     ORPHANED,
     TAKE_TO_RECONCILE,
@@ -65,10 +66,11 @@ STATUSES = tuple(status.value for status in S)
 class WorkQueue:
     """The notifications table as a queue, scheduled by their jobs (``Store.queue``)."""
 
-    def __init__(self, *, db: Database, clock: Clock, jobs: Jobs) -> None:
+    def __init__(self, *, db: Database, clock: Clock, jobs: Jobs, questions: Questions) -> None:
         self._db = db
         self._clock = clock
         self._jobs = jobs
+        self._questions = questions
         self._postgres = db.postgres
         # The state changes, built once per shape and run with new values each time:
         # building an UPDATE costs more than running it (see _transition).
@@ -329,20 +331,24 @@ class WorkQueue:
         lease: float,
         notes: str | None = None,
         unless_suppressed: Sequence[str] = (),
+        question: Question | None = None,
     ) -> bool:
         """Record that the provider is about to be called; must commit before the call.
         The lease starts afresh, to cover the provider call. Nothing happens if any
         address of ``unless_suppressed`` (a customer's addresses) is on the suppression
         list, or if another notification about the same thing was told: both checked in
         the same statement, so an opt-out or a send committed before this one always
-        wins."""
+        wins. The ``question`` the message asks opens with it (``Store.questions``), so
+        that a reply however quick finds it."""
         now = self._clock.now()
+        opens = question
         return self._transition(
             held,
             (S.CLAIMED.value,),
             unless_suppressed=unless_suppressed,
             unless_told=True,
             count_attempt=True,
+            job=(lambda c: self._questions.open_in(c, opens)) if opens is not None else None,
             # The provider call's own lease: its job is not expired before it ends.
             lease_until=now + timedelta(seconds=lease),
             status=S.SENDING.value,

@@ -38,6 +38,7 @@ __all__ = [
     "meta",
     "metadata",
     "notifications",
+    "questions",
     "subject_aliases",
     "suppressions",
 ]
@@ -161,6 +162,32 @@ dunning = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_dunning_subscription_id", "subscription_id"),
     Index("ix_dunning_status_started_at", "status", "started_at"),
+)
+
+# A question texted to a customer whose answer acts on Stripe (the fraud check): open from
+# the moment its text is handed to the provider until it is answered, its time runs out,
+# or the number opts out. One a notification; a reply answers its number's latest open one.
+questions = Table(
+    "questions",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("notification_id", _BigId, nullable=False, unique=True),
+    Column("event_id", String(255), nullable=False),
+    Column("phone", String(64), nullable=False),
+    Column("livemode", Boolean, nullable=False),
+    # What the answer acts on: the review to approve, the payment to refund or cancel.
+    Column("review_id", String(255)),
+    Column("charge_id", String(255)),
+    Column("payment_intent_id", String(255)),
+    Column("amount", BigInteger),  # in the currency's smallest unit
+    Column("currency", String(16)),
+    Column("status", String(16), nullable=False),
+    Column("asked_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("answered_at", UTCDateTime),
+    Column("answer_id", String(64)),  # the reply's MessageSid
+    Column("outcome", Text),  # what was done at Stripe, or why nothing was
+    Index("ix_questions_phone_status", "phone", "status"),
 )
 
 # Every status callback, once per (message, status), whatever Twilio repeats.

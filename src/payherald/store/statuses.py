@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["DunningStatus", "EventStatus", "JobStatus", "NotificationStatus", "WriteBackStatus"]
+__all__ = [
+    "DunningStatus",
+    "EventStatus",
+    "JobStatus",
+    "NotificationStatus",
+    "QuestionStatus",
+    "WriteBackStatus",
+]
 
 
 class EventStatus(StrEnum):
@@ -60,3 +67,13 @@ class DunningStatus(StrEnum):
     OPEN = "open"  # its steps are sent as they fall due
     RECOVERED = "recovered"  # the invoice was paid while it was open
     ENDED = "ended"  # voided, uncollectible, deleted, its subscription cancelled, or stopped
+
+
+class QuestionStatus(StrEnum):
+    """A question texted to a customer (the fraud check)."""
+
+    OPEN = "open"  # asked; a YES or NO from its number answers it
+    CONFIRMED = "confirmed"  # YES: the customer made the payment
+    REJECTED = "rejected"  # NO: the customer did not
+    EXPIRED = "expired"  # no answer in time
+    OPTED_OUT = "opted_out"  # the number opted out while it was open

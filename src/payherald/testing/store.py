@@ -12,6 +12,7 @@ from typing import Any
 from payherald.clock import Clock
 from payherald.exceptions import StoreUnavailable
 from payherald.rules import LINKED_SUBJECTS, PlannedNotification
+from payherald.store.questions import Question
 from payherald.store.records import (
     ClaimedNotification,
     PlannedEvent,
@@ -51,6 +52,8 @@ class InMemoryStore:
         self.db = _InMemoryDatabase(self)
         self.queue = InMemoryQueue(self)
         self.consents = InMemoryConsents(self)
+        # The questions the messages sent asked (the fraud check), in order.
+        self.questions_asked: list[Question] = []
         self.events: dict[str, dict[str, Any]] = {}
         self.notifications: dict[int, dict[str, Any]] = {}
         self.aliases: dict[str, str] = {}
@@ -318,6 +321,7 @@ class InMemoryQueue:
         lease: float,
         notes: str | None = None,
         unless_suppressed: Sequence[str] = (),
+        question: Question | None = None,
     ) -> bool:
         store = self._store
         with store.lock:
@@ -327,6 +331,8 @@ class InMemoryQueue:
                 return False
             if store._told_siblings(row):
                 return False
+            if question is not None:
+                store.questions_asked.append(question)
             now = store.clock.now()
             row.update(
                 status=NotificationStatus.SENDING,
