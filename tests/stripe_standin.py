@@ -9,8 +9,12 @@ filters. Subscriptions are listed page by page (``limit``, ``starting_after``, `
 filtered on ``current_period_end`` and with their customer and default payment methods
 expanded when asked (unless ``expand_payment_methods`` is off, as if the SDK had not asked).
 It makes billing portal sessions (``POST /v1/billing_portal/sessions``), one per
-idempotency key as Stripe does. Every request is recorded in ``requests``, and every
-session made in ``portal_sessions``.
+idempotency key as Stripe does. It acts on payments as the fraud check asks: approves a
+review, refunds a payment (``POST /v1/refunds``), cancels a payment intent, each once per
+idempotency key (the same key answers what it answered first, as Stripe does), refusing as
+Stripe refuses (a closed review, a refunded charge, a captured payment intent). Every
+request is recorded in ``requests``, every session made in ``portal_sessions``, and every
+action asked for in ``actions`` (path, form, idempotency key).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ _PATHS = {
     "refunds": "refund",
     "subscriptions": "subscription",
     "payment_methods": "payment_method",
+    "reviews": "review",
 }
 
 
@@ -48,6 +53,12 @@ class StripeStandIn:
         self.portal_sessions: dict[str, tuple[dict[str, str], dict[str, Any]]] = {}
         self.expand_payment_methods = True
         self.page_size: int | None = None  # at most this many a page, whatever the limit
+        # The actions on payments asked for, (path, form, idempotency key), and what each
+        # idempotency key was answered the first time.
+        self.actions: list[tuple[str, dict[str, str], str | None]] = []
+        self._answered: dict[str, tuple[int, Any]] = {}
+        self.lose_answers = 0  # act, then answer this many action requests 500 (as if the
+        # answer was lost on the way)
         self._lock = threading.Lock()
         self.url = ""
 
@@ -103,6 +114,8 @@ class StripeStandIn:
     def create(self, path: str, form: Mapping[str, str], key: str | None) -> tuple[int, Any]:
         with self._lock:
             self.requests.append(f"POST {path}")
+            if path.startswith(("/v1/reviews/", "/v1/refunds", "/v1/payment_intents/")):
+                return self._action(path, form, key)
             if path != "/v1/billing_portal/sessions":
                 return 404, _error("invalid_request_error", f"Unrecognized request URL ({path}).")
             if not self.portal_configured:
@@ -123,6 +136,84 @@ class StripeStandIn:
             }
             self.portal_sessions[key or f"none-{number}"] = (dict(form), session)
             return 200, session
+
+    def _action(self, path: str, form: Mapping[str, str], key: str | None) -> tuple[int, Any]:
+        """Approve a review, refund, or cancel a payment intent; once per idempotency key."""
+        self.actions.append((path, dict(form), key))
+        if key is not None and key in self._answered:
+            answer = self._answered[key]
+        else:
+            answer = self._act(path.strip("/").split("/"), form)
+            if key is not None:
+                self._answered[key] = answer
+        if self.lose_answers:
+            self.lose_answers -= 1
+            return 500, _error("api_error", "Stand-in lost the answer.")
+        return answer
+
+    def _act(self, parts: list[str], form: Mapping[str, str]) -> tuple[int, Any]:
+        if parts == ["v1", "refunds"]:
+            return self._refund(form)
+        found = self.objects.get(parts[2]) if len(parts) == 4 else None
+        kind = {"reviews": "review", "payment_intents": "payment_intent"}.get(parts[1])
+        if found is None or found.get("object") != kind:
+            return 404, _error("invalid_request_error", f"No such {kind}: '{parts[2]}'")
+        if parts[1:4:2] == ["reviews", "approve"]:
+            if not found.get("open"):
+                return 400, _error("invalid_request_error", "This review is already closed.")
+            found.update(open=False, closed_reason="approved")
+            return 200, found
+        if parts[3] == "cancel":
+            if found.get("status") in ("succeeded", "canceled"):
+                error = _error(
+                    "invalid_request_error",
+                    "You cannot cancel this PaymentIntent because it has a status of "
+                    f"{found['status']}.",
+                )
+                error["error"]["code"] = "payment_intent_unexpected_state"
+                return 400, error
+            found.update(status="canceled", cancellation_reason=form.get("cancellation_reason"))
+            return 200, found
+        return 404, _error("invalid_request_error", f"Unrecognized request URL ({parts}).")
+
+    def _refund(self, form: Mapping[str, str]) -> tuple[int, Any]:
+        intent = form.get("payment_intent")
+        charges = [
+            obj
+            for obj in self.objects.values()
+            if obj.get("object") == "charge"
+            and (
+                obj.get("id") == form.get("charge")
+                or (intent and obj.get("payment_intent") == intent)
+            )
+        ]
+        if not charges:
+            return 404, _error("invalid_request_error", "No such charge or payment intent.")
+        charge = charges[0]
+        if charge.get("amount_refunded", 0) >= charge["amount"]:
+            error = _error(
+                "invalid_request_error", f"Charge {charge['id']} has already been refunded."
+            )
+            error["error"]["code"] = "charge_already_refunded"
+            return 400, error
+        refund = {
+            "id": f"re_{len(self.refunds()) + 1}",
+            "object": "refund",
+            "amount": charge["amount"] - charge.get("amount_refunded", 0),
+            "charge": charge["id"],
+            "currency": charge.get("currency"),
+            "payment_intent": charge.get("payment_intent"),
+            "reason": form.get("reason"),
+            "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")},
+            "status": "succeeded",
+        }
+        charge.update(amount_refunded=charge["amount"], refunded=True)
+        self.objects[refund["id"]] = refund
+        return 200, refund
+
+    def refunds(self) -> list[dict[str, Any]]:
+        """The refunds made here."""
+        return [obj for obj in self.objects.values() if obj.get("object") == "refund"]
 
     def _subscriptions(self, query: Mapping[str, str], path: str) -> dict[str, Any]:
         """A page of the subscriptions, in the order they were added."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -170,12 +171,19 @@ def register(
     if not wanted:
         raise EndpointError("No rule is enabled, so there is no event to subscribe to.")
     same = [endpoint for endpoint in list_endpoints(client) if same_url(endpoint.url, url)]
+    # One key for this run's change: the SDK's retries of it change Stripe once. Not one
+    # derived from the URL: an endpoint deleted and registered again within the day Stripe
+    # keeps a key would be answered with the deleted one. A run again lists it first.
+    key = {"idempotency_key": f"payherald-endpoint-{uuid.uuid4().hex}"}
     if same:
         endpoint = same[0]
         had = set(endpoint.enabled_events or ())
+        changes: Any = {"enabled_events": wanted, "disabled": False}
         _call(
             lambda: client.v1.webhook_endpoints.update(
-                endpoint.id, params={"enabled_events": wanted, "disabled": False}
+                endpoint.id,
+                params=changes,
+                options=key,  # type: ignore[arg-type]
             ),
             call=f"POST /v1/webhook_endpoints/{endpoint.id}",
             doing=f"update webhook endpoint {endpoint.id}",
@@ -197,7 +205,10 @@ def register(
         "api_version": NEWEST_SUPPORTED,
     }
     created = _call(
-        lambda: client.v1.webhook_endpoints.create(params=params),
+        lambda: client.v1.webhook_endpoints.create(
+            params=params,
+            options=key,  # type: ignore[arg-type]
+        ),
         call="POST /v1/webhook_endpoints",
         doing="create the webhook endpoint",
     )

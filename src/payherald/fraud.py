@@ -148,9 +148,10 @@ def question_for(
     )
 
 
-def _amount(question: Mapping[str, Any], locale: str) -> str:
+def _payment(question: Mapping[str, Any], locale: str) -> str:
     if isinstance(question.get("amount"), int) and question.get("currency"):
-        return format_money(question["amount"], str(question["currency"]), locale)
+        amount = format_money(question["amount"], str(question["currency"]), locale)
+        return f"the payment of {amount}"
     return "your recent payment"
 
 
@@ -162,22 +163,22 @@ def question_reply(
     if question is None:
         return None
     name = f"{business}: " if business else ""
-    amount = _amount(question, locale)
+    payment = _payment(question, locale)
     if reply.kind == "unclear":
-        return f"{name}Please reply YES if you made the payment of {amount}, or NO if you did not."
+        return f"{name}Please reply YES if you made {payment}, or NO if you did not."
     if reply.kind == "closed":
         return (
-            f"{name}Thank you. The question about {amount} is closed, so your reply changed "
+            f"{name}Thank you. The question about {payment} is closed, so your reply changed "
             "nothing. Please contact us if something is wrong with a payment."
         )
     if reply.kind != "answered":
         return None
     if question["status"] == QuestionStatus.CONFIRMED:
-        return f"{name}Thank you for confirming your payment of {amount}."
+        return f"{name}Thank you for confirming {payment}."
     stopped = "cancelling" if on_no == "cancel" else "refunding"
     return (
-        f"{name}Thank you for telling us. We are {stopped} the payment of {amount}, and "
-        "our team will look into it."
+        f"{name}Thank you for telling us. We are {stopped} {payment}, and our team will "
+        "look into it."
     )
 
 
