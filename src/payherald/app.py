@@ -364,12 +364,13 @@ def build(
         business_name=settings.business_name,
         help_text=settings.help_text,
         locale=settings.locale,
-        on_no=config.fraud.on_no,
+        on_no=config.fraud.on_no if client is not None else None,
         write_back=write_back is not None,
         default_region=settings.default_region,
         metrics=metrics,
         admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
         body_timeout=settings.http_body_timeout,
+        development_secret=development_secret,
     )
     reconciler = (
         Reconciler(

@@ -156,9 +156,10 @@ def _payment(question: Mapping[str, Any], locale: str) -> str:
 
 
 def question_reply(
-    reply: ReplyToQuestion, *, business: str | None, locale: str, on_no: str
+    reply: ReplyToQuestion, *, business: str | None, locale: str, on_no: str | None
 ) -> str | None:
-    """What payherald answers a reply that concerned a question, if it did."""
+    """What payherald answers a reply that concerned a question, if it did; ``on_no`` is
+    what a NO does at Stripe (None: nothing, for want of a key)."""
     question = reply.question
     if question is None:
         return None
@@ -175,6 +176,8 @@ def question_reply(
         return None
     if question["status"] == QuestionStatus.CONFIRMED:
         return f"{name}Thank you for confirming {payment}."
+    if on_no is None:  # nothing is done at Stripe without a key: the team does it
+        return f"{name}Thank you for telling us. Our team will look into {payment}."
     stopped = "cancelling" if on_no == "cancel" else "refunding"
     return (
         f"{name}Thank you for telling us. We are {stopped} {payment}, and our team will "

@@ -64,11 +64,12 @@ def create_http_app(
     business_name: str | None = None,
     help_text: str | None = None,
     locale: str = "en_US",
-    on_no: str = "refund",
+    on_no: str | None = "refund",
     write_back: bool = False,
     default_region: str = "US",
     admin_token: str | None = None,
     body_timeout: float = BODY_TIMEOUT_SECONDS,
+    development_secret: str | None = None,
 ) -> FastAPI:
     """The ASGI application. ``on_queued`` is called after a commit that queued work (the
     in-process worker's wake-up). Webhook events are written by a ``GroupCommitter``,
@@ -78,11 +79,18 @@ def create_http_app(
     and opt-ins by reply are queued for the Stripe customer's metadata (``stripe_sync``).
     A reply's sender written without a country code is read in ``default_region``
     (PAYHERALD_DEFAULT_REGION). A reply about a question texted to the customer (the fraud
-    check) is answered in ``locale``, saying what ``on_no`` does. Webhook requests are
-    counted in ``metrics``, served on ``GET /metrics``. ``/readyz`` tells why the store is
-    unavailable only to a caller presenting ``admin_token`` (PAYHERALD_ADMIN_TOKEN) as a
-    bearer token; request bodies must arrive within ``body_timeout`` seconds."""
-    twilio_validator = RequestValidator(twilio_auth_token) if twilio_auth_token else None
+    check) is answered in ``locale``, saying what ``on_no`` does (None: nothing at
+    Stripe). Webhook requests are counted in ``metrics``, served on ``GET /metrics``.
+    ``/readyz`` tells why the store is unavailable only to a caller presenting
+    ``admin_token`` (PAYHERALD_ADMIN_TOKEN) as a bearer token; request bodies must arrive
+    within ``body_timeout`` seconds.
+
+    With no ``twilio_auth_token`` but a ``development_secret`` (a trial run, with no
+    STRIPE_WEBHOOK_SECRET either), a Twilio callback signed with the development secret
+    for the address it was sent to is taken: `payherald simulate reply` sends them, and
+    nobody without the store's development secret can sign one."""
+    token = twilio_auth_token or development_secret
+    twilio_validator = RequestValidator(token) if token else None
     name = f"{business_name}: " if business_name else ""
     replies = {
         "opt_out": f"{name}You will get no more messages from us. Reply START to resubscribe.",
@@ -202,7 +210,10 @@ def create_http_app(
     async def twilio_form(request: Request) -> dict[str, str] | JSONResponse:
         """The request's form, if it verifies as Twilio's; else the 403/413 to answer."""
         client = request.client.host if request.client else None
-        if twilio_validator is None or not public_url:
+        # Checked against the address Twilio was given; in a trial run, against the one
+        # the request was sent to.
+        base = public_url if twilio_auth_token else public_url or str(request.base_url)
+        if twilio_validator is None or not base:
             _log.warning("twilio_callback_rejected", client=client, reason="not configured")
             return JSONResponse(
                 {
@@ -217,7 +228,7 @@ def create_http_app(
             return JSONResponse({"error": exc.message}, status_code=exc.status_code)
         params = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         query = f"?{request.url.query}" if request.url.query else ""
-        url = public_url.rstrip("/") + request.url.path + query
+        url = base.rstrip("/") + request.url.path + query
         signature = request.headers.get("x-twilio-signature", "")
         if not signature or not twilio_validator.validate(url, params, signature):
             _log.warning("twilio_callback_rejected", client=client, reason="bad signature")

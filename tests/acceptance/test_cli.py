@@ -400,6 +400,12 @@ CATALOGUE: dict[str, tuple[str, str, str] | None] = {
     "customer.subscription.updated": ("plan_changed", "+14155550123", "Your plan changed"),
     # Today's invoice lines name their price by id only: without STRIPE_SECRET_KEY, no plan.
     "invoice.upcoming": ("renewal_reminder", "+14155550123", "Reminder: your subscription"),
+    "review.opened": ("fraud_check", "+14155550123", "Did you make a payment of $20.00"),
+    "radar.early_fraud_warning.created": (
+        "fraud_check",
+        "+14155550123",
+        "Did you make a payment of $20.00",
+    ),
 }
 
 
@@ -509,3 +515,49 @@ def test_simulate_refuses_an_api_version_it_cannot_send(tmp_path: Path) -> None:
     result = cli(tmp_path, "simulate", "payment_intent.succeeded", "--api-version", "2099-01-01")
     assert result.returncode == 2
     assert "--api-version: API version 2099-01-01 is newer than" in result.stderr
+
+
+def test_simulate_a_fraud_check_and_the_customers_reply(tmp_path: Path) -> None:
+    (tmp_path / "payherald.toml").write_text('[teams.finance]\nsms = ["+14155550100"]\n')
+    with payherald_run(tmp_path) as server:
+        asked = cli(tmp_path, "simulate", "review.opened", "--url", server.url)
+        assert asked.returncode == 0, asked.stderr
+        assert "Reply YES if you made this payment, NO if not." in asked.stderr
+        unclear = cli(tmp_path, "simulate", "reply", "--text", "huh?", "--url", server.url)
+        assert "payherald answered: Please reply YES if you made the payment of $20.00" in (
+            unclear.stderr
+        )
+        assert "question 1 is open" in unclear.stderr
+        no = cli(tmp_path, "simulate", "reply", "--text", "NO", "--url", server.url)
+        assert no.returncode == 0, no.stderr
+        # No STRIPE_SECRET_KEY: nothing is done at Stripe, and the team is told to.
+        assert "Our team will look into the payment of $20.00." in no.stderr
+        assert "question 1 is rejected: Nothing was done at Stripe" in no.stderr
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            alerts = [n for n in notifications(tmp_path) if n["rule"] == "fraud_reported"]
+            if alerts and alerts[0]["status"] == "sent":
+                break
+            time.sleep(0.1)
+        (alert,) = alerts
+        assert alert["to"] == "+14155550100"
+        assert alert["body"].startswith("Fraud reported: the customer says they did not make")
+        again = cli(tmp_path, "simulate", "reply", "--text", "NO", "--url", server.url)
+        assert "is closed, so your reply changed nothing" in again.stderr
+        # In a trial run only a reply signed with the development secret is taken.
+        import httpx
+
+        params = {"MessageSid": "SMforged", "From": "+14155550123", "Body": "STOP"}
+        forged = httpx.post(
+            f"{server.url}/webhooks/twilio/inbound",
+            data=params,
+            headers={"X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"},
+        )
+        assert forged.status_code == 403
+        assert cli(tmp_path, "optout", "list").stdout.count("+14155550123") == 0
+
+
+def test_simulate_reply_needs_its_text(tmp_path: Path) -> None:
+    result = cli(tmp_path, "simulate", "reply")
+    assert result.returncode != 0
+    assert "simulate reply needs --text" in result.stderr

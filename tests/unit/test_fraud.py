@@ -50,11 +50,12 @@ def test_yes_is_still_the_opt_in_keyword_where_no_question_is_open() -> None:
         ("answered", "confirmed", "refund", "Acme: Thank you for confirming the payment of $20.00"),
         ("answered", "rejected", "refund", "We are refunding the payment of $20.00"),
         ("answered", "rejected", "cancel", "We are cancelling the payment of $20.00"),
+        ("answered", "rejected", None, "Our team will look into the payment of $20.00."),
         ("closed", "expired", "refund", "The question about the payment of $20.00 is closed"),
     ],
 )
 def test_a_reply_about_a_question_is_answered_in_words(
-    kind: Any, status: str, on_no: str, says: str
+    kind: Any, status: str, on_no: str | None, says: str
 ) -> None:
     reply = ReplyToQuestion(kind, {**QUESTION, "status": status})
     text = question_reply(reply, business="Acme", locale="en_US", on_no=on_no)

@@ -23,7 +23,14 @@ __all__ = ["simulate"]
 
 
 def simulate(
-    event_type: Annotated[str, typer.Argument(help="One of: " + ", ".join(SIMULATED_EVENT_TYPES))],
+    event_type: Annotated[
+        str,
+        typer.Argument(
+            help="One of: "
+            + ", ".join(SIMULATED_EVENT_TYPES)
+            + "; or `reply`, with --text: the customer's SMS reply, as Twilio posts it."
+        ),
+    ],
     url: Annotated[
         str,
         typer.Option(
@@ -56,13 +63,24 @@ def simulate(
             "that a simulated payment ends a simulated failure's dunning."
         ),
     ] = None,
+    text: Annotated[
+        str | None,
+        typer.Option(help="With `reply`: the words the customer texts back (YES, NO, STOP)."),
+    ] = None,
 ) -> None:
-    """Send a realistic, signed Stripe event to a running payherald and show what it sent."""
+    """Send a realistic, signed Stripe event to a running payherald and show what it sent;
+    or, with `reply`, a customer's SMS reply, and what payherald answered."""
     import httpx
 
     from payherald.api_versions import NEWEST_SUPPORTED, unsupported_reason
     from payherald.clock import SystemClock
     from payherald.simulate import build_simulation, sign_payload
+
+    if event_type == "reply":
+        _reply(url=url, phone=phone, text=text, wait=wait)
+        return
+    if text is not None:
+        raise _fail("--text goes with `reply`: payherald simulate reply --text YES.")
 
     if event_type not in SIMULATED_EVENT_TYPES:
         raise _fail(
@@ -169,6 +187,104 @@ def simulate(
             wait=wait,
             answer=answer if isinstance(answer, dict) else {},
         )
+
+
+def _reply(*, url: str, phone: str, text: str | None, wait: float) -> None:
+    """Post ``text`` from ``phone`` to payherald's inbound SMS webhook, signed as Twilio
+    signs it (with TWILIO_AUTH_TOKEN for PAYHERALD_PUBLIC_URL when they are set, else with
+    the development secret), and show the answer and what became of a question it
+    answered."""
+    import secrets
+    from urllib.parse import urlsplit
+
+    import httpx
+    from twilio.request_validator import RequestValidator
+
+    from payherald.recipients import mask_phone, normalise_phone
+
+    if text is None or not text.strip():
+        raise _fail("simulate reply needs --text, the words of the reply (YES, NO, STOP...).")
+    settings = _settings()
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _fail(
+            f"--url {url!r} is not a URL; give payherald's address, like http://127.0.0.1:8000."
+        )
+    path = "/webhooks/twilio/inbound"
+    target = parts._replace(path=parts.path.rstrip("/") + path).geturl()
+    store = _store(settings)
+    if settings.twilio_auth_token is not None:
+        if not settings.public_url:
+            raise _fail(
+                "With TWILIO_AUTH_TOKEN set, payherald checks replies against "
+                "PAYHERALD_PUBLIC_URL; set it as the server has it."
+            )
+        token = settings.twilio_auth_token.get_secret_value()
+        signed_for = settings.public_url.rstrip("/") + path
+    elif settings.webhook_secrets:
+        raise _fail(
+            "simulate reply signs as Twilio does: set TWILIO_AUTH_TOKEN and "
+            "PAYHERALD_PUBLIC_URL as the server has them (a trial run, with no "
+            "STRIPE_WEBHOOK_SECRET, takes replies signed with its development secret)."
+        )
+    else:
+        token = _guard(store.meta.development_secret)
+        _scrub_development_secret(settings, token)
+        signed_for = target
+    params = {
+        "MessageSid": "SM" + secrets.token_hex(16),
+        "AccountSid": "AC" + "0" * 32,
+        "From": phone,
+        "To": settings.twilio_from_number or "+15005550006",
+        "Body": text,
+    }
+    signature = RequestValidator(token).compute_signature(signed_for, params)
+    try:
+        response = httpx.post(
+            target,
+            data=params,
+            timeout=10.0,
+            headers={"X-Twilio-Signature": signature, "User-Agent": "payherald-simulate"},
+        )
+    except httpx.HTTPError as exc:
+        raise _fail(
+            f"Could not reach payherald at {target} ({exc}). Is `payherald run` running?",
+            code=1,
+        ) from None
+    err.print(f"Sent {text!r} from {mask_phone(phone)} to {target}: HTTP {response.status_code}")
+    if response.status_code >= 300:
+        err.print(response.text, markup=False)
+        raise typer.Exit(1)
+    answered = re.findall(r"<Message>(.*?)</Message>", response.text, flags=re.S)
+    from html import unescape
+
+    for words in answered:
+        err.print(f"  payherald answered: {unescape(words)}", markup=False)
+    if not answered:
+        err.print("  payherald did not answer (a reply that changes nothing gets none).")
+    _show_question(store, normalise_phone(phone, settings.default_region) or phone, wait)
+
+
+def _show_question(store: Store, number: str, wait: float) -> None:
+    """The latest question to ``number``, once what its answer does is settled."""
+    deadline = time.monotonic() + wait
+
+    def latest() -> dict[str, Any] | None:
+        asked = [q for q in _guard(lambda: store.questions.list(limit=50)) if q["phone"] == number]
+        return asked[0] if asked else None
+
+    question = latest()
+    while (
+        question is not None
+        and question["status"] in ("confirmed", "rejected")
+        and not question["outcome"]
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+        question = latest()
+    if question is not None:
+        outcome = f": {question['outcome']}" if question["outcome"] else ""
+        err.print(f"  question {question['id']} is {question['status']}{outcome}", markup=False)
 
 
 def _webhook_target(url: str) -> str:
