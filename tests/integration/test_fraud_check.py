@@ -8,6 +8,7 @@ from the question."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -314,3 +315,11 @@ def test_a_warning_and_a_review_of_one_payment_ask_once(checked: Checked) -> Non
     checked.send(event)
     assert len(checked.texts(PHONE)) == 1
     assert len(checked.questions()) == 1
+
+
+def test_a_question_goes_with_its_event_when_retention_prunes_it(checked: Checked) -> None:
+    checked.suspect()
+    checked.reply("YES", "SM1")
+    pruned = checked.ph.store.pruning.delete_events(checked.clock.now() + timedelta(days=1), 100)
+    assert pruned.events == 1
+    assert checked.questions() == []

@@ -15,7 +15,13 @@ from sqlalchemy import Connection, and_, delete, exists, func, or_, select, tupl
 
 from payherald.clock import Clock
 from payherald.store.database import Database
-from payherald.store.schema import delivery_reports, events, inbound_messages, notifications
+from payherald.store.schema import (
+    delivery_reports,
+    events,
+    inbound_messages,
+    notifications,
+    questions,
+)
 from payherald.store.statuses import TERMINAL
 
 __all__ = ["PrunedEvents", "Pruning", "PruningCounts"]
@@ -55,7 +61,8 @@ class Pruning:
 
     def delete_events(self, before: datetime, batch_size: int) -> PrunedEvents:
         """Delete one batch of finished events received before ``before``, with their
-        notifications and those notifications' delivery reports, in one transaction."""
+        notifications, those notifications' delivery reports and the questions they asked,
+        in one transaction."""
         candidates = (
             select(events.c.id)
             .where(events.c.received_at < before, ~_holds_event(before))
@@ -91,6 +98,9 @@ class Pruning:
             reports = connection.execute(
                 delete(delivery_reports).where(delivery_reports.c.provider_id.in_(their_messages))
             ).rowcount
+            # The questions their messages asked (long closed: a question waits 72 hours at
+            # most) go with them, and with them the numbers they were asked at.
+            connection.execute(delete(questions).where(questions.c.event_id.in_(doomed)))
             deleted_notifications = connection.execute(
                 delete(notifications).where(notifications.c.event_id.in_(doomed))
             ).rowcount

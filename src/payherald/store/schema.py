@@ -188,6 +188,7 @@ questions = Table(
     Column("answer_id", String(64)),  # the reply's MessageSid
     Column("outcome", Text),  # what was done at Stripe, or why nothing was
     Index("ix_questions_phone_status", "phone", "status"),
+    Index("ix_questions_event_id", "event_id"),
 )
 
 # Every status callback, once per (message, status), whatever Twilio repeats.

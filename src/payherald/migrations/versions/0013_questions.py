@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("outcome", sa.Text),
     )
     op.create_index("ix_questions_phone_status", "questions", ["phone", "status"])
+    op.create_index("ix_questions_event_id", "questions", ["event_id"])
 
 
 def downgrade() -> None:
