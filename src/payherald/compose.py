@@ -223,7 +223,11 @@ class Composer:
             variables["portal_url"] = self._portal_url(notification, variables, notes)
         body = self._render(rule, variables, notes, channel)
         question = None
-        if rule.name == FRAUD_RULE and notification.recipient == "customer":
+        # A question is open only where it was asked: not for a test-mode text printed by
+        # the console while a provider really sends (the number's owner never saw it), but
+        # on a machine with no provider, where only `simulate reply` can answer.
+        asked = not self._router.prints_only(carrier) or self._router.console_only
+        if rule.name == FRAUD_RULE and notification.recipient == "customer" and asked:
             question = question_for(
                 notification_id=notification.id,
                 event=event,

@@ -1,5 +1,9 @@
-"""Consent: what a reply means (STOP, START, HELP), and the records of who agreed to what
-(kept by ``Store.consents``, ``payherald.store.consents``).
+"""Consent: what a reply means (STOP, START, HELP; YES or NO to a question), and the records
+of who agreed to what (kept by ``Store.consents``, ``payherald.store.consents``).
+
+A YES or NO (``answer_of``) answers the number's latest open question first (the fraud
+check, ``payherald.fraud``): YES is then an answer, not an opt-in. STOP always opts out,
+and closes what is open.
 
 A reply is a keyword only when the keyword is the whole message, in any case, with spaces
 and punctuation around it ignored: "stop", " Stop! ", "OPT OUT." opt out; "please stop

@@ -46,11 +46,17 @@ class Checked(StripeOnLoopback):
 
     standin: StripeStandIn
 
-    def suspect(self, kind: str = "review.opened", *, intent_status: str = "succeeded") -> Any:
+    def suspect(
+        self,
+        kind: str = "review.opened",
+        *,
+        intent_status: str = "succeeded",
+        livemode: bool = True,
+    ) -> Any:
         """Stripe suspects a new live payment of $20.00: it knows the payment (its charge
         and payment intent) and sends ``kind`` about it, naming the charge by id as
         today's API does. Returns the event's object."""
-        event = build_event(kind, now=self.clock.now(), phone=PHONE, livemode=True)
+        event = build_event(kind, now=self.clock.now(), phone=PHONE, livemode=livemode)
         obj = event["data"]["object"]
         charge = obj["charge"]
         obj["charge"] = charge["id"]
@@ -323,3 +329,13 @@ def test_a_question_goes_with_its_event_when_retention_prunes_it(checked: Checke
     pruned = checked.ph.store.pruning.delete_events(checked.clock.now() + timedelta(days=1), 100)
     assert pruned.events == 1
     assert checked.questions() == []
+
+
+def test_a_test_mode_question_printed_by_the_console_is_not_open_to_a_real_reply(
+    checked: Checked,
+) -> None:
+    checked.suspect(livemode=False)
+    assert checked.texts(PHONE) == []  # printed, not texted: the number's owner never saw it
+    assert checked.questions() == []
+    assert "Payment notifications" in checked.reply("NO", "SM1")
+    assert checked.standin.actions == []

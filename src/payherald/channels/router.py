@@ -37,6 +37,11 @@ class ChannelRouter:
             return self._console
         return self._channels.get(channel, self._console)
 
+    @property
+    def console_only(self) -> bool:
+        """Whether no provider is configured: the console stands in for every channel."""
+        return not self._channels
+
     def prints_only(self, carrier: Channel) -> bool:
         """Whether ``carrier`` (as ``route`` chose it) only prints, reaching nobody."""
         return carrier is self._console
