@@ -196,16 +196,9 @@ class Composer:
             high_value=self._rules.high_value,
             timezone=zone,
             metadata_links=rule.allow_metadata_links,
+            charge=charge,
         )
         variables.update(learnt)
-        if charge is not None and variables["amount"] is None:
-            # A review or an early fraud warning names its charge, not the amount.
-            variables.update(
-                amount=charge.get("amount"),
-                currency=str(charge.get("currency") or variables["currency"]).lower(),
-                merchant=variables["merchant"]
-                or str(charge.get("calculated_statement_descriptor") or ""),
-            )
         if rule.variables:
             variables.update(digest_variables(event, channel, locale=self._context.locale))
         if not variables["plan_name"] and "plan_name" in self._uses(rule):

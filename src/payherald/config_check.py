@@ -9,6 +9,7 @@ from payherald.clock import SystemClock
 from payherald.config import load_config
 from payherald.digest import digest_variables, sample_digest
 from payherald.exceptions import RenderError
+from payherald.fraud import REPORTED_RULE, UNANSWERED_RULE, sample_question_event
 from payherald.rules import RENEWAL
 from payherald.segments import count_segments
 from payherald.simulate import SIMULATED_EVENT_TYPES, build_event
@@ -52,15 +53,21 @@ def render_samples(
             )
         # A reminder the renewal scan alone chooses is about a subscription.
         scanned = not rule.events and rule.subject == RENEWAL
+        answered = rule.name in (REPORTED_RULE, UNANSWERED_RULE)
         events = ["customer.subscription.updated"] if scanned else sorted(rule.events)
         sample_type = next((t for t in events if t in SIMULATED_EVENT_TYPES), None)
-        head = (
-            f"{rule.name} ({'the renewal scan' if scanned else ', '.join(events) or 'every day'} "
-            f"-> {rule.to}, "
-            f"{' > '.join(rule.channels)})"
+        cause = (
+            "the renewal scan"
+            if scanned
+            else "the fraud check's answer"
+            if answered
+            else ", ".join(events) or "every day"
         )
+        head = f"{rule.name} ({cause} -> {rule.to}, {' > '.join(rule.channels)})"
         if rule.variables:  # the daily digest: its text message, as the team would get it
             event, sample_type = sample_digest(SystemClock().now()), "daily digest"
+        elif answered:
+            event, sample_type = sample_question_event(rule.name, SystemClock().now()), cause
         elif sample_type is None:
             lines.append(f"{head}\n    (no sample event to render)")
             continue

@@ -51,6 +51,7 @@ __all__ = [
     "question_for",
     "question_reply",
     "read_fraud",
+    "sample_question_event",
 ]
 
 _log = structlog.get_logger("payherald.fraud")
@@ -223,6 +224,26 @@ def question_event(
         object=obj,
         payload=payload,
     )
+
+
+def sample_question_event(rule: str, now: datetime) -> StripeEvent:
+    """A team alert ``rule`` about a made-up question, for ``payherald config check``."""
+    question = {
+        "id": 1,
+        "status": QuestionStatus.REJECTED.value,
+        "amount": 2000,
+        "currency": "usd",
+        "charge_id": "ch_sample",
+        "payment_intent_id": "pi_sample",
+        "review_id": "prv_sample",
+        "event_id": "evt_sample",
+        "livemode": True,
+    }
+    outcome = "Refunded pi_sample (re_sample)."
+    if rule == UNANSWERED_RULE:
+        question["status"] = QuestionStatus.EXPIRED.value
+        outcome = "No answer within 4 hours; nothing was done at Stripe."
+    return question_event(question, rule, outcome, now=now)
 
 
 class FraudChecks:

@@ -190,8 +190,11 @@ def message_context(
     high_value: Mapping[str, int] | None = None,
     timezone: str | None = None,
     metadata_links: bool = False,
+    charge: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Every variable a template sees for ``event`` and its customer (when known).
+    """Every variable a template sees for ``event`` and its customer (when known), and the
+    ``charge`` the object is about when it was read (a review's, a refund's; an expanded
+    one is read from the object itself).
 
     ``fix_url`` is the invoice's page, else the operator's ``update_card_url``; an
     object's ``metadata.update_card_url`` comes first only with ``metadata_links`` (the
@@ -240,6 +243,16 @@ def message_context(
         timezone=timezone or context.timezone,
         portal_url="",  # a billing portal session's, made when a template uses it (compose)
     )
+    expanded = obj.get("charge")
+    charge = charge or (expanded if isinstance(expanded, Mapping) else None)
+    if charge is not None and variables["amount"] is None:
+        # A review or an early fraud warning names its charge, not the amount.
+        variables.update(
+            amount=charge.get("amount"),
+            currency=str(charge.get("currency") or variables["currency"]).lower(),
+            merchant=variables["merchant"]
+            or str(charge.get("calculated_statement_descriptor") or ""),
+        )
     return variables
 
 
