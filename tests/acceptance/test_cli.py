@@ -340,6 +340,11 @@ def test_config_check_renders_every_rule_with_its_segments(tmp_path: Path) -> No
     assert "[GSM-7, " in result.stdout
     assert "warning: rule payment_confirmation: 3 SMS segments (UCS-2)" in result.stderr
     assert result.stdout.rstrip().endswith("payherald.toml: OK")
+    # Every built-in rule that is on has a sample to render, the fraud check's included.
+    assert "(no sample event to render)" not in result.stdout
+    assert "cannot render" not in result.stderr
+    assert "Did you make a payment of $20.00 to JENNYS SHOP?" in result.stdout
+    assert "fraud_unanswered (the fraud check's answer -> team:finance" in result.stdout
 
 
 def test_config_check_says_a_runaway_template_is_stopped_naming_its_rule(
