@@ -26,11 +26,13 @@ Where things live, and the path of one event through them:
                    consent write-backs to Stripe (stripe_sync), the scheduled
                    reconciliation (backfill), the renewal reminders' scan (renewals),
                    the daily digest (digest, its section digest_config, its figures
-                   store.digest); each kind registered once, retried by one policy
-                   (backoff)
+                   store.digest), the fraud check's answers and timeouts (fraud, its
+                   questions in store.questions); each kind registered once, retried by
+                   one policy (backoff)
     Around them: app builds everything from settings and config (payherald.toml, its rules
     read by config_rules, each mistake placed on its line by toml_lines); consent (what a
-    reply means, CSV lists, legacy opt-outs) over store.consents; delivery's reports from
+    reply means, CSV lists, legacy opt-outs) over store.consents, a YES or NO answering the
+    number's open question first (store.questions); delivery's reports from
     Twilio, stored by store.deliveries; backfill and replay; simulate, signed example events
     (their objects from simulated_payments and simulated_billing); retention (what goes, and
     when) over store.pruning; endpoints and doctor (its Stripe and Twilio checks in

@@ -16,6 +16,8 @@ told        whether another notification about the same thing was told, and the 
 jobs        Store.jobs: deferred work of every kind, one queue, claimed with a lease, once
             per key
 dunning     Store.dunning: an invoice's dunning sequence, started and ended with the events
+questions   Store.questions: the fraud check's questions, opened with their texts and
+            answered with the replies
 digest      Store.digest: the daily digest's figures of a day, from the events and dunning
 consents    Store.consents: the suppression list, consent records, inbound messages, and
             each record's write-back to Stripe, queued as a job
