@@ -59,6 +59,9 @@ class StripeStandIn:
         self._answered: dict[str, tuple[int, Any]] = {}
         self.lose_answers = 0  # act, then answer this many action requests 500 (as if the
         # answer was lost on the way)
+        # Refuse every action with (status, error type, message), as Stripe refuses a
+        # restricted key without the permission.
+        self.refuse_actions: tuple[int, str, str] | None = None
         self._lock = threading.Lock()
         self.url = ""
 
@@ -140,6 +143,9 @@ class StripeStandIn:
     def _action(self, path: str, form: Mapping[str, str], key: str | None) -> tuple[int, Any]:
         """Approve a review, refund, or cancel a payment intent; once per idempotency key."""
         self.actions.append((path, dict(form), key))
+        if self.refuse_actions is not None:
+            status, kind, message = self.refuse_actions
+            return status, _error(kind, message)
         if key is not None and key in self._answered:
             answer = self._answered[key]
         else:

@@ -340,7 +340,12 @@ def build(
     if write_back is not None:
         write_back.register(job_runner)
     FraudChecks(
-        store=store, rules=rules, client=client, settings=config.fraud, clock=clock
+        store=store,
+        rules=rules,
+        client=client,
+        settings=config.fraud,
+        clock=clock,
+        key_mode=settings.stripe_key_mode,
     ).register(job_runner)
     worker = Worker(
         store=store,

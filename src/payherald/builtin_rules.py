@@ -188,6 +188,18 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         "{{ object.outcome }} Look at it in the Stripe dashboard.",
     ),
     Rule(
+        name="fraud_unapproved",
+        description="Finance: a customer said YES, but the review could not be approved.",
+        events=frozenset(),  # sent by the fraud check's answer (see fraud)
+        to="team:finance",
+        channels=("sms", "slack", "email"),
+        template="Fraud check confirmed by the customer but not acted on: "
+        "{{ amount | money(currency) }} ({{ object.payment_intent or object.charge }}). "
+        "{{ object.outcome }}",
+        fallback="Fraud check confirmed by the customer but not acted on: "
+        "{{ object.payment_intent or object.charge }}. {{ object.outcome }}",
+    ),
+    Rule(
         name="subscription_cancelled",
         description="Customer: subscription cancelled, with the effective date.",
         events=frozenset({"customer.subscription.deleted"}),

@@ -9,7 +9,12 @@ from payherald.clock import SystemClock
 from payherald.config import load_config
 from payherald.digest import digest_variables, sample_digest
 from payherald.exceptions import RenderError
-from payherald.fraud import REPORTED_RULE, UNANSWERED_RULE, sample_question_event
+from payherald.fraud import (
+    REPORTED_RULE,
+    UNANSWERED_RULE,
+    UNAPPROVED_RULE,
+    sample_question_event,
+)
 from payherald.rules import RENEWAL
 from payherald.segments import count_segments
 from payherald.simulate import SIMULATED_EVENT_TYPES, build_event
@@ -53,7 +58,7 @@ def render_samples(
             )
         # A reminder the renewal scan alone chooses is about a subscription.
         scanned = not rule.events and rule.subject == RENEWAL
-        answered = rule.name in (REPORTED_RULE, UNANSWERED_RULE)
+        answered = rule.name in (REPORTED_RULE, UNANSWERED_RULE, UNAPPROVED_RULE)
         events = ["customer.subscription.updated"] if scanned else sorted(rule.events)
         sample_type = next((t for t in events if t in SIMULATED_EVENT_TYPES), None)
         cause = (

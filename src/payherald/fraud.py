@@ -7,15 +7,19 @@ answers their number's latest open question (``payherald.consent``), in the tran
 that records the reply, with a job that acts on it:
 
 - YES approves the review (``POST /v1/reviews/ID/approve``); an early fraud warning has no
-  review, so YES only closes the question.
+  review, so YES only closes the question. A YES that could not be acted on is told to the
+  team (rule ``fraud_unapproved``).
 - NO refunds the payment, or cancels its payment intent (``[fraud] on_no``), and alerts
   the team (rule ``fraud_reported``). A payment intent that can no longer be cancelled
   (it was captured) is refunded instead.
 - No answer within ``[fraud] reply_within_hours`` alerts the team (``fraud_unanswered``),
-  and so does an opt-out in the meantime.
+  and so do, at once, an opt-out in the meantime and a text that could not be delivered.
 
-Every Stripe call carries an idempotency key derived from the question, so a job run
-twice (a retry, a lease that ran out) refunds once. The team's alerts are recorded as
+Every Stripe call carries an idempotency key derived from the Stripe event that caused the
+question, so a job run twice (a retry, a lease that ran out) refunds once. Only the
+network, Stripe's rate limit and Stripe's own failures are retried; any other refusal is
+final, and told to the team at once. Nothing is done with a key of the other mode than the
+payment's. The team's alerts are recorded as
 events of payherald's own (``payherald.question``, one id per question and outcome), so
 each is sent once, through the same path as every message.
 """
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import stripe
@@ -38,7 +42,7 @@ from payherald.store import Store
 from payherald.store.questions import ANSWER_JOB, TIMEOUT_JOB, Question, ReplyToQuestion
 from payherald.store.statuses import QuestionStatus
 from payherald.stripe_objects import object_id, read_object
-from payherald.webhook import StripeEvent
+from payherald.webhook import StripeEvent, own_event
 
 __all__ = [
     "FRAUD_EVENTS",
@@ -46,6 +50,7 @@ __all__ = [
     "QUESTION_EVENT",
     "REPORTED_RULE",
     "UNANSWERED_RULE",
+    "UNAPPROVED_RULE",
     "FraudChecks",
     "FraudSettings",
     "question_for",
@@ -61,6 +66,8 @@ FRAUD_EVENTS = frozenset({"radar.early_fraud_warning.created", "review.opened"})
 # The team's alerts: the customer said NO; no answer came in time.
 REPORTED_RULE = "fraud_reported"
 UNANSWERED_RULE = "fraud_unanswered"
+# A YES that could not be acted on (Stripe refused to approve the review, say).
+UNAPPROVED_RULE = "fraud_unapproved"
 # The type of the events the alerts are recorded as: not a Stripe type.
 QUESTION_EVENT = "payherald.question"
 
@@ -179,7 +186,8 @@ def question_reply(
         return f"{name}Thank you for confirming {payment}."
     if on_no is None:  # nothing is done at Stripe without a key: the team does it
         return f"{name}Thank you for telling us. Our team will look into {payment}."
-    stopped = "cancelling" if on_no == "cancel" else "refunding"
+    # A payment intent captured already is refunded rather than cancelled: "stopping".
+    stopped = "stopping" if on_no == "cancel" else "refunding"
     return (
         f"{name}Thank you for telling us. We are {stopped} {payment}, and our team will "
         "look into it."
@@ -205,24 +213,12 @@ def question_event(
         "livemode": question["livemode"],
         "outcome": outcome,
     }
-    created = int(now.timestamp())
-    payload = {
-        "id": event_id,
-        "object": "event",
-        "type": QUESTION_EVENT,
-        "api_version": None,
-        "created": created,
-        "livemode": question["livemode"],
-        "data": {"object": obj},
-    }
-    return StripeEvent(
-        id=event_id,
+    return own_event(
+        event_id=event_id,
         type=QUESTION_EVENT,
+        obj=obj,
         livemode=bool(question["livemode"]),
-        created=datetime.fromtimestamp(created, UTC),
-        api_version=None,
-        object=obj,
-        payload=payload,
+        now=now,
     )
 
 
@@ -240,10 +236,22 @@ def sample_question_event(rule: str, now: datetime) -> StripeEvent:
         "livemode": True,
     }
     outcome = "Refunded pi_sample (re_sample)."
+    if rule == UNAPPROVED_RULE:
+        question["status"] = QuestionStatus.CONFIRMED.value
+        outcome = (
+            "Stripe did not approve review prv_sample (InvalidRequestError: This review is "
+            "already closed); approve review prv_sample in the Stripe dashboard."
+        )
     if rule == UNANSWERED_RULE:
         question["status"] = QuestionStatus.EXPIRED.value
         outcome = "No answer within 4 hours; nothing was done at Stripe."
     return question_event(question, rule, outcome, now=now)
+
+
+# What asking again can mend: the network, Stripe's rate limit, a failure on Stripe's side.
+# Anything else Stripe answers (a refused key, a missing permission, a request it will not
+# do) is final: told to the team at once, not retried for hours.
+_TRANSIENT = (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError)
 
 
 class FraudChecks:
@@ -258,12 +266,16 @@ class FraudChecks:
         client: stripe.StripeClient | None,
         settings: FraudSettings,
         clock: Clock,
+        key_mode: Literal["live", "test"] | None = None,
     ) -> None:
         self._store = store
         self._rules = rules
         self._client = client
         self._settings = settings
         self._clock = clock
+        # The mode of STRIPE_SECRET_KEY: a question about a payment of the other mode is
+        # not acted on with it.
+        self._key_mode = key_mode
 
     def register(self, runner: JobRunner) -> None:
         for kind, handler in ((ANSWER_JOB, self.answer), (TIMEOUT_JOB, self.timeout)):
@@ -278,92 +290,113 @@ class FraudChecks:
 
     def answer(self, job: Job) -> None:
         """Act on the answer to the job's question, once: whatever ran before under the
-        same idempotency keys (a retry, a lease that ran out) is Stripe's answer again."""
+        same idempotency keys (a retry, a lease that ran out) is Stripe's answer again.
+        A NO is told to the team, and so is a YES that could not be acted on."""
         question = self._store.questions.get(int(job.payload["question"]))
-        if question is None:
+        if question is None or question["status"] not in (
+            QuestionStatus.CONFIRMED,
+            QuestionStatus.REJECTED,
+        ):
             return
-        log = _log.bind(question_id=question["id"], event_id=question["event_id"])
-        if question["status"] == QuestionStatus.CONFIRMED:
-            outcome = self._approve(question)
-            self._store.questions.settle(question["id"], outcome)
-            log.info("question_answered", answer="yes", outcome=outcome)
-            return
-        if question["status"] != QuestionStatus.REJECTED:
-            return
+        yes = question["status"] == QuestionStatus.CONFIRMED
+        by_hand = (
+            f"approve review {question['review_id']} in the Stripe dashboard"
+            if yes
+            else f"refund {_payment_of(question)} in the Stripe dashboard"
+        )
         try:
-            outcome = self._stop(question)
-        except stripe.StripeError as exc:
+            outcome, done = self._act(question, yes=yes, by_hand=by_hand)
+        except _TRANSIENT as exc:
             if job.attempts + 1 < _MAX_ATTEMPTS:
-                raise  # Stripe could not be asked: tried again later, under the same keys
-            what = question["payment_intent_id"] or question["charge_id"]
-            outcome = (
-                f"Gave up asking Stripe after {_MAX_ATTEMPTS} attempts ({type(exc).__name__}: "
-                f"{exc.user_message or exc}); refund {what} in the Stripe dashboard."
+                raise  # tried again later, under the same idempotency keys
+            outcome, done = (
+                f"Gave up asking Stripe after {_MAX_ATTEMPTS} attempts ({_reason(exc)}); "
+                f"{by_hand}.",
+                False,
             )
+        except stripe.StripeError as exc:
+            outcome, done = f"Stripe refused ({_reason(exc)}); {by_hand}.", False
         self._store.questions.settle(question["id"], outcome)
-        log.warning("question_answered", answer="no", outcome=outcome)
-        self._alert(question, REPORTED_RULE, outcome)
+        log = _log.bind(question_id=question["id"], event_id=question["event_id"])
+        tell = log.info if yes and done else log.warning
+        tell("question_answered", answer="yes" if yes else "no", outcome=outcome)
+        if not yes:
+            self._alert(question, REPORTED_RULE, outcome)
+        elif not done:
+            self._alert(question, UNAPPROVED_RULE, outcome)
 
     def timeout(self, job: Job) -> None:
         """Close the job's question if it is still open, and tell the team that no answer
-        came (nor will: an opt-out closed it)."""
+        came (nor will: an opt-out closed it, or its text could not be delivered)."""
         question = self._store.questions.expire(int(job.payload["question"]))
-        if question is None or question["status"] not in (
-            QuestionStatus.EXPIRED,
-            QuestionStatus.OPTED_OUT,
-        ):
+        if question is None:
             return
-        if question["status"] == QuestionStatus.OPTED_OUT:
-            outcome = "The customer opted out instead of answering; nothing was done at Stripe."
-        else:
+        status = question["status"]
+        if status == QuestionStatus.EXPIRED:
             outcome = (
                 f"No answer within {self._settings.reply_within_hours:g} hours; nothing was "
                 "done at Stripe."
             )
+        elif status == QuestionStatus.OPTED_OUT:
+            outcome = "The customer opted out instead of answering; nothing was done at Stripe."
+        elif status == QuestionStatus.UNDELIVERED:
+            outcome = (
+                "The question could not be delivered to the customer; nothing was done at Stripe."
+            )
+        else:
+            return
         self._store.questions.settle(question["id"], outcome)
-        _log.warning("question_unanswered", question_id=question["id"], status=question["status"])
+        _log.warning("question_unanswered", question_id=question["id"], status=status)
         self._alert(question, UNANSWERED_RULE, outcome)
 
     # -- at Stripe ----------------------------------------------------------------------
 
-    def _key(self, question: Mapping[str, Any], action: str) -> dict[str, str]:
-        return {"idempotency_key": f"payherald-question-{question['id']}-{action}"}
+    def _act(self, question: Mapping[str, Any], *, yes: bool, by_hand: str) -> tuple[str, bool]:
+        """Do at Stripe what the answer asks; what was done, and whether it was."""
+        mode = "live" if question["livemode"] else "test"
+        if self._client is None:
+            return f"Nothing was done at Stripe (STRIPE_SECRET_KEY is not set): {by_hand}.", False
+        if self._key_mode is not None and self._key_mode != mode:
+            return (
+                f"Nothing was done at Stripe: the payment is in {mode} mode and "
+                f"STRIPE_SECRET_KEY is a {self._key_mode} key; {by_hand}.",
+                False,
+            )
+        if yes:
+            return self._approve(question, by_hand)
+        return self._stop(question, by_hand)
 
-    def _approve(self, question: Mapping[str, Any]) -> str:
+    def _key(self, question: Mapping[str, Any], action: str) -> Any:
+        """The idempotency key of ``action`` on ``question``: made from the Stripe event it
+        is about, the same in any database that takes that event."""
+        return {"idempotency_key": f"payherald-fraud-{question['event_id']}-{action}"}
+
+    def _approve(self, question: Mapping[str, Any], by_hand: str) -> tuple[str, bool]:
         review = question["review_id"]
         if not review:
-            return "Confirmed; an early fraud warning has no review to approve."
-        if self._client is None:
-            return (
-                f"Confirmed; approve review {review} in the Stripe dashboard "
-                "(STRIPE_SECRET_KEY is not set)."
-            )
+            return "Confirmed; an early fraud warning has no review to approve.", True
+        assert self._client is not None
         try:
-            self._client.v1.reviews.approve(review, options=self._key(question, "approve"))  # type: ignore[arg-type]
+            self._client.v1.reviews.approve(review, options=self._key(question, "approve"))
         except stripe.InvalidRequestError as exc:
-            return f"Stripe did not approve review {review}: {exc.user_message or exc}"
-        return f"Approved review {review}."
+            return f"Stripe did not approve review {review} ({_reason(exc)}); {by_hand}.", False
+        return f"Approved review {review}.", True
 
-    def _stop(self, question: Mapping[str, Any]) -> str:
-        """Refund the payment, or cancel its payment intent (``on_no``); what was done."""
-        what = question["payment_intent_id"] or question["charge_id"]
-        if self._client is None:
-            return (
-                f"Nothing was done at Stripe (STRIPE_SECRET_KEY is not set): refund {what} in "
-                "the Stripe dashboard."
-            )
+    def _stop(self, question: Mapping[str, Any], by_hand: str) -> tuple[str, bool]:
+        """Refund the payment, or cancel its payment intent (``on_no``)."""
+        assert self._client is not None
         intent = question["payment_intent_id"]
         if self._settings.on_no == "cancel" and intent:
             try:
                 self._client.v1.payment_intents.cancel(
                     intent,
                     params={"cancellation_reason": "fraudulent"},
-                    options=self._key(question, "cancel"),  # type: ignore[arg-type]
+                    options=self._key(question, "cancel"),
                 )
-                return f"Cancelled payment intent {intent}."
+                return f"Cancelled payment intent {intent}.", True
             except stripe.InvalidRequestError as exc:
                 if exc.code != "payment_intent_unexpected_state":
-                    return f"Stripe did not cancel {intent}: {exc.user_message or exc}"
+                    return f"Stripe did not cancel {intent} ({_reason(exc)}); {by_hand}.", False
                 # Captured already: only a refund gives the money back.
         params: dict[str, Any] = {
             "reason": "fraudulent",
@@ -374,17 +407,18 @@ class FraudChecks:
         elif question["charge_id"]:
             params["charge"] = question["charge_id"]
         else:
-            return "Nothing was done at Stripe: the event named no payment to refund."
+            return "Nothing was done at Stripe: the event named no payment to refund.", False
+        what = _payment_of(question)
         try:
             refund = self._client.v1.refunds.create(
                 params=params,  # type: ignore[arg-type]
-                options=self._key(question, "refund"),  # type: ignore[arg-type]
+                options=self._key(question, "refund"),
             )
         except stripe.InvalidRequestError as exc:
             if exc.code == "charge_already_refunded":
-                return f"{what} was refunded already."
-            return f"Stripe did not refund {what}: {exc.user_message or exc}"
-        return f"Refunded {what} ({refund.id})."
+                return f"{what} was refunded already.", True
+            return f"Stripe did not refund {what} ({_reason(exc)}); {by_hand}.", False
+        return f"Refunded {what} ({refund.id}).", True
 
     def _alert(self, question: Mapping[str, Any], rule: str, outcome: str) -> None:
         event = question_event(question, rule, outcome, now=self._clock.now())
@@ -397,3 +431,13 @@ class FraudChecks:
             log.warning("question_alert_unaddressed", reason="the team has no address")
         else:
             log.info("question_alert_queued", queued=result.queued)
+
+
+def _payment_of(question: Mapping[str, Any]) -> str:
+    return str(question["payment_intent_id"] or question["charge_id"] or "the payment")
+
+
+def _reason(exc: stripe.StripeError) -> str:
+    """Stripe's error, on one line: its kind and its own words."""
+    words = " ".join(str(exc.user_message or exc or "").split()).rstrip(".")
+    return f"{type(exc).__name__}: {words}" if words else type(exc).__name__

@@ -36,6 +36,7 @@ __all__ = [
     "SigningSecret",
     "StripeEvent",
     "WebhookVerifier",
+    "own_event",
     "parse_event",
 ]
 
@@ -294,4 +295,32 @@ def parse_event(payload: bytes) -> StripeEvent:
         api_version=api_version if isinstance(api_version, str) else None,
         object=obj,
         payload=data,
+    )
+
+
+def own_event(
+    *, event_id: str, type: str, obj: Mapping[str, Any], livemode: bool, now: datetime
+) -> StripeEvent:
+    """An event of payherald's own (a daily digest, a fraud check's alert), shaped like
+    Stripe's so that it is stored, replayed and listed like one; ``type`` is not a Stripe
+    type (``payherald.…``), so no rule or figure mistakes it for one."""
+    created = int(now.timestamp())
+    data = dict(obj)
+    payload: dict[str, Any] = {
+        "id": event_id,
+        "object": "event",
+        "type": type,
+        "api_version": None,
+        "created": created,
+        "livemode": livemode,
+        "data": {"object": data},
+    }
+    return StripeEvent(
+        id=event_id,
+        type=type,
+        livemode=livemode,
+        created=datetime.fromtimestamp(created, UTC),
+        api_version=None,
+        object=data,
+        payload=payload,
     )

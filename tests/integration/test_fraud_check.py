@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from payherald import FrozenClock
+from payherald.exceptions import PermanentDeliveryError
 from payherald.simulate import build_event
 from payherald.testing import ScriptedChannel
 from tests.stripe_standin import StripeStandIn, stripe_standin
@@ -90,7 +91,9 @@ class Checked(StripeOnLoopback):
         move_clock(self.ph, self.clock, seconds)
 
 
-def _checked(database_url: str, tmp_path: Path, on_no: str = "refund") -> Iterator[Checked]:
+def _checked(
+    database_url: str, tmp_path: Path, on_no: str = "refund", allowlist: str = ""
+) -> Iterator[Checked]:
     rules = tmp_path / "payherald.toml"
     rules.write_text(RULES.format(on_no=on_no))
     with stripe_standin() as standin:
@@ -99,6 +102,7 @@ def _checked(database_url: str, tmp_path: Path, on_no: str = "refund") -> Iterat
             "STRIPE_SECRET_KEY": "sk_live_standin",  # the events are live, and so is the key
             "STRIPE_API_BASE": standin.url,
             "PAYHERALD_CONFIG": str(rules),
+            "PAYHERALD_TEST_ALLOWLIST": allowlist,
         }
         clock, sms = FrozenClock(), ScriptedChannel("sms")
         ph = build_for_tests(database_url, clock=clock, channels={"sms": sms}, settings=settings)
@@ -139,9 +143,8 @@ def test_yes_approves_the_review_once_and_is_not_an_opt_in(checked: Checked) -> 
     review = checked.suspect()
     answer = checked.reply("Yes!", "SM1")
     assert "Thank you for confirming the payment of $20.00." in answer
-    assert checked.standin.actions == [
-        (f"/v1/reviews/{review['id']}/approve", {}, "payherald-question-1-approve")
-    ]
+    key = f"payherald-fraud-{checked.questions()[0]['event_id']}-approve"
+    assert checked.standin.actions == [(f"/v1/reviews/{review['id']}/approve", {}, key)]
     assert checked.standin.objects[review["id"]]["open"] is False
     assert checked.questions()[0]["status"] == "confirmed"
     assert checked.questions()[0]["outcome"] == f"Approved review {review['id']}."
@@ -164,7 +167,7 @@ def test_no_refunds_once_and_alerts_the_team(checked: Checked) -> None:
                 "metadata[payherald_question]": "1",
                 "payment_intent": intent,
             },
-            "payherald-question-1-refund",
+            f"payherald-fraud-{checked.questions()[0]['event_id']}-refund",
         )
     ]
     assert [refund["payment_intent"] for refund in checked.standin.refunds()] == [intent]
@@ -192,7 +195,8 @@ def test_a_refund_whose_answer_was_lost_is_retried_under_its_key_and_made_once(
     assert checked.texts(TEAM) == []
     checked.later(HOUR)
     assert len(checked.standin.actions) == 4
-    assert {key for _, _, key in checked.standin.actions} == {"payherald-question-1-refund"}
+    event_id = checked.questions()[0]["event_id"]
+    assert {key for _, _, key in checked.standin.actions} == {f"payherald-fraud-{event_id}-refund"}
     assert len(checked.standin.refunds()) == 1
     assert len(checked.texts(TEAM)) == 1
     assert "(re_1)" in checked.texts(TEAM)[0]
@@ -200,13 +204,13 @@ def test_a_refund_whose_answer_was_lost_is_retried_under_its_key_and_made_once(
 
 def test_cancel_cancels_a_payment_intent_not_captured_yet(cancelling: Checked) -> None:
     review = cancelling.suspect(intent_status="requires_capture")
-    assert "We are cancelling the payment" in cancelling.reply("NO", "SM1")
+    assert "We are stopping the payment of $20.00" in cancelling.reply("NO", "SM1")
     intent = cancelling.standin.objects[review["charge"]]["payment_intent"]
     assert cancelling.standin.actions == [
         (
             f"/v1/payment_intents/{intent}/cancel",
             {"cancellation_reason": "fraudulent"},
-            "payherald-question-1-cancel",
+            f"payherald-fraud-{cancelling.questions()[0]['event_id']}-cancel",
         )
     ]
     assert cancelling.standin.objects[intent]["status"] == "canceled"
@@ -271,13 +275,25 @@ def test_stop_while_a_question_is_open_opts_out_and_closes_it(checked: Checked) 
     assert "You will get no more messages from us" in checked.reply("STOP", "SM1")
     assert checked.ph.store.consents.suppression(PHONE) is not None
     assert checked.questions()[0]["status"] == "opted_out"
-    # A YES now is about the question, which is closed: no opt-in, no approval.
-    assert "is closed" in checked.reply("YES", "SM2")
-    assert checked.ph.store.consents.suppression(PHONE) is not None
-    assert checked.standin.actions == []
-    checked.later(4 * HOUR)
+    # The team hears at once that no answer will come.
     (alert,) = checked.texts(TEAM)
     assert "The customer opted out instead of answering" in alert
+    # A YES now is the person's opt-in again (no question is open), not an approval.
+    assert "You are subscribed again" in checked.reply("YES", "SM2")
+    assert checked.ph.store.consents.suppression(PHONE) is None
+    assert checked.standin.actions == []
+    checked.later(4 * HOUR)
+    assert len(checked.texts(TEAM)) == 1
+
+
+def test_an_opt_out_by_an_operator_closes_the_question_too(checked: Checked) -> None:
+    checked.suspect()
+    checked.ph.store.consents.record(
+        address=PHONE, action="opt_out", channel="sms", words=None, source="cli"
+    )
+    checked.ph.worker.run_until_idle()
+    assert checked.questions()[0]["status"] == "opted_out"
+    assert "opted out instead of answering" in checked.texts(TEAM)[0]
 
 
 def test_yes_or_no_with_no_question_gets_the_help_text_and_acts_on_nothing(
@@ -339,3 +355,73 @@ def test_a_test_mode_question_printed_by_the_console_is_not_open_to_a_real_reply
     assert checked.questions() == []
     assert "Payment notifications" in checked.reply("NO", "SM1")
     assert checked.standin.actions == []
+
+
+def test_a_question_that_could_not_be_delivered_is_closed_and_told_at_once(
+    checked: Checked,
+) -> None:
+    checked.sms.script(PermanentDeliveryError("Unreachable number.", code="twilio_21614"))
+    checked.suspect()
+    (question,) = checked.questions()
+    assert question["status"] == "undelivered"
+    (alert,) = checked.texts(TEAM)
+    assert "The question could not be delivered to the customer" in alert
+    assert "is closed" in checked.reply("YES", "SM1")  # a reply to a text that never came
+    assert checked.standin.actions == []
+
+
+def test_a_reply_after_the_time_ran_out_is_not_acted_on_before_the_timeout_runs(
+    checked: Checked,
+) -> None:
+    checked.suspect()
+    checked.clock.advance(5 * HOUR)  # the worker has not run the timeout yet
+    assert "is closed, so your reply changed nothing" in checked.reply("NO", "SM1")
+    assert checked.standin.actions == []
+    assert "No answer within 4 hours" in checked.texts(TEAM)[0]
+
+
+def test_a_question_of_the_other_mode_than_the_key_is_not_acted_on(
+    database_url: str, tmp_path: Path
+) -> None:
+    # A test-mode review of an allowlisted number is texted for real, and answered; the
+    # live key must not refund anything for it.
+    for checked in _checked(database_url, tmp_path, allowlist=PHONE):
+        checked.suspect(livemode=False)
+        assert checked.questions()[0]["status"] == "open"
+        checked.reply("NO", "SM1")
+        assert checked.standin.actions == []
+        says = "the payment is in test mode and STRIPE_SECRET_KEY is a live key"
+        assert says in checked.questions()[0]["outcome"]
+        # The team's alert is a test-mode message too: printed, not texted.
+        (alert,) = [
+            row
+            for row in checked.ph.store.list_notifications(limit=10)
+            if row["rule"] == "fraud_reported"
+        ]
+        assert (alert["channel"], alert["status"]) == ("console", "sent")
+        assert says in alert["body"]
+
+
+def test_a_refused_approval_is_told_to_the_team(checked: Checked) -> None:
+    review = checked.suspect()
+    checked.standin.objects[review["id"]]["open"] = False  # closed in the dashboard meanwhile
+    assert "Thank you for confirming" in checked.reply("YES", "SM1")
+    (alert,) = checked.texts(TEAM)
+    assert alert.startswith("Fraud check confirmed by the customer but not acted on: $20.00")
+    assert "This review is already closed" in alert
+
+
+def test_a_final_stripe_refusal_is_not_retried_and_is_told_at_once(checked: Checked) -> None:
+    checked.suspect()
+    checked.standin.refuse_actions = (
+        403,
+        "invalid_request_error",
+        "The provided key does not have the required permissions for this endpoint.",
+    )
+    checked.reply("NO", "SM1")
+    assert len(checked.standin.actions) == 1  # not retried, by the SDK or the job
+    (alert,) = checked.texts(TEAM)
+    assert "Stripe refused (PermissionError: The provided key does not have" in alert
+    assert "refund pi_" in alert
+    checked.later(4 * HOUR)
+    assert len(checked.standin.actions) == 1

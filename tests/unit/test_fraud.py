@@ -49,7 +49,7 @@ def test_yes_is_still_the_opt_in_keyword_where_no_question_is_open() -> None:
         ("unclear", "open", "refund", "Acme: Please reply YES if you made the payment of $20.00"),
         ("answered", "confirmed", "refund", "Acme: Thank you for confirming the payment of $20.00"),
         ("answered", "rejected", "refund", "We are refunding the payment of $20.00"),
-        ("answered", "rejected", "cancel", "We are cancelling the payment of $20.00"),
+        ("answered", "rejected", "cancel", "We are stopping the payment of $20.00"),
         ("answered", "rejected", None, "Our team will look into the payment of $20.00."),
         ("closed", "expired", "refund", "The question about the payment of $20.00 is closed"),
     ],

@@ -77,6 +77,11 @@ def simulate(
     from payherald.simulate import build_simulation, sign_payload
 
     if event_type == "reply":
+        if (amount, currency, livemode, api_version, invoice) != (2000, "usd", False, None, None):
+            raise _fail(
+                "simulate reply takes --text, --phone, --url and --wait; --amount, "
+                "--currency, --livemode, --api-version and --invoice are for events."
+            )
         _reply(url=url, phone=phone, text=text, wait=wait)
         return
     if text is not None:
@@ -230,7 +235,8 @@ def _reply(*, url: str, phone: str, text: str | None, wait: float) -> None:
     else:
         token = _guard(store.meta.development_secret)
         _scrub_development_secret(settings, token)
-        signed_for = target
+        # The server checks a callback against its public address when it has one.
+        signed_for = settings.public_url.rstrip("/") + path if settings.public_url else target
     params = {
         "MessageSid": "SM" + secrets.token_hex(16),
         "AccountSid": "AC" + "0" * 32,

@@ -96,7 +96,7 @@ class Consents:
         consent changed, what it did to a question). A ``provider_id`` seen before is not
         acted on again, even once retention has blanked its row."""
         now = self._clock.now()
-        nothing = ReplyToQuestion("none")
+        nothing = ReplyToQuestion("none")  # what a keyword alone does to questions
         with self._db.transaction() as connection:
             new = (
                 connection.execute(
@@ -117,10 +117,13 @@ class Consents:
             if not new:
                 return False, False, nothing
             questioned = nothing
-            if action == "opt_out":
-                self._questions.close_in(connection, sender=sender)
-            elif action is None or answer is not None:
-                # START or HELP is the keyword whatever is open; a YES is an answer first.
+            suppressed = connection.execute(
+                select(suppressions.c.address).where(suppressions.c.address == sender)
+            ).first()
+            # STOP, START and HELP are keywords whatever is open (an opt-out closes it), and
+            # so is a YES from a number that opted out (a question is never sent to one); a
+            # YES otherwise, a NO or other words go to the number's question first.
+            if (action is None or answer is not None) and not (action == "opt_in" and suppressed):
                 questioned = self._questions.reply_in(
                     connection, sender=sender, answer=answer, provider_id=provider_id
                 )
@@ -209,6 +212,8 @@ class Consents:
                 ).first()
                 is not None
             )
+            # Whatever is asked of the number is closed with it: no answer will come.
+            self._questions.close_in(connection, sender=address)
         else:
             changed = bool(
                 connection.execute(

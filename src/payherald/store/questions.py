@@ -115,26 +115,30 @@ class Questions:
     ) -> ReplyToQuestion:
         """Apply a reply from ``sender`` (its YES or NO, or None for other words) to the
         latest question open for that number, in ``connection``'s transaction: an answer
-        closes it and queues the job that acts on it."""
+        closes it and queues the job that acts on it. A question whose time ran out is
+        closed, whether or not its timeout has run yet."""
         now = self._clock.now()
-        latest = select(questions).where(questions.c.phone == sender)
-        statement = (
-            latest.where(questions.c.status == QuestionStatus.OPEN.value)
+        latest = (
+            select(questions)
+            .where(questions.c.phone == sender)
             .order_by(questions.c.asked_at.desc(), questions.c.id.desc())
             .limit(1)
+        )
+        statement = latest.where(
+            questions.c.status == QuestionStatus.OPEN.value, questions.c.expires_at > now
         )
         if self._db.postgres:
             statement = statement.with_for_update()  # two replies at once: one answers
         found = connection.execute(statement).mappings().first()
         if found is None:
+            # Answered, expired or undelivered lately; not one the number opted out of (a
+            # YES after a STOP is the person's opt-in).
             closed = (
                 connection.execute(
                     latest.where(
-                        questions.c.status != QuestionStatus.OPEN.value,
+                        questions.c.status != QuestionStatus.OPTED_OUT.value,
                         questions.c.asked_at >= now - _CLOSED_RECENTLY,
                     )
-                    .order_by(questions.c.asked_at.desc(), questions.c.id.desc())
-                    .limit(1)
                 )
                 .mappings()
                 .first()
@@ -158,14 +162,28 @@ class Questions:
             {**found, "status": status.value, "answered_at": now, "answer_id": provider_id},
         )
 
-    def close_in(self, connection: Connection, *, sender: str) -> int:
-        """Close every question open for ``sender``, who opted out; how many. Their
-        timeouts still run, and tell the team no answer came."""
-        return connection.execute(
+    def close_in(self, connection: Connection, *, sender: str) -> None:
+        """Close every question open for ``sender``, who opted out; their timeouts run at
+        once, and tell the team no answer will come."""
+        self._close_in(connection, questions.c.phone == sender, QuestionStatus.OPTED_OUT)
+
+    def undelivered_in(self, connection: Connection, notification_id: int) -> None:
+        """Close the question that notification ``notification_id`` asked, whose text could
+        not be delivered; its timeout runs at once, and tells the team."""
+        self._close_in(
+            connection,
+            questions.c.notification_id == notification_id,
+            QuestionStatus.UNDELIVERED,
+        )
+
+    def _close_in(self, connection: Connection, which: Any, status: QuestionStatus) -> None:
+        closed = connection.execute(
             update(questions)
-            .where(questions.c.phone == sender, questions.c.status == QuestionStatus.OPEN.value)
-            .values(status=QuestionStatus.OPTED_OUT.value, answered_at=self._clock.now())
-        ).rowcount
+            .where(which, questions.c.status == QuestionStatus.OPEN.value)
+            .values(status=status.value, answered_at=self._clock.now())
+            .returning(questions.c.id)
+        ).scalars()
+        self._jobs.bring_forward_in(connection, [f"{TIMEOUT_JOB}:{found}" for found in closed])
 
     def expire(self, question_id: int) -> dict[str, Any] | None:
         """Close ``question_id`` for want of an answer, if it is open still; the question as

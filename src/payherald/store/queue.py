@@ -370,8 +370,14 @@ class WorkQueue:
         key = job_key(held.id)
         enters = outcome.transition.enters
         if enters not in (S.PENDING, S.UNKNOWN):
-            # Finished: its job is deleted with the others by the next claim.
-            moved = self._transition(held, outcome.leaves, **changes)
+            # Finished: its job is deleted with the others by the next claim. A question it
+            # asked (the fraud check) and could not deliver is closed with it.
+            undelivered = (
+                (lambda c: self._questions.undelivered_in(c, held.id))
+                if enters is S.FAILED
+                else None
+            )
+            moved = self._transition(held, outcome.leaves, job=undelivered, **changes)
             if moved:
                 self._finished.append((key, held.claim))
             return moved

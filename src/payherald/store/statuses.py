@@ -77,3 +77,4 @@ class QuestionStatus(StrEnum):
     REJECTED = "rejected"  # NO: the customer did not
     EXPIRED = "expired"  # no answer in time
     OPTED_OUT = "opted_out"  # the number opted out while it was open
+    UNDELIVERED = "undelivered"  # its text could not be delivered (failed, refused)
