@@ -19,6 +19,7 @@ from payherald.jobs import JobRunner
 from payherald.metrics import Metrics
 from payherald.renewals import RENEWAL_SCAN_JOB
 from payherald.store.consents import WRITE_BACK_JOB
+from payherald.store.questions import ANSWER_JOB, TIMEOUT_JOB
 from payherald.store.statuses import JobStatus
 from payherald.testing import ScriptedChannel
 from tests import peers
@@ -304,9 +305,10 @@ def test_the_reconciliation_is_registered_only_when_turned_on(sqlite_url: str) -
             "PAYHERALD_RECONCILE_INTERVAL_SECONDS": "60",
         },
     )
-    assert on.jobs.kinds == {RECONCILE_JOB, WRITE_BACK_JOB, RENEWAL_SCAN_JOB}
+    always = {WRITE_BACK_JOB, RENEWAL_SCAN_JOB, ANSWER_JOB, TIMEOUT_JOB}
+    assert on.jobs.kinds == {RECONCILE_JOB, *always}
     on.engine.dispose()
     off = build_for_tests(sqlite_url, settings={"STRIPE_SECRET_KEY": "sk_test_x1y2z3"})
-    # Opt-outs are still written back, and renewals scanned for.
-    assert off.jobs.kinds == {WRITE_BACK_JOB, RENEWAL_SCAN_JOB}
+    # Opt-outs are still written back, renewals scanned for, and answers acted on.
+    assert off.jobs.kinds == always
     off.engine.dispose()
