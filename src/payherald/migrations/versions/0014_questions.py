@@ -1,7 +1,7 @@
 """Questions texted to customers whose answer acts on Stripe (the fraud check).
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-04
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 from payherald.store.schema import UTCDateTime
 
-revision = "0013"
-down_revision = "0012"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
