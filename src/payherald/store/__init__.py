@@ -17,6 +17,8 @@ jobs        Store.jobs: deferred work of every kind, one queue, claimed with a l
             per key
 dunning     Store.dunning: an invoice's dunning sequence, started and ended with the events
 digest      Store.digest: the daily digest's figures of a day, from the events and dunning
+attribution Store.attribution: the paylinks texted, and each payment credited to the
+            message that brought it, with the events; revenue per rule and channel
 consents    Store.consents: the suppression list, consent records, inbound messages, and
             each record's write-back to Stripe, queued as a job
 deliveries  Store.deliveries: Twilio's delivery reports, moving a notification forward
