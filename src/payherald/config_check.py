@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from payherald.attribution import PAYLINK_RULE
 from payherald.clock import SystemClock
 from payherald.config import load_config
 from payherald.digest import digest_variables, sample_digest
 from payherald.exceptions import RenderError
+from payherald.paylinks import sample_paylink
 from payherald.rules import RENEWAL
 from payherald.segments import count_segments
 from payherald.simulate import SIMULATED_EVENT_TYPES, build_event
@@ -54,13 +56,14 @@ def render_samples(
         scanned = not rule.events and rule.subject == RENEWAL
         events = ["customer.subscription.updated"] if scanned else sorted(rule.events)
         sample_type = next((t for t in events if t in SIMULATED_EVENT_TYPES), None)
-        head = (
-            f"{rule.name} ({'the renewal scan' if scanned else ', '.join(events) or 'every day'} "
-            f"-> {rule.to}, "
-            f"{' > '.join(rule.channels)})"
-        )
+        made_by = "the renewal scan" if scanned else ", ".join(events) or "every day"
+        if rule.name == PAYLINK_RULE:
+            made_by = "payherald paylink send"
+        head = f"{rule.name} ({made_by} -> {rule.to}, {' > '.join(rule.channels)})"
         if rule.variables:  # the daily digest: its text message, as the team would get it
             event, sample_type = sample_digest(SystemClock().now()), "daily digest"
+        elif rule.name == PAYLINK_RULE:  # made by payherald, not by a Stripe event
+            event, sample_type = sample_paylink(SystemClock().now()), "payment link"
         elif sample_type is None:
             lines.append(f"{head}\n    (no sample event to render)")
             continue

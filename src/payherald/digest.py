@@ -34,7 +34,7 @@ from payherald.money import format_money
 from payherald.rules import RuleBook
 from payherald.store import Store
 from payherald.store.digest import DigestFigures, Tally
-from payherald.webhook import StripeEvent
+from payherald.webhook import StripeEvent, own_event
 
 __all__ = [
     "DIGEST_EVENT",
@@ -208,26 +208,7 @@ def digest_event(
         "livemode": True,
         "figures": figures.as_json(),
     }
-    event_id = _event_id(team, day)
-    created = int(now.timestamp())
-    payload = {
-        "id": event_id,
-        "object": "event",
-        "type": DIGEST_EVENT,
-        "api_version": None,
-        "created": created,
-        "livemode": True,
-        "data": {"object": obj},
-    }
-    return StripeEvent(
-        id=event_id,
-        type=DIGEST_EVENT,
-        livemode=True,
-        created=datetime.fromtimestamp(created, UTC),
-        api_version=None,
-        object=obj,
-        payload=payload,
-    )
+    return own_event(_event_id(team, day), DIGEST_EVENT, obj, livemode=True, now=now)
 
 
 def sample_digest(now: datetime) -> StripeEvent:

@@ -36,6 +36,7 @@ __all__ = [
     "SigningSecret",
     "StripeEvent",
     "WebhookVerifier",
+    "own_event",
     "parse_event",
 ]
 
@@ -90,6 +91,33 @@ class StripeEvent:
     api_version: str | None
     object: Mapping[str, Any]
     payload: Mapping[str, Any]
+
+
+def own_event(
+    event_id: str, event_type: str, obj: Mapping[str, Any], *, livemode: bool, now: datetime
+) -> StripeEvent:
+    """An event payherald records of its own (the daily digest, a paylink texted), in
+    Stripe's shape with no API version, created ``now``: it is stored, replayed and read as
+    Stripe's are."""
+    created = int(now.timestamp())
+    payload = {
+        "id": event_id,
+        "object": "event",
+        "type": event_type,
+        "api_version": None,
+        "created": created,
+        "livemode": livemode,
+        "data": {"object": obj},
+    }
+    return StripeEvent(
+        id=event_id,
+        type=event_type,
+        livemode=livemode,
+        created=datetime.fromtimestamp(created, UTC),
+        api_version=None,
+        object=obj,
+        payload=payload,
+    )
 
 
 @dataclass(frozen=True, slots=True)
