@@ -429,7 +429,7 @@ class PaylinkSender:
         if not price.get("active", True):
             raise PaylinkRefused(
                 f"Price {price_id} is archived at Stripe, so a link cannot sell it; use an "
-                "active price, or --amount with --currency and --name."
+                "active price, or an amount with its currency and name."
             )
         unit = as_int(price.get("unit_amount"))
         product = as_mapping(price.get("product"))
