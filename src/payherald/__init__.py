@@ -28,8 +28,9 @@ Where things live, and the path of one event through them:
                    the daily digest (digest, its section digest_config, its figures
                    store.digest); each kind registered once, retried by one policy
                    (backoff)
-    paylinks       payment links made at Stripe (`paylink send`, POST /api/paylinks) and
-                   texted by the payment_link rule, recorded as an event of payherald's own;
+    paylinks       payment links made at Stripe (`paylink send`, POST /api/paylinks; each
+                   request checked first by paylink_requests) and texted by the payment_link
+                   rule, recorded as an event of payherald's own;
                    attribution, which message brought a payment, credited with the event
                    that tells it (store.attribution), and `report attribution`
     Around them: app builds everything from settings and config (payherald.toml, its rules

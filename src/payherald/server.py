@@ -44,7 +44,8 @@ from payherald.exceptions import (
 )
 from payherald.group_commit import GroupCommitter
 from payherald.metrics import Metrics
-from payherald.paylinks import PaylinkSender, new_request_id, request_from_json
+from payherald.paylink_requests import request_from_json
+from payherald.paylinks import PaylinkSender, new_request_id
 from payherald.recipients import mask_address
 from payherald.rules import RuleBook
 from payherald.store import RecordResult, Store

@@ -9,7 +9,8 @@ import pytest
 
 from payherald.attribution import payment_made
 from payherald.exceptions import PaylinkRefused
-from payherald.paylinks import PaylinkRequest, paylink_id, paylink_request, with_utm
+from payherald.paylink_requests import PaylinkRequest, paylink_request
+from payherald.paylinks import paylink_id, with_utm
 from payherald.simulate import build_event
 from payherald.webhook import parse_event
 

@@ -48,7 +48,8 @@ def paylink_send(
     link is credited to the text (`payherald report attribution`)."""
     from payherald.clock import SystemClock
     from payherald.exceptions import PaylinkRefused
-    from payherald.paylinks import PaylinkSender, new_request_id, paylink_request
+    from payherald.paylink_requests import paylink_request
+    from payherald.paylinks import PaylinkSender, new_request_id
 
     settings = _settings()
     try:
