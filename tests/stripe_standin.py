@@ -8,13 +8,15 @@ an unknown id, and it honours ``invoice``, ``payment[payment_intent]`` and ``cus
 filters. Subscriptions are listed page by page (``limit``, ``starting_after``, ``has_more``),
 filtered on ``current_period_end`` and with their customer and default payment methods
 expanded when asked (unless ``expand_payment_methods`` is off, as if the SDK had not asked).
-It makes billing portal sessions (``POST /v1/billing_portal/sessions``), one per
-idempotency key as Stripe does. It acts on payments as the fraud check asks: approves a
-review, refunds a payment (``POST /v1/refunds``), cancels a payment intent, each once per
-idempotency key (the same key answers what it answered first, as Stripe does), refusing as
-Stripe refuses (a closed review, a refunded charge, a captured payment intent). Every
-request is recorded in ``requests``, every session made in ``portal_sessions``, and every
-action asked for in ``actions`` (path, form, idempotency key).
+It makes billing portal sessions (``POST /v1/billing_portal/sessions``) and payment links
+(``POST /v1/payment_links``), one per idempotency key as Stripe does. It acts on payments as
+the fraud check asks: approves a review, refunds a payment (``POST /v1/refunds``), cancels a
+payment intent, each once per idempotency key (the same key answers what it answered first,
+as Stripe does), refusing as Stripe refuses (a closed review, a refunded charge, a captured
+payment intent). Every request is recorded in ``requests``, every session made in
+``portal_sessions``, every payment link made in ``payment_links``, with the form posted and
+the idempotency key, and every action asked for in ``actions`` (path, form, idempotency
+key).
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ class StripeStandIn:
         self.portal_configured = True  # False: no default portal configuration, as Stripe
         # Idempotency key: (the form posted, the session made).
         self.portal_sessions: dict[str, tuple[dict[str, str], dict[str, Any]]] = {}
+        # Idempotency key: (the form posted, the payment link made); livemode of those made.
+        self.payment_links: dict[str, tuple[dict[str, str], dict[str, Any]]] = {}
+        self.livemode = False
         self.expand_payment_methods = True
         self.page_size: int | None = None  # at most this many a page, whatever the limit
         # The actions on payments asked for, (path, form, idempotency key), and what each
@@ -119,6 +124,8 @@ class StripeStandIn:
             self.requests.append(f"POST {path}")
             if path.startswith(("/v1/reviews/", "/v1/refunds", "/v1/payment_intents/")):
                 return self._action(path, form, key)
+            if path == "/v1/payment_links":
+                return self._create_payment_link(form, key)
             if path != "/v1/billing_portal/sessions":
                 return 404, _error("invalid_request_error", f"Unrecognized request URL ({path}).")
             if not self.portal_configured:
@@ -220,6 +227,30 @@ class StripeStandIn:
     def refunds(self) -> list[dict[str, Any]]:
         """The refunds made here."""
         return [obj for obj in self.objects.values() if obj.get("object") == "refund"]
+
+    def _create_payment_link(self, form: Mapping[str, str], key: str | None) -> tuple[int, Any]:
+        """A payment link of today's shape, made once per idempotency key."""
+        if key in self.payment_links:
+            return 200, self.payment_links[key][1]  # the same answer, as Stripe gives
+        if "line_items[0][quantity]" not in form:
+            return 400, _error("invalid_request_error", "Missing required param: line_items.")
+        number = len(self.payment_links) + 1
+        metadata = {
+            name.removeprefix("metadata[").removesuffix("]"): value
+            for name, value in form.items()
+            if name.startswith("metadata[")
+        }
+        link = {
+            "id": f"plink_standin{number}",
+            "object": "payment_link",
+            "active": True,
+            "currency": form.get("line_items[0][price_data][currency]", "usd"),
+            "livemode": self.livemode,
+            "metadata": metadata,
+            "url": f"https://buy.stripe.com/{'' if self.livemode else 'test_'}standin{number}",
+        }
+        self.payment_links[key or f"none-{number}"] = (dict(form), link)
+        return 200, link
 
     def _subscriptions(self, query: Mapping[str, str], path: str) -> dict[str, Any]:
         """A page of the subscriptions, in the order they were added."""

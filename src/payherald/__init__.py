@@ -29,6 +29,11 @@ Where things live, and the path of one event through them:
                    store.digest), the fraud check's answers and timeouts (fraud, its
                    questions in store.questions); each kind registered once, retried by
                    one policy (backoff)
+    paylinks       payment links made at Stripe (`paylink send`, POST /api/paylinks; each
+                   request checked first by paylink_requests) and texted by the payment_link
+                   rule, recorded as an event of payherald's own;
+                   attribution, which message brought a payment, credited with the event
+                   that tells it (store.attribution), and `report attribution`
     Around them: app builds everything from settings and config (payherald.toml, its rules
     read by config_rules, each mistake placed on its line by toml_lines); consent (what a
     reply means, CSV lists, legacy opt-outs) over store.consents, a YES or NO answering the

@@ -29,6 +29,7 @@ from payherald.fraud import FraudChecks
 from payherald.jobs import JobRunner
 from payherald.lookups import StripeApiLookups, StripeLookups
 from payherald.metrics import Metrics
+from payherald.paylinks import PaylinkSender
 from payherald.payments import PaymentChecks
 from payherald.quiet_hours import QuietHours
 from payherald.ratelimit import RateLimiter
@@ -48,7 +49,15 @@ from payherald.wakeup import listen_for_work
 from payherald.webhook import SigningSecret, WebhookVerifier
 from payherald.worker import Worker, worker_name
 
-__all__ = ["Operations", "Payherald", "build", "build_operations", "rule_book", "settings_config"]
+__all__ = [
+    "Operations",
+    "Payherald",
+    "build",
+    "build_operations",
+    "paylink_sender",
+    "rule_book",
+    "settings_config",
+]
 
 # How long a reconciliation may take before another worker may start it again: a backfill
 # of an hour's events, each page retried with backoff, fits in it many times over.
@@ -192,6 +201,21 @@ def stripe_client(settings: Settings) -> stripe.StripeClient | None:
         base_addresses=base,  # type: ignore[arg-type]
         max_network_retries=2,
         http_client=stripe.RequestsClient(timeout=10),
+    )
+
+
+def paylink_sender(
+    settings: Settings,
+    store: Store,
+    rules: RuleBook,
+    client: stripe.StripeClient | None,
+    clock: Clock,
+) -> PaylinkSender | None:
+    """What makes payment links and texts them; None without STRIPE_SECRET_KEY."""
+    if client is None:
+        return None
+    return PaylinkSender(
+        store=store, rules=rules, client=client, clock=clock, key_mode=settings.stripe_key_mode
     )
 
 
@@ -376,6 +400,7 @@ def build(
         admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
         body_timeout=settings.http_body_timeout,
         development_secret=development_secret,
+        paylinks=paylink_sender(settings, store, rules, client, clock),
     )
     reconciler = (
         Reconciler(

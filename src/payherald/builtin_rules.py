@@ -1,7 +1,8 @@
 """The built-in rules: the catalogue that runs when the rules file changes nothing.
 
 Confirmations, failed payments and dunning, refunds, disputes, the fraud check (see
-``fraud``), subscription changes and renewal reminders (see ``renewals``), a welcome and
+``fraud``), subscription changes and renewal reminders (see ``renewals``), payment links
+texted (see ``paylinks``), a welcome and
 high-value alerts; a team's rules send
 only to a team the rules file defines, and ``dispute_customer`` is off. ``payherald.toml``
 changes any field of one by its name, turns it off, or adds rules (see ``config``); what a
@@ -11,6 +12,7 @@ rule is, and how an event is matched to rules, is in ``rules``.
 from __future__ import annotations
 
 from payherald.api_versions import REFUNDS_HAVE_EVENTS
+from payherald.attribution import CREDITING_EVENTS, PAYLINK_RULE
 from payherald.rules import Rule
 
 __all__ = ["BUILTIN_RULES"]
@@ -259,6 +261,17 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         first_payment_only=True,
         template=_PREFIX + "Welcome{% if first_name %}, {{ first_name }}{% endif %}! "
         "Thank you for your first payment{% if plan_name %} for {{ plan_name }}{% endif %}.",
+    ),
+    Rule(
+        name=PAYLINK_RULE,
+        description="Customer: a payment link payherald made (`payherald paylink send`).",
+        events=frozenset(),  # made by payherald, not by a Stripe event (see paylinks)
+        reads=CREDITING_EVENTS,  # what credits a payment to the text (see attribution)
+        channels=("sms",),
+        template=_PREFIX + "Pay {{ amount | money(currency) }}"
+        "{% if description %} for {{ description }}{% endif %} here: {{ paylink_url }}",
+        fallback=_PREFIX + "Pay{% if description %} for {{ description }}{% endif %} here: "
+        "{{ paylink_url }}",
     ),
     Rule(
         name="high_value_alert",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from payherald.attribution import PAYLINK_RULE
 from payherald.clock import SystemClock
 from payherald.config import load_config
 from payherald.digest import digest_variables, sample_digest
@@ -15,6 +16,7 @@ from payherald.fraud import (
     UNAPPROVED_RULE,
     sample_question_event,
 )
+from payherald.paylinks import sample_paylink
 from payherald.rules import RENEWAL
 from payherald.segments import count_segments
 from payherald.simulate import SIMULATED_EVENT_TYPES, build_event
@@ -61,18 +63,22 @@ def render_samples(
         answered = rule.name in (REPORTED_RULE, UNANSWERED_RULE, UNAPPROVED_RULE)
         events = ["customer.subscription.updated"] if scanned else sorted(rule.events)
         sample_type = next((t for t in events if t in SIMULATED_EVENT_TYPES), None)
-        cause = (
+        made_by = (
             "the renewal scan"
             if scanned
             else "the fraud check's answer"
             if answered
+            else "payherald paylink send"
+            if rule.name == PAYLINK_RULE
             else ", ".join(events) or "every day"
         )
-        head = f"{rule.name} ({cause} -> {rule.to}, {' > '.join(rule.channels)})"
+        head = f"{rule.name} ({made_by} -> {rule.to}, {' > '.join(rule.channels)})"
         if rule.variables:  # the daily digest: its text message, as the team would get it
             event, sample_type = sample_digest(SystemClock().now()), "daily digest"
         elif answered:
-            event, sample_type = sample_question_event(rule.name, SystemClock().now()), cause
+            event, sample_type = sample_question_event(rule.name, SystemClock().now()), made_by
+        elif rule.name == PAYLINK_RULE:  # made by payherald, not by a Stripe event
+            event, sample_type = sample_paylink(SystemClock().now()), "payment link"
         elif sample_type is None:
             lines.append(f"{head}\n    (no sample event to render)")
             continue

@@ -208,9 +208,7 @@ def digest_event(
         "livemode": True,
         "figures": figures.as_json(),
     }
-    return own_event(
-        event_id=_event_id(team, day), type=DIGEST_EVENT, obj=obj, livemode=True, now=now
-    )
+    return own_event(_event_id(team, day), DIGEST_EVENT, obj, livemode=True, now=now)
 
 
 def sample_digest(now: datetime) -> StripeEvent:

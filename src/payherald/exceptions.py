@@ -14,6 +14,8 @@ The hierarchy::
     ├── SchemaOutOfDate             the database needs `payherald migrate`
     ├── RecipientNotFound           no usable address for the recipient; permanent
     ├── RenderError                 a message template cannot be rendered; permanent
+    ├── PaylinkRefused              a payment link request is wrong; nothing was made
+    ├── PaylinkFailed               Stripe could not be asked to make the link; retryable
     └── DeliveryError               a channel did not deliver a message
         ├── TransientDeliveryError  not accepted, try again later: 429, cannot connect
         ├── PermanentDeliveryError  invalid number, unsubscribed: never retry
@@ -32,6 +34,8 @@ __all__ = [
     "DeliveryOutcomeUnknown",
     "MalformedEvent",
     "PayheraldError",
+    "PaylinkFailed",
+    "PaylinkRefused",
     "PayloadTooLarge",
     "PermanentDeliveryError",
     "RecipientNotFound",
@@ -114,6 +118,16 @@ class RecipientNotFound(PayheraldError):
 
 class RenderError(PayheraldError):
     """The message template could not be rendered."""
+
+
+class PaylinkRefused(PayheraldError):
+    """The payment link request is refused; nothing was made or recorded."""
+
+
+class PaylinkFailed(PayheraldError):
+    """Stripe could not be reached to make the payment link; send the same request again."""
+
+    retryable = True
 
 
 class DeliveryError(PayheraldError):

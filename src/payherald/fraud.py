@@ -213,13 +213,7 @@ def question_event(
         "livemode": question["livemode"],
         "outcome": outcome,
     }
-    return own_event(
-        event_id=event_id,
-        type=QUESTION_EVENT,
-        obj=obj,
-        livemode=bool(question["livemode"]),
-        now=now,
-    )
+    return own_event(event_id, QUESTION_EVENT, obj, livemode=bool(question["livemode"]), now=now)
 
 
 def sample_question_event(rule: str, now: datetime) -> StripeEvent:

@@ -13,6 +13,7 @@ import traceback
 import structlog
 
 from payherald.api_versions import unsupported_reason
+from payherald.attribution import payment_made
 from payherald.dunning import DunningEnd, dunning_changes
 from payherald.rules import RuleBook
 from payherald.store import PlannedEvent, RecordResult, Store
@@ -42,11 +43,24 @@ def plan_event(rules: RuleBook, event: StripeEvent) -> PlannedEvent:
     except Exception as exc:
         _log.exception("planning_failed", event_id=event.id, event_type=event.type)
         error = "".join(traceback.format_exception(exc))
-        # What it ends still ends (an invoice paid is paid), if that much can be read.
+        # What it ends still ends (an invoice paid is paid), and a payment is still
+        # credited, if that much can be read.
         return PlannedEvent(
-            event, status="failed", error=error, links=links, dunning_ends=_ends(event)
+            event,
+            status="failed",
+            error=error,
+            links=links,
+            dunning_ends=_ends(event),
+            payment=payment_made(event),
         )
-    return PlannedEvent(event, tuple(planned), links=links, dunning_start=start, dunning_ends=ends)
+    return PlannedEvent(
+        event,
+        tuple(planned),
+        links=links,
+        dunning_start=start,
+        dunning_ends=ends,
+        payment=payment_made(event),
+    )
 
 
 def _ends(event: StripeEvent) -> tuple[DunningEnd, ...]:

@@ -1,4 +1,5 @@
-"""The HTTP face: Stripe's webhook endpoint, health checks and Prometheus metrics.
+"""The HTTP face: Stripe's webhook endpoint, health checks, Prometheus metrics, and the
+JSON API under ``/api/`` (``POST /api/paylinks``, behind the admin token).
 
 The webhook handler verifies and parses, then hands the event to the group committer
 (``group_commit``), which writes many requests' events in one transaction, and answers once
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +34,8 @@ from twilio.twiml.messaging_response import MessagingResponse
 from payherald.consent import answer_of, classify_reply, record_reply, reply_sender
 from payherald.delivery import DeliveryReport
 from payherald.exceptions import (
+    PaylinkFailed,
+    PaylinkRefused,
     PayloadTooLarge,
     RequestBodyIncomplete,
     StoreUnavailable,
@@ -40,6 +45,8 @@ from payherald.exceptions import (
 from payherald.fraud import question_reply
 from payherald.group_commit import GroupCommitter
 from payherald.metrics import Metrics
+from payherald.paylink_requests import request_from_json
+from payherald.paylinks import PaylinkSender, new_request_id
 from payherald.recipients import mask_address
 from payherald.rules import RuleBook
 from payherald.store import RecordResult, Store
@@ -50,6 +57,7 @@ __all__ = ["BODY_TIMEOUT_SECONDS", "create_http_app"]
 _log = structlog.get_logger("payherald.server")
 
 BODY_TIMEOUT_SECONDS = 30.0
+_IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,255}")
 
 
 def create_http_app(
@@ -70,6 +78,7 @@ def create_http_app(
     admin_token: str | None = None,
     body_timeout: float = BODY_TIMEOUT_SECONDS,
     development_secret: str | None = None,
+    paylinks: PaylinkSender | None = None,
 ) -> FastAPI:
     """The ASGI application. ``on_queued`` is called after a commit that queued work (the
     in-process worker's wake-up). Webhook events are written by a ``GroupCommitter``,
@@ -83,7 +92,9 @@ def create_http_app(
     Stripe). Webhook requests are counted in ``metrics``, served on ``GET /metrics``.
     ``/readyz`` tells why the store is unavailable only to a caller presenting
     ``admin_token`` (PAYHERALD_ADMIN_TOKEN) as a bearer token; request bodies must arrive
-    within ``body_timeout`` seconds.
+    within ``body_timeout`` seconds. ``POST /api/paylinks`` makes a payment link with
+    ``paylinks`` (None without STRIPE_SECRET_KEY) and queues its text, for a caller
+    presenting ``admin_token``.
 
     With no ``twilio_auth_token`` but a ``development_secret`` (a trial run, with no
     STRIPE_WEBHOOK_SECRET either), a Twilio callback signed with the development secret
@@ -370,6 +381,53 @@ def create_http_app(
             return JSONResponse({"status": "unavailable", "error": error}, status_code=503)
         return JSONResponse({"status": "ready"})
 
+    @app.post("/api/paylinks", summary="Make a payment link and text it", status_code=201)
+    async def create_paylink(request: Request) -> JSONResponse:
+        if admin_token is None:
+            return _api_error(
+                403,
+                "The API is off: set PAYHERALD_ADMIN_TOKEN, and present it as "
+                "Authorization: Bearer <token>.",
+            )
+        if not presents_admin_token(request):
+            return _api_error(
+                401, "Present PAYHERALD_ADMIN_TOKEN as Authorization: Bearer <token>."
+            )
+        if paylinks is None:
+            return _api_error(
+                503, "Payment links need STRIPE_SECRET_KEY; set it and restart payherald."
+            )
+        request_id = request.headers.get("idempotency-key")
+        if request_id is not None and not _IDEMPOTENCY_KEY.fullmatch(request_id):
+            return _api_error(
+                400, "The Idempotency-Key header must be 1 to 255 printable characters."
+            )
+        try:
+            body = json.loads(await _read_body(request))
+        except WebhookRejected as exc:
+            return _api_error(exc.status_code, exc.message)
+        except (ValueError, RecursionError):
+            return _api_error(400, "The body is not valid JSON.")
+        try:
+            wanted = request_from_json(body, default_region=default_region)
+            sent = await run_in_threadpool(
+                paylinks.send, wanted, request_id=request_id or new_request_id()
+            )
+        except PaylinkRefused as exc:
+            return _api_error(422, exc.message)
+        except PaylinkFailed as exc:
+            return _api_error(502, exc.message)
+        except StoreUnavailable as exc:
+            _log.error("paylink_not_recorded", error=exc.message)
+            return _api_error(
+                503,
+                "The store is unavailable, so the link's text was not queued; send the same "
+                "request (with its Idempotency-Key) again.",
+            )
+        if not sent.repeated:
+            on_queued()
+        return JSONResponse(sent.as_json(), status_code=201)
+
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics_endpoint() -> Response:
         # The queue gauges are read from the database: off the event loop.
@@ -377,6 +435,10 @@ def create_http_app(
         return Response(body, media_type=metrics.content_type)
 
     return app
+
+
+def _api_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
 
 
 async def _read_body(request: Request) -> bytes:

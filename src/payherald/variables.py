@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from payherald.attribution import PAYLINK_EVENT
 from payherald.stripe_objects import (
     InvoiceLine,
     StripeObject,
@@ -156,6 +157,7 @@ def condition_context(
         "card_last4": card.last4 if card else "",
         "card_expiry": card.expiry if card else "",
         "hosted_invoice_url": str(obj.hosted_invoice_url or ""),
+        "paylink_url": str(raw.get("url") or "") if obj.kind == PAYLINK_EVENT else "",
         "high_value_threshold": (high_value or {}).get(currency),
     }
 

@@ -93,6 +93,33 @@ class StripeEvent:
     payload: Mapping[str, Any]
 
 
+def own_event(
+    event_id: str, event_type: str, obj: Mapping[str, Any], *, livemode: bool, now: datetime
+) -> StripeEvent:
+    """An event payherald records of its own (the daily digest, a paylink texted), in
+    Stripe's shape with no API version, created ``now``: it is stored, replayed and read as
+    Stripe's are."""
+    created = int(now.timestamp())
+    payload = {
+        "id": event_id,
+        "object": "event",
+        "type": event_type,
+        "api_version": None,
+        "created": created,
+        "livemode": livemode,
+        "data": {"object": obj},
+    }
+    return StripeEvent(
+        id=event_id,
+        type=event_type,
+        livemode=livemode,
+        created=datetime.fromtimestamp(created, UTC),
+        api_version=None,
+        object=obj,
+        payload=payload,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _Signature:
     """A ``Stripe-Signature`` header as read: its one timestamp and its v1 signatures."""
@@ -295,32 +322,4 @@ def parse_event(payload: bytes) -> StripeEvent:
         api_version=api_version if isinstance(api_version, str) else None,
         object=obj,
         payload=data,
-    )
-
-
-def own_event(
-    *, event_id: str, type: str, obj: Mapping[str, Any], livemode: bool, now: datetime
-) -> StripeEvent:
-    """An event of payherald's own (a daily digest, a fraud check's alert), shaped like
-    Stripe's so that it is stored, replayed and listed like one; ``type`` is not a Stripe
-    type (``payherald.…``), so no rule or figure mistakes it for one."""
-    created = int(now.timestamp())
-    data = dict(obj)
-    payload: dict[str, Any] = {
-        "id": event_id,
-        "object": "event",
-        "type": type,
-        "api_version": None,
-        "created": created,
-        "livemode": livemode,
-        "data": {"object": data},
-    }
-    return StripeEvent(
-        id=event_id,
-        type=type,
-        livemode=livemode,
-        created=datetime.fromtimestamp(created, UTC),
-        api_version=None,
-        object=data,
-        payload=payload,
     )

@@ -1,8 +1,8 @@
 """The `payherald` command: its Typer app, and every command registered on it.
 
 Each command group is a module of its own (``serving``, ``simulate``, ``operations``,
-``checks``, ``listing``, ``optout``, ``endpoint``, ``dunning``); what they print goes through
-``output``, what they build from the environment through ``common``. Heavy modules
+``checks``, ``listing``, ``optout``, ``endpoint``, ``paylink``, ``dunning``); what they print
+goes through ``output``, what they build from the environment through ``common``. Heavy modules
 (FastAPI, SQLAlchemy, the Stripe and Twilio SDKs) are imported inside the commands that
 need them, so that `payherald --help` answers at once.
 """
@@ -18,6 +18,7 @@ from payherald.cli import (
     listing,
     operations,
     optout,
+    paylink,
     serving,
     simulate,
 )
@@ -46,6 +47,7 @@ app.add_typer(listing.notifications_app, name="notifications")
 app.add_typer(checks.config_app, name="config")
 app.add_typer(optout.app, name="optout")
 app.add_typer(endpoint.app, name="endpoint")
+app.add_typer(paylink.app, name="paylink")
 app.add_typer(dunning.app, name="dunning")
 app.add_typer(dunning.report_app, name="report")
 

@@ -19,6 +19,8 @@ dunning     Store.dunning: an invoice's dunning sequence, started and ended with
 questions   Store.questions: the fraud check's questions, opened with their texts and
             answered with the replies
 digest      Store.digest: the daily digest's figures of a day, from the events and dunning
+attribution Store.attribution: the paylinks texted, and each payment credited to the
+            message that brought it, with the events; revenue per rule and channel
 consents    Store.consents: the suppression list, consent records, inbound messages, and
             each record's write-back to Stripe, queued as a job
 deliveries  Store.deliveries: Twilio's delivery reports, moving a notification forward

@@ -30,6 +30,7 @@ from payherald.clock import Clock
 from payherald.dunning import DunningEnd, DunningStart
 from payherald.exceptions import StoreUnavailable
 from payherald.rules import PlannedNotification
+from payherald.store.attribution import Attribution
 from payherald.store.consents import Consents
 from payherald.store.database import Database
 from payherald.store.deliveries import DeliveryReports
@@ -92,6 +93,7 @@ class Store:
         self.consents = Consents(db=self.db, clock=clock, jobs=self.jobs, questions=self.questions)
         self.dunning = Dunning(db=self.db, clock=clock)
         self.digest = Digests(db=self.db, dunning=self.dunning)
+        self.attribution = Attribution(db=self.db, dunning=self.dunning)
         # Asked for every message refused as a twin's: built once (building costs more
         # than running it).
         found = (
@@ -131,7 +133,8 @@ class Store:
 
     def record(self, item: PlannedEvent) -> RecordResult:
         """``record_event`` of a planned event (``payherald.ingest.plan_event``), with the
-        dunning sequences it starts and ends."""
+        dunning sequences it starts and ends, the paylink it texts and the payment it
+        credits to a message (``Store.attribution``)."""
         for attempt in range(ALIAS_RACE_RETRIES):
             try:
                 (result,) = self._record([item])
@@ -196,6 +199,11 @@ class Store:
                 [(items[i].event.id, items[i].planned) for i in new],
                 now,
                 closed_sequences=closed,
+            )
+            self.attribution.record_in(
+                connection,
+                [(items[i].event.id, items[i].paylink, items[i].payment) for i in new],
+                now,
             )
             if any(queued):
                 self.db.wake_workers(connection)

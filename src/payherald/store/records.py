@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from payherald.attribution import Paylink, PaymentMade
 from payherald.dunning import DunningEnd, DunningStart
 from payherald.rules import PlannedNotification
 from payherald.store.statuses import JobStatus
@@ -45,6 +46,10 @@ class PlannedEvent:
     # The dunning sequence it starts (its steps are among ``planned``), and those it ends.
     dunning_start: DunningStart | None = None
     dunning_ends: tuple[DunningEnd, ...] = ()
+    # The paylink it texts (a ``payherald.paylink`` event), and the payment it tells that a
+    # message may have brought (see ``payherald.attribution``).
+    paylink: Paylink | None = None
+    payment: PaymentMade | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from sqlalchemy import (
 
 __all__ = [
     "UTCDateTime",
+    "attributions",
     "consents",
     "delivery_reports",
     "dunning",
@@ -38,6 +39,7 @@ __all__ = [
     "meta",
     "metadata",
     "notifications",
+    "paylinks",
     "questions",
     "subject_aliases",
     "suppressions",
@@ -189,6 +191,46 @@ questions = Table(
     Column("outcome", Text),  # what was done at Stripe, or why nothing was
     Index("ix_questions_phone_status", "phone", "status"),
     Index("ix_questions_event_id", "event_id"),
+)
+
+# A payment link payherald made and texted (``payherald paylink send``, ``POST
+# /api/paylinks``): our id (in the link's metadata, ``payherald_paylink``), Stripe's, the URL
+# as texted, and the event and notification that text it. The notification's id is known only
+# once the event is recorded, after Stripe made the link: the link names the paylink, and the
+# paylink names the notification.
+paylinks = Table(
+    "paylinks",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("stripe_id", String(255), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("campaign", String(255)),
+    Column("livemode", Boolean, nullable=False),
+    Column("event_id", String(255), nullable=False),
+    Column("notification_id", _BigId),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_paylinks_stripe_id", "stripe_id"),
+)
+
+# A payment credited to the message that brought it, once per payment (its payment intent,
+# else its Checkout session), written with the event that told it first: a payment made
+# through a paylink, or the success of a payment whose failure was told. (A dunning
+# sequence's recovery is the dunning table's.)
+attributions = Table(
+    "attributions",
+    metadata,
+    Column("payment", String(255), primary_key=True),
+    Column("event_id", String(255), nullable=False),
+    Column("livemode", Boolean, nullable=False),
+    Column("notification_id", _BigId),
+    Column("rule", String(128), nullable=False),
+    Column("channel", String(32)),
+    Column("campaign", String(255)),
+    Column("paylink_id", String(64)),
+    Column("amount", BigInteger),
+    Column("currency", String(16)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_attributions_livemode_created_at", "livemode", "created_at"),
 )
 
 # Every status callback, once per (message, status), whatever Twilio repeats.
