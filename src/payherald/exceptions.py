@@ -34,7 +34,9 @@ __all__ = [
     "DeliveryOutcomeUnknown",
     "MalformedEvent",
     "PayheraldError",
+    "PaylinkConflict",
     "PaylinkFailed",
+    "PaylinkMisconfigured",
     "PaylinkRefused",
     "PayloadTooLarge",
     "PermanentDeliveryError",
@@ -122,6 +124,21 @@ class RenderError(PayheraldError):
 
 class PaylinkRefused(PayheraldError):
     """The payment link request is refused; nothing was made or recorded."""
+
+    status_code = 422  # what the API answers: the request is what is wrong
+
+
+class PaylinkConflict(PaylinkRefused):
+    """The request's id (Idempotency-Key) was used before for another request."""
+
+    status_code = 409
+
+
+class PaylinkMisconfigured(PaylinkRefused):
+    """payherald is not set up to make the link (its key, its permissions, its rules): the
+    operator's to fix, not the request's."""
+
+    status_code = 503
 
 
 class PaylinkFailed(PayheraldError):

@@ -20,13 +20,15 @@ metadata names the paylink, and the stored paylink names the notification.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import stripe
 import structlog
@@ -39,8 +41,14 @@ from payherald.attribution import (
     Paylink,
 )
 from payherald.clock import Clock
-from payherald.exceptions import PaylinkFailed, PaylinkRefused
+from payherald.exceptions import (
+    PaylinkConflict,
+    PaylinkFailed,
+    PaylinkMisconfigured,
+    PaylinkRefused,
+)
 from payherald.paylink_requests import PaylinkRequest
+from payherald.recipients import mask_phone
 from payherald.rules import RuleBook
 from payherald.store import PlannedEvent, Store
 from payherald.stripe_objects import as_int, as_mapping
@@ -89,6 +97,13 @@ def new_request_id() -> str:
     return secrets.token_hex(16)
 
 
+def request_fingerprint(request: PaylinkRequest) -> str:
+    """What tells one request from another: a request id sent again with another request
+    (another phone, amount, price...) is refused, not answered with the first one's link."""
+    text = json.dumps(dataclasses.asdict(request), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def paylink_id(request_id: str) -> str:
     """The paylink id a request id makes: the same request, the same paylink."""
     return "pl_" + hashlib.sha256(f"paylink|{request_id}".encode()).hexdigest()[:24]
@@ -99,7 +114,9 @@ def with_utm(url: str, campaign: str | None) -> str:
     utm = {"utm_source": "payherald", "utm_medium": "sms"}
     if campaign:
         utm["utm_campaign"] = campaign
-    return url + ("&" if "?" in url else "?") + urlencode(utm)
+    parts = urlsplit(url)
+    query = f"{parts.query}&{urlencode(utm)}" if parts.query else urlencode(utm)
+    return urlunsplit(parts._replace(query=query))
 
 
 def paylink_event(
@@ -111,10 +128,13 @@ def paylink_event(
     description: str,
     quantity: int,
     now: datetime,
+    request: str | None = None,
 ) -> StripeEvent:
     """The event a paylink is recorded as: its object carries what the text needs (the
-    URL, the amount, the phone number where the recipient chain reads it)."""
+    URL, the amount, the phone number where the recipient chain reads it), and the
+    fingerprint of the ``request`` that made it (``request_fingerprint``)."""
     obj: dict[str, Any] = {
+        "request": request,
         "id": paylink.id,
         "object": PAYLINK_EVENT,
         "payment_link": paylink.stripe_id,
@@ -177,15 +197,27 @@ class PaylinkSender:
         reached: the same request may be sent again) or StoreUnavailable."""
         rule = self._rules.get(PAYLINK_RULE)
         if rule is None or not rule.enabled:
-            raise PaylinkRefused(
+            raise PaylinkMisconfigured(
                 f"The {PAYLINK_RULE} rule is turned off in the rules file, so the link would "
                 f"not be texted; turn it on ([rules.{PAYLINK_RULE}] enabled = true)."
             )
         ours = paylink_id(request_id)
+        fingerprint = request_fingerprint(request)
         known = self._store.attribution.paylink(ours)
         if known is not None:
+            if self._fingerprint_of(known) != fingerprint:
+                raise PaylinkConflict(
+                    "This request's id (Idempotency-Key) was used before for another request "
+                    "(another number, amount or price); send a new id for a new link."
+                )
             return _sent(known, repeated=True)
+        suppressed = self._store.consents.suppression(request.phone)
+        if suppressed is not None:
+            raise PaylinkRefused(
+                f"{mask_phone(request.phone)} must not be messaged: {suppressed}; no link was made."
+            )
         amount, currency, description, recurring = self._what(request)
+        self._check_planned(request, amount, currency, description)
         line: dict[str, Any] = {"quantity": request.quantity}
         if request.price is not None:
             line["price"] = request.price
@@ -220,6 +252,7 @@ class PaylinkSender:
             description=description,
             quantity=request.quantity,
             now=self._clock.now(),
+            request=fingerprint,
         )
         planned = self._rules.plan_rule(PAYLINK_RULE, event)
         result = self._store.record(PlannedEvent(event, tuple(planned), paylink=paylink))
@@ -236,6 +269,45 @@ class PaylinkSender:
             duplicate=result.duplicate,
         )
         return _sent(stored, repeated=result.duplicate)
+
+    def _fingerprint_of(self, known: Mapping[str, Any]) -> str | None:
+        payload = self._store.event_payload(str(known["event_id"]))
+        if payload is None:
+            return None
+        obj = as_mapping(as_mapping(json.loads(payload).get("data")).get("object"))
+        found = obj.get("request")
+        return str(found) if found else None
+
+    def _check_planned(
+        self,
+        request: PaylinkRequest,
+        amount: int | None,
+        currency: str | None,
+        description: str,
+    ) -> None:
+        """Refuse, before anything is made, a request the rule would text nothing for (its
+        condition does not hold for it)."""
+        draft = Paylink(
+            id="pl_draft",
+            stripe_id="plink_draft",
+            url="https://buy.stripe.com/draft",
+            campaign=request.campaign,
+            livemode=self._key_mode == "live",
+        )
+        event = paylink_event(
+            draft,
+            phone=request.phone,
+            amount=amount,
+            currency=currency,
+            description=description,
+            quantity=request.quantity,
+            now=self._clock.now(),
+        )
+        if not self._rules.plan_rule(PAYLINK_RULE, event):
+            raise PaylinkMisconfigured(
+                f"The {PAYLINK_RULE} rule would text nothing for this request (its condition "
+                "in the rules file does not hold); no link was made."
+            )
 
     def _what(self, request: PaylinkRequest) -> tuple[int | None, str | None, str, bool]:
         """What the link sells: amount (all of it), currency, its name, and whether it is
@@ -284,16 +356,16 @@ class PaylinkSender:
         try:
             return dict(call().to_dict())
         except stripe.IdempotencyError as exc:
-            raise PaylinkRefused(
+            raise PaylinkConflict(
                 "This request's id (Idempotency-Key) was used before for another payment "
                 "link; send a new one for a new link."
             ) from exc
         except stripe.AuthenticationError as exc:
-            raise PaylinkRefused(
+            raise PaylinkMisconfigured(
                 "Stripe refused STRIPE_SECRET_KEY; check the key (`payherald doctor`)."
             ) from exc
         except stripe.PermissionError as exc:
-            raise PaylinkRefused(
+            raise PaylinkMisconfigured(
                 "STRIPE_SECRET_KEY may not do this: give the restricted key write access to "
                 "Payment Links and read access to Prices."
             ) from exc

@@ -414,7 +414,7 @@ def create_http_app(
                 paylinks.send, wanted, request_id=request_id or new_request_id()
             )
         except PaylinkRefused as exc:
-            return _api_error(422, exc.message)
+            return _api_error(exc.status_code, exc.message)
         except PaylinkFailed as exc:
             return _api_error(502, exc.message)
         except StoreUnavailable as exc:

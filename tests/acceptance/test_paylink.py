@@ -50,6 +50,16 @@ def test_paylink_send_prints_the_link_and_queues_its_text(tmp_path: Path) -> Non
         assert len(standin.payment_links) == 1
         assert standin.requested("POST /v1/payment_links") == 1
 
+        # Run again with its --request-id (after a dropped connection, say): the same link,
+        # no second text.
+        for _ in range(2):
+            again = cli(tmp_path, *SEND, *SPRING, "--request-id", "spring-jenny", **env)
+            assert again.returncode == 0, again.stderr
+            assert again.stdout.startswith("https://buy.stripe.com/test_standin2?")
+        listed = cli(tmp_path, "notifications", "list", "--json", **env)
+        assert len(json.loads(listed.stdout)) == 2
+        assert len(standin.payment_links) == 2
+
         keyless = {name: value for name, value in env.items() if name != "STRIPE_SECRET_KEY"}
         no_key = cli(tmp_path, *SEND, *SPRING, **keyless)
         assert no_key.returncode == 2

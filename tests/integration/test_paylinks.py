@@ -8,6 +8,7 @@ once."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -150,6 +151,41 @@ def test_a_retried_request_with_the_same_idempotency_key_makes_one_link_and_one_
     assert len(shop.made()) == 2
 
 
+def test_an_idempotency_key_used_before_with_another_request_is_refused(shop: Shop) -> None:
+    shop.paylink(SPRING, key="order-1004")
+    other = shop.paylink({**SPRING, "phone": "+14155550199", "amount": 9900}, key="order-1004")
+    assert other.status_code == 409, other.text
+    assert "was used before for another request" in other.json()["error"]
+    assert len(shop.made()) == 1
+    shop.ph.worker.run_until_idle()
+    assert [message.to for message in shop.sms.delivered] == [PHONE]
+
+
+def test_a_number_that_opted_out_gets_no_link(shop: Shop) -> None:
+    shop.ph.store.consents.record(
+        address=PHONE, action="opt_out", channel="sms", words="STOP", source="reply"
+    )
+    refused = shop.paylink(SPRING, key="order-1005")
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"].startswith("+*******0123 must not be messaged: opted out")
+    assert shop.made() == []
+    assert shop.ph.store.list_events(type="payherald.paylink") == []
+
+
+def test_a_payment_link_rule_turned_off_is_the_operators_to_fix(
+    database_url: str, standin: StripeStandIn, tmp_path: Path
+) -> None:
+    rules = tmp_path / "payherald.toml"
+    rules.write_text("[rules.payment_link]\nenabled = false\n")
+    for shop in _shop(
+        database_url, standin, PAYHERALD_ADMIN_TOKEN=TOKEN, PAYHERALD_CONFIG=str(rules)
+    ):
+        refused = shop.paylink(SPRING)
+        assert refused.status_code == 503, refused.text
+        assert "rule is turned off" in refused.json()["error"]
+        assert shop.made() == []
+
+
 def test_a_price_is_read_from_stripe_and_a_recurring_one_makes_a_subscription_link(
     shop: Shop,
 ) -> None:
@@ -281,6 +317,21 @@ def test_a_payment_through_the_link_is_credited_to_its_text_once(shop: Shop, ord
         }
     ]
     assert shop.ph.store.attribution.revenue(since) == []  # live mode: nothing
+
+
+def test_a_link_whose_text_never_went_is_credited_to_no_channel(shop: Shop) -> None:
+    since = shop.clock.now()
+    sent = shop.paylink(SPRING).json()
+    # The number opts out before the worker sends the text: it is not sent.
+    shop.ph.store.consents.record(
+        address=PHONE, action="opt_out", channel="sms", words="STOP", source="reply"
+    )
+    shop.ph.worker.run_until_idle()
+    assert shop.sms.delivered == []
+    for event in _payment_through(shop, sent):
+        shop.send(event)
+    (credited,) = shop.ph.store.attribution.revenue(since, livemode=False)
+    assert (credited["rule"], credited["channel"]) == ("payment_link", None)
 
 
 def test_a_failure_text_followed_by_the_payments_success_is_credited_to_it(shop: Shop) -> None:

@@ -46,6 +46,12 @@ def test_the_same_request_id_makes_the_same_paylink() -> None:
     assert paylink_id("order-1").startswith("pl_")
 
 
+def test_the_utm_parameters_go_before_a_fragment() -> None:
+    assert with_utm("https://buy.stripe.com/x#top", "spring") == (
+        "https://buy.stripe.com/x?utm_source=payherald&utm_medium=sms&utm_campaign=spring#top"
+    )
+
+
 def test_the_utm_parameters_join_a_url_that_has_a_query_already() -> None:
     assert with_utm("https://buy.stripe.com/x?locale=fr", None) == (
         "https://buy.stripe.com/x?locale=fr&utm_source=payherald&utm_medium=sms"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Annotated
 
@@ -41,6 +42,15 @@ def paylink_send(
         str | None,
         typer.Option(help="The campaign (utm_campaign, and in the metadata).", show_default=False),
     ] = None,
+    request_id: Annotated[
+        str | None,
+        typer.Option(
+            help="This request's own id (like the API's Idempotency-Key): the command run "
+            "again with it makes no second link and no second text. Without it, each run is "
+            "a new request.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
 ) -> None:
     """Make a Stripe Payment Link (once: it carries an idempotency key) and queue its text;
@@ -65,6 +75,8 @@ def paylink_send(
         )
     except PaylinkRefused as exc:
         raise _fail(exc.message) from None
+    if request_id is not None and not re.fullmatch(r"[!-~]{1,255}", request_id):
+        raise _fail("--request-id must be 1 to 255 printable characters, with no spaces.")
     client = _stripe(settings, "payherald paylink send")
     ops = _operations(settings)
     sender = PaylinkSender(
@@ -75,7 +87,7 @@ def paylink_send(
         key_mode=settings.stripe_key_mode,
     )
     try:
-        sent = _guard(lambda: sender.send(request, request_id=new_request_id()))
+        sent = _guard(lambda: sender.send(request, request_id=request_id or new_request_id()))
     finally:
         ops.close()
     if as_json:

@@ -106,6 +106,7 @@ class Attribution:
                 paylinks.c.notification_id,
                 notifications.c.rule,
                 notifications.c.channel,
+                notifications.c.status,
             )
             .select_from(
                 paylinks.outerjoin(notifications, notifications.c.id == paylinks.c.notification_id)
@@ -115,10 +116,13 @@ class Attribution:
         ).first()
         if row is None:
             return None  # not a link of this payherald's (another installation's, say)
+        # A text that never went (opted out, failed) brought nothing by its channel: the
+        # payment is the link's, with no channel.
+        sent = row.status == S.SENT
         return {
             "notification_id": row.notification_id,
             "rule": row.rule or PAYLINK_RULE,
-            "channel": row.channel,
+            "channel": row.channel if sent else None,
             "campaign": row.campaign,
             "paylink_id": row.id,
         }
