@@ -244,16 +244,7 @@ class PaylinkSender:
             campaign=request.campaign,
             livemode=bool(link.get("livemode")),
         )
-        event = paylink_event(
-            paylink,
-            phone=request.phone,
-            amount=amount,
-            currency=currency,
-            description=description,
-            quantity=request.quantity,
-            now=self._clock.now(),
-            request=fingerprint,
-        )
+        event = self._event(paylink, request, amount, currency, description, fingerprint)
         planned = self._rules.plan_rule(PAYLINK_RULE, event)
         result = self._store.record(PlannedEvent(event, tuple(planned), paylink=paylink))
         stored = self._store.attribution.paylink(ours)
@@ -278,6 +269,26 @@ class PaylinkSender:
         found = obj.get("request")
         return str(found) if found else None
 
+    def _event(
+        self,
+        paylink: Paylink,
+        request: PaylinkRequest,
+        amount: int | None,
+        currency: str | None,
+        description: str,
+        fingerprint: str | None = None,
+    ) -> StripeEvent:
+        return paylink_event(
+            paylink,
+            phone=request.phone,
+            amount=amount,
+            currency=currency,
+            description=description,
+            quantity=request.quantity,
+            now=self._clock.now(),
+            request=fingerprint,
+        )
+
     def _check_planned(
         self,
         request: PaylinkRequest,
@@ -294,15 +305,7 @@ class PaylinkSender:
             campaign=request.campaign,
             livemode=self._key_mode == "live",
         )
-        event = paylink_event(
-            draft,
-            phone=request.phone,
-            amount=amount,
-            currency=currency,
-            description=description,
-            quantity=request.quantity,
-            now=self._clock.now(),
-        )
+        event = self._event(draft, request, amount, currency, description)
         if not self._rules.plan_rule(PAYLINK_RULE, event):
             raise PaylinkMisconfigured(
                 f"The {PAYLINK_RULE} rule would text nothing for this request (its condition "
