@@ -257,7 +257,10 @@ def _reply(*, url: str, phone: str, text: str | None, wait: float) -> None:
             f"Could not reach payherald at {target} ({exc}). Is `payherald run` running?",
             code=1,
         ) from None
-    err.print(f"Sent {text!r} from {mask_phone(phone)} to {target}: HTTP {response.status_code}")
+    err.print(
+        f"Sent {text!r} from {mask_phone(phone)} to {target}: HTTP {response.status_code}",
+        markup=False,
+    )
     if response.status_code >= 300:
         err.print(response.text, markup=False)
         raise typer.Exit(1)
