@@ -5,11 +5,11 @@ recovered (``Store.dunning``), per rule, channel, campaign and currency."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, func, literal, or_, select
 
 from payherald.attribution import PAYLINK_RULE, Paylink, PaymentMade
 from payherald.store.database import Database
@@ -38,12 +38,24 @@ class Attribution:
         """For each new event of ``items`` (its id, the paylink it texts, the payment it
         tells), in ``connection``'s transaction, after its notifications were queued: keep
         the paylink with the notification that texts it, and credit the payment to the
-        message that brought it, unless an earlier event credited it."""
-        for event_id, paylink, payment in items:
+        message that brought it, unless an earlier event credited it. The failure texts of
+        every payment of ``items`` are read in one statement (this is the webhook's
+        transaction)."""
+        for event_id, paylink, _ in items:
             if paylink is not None:
                 self._keep_paylink_in(connection, event_id, paylink, now)
-            if payment is not None:
-                self._credit_in(connection, event_id, payment, now)
+        payments = [(event_id, payment) for event_id, _, payment in items if payment is not None]
+        if not payments:
+            return
+        failures = self._failure_credits(
+            connection, {payment.payment_intent for _, payment in payments} - {None}
+        )
+        for event_id, payment in payments:
+            credit = self._paylink_credit(connection, payment) or failures.get(
+                payment.payment_intent
+            )
+            if credit is not None:
+                self._credit_in(connection, event_id, payment, credit, now)
 
     def _keep_paylink_in(
         self, connection: Connection, event_id: str, paylink: Paylink, now: datetime
@@ -67,13 +79,13 @@ class Attribution:
         )
 
     def _credit_in(
-        self, connection: Connection, event_id: str, payment: PaymentMade, now: datetime
+        self,
+        connection: Connection,
+        event_id: str,
+        payment: PaymentMade,
+        credit: Mapping[str, Any],
+        now: datetime,
     ) -> None:
-        credit = self._paylink_credit(connection, payment) or self._failure_credit(
-            connection, payment
-        )
-        if credit is None:
-            return
         connection.execute(
             self._db.insert(attributions)
             .values(
@@ -128,39 +140,46 @@ class Attribution:
         }
 
     @staticmethod
-    def _failure_credit(connection: Connection, payment: PaymentMade) -> dict[str, Any] | None:
-        """The last customer message sent about a failed attempt of the payment's intent:
-        the failed charges are linked to the intent as one payment (``Store.links``)."""
-        if payment.payment_intent is None:
-            return None
-        canonical = (
-            select(subject_aliases.c.canonical)
-            .where(subject_aliases.c.alias == f"payment:{payment.payment_intent}")
-            .scalar_subquery()
-        )
-        aliases = connection.execute(
-            select(subject_aliases.c.alias).where(subject_aliases.c.canonical == canonical)
-        ).scalars()
-        attempts = [
-            "failed_attempt:" + alias.removeprefix("payment:")
-            for alias in aliases
-            if alias.startswith("payment:")
-        ]
-        if not attempts:
-            return None
-        row = connection.execute(
-            select(notifications.c.id, notifications.c.rule, notifications.c.channel)
+    def _failure_credits(
+        connection: Connection, intents: Collection[str | None]
+    ) -> dict[str | None, dict[str, Any]]:
+        """For each payment intent of ``intents``, the last customer message sent about a
+        failed attempt of it, if any: its failed charges are linked to the intent as one
+        payment (``Store.links``), and a failure's message is keyed on its charge."""
+        if not intents:
+            return {}
+        asked = subject_aliases.alias("asked")
+        linked = subject_aliases.alias("linked")
+        # "payment:ch_1" (a linked alias) -> "failed_attempt:ch_1" (a failure's subject).
+        attempt = literal("failed_attempt:") + func.substr(linked.c.alias, len("payment:") + 1)
+        rows = connection.execute(
+            select(
+                asked.c.alias.label("asked"),
+                notifications.c.id,
+                notifications.c.rule,
+                notifications.c.channel,
+                notifications.c.sent_at,
+            )
+            .select_from(
+                asked.join(linked, linked.c.canonical == asked.c.canonical).join(
+                    notifications, notifications.c.subject == attempt
+                )
+            )
             .where(
-                notifications.c.subject.in_(attempts),
+                asked.c.alias.in_([f"payment:{intent}" for intent in intents]),
+                linked.c.alias.like("payment:%"),
                 notifications.c.recipient == "customer",
                 notifications.c.status == S.SENT,
             )
-            .order_by(notifications.c.sent_at.desc(), notifications.c.id.desc())
-            .limit(1)
-        ).first()
-        if row is None:
-            return None
-        return {"notification_id": row.id, "rule": row.rule, "channel": row.channel}
+        )
+        latest: dict[str | None, tuple[tuple[Any, int], dict[str, Any]]] = {}
+        for row in rows:
+            intent = row.asked.removeprefix("payment:")
+            order = (row.sent_at, row.id)
+            if intent not in latest or order > latest[intent][0]:
+                credit = {"notification_id": row.id, "rule": row.rule, "channel": row.channel}
+                latest[intent] = (order, credit)
+        return {intent: credit for intent, (_, credit) in latest.items()}
 
     # -- reading --------------------------------------------------------------------------
 
