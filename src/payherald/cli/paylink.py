@@ -56,10 +56,11 @@ def paylink_send(
     """Make a Stripe Payment Link (once: it carries an idempotency key) and queue its text;
     the worker (`payherald run`, or `payherald worker`) sends it. A payment through the
     link is credited to the text (`payherald report attribution`)."""
+    from payherald.app import paylink_sender
     from payherald.clock import SystemClock
     from payherald.exceptions import PaylinkRefused
     from payherald.paylink_requests import paylink_request
-    from payherald.paylinks import PaylinkSender, new_request_id
+    from payherald.paylinks import new_request_id
 
     settings = _settings()
     try:
@@ -79,13 +80,8 @@ def paylink_send(
         raise _fail("--request-id must be 1 to 255 printable characters, with no spaces.")
     client = _stripe(settings, "payherald paylink send")
     ops = _operations(settings)
-    sender = PaylinkSender(
-        store=ops.store,
-        rules=ops.rules,
-        client=client,
-        clock=SystemClock(),
-        key_mode=settings.stripe_key_mode,
-    )
+    sender = paylink_sender(settings, ops.store, ops.rules, client, SystemClock())
+    assert sender is not None  # a client, so a sender
     try:
         sent = _guard(lambda: sender.send(request, request_id=request_id or new_request_id()))
     finally:
