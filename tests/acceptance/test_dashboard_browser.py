@@ -28,11 +28,13 @@ def sign_in(page: Page, dashboard: Dashboard, token: str = ADMIN_TOKEN) -> int:
     answer to the form."""
     page.goto(f"{dashboard.url}/signin")
     page.fill("#token", token)
-    with page.expect_response(
-        lambda r: r.request.method == "POST" and r.url.split("?")[0].endswith("/signin")
-    ) as answer:
+    with (
+        page.expect_navigation(),
+        page.expect_response(
+            lambda r: r.request.method == "POST" and r.url.split("?")[0].endswith("/signin")
+        ) as answer,
+    ):
         page.click("button#signin")
-    page.wait_for_load_state()
     return answer.value.status
 
 
@@ -68,7 +70,7 @@ def test_signing_in_with_the_token_opens_the_feed_with_a_session_cookie(
     assert page.url.startswith(f"{dashboard.url}/signin")  # anonymous: sent to sign in
     assert sign_in(page, dashboard) == 303
     assert page.url == f"{dashboard.url}/"
-    for selector in ("#feed", "#summary", "#chart svg", "#filters", "a#nav-failed"):
+    for selector in ("#feed", "#summary", "svg#chart", "#filters", "a#nav-failed"):
         expect(page.locator(selector).first).to_be_visible()
     (cookie,) = [c for c in page.context.cookies() if c["name"] == "payherald_session"]
     assert cookie["httpOnly"] is True
@@ -249,7 +251,7 @@ def test_the_feed_of_several_kinds_renders_for_a_screenshot(
     for event_id, kind in kinds.items():
         expect(row(page, event_id)).to_have_class(re.compile(rf"\bkind-{kind}\b"))
     expect(page.locator("#summary")).to_be_visible()
-    expect(page.locator("#chart svg")).to_be_visible()
+    expect(page.locator("svg#chart")).to_be_visible()
     targets = [tmp_path / "dashboard.png"]
     if os.environ.get(SCREENSHOT_ENV) == "1":
         targets.append(ROOT / "docs" / "dashboard.png")
