@@ -61,9 +61,11 @@ def browser(playwright: Playwright, chromium_executable: str) -> Iterator[Browse
 
 
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
+def page(browser: Browser, dashboard: Dashboard) -> Iterator[Page]:
     """A page in a context of its own (no cookie of another test), 1280x800; a script error
-    on any page it shows fails the test."""
+    on any page it shows fails the test. It is closed before ``dashboard`` is stopped, so
+    that the live feed it holds open does not hold up the stop (a test of its own stops
+    the server with a feed open)."""
     context = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(10_000)
     errors: list[str] = []
@@ -90,6 +92,7 @@ def dashboard(tmp_path: Path) -> Iterator[Dashboard]:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        server.process = process
         try:
             wait_until_healthy(server, process)
             yield server

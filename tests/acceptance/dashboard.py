@@ -38,6 +38,7 @@ class Dashboard:
         self.cwd, self.port, self.token = cwd, port, token
         self.url = f"http://127.0.0.1:{port}"
         self.log = cwd / "run.log"
+        self.process: subprocess.Popen[str] | None = None  # the fixture's `payherald run`
         self.env = clean_env(
             cwd,
             PAYHERALD_DATABASE_URL=f"sqlite:///{cwd / 'payherald.db'}",

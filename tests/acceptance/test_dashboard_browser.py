@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import struct
+import subprocess
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
@@ -268,3 +271,24 @@ def png_size(path: Path) -> tuple[int, int]:
         pytest.fail(f"{path} is not a PNG")
     width, height = struct.unpack(">II", data[16:24])
     return int(width), int(height)
+
+
+def test_payherald_run_stops_on_sigterm_while_a_browser_has_the_feed_open(
+    page: Page, dashboard: Dashboard
+) -> None:
+    sign_in(page, dashboard)
+    with page.expect_response(lambda r: urlsplit(r.url).path == "/api/feed") as stream:
+        open_feed(page, dashboard)
+    assert stream.value.status == 200
+    assert dashboard.process is not None
+    started = time.monotonic()
+    dashboard.process.send_signal(signal.SIGTERM)
+    try:
+        dashboard.process.wait(10)
+    except subprocess.TimeoutExpired:
+        pytest.fail(
+            "payherald run had not stopped 10 s after SIGTERM with the live feed open:\n"
+            + dashboard.log.read_text()
+        )
+    assert dashboard.process.returncode == 0, dashboard.log.read_text()
+    assert time.monotonic() - started < 10
