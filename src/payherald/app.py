@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import stripe
 from fastapi import FastAPI
 
+from payherald.admin import AdminAuth
 from payherald.backfill import RECONCILE_JOB, Backfill, Reconciler
 from payherald.channels import (
     Channel,
@@ -25,6 +26,7 @@ from payherald.compose import Composer
 from payherald.config import Config, load_config
 from payherald.consent import upgrade_legacy_opt_outs
 from payherald.digest import DailyDigest, DigestSchedule
+from payherald.feed import LiveFeed
 from payherald.fraud import FraudChecks
 from payherald.jobs import JobRunner
 from payherald.lookups import StripeApiLookups, StripeLookups
@@ -125,9 +127,7 @@ class Payherald:
                 )
             )
         if self.settings.is_postgres:
-            conninfo = self.engine.url.set(drivername="postgresql").render_as_string(
-                hide_password=False
-            )
+            conninfo = _conninfo(self.engine)
             threads.append(
                 threading.Thread(
                     target=listen_for_work,
@@ -401,6 +401,14 @@ def build(
         body_timeout=settings.http_body_timeout,
         development_secret=development_secret,
         paylinks=paylink_sender(settings, store, rules, client, clock),
+        auth=AdminAuth(
+            token=settings.admin_token.get_secret_value() if settings.admin_token else None,
+            clock=clock,
+        ),
+        feed=LiveFeed(store=store, conninfo=_conninfo(engine) if settings.is_postgres else None),
+        # The dashboard shows the mode of the key payherald runs with; test with none.
+        default_livemode=settings.stripe_key_mode == "live",
+        timezone=config.timezone or settings.timezone,
     )
     reconciler = (
         Reconciler(
@@ -456,3 +464,8 @@ def build(
         ),
         renewals=renewals,
     )
+
+
+def _conninfo(engine: Engine) -> str:
+    """libpq's form of the PostgreSQL ``engine`` connects to (for LISTEN)."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)

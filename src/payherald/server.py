@@ -1,5 +1,6 @@
-"""The HTTP face: Stripe's webhook endpoint, health checks, Prometheus metrics, and the
-JSON API under ``/api/`` (``POST /api/paylinks``, behind the admin token).
+"""The HTTP face: Stripe's and Twilio's webhook endpoints, health checks, Prometheus
+metrics, ``POST /api/paylinks``; the rest of the JSON API is ``api``'s, the dashboard's
+pages ``dashboard``'s, both behind the admin token (``admin``).
 
 The webhook handler verifies and parses, then hands the event to the group committer
 (``group_commit``), which writes many requests' events in one transaction, and answers once
@@ -15,7 +16,6 @@ is logged in one line. How connections are bounded otherwise is ``serving``'s pa
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import re
 import time
@@ -25,12 +25,15 @@ from urllib.parse import parse_qsl
 
 import structlog
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
+from payherald.admin import AdminAuth, presents_token
+from payherald.api import ApiRefused, add_api_routes, api_refused_handler, validation_handler
 from payherald.consent import answer_of, classify_reply, record_reply, reply_sender
 from payherald.delivery import DeliveryReport
 from payherald.exceptions import (
@@ -42,6 +45,7 @@ from payherald.exceptions import (
     ValueNotStorable,
     WebhookRejected,
 )
+from payherald.feed import LiveFeed
 from payherald.fraud import question_reply
 from payherald.group_commit import GroupCommitter
 from payherald.metrics import Metrics
@@ -79,6 +83,10 @@ def create_http_app(
     body_timeout: float = BODY_TIMEOUT_SECONDS,
     development_secret: str | None = None,
     paylinks: PaylinkSender | None = None,
+    auth: AdminAuth | None = None,
+    feed: LiveFeed | None = None,
+    default_livemode: bool = False,
+    timezone: str = "UTC",
 ) -> FastAPI:
     """The ASGI application. ``on_queued`` is called after a commit that queued work (the
     in-process worker's wake-up). Webhook events are written by a ``GroupCommitter``,
@@ -94,7 +102,10 @@ def create_http_app(
     ``admin_token`` (PAYHERALD_ADMIN_TOKEN) as a bearer token; request bodies must arrive
     within ``body_timeout`` seconds. ``POST /api/paylinks`` makes a payment link with
     ``paylinks`` (None without STRIPE_SECRET_KEY) and queues its text, for a caller
-    presenting ``admin_token``.
+    presenting ``admin_token``. The dashboard and the rest of the JSON API (``api``)
+    sign in with ``auth`` (built from ``admin_token`` when not given) and push events
+    through ``feed``; they show ``default_livemode``'s events first, and days in
+    ``timezone``.
 
     With no ``twilio_auth_token`` but a ``development_secret`` (a trial run, with no
     STRIPE_WEBHOOK_SECRET either), a Twilio callback signed with the development secret
@@ -116,6 +127,13 @@ def create_http_app(
         openapi_url="/api/openapi.json",
         redoc_url=None,
     )
+
+    auth = auth or AdminAuth(token=admin_token, clock=store.clock)
+    feed = feed or LiveFeed(store=store)
+    app.add_exception_handler(ApiRefused, api_refused_handler)
+    app.add_exception_handler(RequestValidationError, validation_handler)
+    app.state.feed = feed
+    app.state.auth = auth
 
     committer = GroupCommitter(store=store, rules=rules, on_queued=on_queued)
     app.state.group_committer = committer
@@ -202,6 +220,8 @@ def create_http_app(
                 },
                 status_code=503,
             )
+        if not result.duplicate:
+            feed.wake()
         acknowledgement = acknowledge(event, result)
         metrics.observe_ingest(time.perf_counter() - started)
         _log.info(
@@ -358,12 +378,7 @@ def create_http_app(
         return {"status": "ok"}
 
     def presents_admin_token(request: Request) -> bool:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        return (
-            admin_token is not None
-            and scheme.lower() == "bearer"
-            and hmac.compare_digest(token.strip().encode(), admin_token.encode())
-        )
+        return presents_token(request, admin_token)
 
     @app.get("/readyz", summary="Ready: the store answers")
     async def readyz(request: Request) -> JSONResponse:
@@ -427,6 +442,17 @@ def create_http_app(
         if not sent.repeated:
             on_queued()
         return JSONResponse(sent.as_json(), status_code=201)
+
+    add_api_routes(
+        app,
+        store=store,
+        auth=auth,
+        feed=feed,
+        default_livemode=default_livemode,
+        timezone=timezone,
+        locale=locale,
+        on_queued=on_queued,
+    )
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics_endpoint() -> Response:

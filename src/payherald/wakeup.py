@@ -1,4 +1,5 @@
-"""Cross-process wake-ups on PostgreSQL: LISTEN for the NOTIFY that queueing work sends."""
+"""Cross-process wake-ups on PostgreSQL: LISTEN for the NOTIFY that queueing work sends
+(the workers), or that storing events sends (the dashboard's live feed)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import structlog
 
 from payherald.store import WAKE_CHANNEL
 
-__all__ = ["listen_for_work"]
+__all__ = ["listen", "listen_for_work"]
 
 _log = structlog.get_logger("payherald.wakeup")
 
@@ -22,19 +23,31 @@ def listen_for_work(
     *,
     reconnect_after: float = 2.0,
 ) -> None:
-    """Call ``on_wake`` for every NOTIFY on the work channel until ``stop`` is set.
+    """Call ``on_wake`` for every NOTIFY on the work channel until ``stop`` is set."""
+    listen(conninfo, WAKE_CHANNEL, on_wake, stop, reconnect_after=reconnect_after)
 
-    A lost connection is re-opened; meanwhile the worker's own polling keeps it going.
+
+def listen(
+    conninfo: str,
+    channel: str,
+    on_wake: Callable[[], None],
+    stop: threading.Event,
+    *,
+    reconnect_after: float = 2.0,
+) -> None:
+    """Call ``on_wake`` for every NOTIFY on ``channel`` until ``stop`` is set.
+
+    A lost connection is re-opened; meanwhile the listener's own polling keeps it going.
     """
     while not stop.is_set():
         try:
             with psycopg.connect(conninfo, autocommit=True) as connection:
-                connection.execute(f"LISTEN {WAKE_CHANNEL}")
-                # Work may have been queued while we were not listening.
+                connection.execute(f"LISTEN {channel}")
+                # Something may have happened while we were not listening.
                 on_wake()
                 while not stop.is_set():
                     for _ in connection.notifies(timeout=1.0):
                         on_wake()
         except psycopg.Error as exc:
-            _log.warning("listen_failed", error=str(exc), retry_in=reconnect_after)
+            _log.warning("listen_failed", channel=channel, error=str(exc), retry_in=reconnect_after)
             stop.wait(reconnect_after)

@@ -20,10 +20,12 @@ from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError
 from payherald.exceptions import SchemaOutOfDate, StoreUnavailable, ValueNotStorable
 from payherald.store.engine import READ_ONLY, cannot_open, current_revision, head_revision
 
-__all__ = ["WAKE_CHANNEL", "Database", "Engine"]
+__all__ = ["FEED_CHANNEL", "WAKE_CHANNEL", "Database", "Engine"]
 
 # The PostgreSQL NOTIFY channel that wakes workers when work is queued.
 WAKE_CHANNEL = "payherald_work"
+# The one that tells every dashboard's live feed that events were stored.
+FEED_CHANNEL = "payherald_feed"
 
 
 class Database:
@@ -67,6 +69,12 @@ class Database:
         work). Once per transaction is enough: PostgreSQL folds identical notifications."""
         if self.postgres:
             connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL})
+
+    def announce_events(self, connection: Connection) -> None:
+        """Tell the live feeds of other processes, when ``connection``'s transaction
+        commits, that it stored events (PostgreSQL ``NOTIFY``, as ``wake_workers``)."""
+        if self.postgres:
+            connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": FEED_CHANNEL})
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""

@@ -36,6 +36,7 @@ from payherald.store.database import Database
 from payherald.store.deliveries import DeliveryReports
 from payherald.store.digest import Digests
 from payherald.store.dunning import Dunning
+from payherald.store.history import History
 from payherald.store.jobs import Jobs
 from payherald.store.links import ALIAS_RACE_RETRIES, AliasRace, Links
 from payherald.store.meta import Meta
@@ -94,6 +95,7 @@ class Store:
         self.dunning = Dunning(db=self.db, clock=clock)
         self.digest = Digests(db=self.db, dunning=self.dunning)
         self.attribution = Attribution(db=self.db, dunning=self.dunning)
+        self.history = History(db=self.db, clock=clock, digest=self.digest)
         # Asked for every message refused as a twin's: built once (building costs more
         # than running it).
         found = (
@@ -207,6 +209,8 @@ class Store:
             )
             if any(queued):
                 self.db.wake_workers(connection)
+            if new:
+                self.db.announce_events(connection)
         by_index = dict(zip(new, queued, strict=True))
         return [
             RecordResult(
@@ -342,6 +346,19 @@ class Store:
             query = query.where(events.c.received_at >= since)
         with self.db.read() as connection:
             return list(connection.execute(query.order_by(events.c.received_at)).scalars())
+
+    def retry_notification(self, notification_id: int) -> bool:
+        """Queue the failed notification ``notification_id`` again, from the first channel
+        of its rule; False, changing nothing, if it is not failed or may have been sent
+        (``outcome_unknown``)."""
+        now = self._clock.now()
+        with self.db.transaction() as connection:
+            again = self._outbox.requeue_failed_in(
+                connection, None, now, notification_id=notification_id
+            )
+            if again:
+                self.db.wake_workers(connection)
+        return bool(again)
 
     def replay_event(
         self,

@@ -104,14 +104,26 @@ class Outbox:
             )
         return queued
 
-    def requeue_failed_in(self, connection: Connection, event_id: str, now: datetime) -> int:
-        """Queue the failed notifications of ``event_id`` again from the first channel (not
-        those whose outcome could not be found out: they may have been sent), in
-        ``connection``'s transaction; returns how many."""
+    def requeue_failed_in(
+        self,
+        connection: Connection,
+        event_id: str | None,
+        now: datetime,
+        *,
+        notification_id: int | None = None,
+    ) -> int:
+        """Queue the failed notifications of ``event_id`` (or the one ``notification_id``)
+        again from the first channel (not those whose outcome could not be found out: they
+        may have been sent), in ``connection``'s transaction; returns how many."""
+        which = (
+            notifications.c.event_id == event_id
+            if notification_id is None
+            else notifications.c.id == notification_id
+        )
         failed = list(
             connection.execute(
                 select(notifications.c.id).where(
-                    notifications.c.event_id == event_id,
+                    which,
                     notifications.c.status == S.FAILED,
                     notifications.c.error_code.is_distinct_from("outcome_unknown"),
                 )

@@ -12,6 +12,7 @@ from typing import Any
 
 from payherald.attribution import Paylink, PaymentMade
 from payherald.dunning import DunningEnd, DunningStart
+from payherald.event_facts import event_facts
 from payherald.rules import PlannedNotification
 from payherald.store.statuses import JobStatus
 from payherald.webhook import StripeEvent
@@ -133,6 +134,7 @@ def event_row(item: PlannedEvent, now: datetime) -> dict[str, Any]:
         "status": "ignored" if not item.planned and item.status == "received" else item.status,
         "error": item.error,
         "received_at": now,
+        **event_facts(event).as_row(),
     }
 
 

@@ -89,8 +89,21 @@ events = Table(
     Column("status", String(16), nullable=False),
     Column("error", Text),
     Column("received_at", UTCDateTime, nullable=False),
+    # What the event is at a glance (``payherald.event_facts``), for the dashboard's lists,
+    # filters and chart: read from the payload when it is stored.
+    Column("kind", String(16)),  # succeeded, failed, dispute, refund, other
+    Column("amount", BigInteger),  # in the currency's smallest unit
+    Column("currency", String(16)),
+    Column("customer", String(255)),  # the Stripe customer's id
+    Column("email", String(255)),  # lower case
+    Column("customer_name", String(255)),
+    Column("subject", String(255)),  # the payment or failed attempt: "payment:pi_..."
     Index("ix_events_type", "type"),
     Index("ix_events_received_at", "received_at"),
+    Index("ix_events_livemode_received_at", "livemode", "received_at"),
+    Index("ix_events_livemode_kind_received_at", "livemode", "kind", "received_at"),
+    Index("ix_events_customer", "customer"),
+    Index("ix_events_email", "email"),
 )
 
 notifications = Table(
@@ -136,6 +149,7 @@ notifications = Table(
     Index("ix_notifications_event_id", "event_id"),
     Index("ix_notifications_subject", "subject"),
     Index("ix_notifications_sequence", "sequence"),
+    Index("ix_notifications_updated_at", "updated_at"),
 )
 
 # One dunning sequence an invoice: started by its first failed payment, ended by its payment

@@ -1,0 +1,241 @@
+"""The JSON API under /api/ as a program calls it, over real HTTP on loopback, on SQLite
+and PostgreSQL: events posted seconds apart as Stripe sends them (today's shapes), listed
+and filtered on the store's indexes, one event's trace, today's figures, a failed
+notification retried, and every refusal a clear status with nothing changed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.cookies import SimpleCookie
+from typing import Any
+
+import httpx
+import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from payherald import FrozenClock
+from payherald.exceptions import PermanentDeliveryError
+from payherald.simulate import build_event, build_payment_events
+from payherald.testing import ScriptedChannel
+from tests.support import TWILIO_SETTINGS, LiveServer, StripeOnLoopback, build_for_tests
+
+TOKEN = "dashboard-admin-token-for-tests"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+CUSTOMER = "+14155550123"
+
+
+@pytest.fixture
+def stripe(database_url: str) -> Iterator[StripeOnLoopback]:
+    clock, sms = FrozenClock(datetime(2026, 12, 4, 15, 0, tzinfo=UTC)), ScriptedChannel()
+    ph = build_for_tests(
+        database_url,
+        settings={
+            **TWILIO_SETTINGS,
+            "PAYHERALD_ADMIN_TOKEN": TOKEN,
+            "PAYHERALD_TIMEZONE": "America/New_York",
+        },
+        clock=clock,
+        channels={"sms": sms},
+    )
+    with LiveServer(ph.http_app) as server, StripeOnLoopback(ph, server, clock, sms) as stripe:
+        yield stripe
+    ph.engine.dispose()
+
+
+def api(stripe: StripeOnLoopback, path: str, **params: Any) -> Any:
+    response = stripe.client.get(path, params=params, headers=BEARER)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def event(stripe: StripeOnLoopback, event_type: str, **options: Any) -> dict[str, Any]:
+    return build_event(event_type, now=stripe.clock.now(), phone=CUSTOMER, **options)
+
+
+def test_events_list_newest_first_with_amount_customer_and_statuses(
+    stripe: StripeOnLoopback,
+) -> None:
+    paid = event(stripe, "payment_intent.succeeded", amount=4200)
+    failed = event(stripe, "payment_intent.payment_failed")
+    stripe.send(paid)
+    stripe.send(failed)
+
+    page = api(stripe, "/api/events")
+    assert [item["id"] for item in page["items"]] == [failed["id"], paid["id"]]
+    assert page["next"] is None
+    first = page["items"][1]
+    assert first["kind"] == "succeeded"
+    assert (first["amount"], first["currency"], first["amount_text"]) == (4200, "usd", "$42.00")
+    assert first["customer"] == paid["data"]["object"]["customer"]
+    assert [n["status"] for n in first["notifications"]] == ["sent"]
+    assert first["notifications"][0]["to"] == CUSTOMER
+    assert page["items"][0]["kind"] == "failed"
+
+
+def test_a_payment_reported_by_several_events_counts_once_today(
+    stripe: StripeOnLoopback,
+) -> None:
+    for item in build_payment_events(now=stripe.clock.now(), phone=CUSTOMER, amount=2500):
+        stripe.send(item)
+    stripe.send(event(stripe, "charge.failed"))
+
+    stats = api(stripe, "/api/stats")
+    assert stats["mode"] == "test"
+    assert stats["day"] == "2026-12-04"
+    assert stats["succeeded"] == [
+        {"currency": "usd", "count": 1, "amount": 2500, "amount_text": "$25.00"}
+    ]
+    assert stats["failed"] == 1
+    assert stats["messages_sent"] == 2
+    assert len(stats["chart"]) == 30
+    assert stats["chart"][-1] == {"day": "2026-12-04", "succeeded": 1, "failed": 1}
+    assert api(stripe, "/api/stats", mode="live")["succeeded"] == []
+
+
+def test_filters_by_kind_status_and_text(stripe: StripeOnLoopback) -> None:
+    paid = event(stripe, "payment_intent.succeeded")
+    paid["data"]["object"]["customer"] = "cus_dashboard_test"
+    refund = event(stripe, "refund.created")
+    other = build_event("payment_intent.succeeded", now=stripe.clock.now(), phone="+14155550999")
+    for item in (paid, refund, other):
+        stripe.send(item)
+
+    def ids(**params: Any) -> list[str]:
+        return [item["id"] for item in api(stripe, "/api/events", **params)["items"]]
+
+    assert ids(kind="refund") == [refund["id"]]
+    assert set(ids(kind="succeeded")) == {paid["id"], other["id"]}
+    assert ids(q="0999") == [other["id"]]
+    assert ids(q=paid["id"]) == [paid["id"]]
+    assert ids(q="cus_dashboard_test") == [paid["id"]]
+    assert set(ids(q="Jenny.Rosen@example.com")) == {paid["id"], other["id"]}  # receipts
+    assert ids(status="failed") == []
+    assert set(ids(status="sent")) >= {paid["id"], other["id"]}
+
+
+def test_pages_follow_the_cursor_without_repeats(stripe: StripeOnLoopback) -> None:
+    sent = [event(stripe, "payment_intent.succeeded") for _ in range(5)]
+    for item in sent:
+        stripe.send(item, pause=1.0)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = api(stripe, "/api/events", limit=2, **({"before": cursor} if cursor else {}))
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert seen == [item["id"] for item in reversed(sent)]
+
+
+def test_trace_tells_the_story_of_an_event(stripe: StripeOnLoopback) -> None:
+    paid = event(stripe, "payment_intent.succeeded")
+    stripe.send(paid)
+    stripe.send(paid)  # Stripe's retry of the same event: acknowledged, nothing more
+
+    trace = api(stripe, f"/api/events/{paid['id']}")
+    whats = [step["what"] for step in trace["steps"]]
+    assert whats[0] == "received"
+    assert "rule matched" in whats
+    assert "sent" in whats
+    assert whats.index("rule matched") < whats.index("sent")
+    (notification,) = trace["notifications"]
+    assert notification["status"] == "sent"
+    assert notification["retryable"] is False
+    assert trace["payload"]["id"] == paid["id"]
+
+
+def test_a_failed_notification_is_retried_once_and_only_when_failed(
+    stripe: StripeOnLoopback,
+) -> None:
+    stripe.sms.script(PermanentDeliveryError("carrier refused", code="twilio_30007"))
+    stripe.send(event(stripe, "payment_intent.succeeded", livemode=True))
+    (failed,) = api(stripe, "/api/notifications", status="failed")["items"]
+    assert failed["retryable"] is True
+
+    retried = stripe.client.post(f"/api/notifications/{failed['id']}/retry", headers=BEARER)
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["status"] == "pending"
+    stripe.ph.worker.run_until_idle()
+    assert api(stripe, "/api/notifications")["items"][0]["status"] == "sent"
+
+    again = stripe.client.post(f"/api/notifications/{failed['id']}/retry", headers=BEARER)
+    assert again.status_code == 409
+    assert "is sent, not failed" in again.json()["error"]
+    missing = stripe.client.post("/api/notifications/999999/retry", headers=BEARER)
+    assert missing.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "words"),
+    [
+        ("/api/events", {"kind": "nope"}, 422, "kind"),
+        ("/api/events", {"limit": "0"}, 422, "limit"),
+        ("/api/events", {"q": "x" * 101}, 422, "q"),
+        ("/api/events", {"before": "not-a-cursor"}, 422, "cursor"),
+        ("/api/events/evt_missing", {}, 404, "No event evt_missing"),
+    ],
+)
+def test_bad_requests_get_a_clear_error(
+    stripe: StripeOnLoopback, path: str, params: dict[str, str], status: int, words: str
+) -> None:
+    response = stripe.client.get(path, params=params, headers=BEARER)
+    assert response.status_code == status, response.text
+    assert words in response.json()["error"]
+
+
+def test_wrong_or_missing_token_is_refused_and_changes_nothing(
+    stripe: StripeOnLoopback,
+) -> None:
+    stripe.sms.script(PermanentDeliveryError("carrier refused", code="twilio_30007"))
+    stripe.send(event(stripe, "payment_intent.succeeded", livemode=True))
+    (failed,) = api(stripe, "/api/notifications", status="failed")["items"]
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+        listed = stripe.client.get("/api/events", headers=headers)
+        assert listed.status_code == 401
+        assert "PAYHERALD_ADMIN_TOKEN" in listed.json()["error"]
+        retried = stripe.client.post(f"/api/notifications/{failed['id']}/retry", headers=headers)
+        assert retried.status_code == 401
+    assert api(stripe, "/api/notifications")["items"][0]["status"] == "failed"
+
+
+def test_a_session_cookie_needs_its_csrf_token_for_an_action(
+    stripe: StripeOnLoopback,
+) -> None:
+    stripe.sms.script(PermanentDeliveryError("carrier refused", code="twilio_30007"))
+    stripe.send(event(stripe, "payment_intent.succeeded", livemode=True))
+    (failed,) = api(stripe, "/api/notifications", status="failed")["items"]
+    auth = stripe.ph.http_app.state.auth
+    asking = Request(
+        {
+            "type": "http",
+            "scheme": "http",
+            "path": "/signin",
+            "query_string": b"",
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", stripe.server.port),
+            "headers": [(b"host", b"127.0.0.1")],
+        }
+    )
+    session = auth.sign_in(asking, TOKEN)
+    answer = Response()
+    auth.set_cookie(answer, asking, session)
+    cookie = SimpleCookie(answer.headers["set-cookie"])["payherald_session"].value
+    with httpx.Client(base_url=stripe.server.url, cookies={"payherald_session": cookie}) as browser:
+        assert browser.get("/api/events").status_code == 200
+        forged = browser.post(
+            f"/api/notifications/{failed['id']}/retry", headers={"X-CSRF-Token": "forged"}
+        )
+        assert forged.status_code == 403
+        assert "CSRF" in forged.json()["error"]
+        assert api(stripe, "/api/notifications")["items"][0]["status"] == "failed"
+        good = browser.post(
+            f"/api/notifications/{failed['id']}/retry",
+            headers={"X-CSRF-Token": auth.csrf_token(session)},
+        )
+        assert good.status_code == 202
+    stripe.clock.advance(timedelta(hours=13).total_seconds())
+    with httpx.Client(base_url=stripe.server.url, cookies={"payherald_session": cookie}) as late:
+        assert late.get("/api/events").status_code == 401
