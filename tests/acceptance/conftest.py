@@ -62,18 +62,24 @@ def browser(playwright: Playwright, chromium_executable: str) -> Iterator[Browse
 
 @pytest.fixture
 def page(browser: Browser, dashboard: Dashboard) -> Iterator[Page]:
-    """A page in a context of its own (no cookie of another test), 1280x800; a script error
-    on any page it shows fails the test. It is closed before ``dashboard`` is stopped, so
-    that the live feed it holds open does not hold up the stop (a test of its own stops
-    the server with a feed open)."""
+    """A page in a context of its own (no cookie of another test), 1280x800; a script error,
+    or anything the pages' Content-Security-Policy blocks, on any page it shows fails the
+    test. It is closed before ``dashboard`` is stopped, so that the live feed it holds open
+    does not hold up the stop (a test of its own stops the server with a feed open)."""
     context = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(10_000)
     errors: list[str] = []
     opened = context.new_page()
     opened.on("pageerror", lambda error: errors.append(str(error)))
+    opened.on(
+        "console",
+        lambda message: (
+            errors.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
     yield opened
     context.close()
-    assert errors == [], f"script errors on the dashboard's pages: {errors}"
+    assert errors == [], f"errors on the dashboard's pages: {errors}"
 
 
 @pytest.fixture
