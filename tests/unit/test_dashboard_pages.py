@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +296,92 @@ def test_a_retry_of_a_message_that_was_sent_is_a_409(signed_in: Dashboard) -> No
         f"/notifications/{notification['id']}/retry", data={"csrf": signed_in.csrf()}
     )
     assert answer.status_code == 409
+
+
+# -- the live feed's rows ---------------------------------------------------------------
+
+HARNESS = Path(__file__).with_name("feed_row_harness.js")
+SCRIPT = Path(__file__).resolve().parents[2] / "src/payherald/web/static/dashboard.js"
+FEED_SETTINGS = {"mode": "test", "kind": "", "status": "", "insert": "yes"}
+
+
+def run_feed_script(messages: list[dict[str, Any]], **settings: str) -> dict[str, Any]:
+    """What static/dashboard.js does with ``messages`` from /api/feed, in node on a
+    minimal DOM: the EventSource URLs it opened and the feed's rows, as HTML."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is not installed: apt-get install nodejs")
+    wanted = {**FEED_SETTINGS, "timezone": "Europe/Paris", **settings}
+    done = subprocess.run(
+        [node, str(HARNESS), str(SCRIPT), json.dumps(wanted)],
+        input=json.dumps(messages),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+class Markup(HTMLParser):
+    """Markup as a list of tags (attributes sorted) and texts, whitespace between tags
+    dropped, the script's highlight of a new row left out."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[tuple[str, ...]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        kept = []
+        for name, value in sorted(attrs):
+            if name == "class" and value:
+                value = " ".join(c for c in value.split() if c != "fresh")
+            kept.append(f"{name}={value}")
+        self.parts.append(("start", tag, *kept))
+
+    def handle_endtag(self, tag: str) -> None:
+        self.parts.append(("end", tag))
+
+    def handle_data(self, data: str) -> None:
+        if data.strip():
+            self.parts.append(("text", " ".join(data.split())))
+
+
+def markup(html: str) -> list[tuple[str, ...]]:
+    parser = Markup()
+    parser.feed(html)
+    parser.close()
+    return parser.parts
+
+
+def server_row(page: str, event_id: str) -> str:
+    found = re.search(rf'<tr class="[^"]*" data-event-id="{event_id}">.*?</tr>', page, re.S)
+    assert found is not None
+    return found[0]
+
+
+def test_the_script_builds_a_row_as_the_server_renders_it(signed_in: Dashboard) -> None:
+    event_id = signed_in.receive(receipt_email=HOSTILE)
+    summary = signed_in.ph.store.history.event(event_id)
+    row = server_row(signed_in.client.get("/").text, event_id)
+    ran = run_feed_script([summary])
+    assert ran["opened"] == ["/api/feed?mode=test"]
+    (built,) = ran["rows"]
+    assert markup(built) == markup(row)
+    assert "&lt;script&gt;" in built
+
+
+def test_the_script_replaces_a_listed_event_and_skips_another_mode(signed_in: Dashboard) -> None:
+    event_id = signed_in.receive()
+    summary = signed_in.ph.store.history.event(event_id)
+    assert summary is not None
+    changed = {**summary, "notifications": [{**summary["notifications"][0], "status": "failed"}]}
+    live = {**summary, "id": "evt_live", "livemode": True}
+    ran = run_feed_script([summary, changed, live])
+    (row,) = ran["rows"]
+    assert 'class="notification-status status-failed"' in row
 
 
 # -- the parts ----------------------------------------------------------------------------
