@@ -1,5 +1,5 @@
-"""The dashboard's HTML pages (issue 17): the live feed, an event's trace, the
-notifications that failed, the opt-outs, and signing in and out.
+"""The dashboard's HTML pages: the live feed, an event's trace, the notifications that
+failed, the opt-outs, and signing in and out.
 
 Pages are rendered on the server with Jinja2 (autoescaped, strict about undefined names)
 from ``web/templates``; ``web/static`` holds one stylesheet and one script, served by the

@@ -210,6 +210,19 @@ def test_a_filter_the_feed_does_not_know_is_a_422(signed_in: Dashboard) -> None:
     assert signed_in.client.get("/?kind=everything").status_code == 422
 
 
+def test_a_cursor_the_feed_did_not_give_is_a_422(signed_in: Dashboard) -> None:
+    assert signed_in.client.get("/?before=not-a-cursor").status_code == 422
+
+
+def test_the_feed_finds_an_event_by_its_customer_email(signed_in: Dashboard) -> None:
+    wanted = signed_in.receive(receipt_email=HOSTILE)
+    other = signed_in.receive(receipt_email="someone@example.com")
+    page = signed_in.client.get("/", params={"q": HOSTILE.upper()}).text
+    assert f'data-event-id="{wanted}"' in page
+    assert f'data-event-id="{other}"' not in page
+    assert 'value="&lt;SCRIPT&gt;ALERT(1)&lt;/SCRIPT&gt;@EVIL.EXAMPLE"' in page
+
+
 def test_a_customer_email_is_shown_as_text_never_as_markup(signed_in: Dashboard) -> None:
     event_id = signed_in.receive(receipt_email=HOSTILE)
     for page in ("/", f"/events/{event_id}"):
