@@ -247,6 +247,23 @@ def test_the_event_page_shows_the_trace_and_its_messages(signed_in: Dashboard) -
     assert re.search(r'<tr class="notification status-sent" data-notification-id="\d+">', page)
 
 
+def test_the_event_page_shows_an_invoice_s_dunning(signed_in: Dashboard) -> None:
+    event_id = signed_in.receive("invoice.payment_failed", livemode=True)
+    page = signed_in.client.get(f"/events/{event_id}")
+    assert page.status_code == 200
+    assert '<section class="dunning">' in page.text
+    assert 'class="dunning-step' in page.text
+
+
+def test_the_event_page_shows_that_its_number_opted_out(signed_in: Dashboard) -> None:
+    event_id = signed_in.receive()
+    signed_in.ph.store.consents.record(
+        address="+14155550123", action="opt_out", channel="sms", words="STOP", source="reply"
+    )
+    page = signed_in.client.get(f"/events/{event_id}").text
+    assert '<p class="opted-out">+14155550123 opted out' in page
+
+
 def test_an_unknown_event_is_a_404_page(signed_in: Dashboard) -> None:
     answer = signed_in.client.get("/events/evt_nothing_here")
     assert answer.status_code == 404
