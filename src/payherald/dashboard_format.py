@@ -76,7 +76,9 @@ def chart_bars(days: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "failed_height": failed,
                 # Only every fifth day and the last are labelled: 30 labels do not fit.
                 "label": str(day["day"])[5:] if index % 5 == 0 or index == len(days) - 1 else None,
-                "label_x": x + _BAR_WIDTH,
+                # The first and last labels are kept inside the drawing.
+                "label_x": x if index == 0 else x + 2 * _BAR_WIDTH,
+                "label_anchor": "start" if index == 0 else "end",
             }
         )
     return bars

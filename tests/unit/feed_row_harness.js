@@ -39,11 +39,6 @@ class Element {
       },
     });
     this.classList = {
-      add: (name) => {
-        const names = (element.className || "").split(" ").filter(Boolean);
-        if (!names.includes(name)) names.push(name);
-        element.className = names.join(" ");
-      },
       contains: (name) => (element.className || "").split(" ").includes(name),
     };
   }

@@ -357,19 +357,14 @@ def run_feed_script(messages: list[dict[str, Any]], **settings: str) -> dict[str
 
 class Markup(HTMLParser):
     """Markup as a list of tags (attributes sorted) and texts, whitespace between tags
-    dropped, the script's highlight of a new row left out."""
+    dropped."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[tuple[str, ...]] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        kept = []
-        for name, value in sorted(attrs):
-            if name == "class" and value:
-                value = " ".join(c for c in value.split() if c != "fresh")
-            kept.append(f"{name}={value}")
-        self.parts.append(("start", tag, *kept))
+        self.parts.append(("start", tag, *(f"{name}={value}" for name, value in sorted(attrs))))
 
     def handle_endtag(self, tag: str) -> None:
         self.parts.append(("end", tag))

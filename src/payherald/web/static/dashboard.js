@@ -96,7 +96,6 @@
 
   function show(e) {
     const row = eventRow(e);
-    row.classList.add("fresh");
     for (const old of body.querySelectorAll("tr.event")) {
       if (old.dataset.eventId === e.id) {
         // An event already listed is replaced where it is, whatever the filters.
