@@ -16,11 +16,12 @@ session's CSRF token in the form field ``csrf``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
+import structlog
 from fastapi import FastAPI
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.concurrency import run_in_threadpool
@@ -33,6 +34,7 @@ from payherald.admin import AdminAuth, Session
 from payherald.api import ApiRefused, retry
 from payherald.dashboard_format import chart_bars, format_filters
 from payherald.event_facts import KINDS
+from payherald.exceptions import StoreUnavailable
 from payherald.store import Store
 from payherald.store.history import MAX_TEXT, decode_cursor, text_filter
 from payherald.store.statuses import NotificationStatus
@@ -40,6 +42,8 @@ from payherald.store.statuses import NotificationStatus
 __all__ = ["add_dashboard_routes", "local_path"]
 
 WEB = Path(__file__).parent / "web"
+_log = structlog.get_logger("payherald.dashboard")
+
 NOTIFICATION_STATUSES = tuple(status.value for status in NotificationStatus)
 PAGE_SIZE = 50
 # A form of ours is a token, a path and a CSRF token: anything longer is not one of ours.
@@ -297,8 +301,27 @@ def add_dashboard_routes(
         auth.clear_cookie(response, request)
         return response
 
+    def answering_503(
+        endpoint: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """``endpoint``, answering a page that says so when the store is unavailable."""
+
+        async def answer(request: Request) -> Response:
+            try:
+                return await endpoint(request)
+            except StoreUnavailable as exc:
+                _log.error("dashboard_store_unavailable", path=request.url.path, error=exc.message)
+                return problem(
+                    503,
+                    "The store is unavailable: payherald cannot read its database (its log "
+                    "says why). Reload in a moment.",
+                    auth.session(request),
+                )
+
+        return answer
+
     app.mount("/static", _StaticFiles(directory=WEB / "static"), name="static")
-    routes: list[tuple[str, Any, str]] = [
+    routes: list[tuple[str, Callable[[Request], Awaitable[Response]], str]] = [
         ("/", feed_page, "GET"),
         ("/events/{event_id}", event_page, "GET"),
         ("/notifications", notifications_page, "GET"),
@@ -309,7 +332,9 @@ def add_dashboard_routes(
         ("/signout", sign_out, "POST"),
     ]
     for path, endpoint, method in routes:
-        app.router.add_route(path, endpoint, methods=[method], include_in_schema=False)
+        app.router.add_route(
+            path, answering_503(endpoint), methods=[method], include_in_schema=False
+        )
 
 
 def local_path(wanted: str | None) -> str | None:

@@ -278,6 +278,14 @@ def test_the_optouts_page_lists_a_number_that_opted_out(signed_in: Dashboard) ->
     assert "+14155550199" in page
 
 
+def test_a_page_says_so_when_the_store_is_unavailable(signed_in: Dashboard, tmp_path: Path) -> None:
+    signed_in.ph.engine.dispose()
+    (tmp_path / "payherald.db").unlink()  # SQLite makes a new, empty one: no tables
+    answer = signed_in.client.get("/")
+    assert answer.status_code == 503
+    assert "The store is unavailable" in answer.text
+
+
 def test_static_files_are_served_by_the_app(dashboard: Dashboard) -> None:
     script = dashboard.client.get("/static/dashboard.js")
     assert script.status_code == 200
