@@ -28,7 +28,13 @@ from payherald.store import Store
 from payherald.store.history import decode_cursor, text_filter
 from payherald.store.statuses import NotificationStatus
 
-__all__ = ["ApiRefused", "add_api_routes", "api_refused_handler", "validation_handler"]
+__all__ = [
+    "ApiRefused",
+    "add_api_routes",
+    "api_refused_handler",
+    "retry",
+    "validation_handler",
+]
 
 # Today's figures read the day's events; a dashboard polling them is answered from memory
 # for this long.

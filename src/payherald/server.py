@@ -35,6 +35,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from payherald.admin import AdminAuth, presents_token
 from payherald.api import ApiRefused, add_api_routes, api_refused_handler, validation_handler
 from payherald.consent import answer_of, classify_reply, record_reply, reply_sender
+from payherald.dashboard import add_dashboard_routes
 from payherald.delivery import DeliveryReport
 from payherald.exceptions import (
     PaylinkFailed,
@@ -450,6 +451,17 @@ def create_http_app(
         feed=feed,
         default_livemode=default_livemode,
         timezone=timezone,
+        locale=locale,
+        on_queued=on_queued,
+    )
+
+    add_dashboard_routes(
+        app,
+        store=store,
+        auth=auth,
+        default_livemode=default_livemode,
+        timezone=timezone,
+        business_name=business_name,
         locale=locale,
         on_queued=on_queued,
     )
