@@ -417,6 +417,16 @@ def test_the_script_replaces_a_listed_event_and_skips_another_mode(signed_in: Da
     assert 'class="notification-status status-failed"' in row
 
 
+def test_the_script_shows_no_address_for_a_message_that_had_none(signed_in: Dashboard) -> None:
+    event_id = signed_in.receive()
+    summary = signed_in.ph.store.history.event(event_id)
+    assert summary is not None
+    nowhere = {**summary, "notifications": [{**summary["notifications"][0], "to": None}]}
+    (row,) = run_feed_script([nowhere])["rows"]
+    assert "null" not in row
+    assert "→" not in row
+
+
 # -- the parts ----------------------------------------------------------------------------
 
 

@@ -74,7 +74,8 @@
       const item = document.createElement("li");
       item.className = `notification-status status-${token(n.status)}`;
       item.dataset.notificationId = String(n.id);
-      item.textContent = `${n.rule} · ${n.channel} → ${n.to}: ${n.status}` +
+      item.textContent = `${n.rule} · ${n.channel}` + (n.to ? ` → ${n.to}` : "") +
+        `: ${n.status}` +
         (n.delivery_status ? ` (${n.delivery_status})` : "");
       list.appendChild(item);
     }
