@@ -138,6 +138,8 @@ class Notification(BaseModel):
     delivery_status: str | None
     notes: str | None
     sequence: str | None
+    # What it had come to before each time it was queued again (a retry, a replay).
+    earlier: list[dict[str, Any]]
     retryable: bool
 
 

@@ -161,6 +161,15 @@ def test_a_failed_notification_is_retried_once_and_only_when_failed(
     stripe.ph.worker.run_until_idle()
     assert api(stripe, "/api/notifications")["items"][0]["status"] == "sent"
 
+    trace = api(stripe, f"/api/events/{failed['event_id']}")
+    story = [(step["what"], step["detail"]) for step in trace["steps"]]
+    whats = [what for what, _ in story]
+    assert whats.index("failed") < whats.index("queued again") < whats.index("sent")
+    assert "[twilio_30007]" in dict(story)["failed"]
+    assert "retried by an operator" in dict(story)["queued again"]
+    (earlier,) = trace["notifications"][0]["earlier"]
+    assert (earlier["error_code"], earlier["by"]) == ("twilio_30007", "retry")
+
     again = stripe.client.post(f"/api/notifications/{failed['id']}/retry", headers=BEARER)
     assert again.status_code == 409
     assert "is sent, not failed" in again.json()["error"]
