@@ -34,7 +34,8 @@ from payherald.admin import AdminAuth, Session
 from payherald.api import ApiRefused, retry
 from payherald.dashboard_format import chart_bars, format_filters
 from payherald.event_facts import KINDS
-from payherald.exceptions import StoreUnavailable
+from payherald.exceptions import PayloadTooLarge, StoreUnavailable
+from payherald.serving import read_body
 from payherald.store import Store
 from payherald.store.history import MAX_TEXT, decode_cursor, text_filter
 from payherald.store.statuses import NotificationStatus
@@ -364,11 +365,10 @@ def _filter_error(filters: Mapping[str, str]) -> str | None:
 async def _read_form(request: Request) -> dict[str, str] | None:
     """The request's URL-encoded form (its first value of each field); None when it is
     longer than MAX_FORM_BYTES."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            return None
+    try:
+        body = await read_body(request, limit=MAX_FORM_BYTES)
+    except PayloadTooLarge:
+        return None
     form: dict[str, str] = {}
     for name, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
         form.setdefault(name, value)

@@ -15,7 +15,6 @@ is logged in one line. How connections are bounded otherwise is ``serving``'s pa
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -28,7 +27,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
@@ -40,7 +38,6 @@ from payherald.delivery import DeliveryReport
 from payherald.exceptions import (
     PaylinkFailed,
     PaylinkRefused,
-    PayloadTooLarge,
     RequestBodyIncomplete,
     StoreUnavailable,
     ValueNotStorable,
@@ -54,8 +51,9 @@ from payherald.paylink_requests import request_from_json
 from payherald.paylinks import PaylinkSender, new_request_id
 from payherald.recipients import mask_address
 from payherald.rules import RuleBook
+from payherald.serving import read_body
 from payherald.store import RecordResult, Store
-from payherald.webhook import MAX_BODY_BYTES, StripeEvent, WebhookVerifier
+from payherald.webhook import StripeEvent, WebhookVerifier
 
 __all__ = ["BODY_TIMEOUT_SECONDS", "create_http_app"]
 
@@ -124,7 +122,9 @@ def create_http_app(
     app = FastAPI(
         title="payherald",
         summary="Stripe events to SMS, exactly once.",
-        docs_url="/api/docs",
+        # No Swagger page: it loads its script from a CDN, on the dashboard's origin, and the
+        # service runs offline. The OpenAPI document is served.
+        docs_url=None,
         openapi_url="/api/openapi.json",
         redoc_url=None,
     )
@@ -179,7 +179,7 @@ def create_http_app(
         started = time.perf_counter()
         client = request.client.host if request.client else None
         try:
-            body = await _read_body(request)
+            body = await read_body(request)
             event = verifier.receive(body, request.headers.get("stripe-signature"))
         except WebhookRejected as exc:
             metrics.rejected()
@@ -255,7 +255,7 @@ def create_http_app(
                 status_code=403,
             )
         try:
-            body = await _read_body(request)
+            body = await read_body(request)
         except WebhookRejected as exc:
             return JSONResponse({"error": exc.message}, status_code=exc.status_code)
         params = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
@@ -419,7 +419,7 @@ def create_http_app(
                 400, "The Idempotency-Key header must be 1 to 255 printable characters."
             )
         try:
-            body = json.loads(await _read_body(request))
+            body = json.loads(await read_body(request))
         except WebhookRejected as exc:
             return _api_error(exc.status_code, exc.message)
         except (ValueError, RecursionError):
@@ -477,29 +477,3 @@ def create_http_app(
 
 def _api_error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
-
-
-async def _read_body(request: Request) -> bytes:
-    """The body, refusing anything over MAX_BODY_BYTES without reading all of it; raises
-    RequestBodyIncomplete when it does not all arrive within the app's body timeout or the
-    client disconnects first."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise PayloadTooLarge()
-    timeout: float = request.app.state.body_timeout
-    body = bytearray()
-    try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > MAX_BODY_BYTES:
-                    raise PayloadTooLarge()
-    except TimeoutError:
-        raise RequestBodyIncomplete(
-            f"The request body did not all arrive within {timeout:g} s; send it again, at once."
-        ) from None
-    except ClientDisconnect:
-        raise RequestBodyIncomplete(
-            "The client disconnected before sending the whole request body."
-        ) from None
-    return bytes(body)

@@ -248,3 +248,15 @@ def test_a_session_cookie_needs_its_csrf_token_for_an_action(
     stripe.clock.advance(timedelta(hours=13).total_seconds())
     with httpx.Client(base_url=stripe.server.url, cookies={"payherald_session": cookie}) as late:
         assert late.get("/api/events").status_code == 401
+
+
+def test_guessing_the_bearer_token_is_limited_per_client(stripe: StripeOnLoopback) -> None:
+    for n in range(5):
+        guessed = stripe.client.get("/api/events", headers={"Authorization": f"Bearer g{n}"})
+        assert guessed.status_code == 401
+    limited = stripe.client.get("/api/events", headers=BEARER)  # even the right token, now
+    assert limited.status_code == 429
+    assert 1 <= int(limited.headers["retry-after"]) <= 60
+    assert "Too many wrong tokens" in limited.json()["error"]
+    stripe.clock.advance(61)
+    assert stripe.client.get("/api/events", headers=BEARER).status_code == 200

@@ -70,6 +70,7 @@ class Dashboard:
 
 def make_app(ph: Any, token: str | None) -> FastAPI:
     app = FastAPI()
+    app.state.body_timeout = 5.0  # as create_http_app sets it
     add_dashboard_routes(
         app,
         store=ph.store,

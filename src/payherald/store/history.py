@@ -182,7 +182,10 @@ class History:
             query = query.where(_matches(text))
         if before is not None:
             query = query.where(
-                tuple_(events.c.received_at, events.c.id) < tuple_(literal(before[0]), before[1])
+                tuple_(events.c.received_at, events.c.id)
+                # Typed as the column: a bare datetime is sent as timestamptz, which
+                # PostgreSQL shifts by the session's time zone against this column.
+                < tuple_(literal(before[0], events.c.received_at.type), before[1])
             )
         query = query.order_by(events.c.received_at.desc(), events.c.id.desc()).limit(limit + 1)
         with self._db.read() as connection:

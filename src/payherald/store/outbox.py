@@ -133,11 +133,15 @@ class Outbox:
                 notifications.c.error_code,
                 notifications.c.updated_at,
                 notifications.c.earlier,
-            ).where(
+            )
+            .where(
                 which,
                 notifications.c.status == S.FAILED,
                 notifications.c.error_code.is_distinct_from("outcome_unknown"),
             )
+            # Two retries at once (an operator's double click, a replay beside it): the
+            # second waits here, then finds the row no longer failed.
+            .with_for_update()
         ).all()
         if not failed:
             return 0
