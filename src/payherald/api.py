@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import math
 import time
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import structlog
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -24,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from payherald.admin import CSRF_HEADER, AdminAuth, Session
 from payherald.event_facts import KINDS
+from payherald.exceptions import StoreUnavailable
 from payherald.feed import LiveFeed
 from payherald.store import Store
 from payherald.store.history import decode_cursor, text_filter
@@ -34,8 +37,11 @@ __all__ = [
     "add_api_routes",
     "api_refused_handler",
     "retry",
+    "store_unavailable_handler",
     "validation_handler",
 ]
+
+_log = structlog.get_logger("payherald.api")
 
 # Today's figures read the day's events; a dashboard polling them is answered from memory
 # for this long.
@@ -60,6 +66,17 @@ class ApiRefused(Exception):
 async def api_refused_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiRefused)
     return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+
+
+async def store_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    """The store did not answer a read: 503, and the log says why."""
+    assert isinstance(exc, StoreUnavailable)
+    _log.error("api_store_unavailable", path=request.url.path, error=exc.message)
+    return JSONResponse(
+        {"error": "The store is unavailable; try again shortly (payherald's log says why)."},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
 
 
 async def validation_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -227,6 +244,7 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
     },
     422: {"model": ErrorBody, "description": "A parameter this API does not take"},
     429: {"model": ErrorBody, "description": "Too many wrong tokens from this address"},
+    503: {"model": ErrorBody, "description": "The store is unavailable"},
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "No such"}}
 
@@ -440,6 +458,7 @@ def add_api_routes(
                 still_allowed=still_allowed,
                 disconnected=request.is_disconnected,
                 locale=locale,
+                resume_from=_last_event_id(request),
             ),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
@@ -465,3 +484,13 @@ async def retry(store: Store, notification_id: int, on_queued: Any) -> dict[str,
     again = await run_in_threadpool(store.history.notification, notification_id)
     assert again is not None
     return again
+
+
+def _last_event_id(request: Request) -> datetime | None:
+    """When a reconnecting browser's last message was found (the feed's ids are times)."""
+    value = request.headers.get("last-event-id", "")
+    try:
+        found = datetime.fromisoformat(value) if 0 < len(value) <= 64 else None
+    except ValueError:
+        return None
+    return found if found is not None and found.tzinfo is not None else None

@@ -22,8 +22,8 @@ _DAY = 86400
 # One refund, one message: refund.created tells it. Before API version 2024-10-28 a charge's
 # refund sent no refund.created, only charge.refunded, which then tells it; from that version
 # on charge.refunded is passed over (it does not name the refund, so the two could not be
-# told to be one). The daily digest counts refunds by the same test (store.digest's
-# _tells_refund): change both together.
+# told to be one). The daily digest and the dashboard count refunds by the same test
+# (subjects.tells_refund): change both together.
 _REFUND_EVENT = (
     "event_type == 'refund.created' or "
     f"(api_version != '' and api_version < '{REFUNDS_HAVE_EVENTS}')"

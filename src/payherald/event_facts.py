@@ -4,9 +4,9 @@ and what it is about.
 
 The store keeps these beside the raw event (``events.kind``, ``amount``...), so that the
 dashboard lists, filters and charts events on indexed columns instead of parsing every
-payload. ``subject`` names the payment or the failed attempt, as the rules key their
-messages (``subjects``): two events about one payment have linked subjects, and count as
-one payment in a chart.
+payload. ``subject`` names the payment, failed attempt, refund or dispute, as the rules key
+their messages (``subjects``): two events about one payment have linked subjects, and
+count as one payment in the day's figures and the chart.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any
 
 from payherald.exceptions import MalformedEvent
 from payherald.stripe_objects import as_int, as_mapping, read_object
-from payherald.subjects import failed_attempt, payment_aliases
+from payherald.subjects import failed_attempt, payment_aliases, refund, tells_refund, the_object
+from payherald.variables import condition_context
 from payherald.webhook import StripeEvent, parse_event
 
 __all__ = ["KINDS", "EventFacts", "event_facts", "event_kind", "stored_event_facts"]
@@ -56,7 +57,9 @@ class EventFacts:
     customer: str | None = None  # the Stripe customer's id
     email: str | None = None  # lower case
     name: str | None = None
-    subject: str | None = None  # "payment:<id>" or "failure:<id>"
+    # What it tells, counted once however many events tell it: "payment:<id>" (linked
+    # with the payment's other identifiers), "failure:", "refund:", "dispute:".
+    subject: str | None = None
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -96,13 +99,19 @@ def event_facts(event: StripeEvent) -> EventFacts:
     raw = event.object
     obj = read_object(raw)
     amount = as_int(obj.amount)
-    if kind == "refund" and raw.get("object") == "charge":
-        amount = as_int(obj.amount_refunded)
     subject = None
     if kind == "succeeded":
         subject = f"payment:{payment_aliases(event)[0]}"
     elif kind == "failed":
         subject = f"failure:{failed_attempt(event)[0]}"
+    elif kind == "refund":
+        # What this refund is, of what: on the event that tells it only, so that a refund
+        # reported twice (refund.created and charge.refunded) counts once.
+        amount = as_int(condition_context(event)["refund_amount"])
+        if tells_refund(event):
+            subject = f"refund:{refund(event)[0]}"
+    elif kind == "dispute" and event.type == "charge.dispute.created":
+        subject = f"dispute:{the_object(event)[0]}"
     billing = as_mapping(raw.get("billing_details"))
     details = as_mapping(raw.get("customer_details"))
     customer = as_mapping(raw.get("customer"))  # expanded, or the customer itself

@@ -11,14 +11,19 @@ and the feed LISTENs for it, so an event received by another ``serve`` shows at 
 
 A stream looks a few seconds back each time (a transaction that took its time stamp first
 may commit after one that took a later one) and remembers what it sent, so nothing is
-missed and nothing is sent twice unless it changed.
+missed and nothing is sent twice unless it changed. A look reads at most the newest
+``FEED_WINDOW_LIMIT`` events: in a burst beyond that, the page shows the newest (the lists
+have them all). Each message's id is the time of the look that found it, so a browser that
+reconnects (its Last-Event-ID) is caught up on what it missed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from payherald.store import Store
 from payherald.store.database import FEED_CHANNEL
+from payherald.store.history import FEED_WINDOW_LIMIT
 from payherald.wakeup import listen
 
 __all__ = ["LiveFeed"]
@@ -38,6 +44,8 @@ _log = structlog.get_logger("payherald.feed")
 _OVERLAP = timedelta(seconds=5)
 # An SSE comment this often keeps proxies from closing an idle stream.
 _KEEPALIVE = 15.0
+# How far back a reconnecting browser is caught up.
+_RESUME = timedelta(minutes=10)
 
 
 class LiveFeed:
@@ -98,60 +106,61 @@ class LiveFeed:
         still_allowed: Callable[[], bool],
         disconnected: Callable[[], Any],
         locale: str = "en_US",
+        resume_from: datetime | None = None,
     ) -> AsyncIterator[str]:
         """The server-sent events of one browser: ``event: event`` messages, each an
-        event as ``History.events`` gives it. Ends when the browser goes away or
-        ``still_allowed`` says its session is over, or the feed is closed."""
+        event as ``History.events`` gives it, with the time of the look that found it as
+        its id. ``resume_from`` is the id a reconnecting browser last had (its
+        Last-Event-ID): what happened since is sent first, as far back as ``_RESUME``.
+        Ends when the browser goes away, ``still_allowed`` says its session is over, or
+        the feed is closed."""
         self._listen()
         woken = asyncio.Event()
         waiter = (asyncio.get_running_loop(), woken)
         self._woken.add(waiter)
         history = self._store.history
         now = self._store.clock.now()
-        received_since = changed_since = now
+        since = now
+        if resume_from is not None and now - _RESUME <= resume_from <= now:
+            since = resume_from
         sent: dict[str, tuple[str, ...]] = {}  # event id -> what it was sent with
         sent_at: dict[str, datetime] = {}
-        idle = 0.0
+        written = time.monotonic()
         try:
             yield "retry: 2000\n\n"
             while not self._stop.is_set() and still_allowed() and not await disconnected():
+                # Cleared before the look: a wake-up during it makes the next one at once.
+                woken.clear()
                 now = self._store.clock.now()
                 try:
-                    news = await run_in_threadpool(
-                        history.events_received,
-                        since=received_since - _OVERLAP,
-                        livemode=livemode,
-                        locale=locale,
+                    news, moved = await run_in_threadpool(
+                        history.news, since=since - _OVERLAP, livemode=livemode
                     )
-                    changed = await run_in_threadpool(
-                        history.events_changed,
-                        since=changed_since - _OVERLAP,
-                        livemode=livemode,
-                        locale=locale,
+                    wanted = [i for i in news if i not in sent]
+                    wanted += [i for i in moved if i not in wanted]
+                    found = await run_in_threadpool(
+                        history.events_by_id, wanted[-FEED_WINDOW_LIMIT:], locale=locale
                     )
                 except Exception as exc:  # the store is down: keep the stream, try again
                     _log.warning("feed_read_failed", error=str(exc))
-                    news, changed = [], []
+                    found = []
                 else:
-                    received_since = changed_since = now
-                for item in [*news, *changed]:
+                    since = now
+                for item in found:
                     state = _state(item)
                     if sent.get(item["id"]) == state:
                         continue
                     sent[item["id"]], sent_at[item["id"]] = state, now
-                    yield _message(item)
-                    idle = 0.0
+                    yield _message(item, now)
+                    written = time.monotonic()
                 for event_id, at in list(sent_at.items()):
                     if now - at > _OVERLAP * 4:
                         del sent_at[event_id], sent[event_id]
-                woken.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woken.wait(), self._poll)
-                except TimeoutError:
-                    idle += self._poll
-                    if idle >= _KEEPALIVE:
-                        idle = 0.0
-                        yield ": keep-alive\n\n"
+                if time.monotonic() - written >= _KEEPALIVE:
+                    written = time.monotonic()
+                    yield ": keep-alive\n\n"
         finally:
             self._woken.discard(waiter)
 
@@ -163,6 +172,6 @@ def _state(item: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
-def _message(item: dict[str, Any]) -> str:
+def _message(item: dict[str, Any], looked: datetime) -> str:
     data = json.dumps(item, separators=(",", ":"))
-    return f"event: event\nid: {item['id']}\ndata: {data}\n\n"
+    return f"event: event\nid: {looked.isoformat()}\ndata: {data}\n\n"

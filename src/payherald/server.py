@@ -31,7 +31,13 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from payherald.admin import AdminAuth, presents_token
-from payherald.api import ApiRefused, add_api_routes, api_refused_handler, validation_handler
+from payherald.api import (
+    ApiRefused,
+    add_api_routes,
+    api_refused_handler,
+    store_unavailable_handler,
+    validation_handler,
+)
 from payherald.consent import answer_of, classify_reply, record_reply, reply_sender
 from payherald.dashboard import add_dashboard_routes
 from payherald.delivery import DeliveryReport
@@ -133,6 +139,7 @@ def create_http_app(
     feed = feed or LiveFeed(store=store)
     app.add_exception_handler(ApiRefused, api_refused_handler)
     app.add_exception_handler(RequestValidationError, validation_handler)
+    app.add_exception_handler(StoreUnavailable, store_unavailable_handler)
     app.state.feed = feed
     app.state.auth = auth
 

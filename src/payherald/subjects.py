@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from payherald.api_versions import REFUNDS_HAVE_EVENTS
 from payherald.stripe_objects import as_int, as_mapping, object_id, read_object
 from payherald.webhook import StripeEvent
 
@@ -26,6 +27,7 @@ __all__ = [
     "renewal_offset",
     "renewal_period_end",
     "renewal_subject",
+    "tells_refund",
 ]
 
 # Renewal reminders go out this many days before a renewal, unless [renewals] days says.
@@ -76,6 +78,19 @@ def refund(event: StripeEvent) -> list[str]:
     if isinstance(refunds, list) and refunds and object_id(refunds[0]):
         return [str(object_id(refunds[0]))]
     return [f"{object_id(obj) or event.id}:refunded:{obj.get('amount_refunded')}"]
+
+
+def tells_refund(event: StripeEvent) -> bool:
+    """Whether ``event`` is the one that tells its refund: ``refund.created``, or before API
+    version 2024-10-28 (which sent none for a charge's refund) ``charge.refunded``; the
+    ``refund_customer`` rule's condition, so that a refund counts once (in the digest and
+    the dashboard's figures)."""
+    if event.type == "refund.created":
+        return True
+    if event.type != "charge.refunded":
+        return False
+    version = str(event.api_version or "")
+    return version != "" and version < REFUNDS_HAVE_EVENTS
 
 
 def the_object(event: StripeEvent) -> list[str]:

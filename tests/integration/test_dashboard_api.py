@@ -80,6 +80,10 @@ def test_a_payment_reported_by_several_events_counts_once_today(
     for item in build_payment_events(now=stripe.clock.now(), phone=CUSTOMER, amount=2500):
         stripe.send(item)
     stripe.send(event(stripe, "charge.failed"))
+    # One refund, as today's Stripe reports it: refund.created, and charge.refunded (which
+    # does not name the refund, so only the first counts, as the digest counts it).
+    stripe.send(event(stripe, "refund.created", amount=700))
+    stripe.send(event(stripe, "charge.refunded", amount=700))
 
     stats = api(stripe, "/api/stats")
     assert stats["mode"] == "test"
@@ -88,7 +92,10 @@ def test_a_payment_reported_by_several_events_counts_once_today(
         {"currency": "usd", "count": 1, "amount": 2500, "amount_text": "$25.00"}
     ]
     assert stats["failed"] == 1
-    assert stats["messages_sent"] == 2
+    assert stats["refunds"] == [
+        {"currency": "usd", "count": 1, "amount": 700, "amount_text": "$7.00"}
+    ]
+    assert stats["messages_sent"] == 3  # the payment, the failure, the refund
     assert len(stats["chart"]) == 30
     assert stats["chart"][-1] == {"day": "2026-12-04", "succeeded": 1, "failed": 1}
     assert api(stripe, "/api/stats", mode="live")["succeeded"] == []

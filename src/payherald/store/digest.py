@@ -20,12 +20,11 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from payherald.api_versions import REFUNDS_HAVE_EVENTS
 from payherald.store.database import Database
 from payherald.store.dunning import Dunning
 from payherald.store.schema import events, subject_aliases
 from payherald.stripe_objects import read_object
-from payherald.subjects import failed_attempt, payment_aliases, refund, the_object
+from payherald.subjects import failed_attempt, payment_aliases, refund, tells_refund, the_object
 from payherald.variables import condition_context
 from payherald.webhook import StripeEvent, parse_event
 
@@ -174,7 +173,7 @@ class Digests:
         failed = in_range(_once(of(FAILURE_EVENTS), lambda e: failed_attempt(e)[0]))
         refunds = in_range(
             _once(
-                [item for item in of(REFUND_EVENTS) if _tells_refund(item[0])],
+                [item for item in of(REFUND_EVENTS) if tells_refund(item[0])],
                 lambda e: refund(e)[0],
                 amount=lambda e: condition_context(e)["refund_amount"],
             )
@@ -258,16 +257,6 @@ class Digests:
                 for alias, canonical in connection.execute(query):
                     found[alias.removeprefix("payment:")] = canonical
         return found
-
-
-def _tells_refund(event: StripeEvent) -> bool:
-    """Whether ``event`` is the one that tells its refund: ``refund.created``, or before API
-    version 2024-10-28 (which sent none for a charge's refund) ``charge.refunded``; the
-    ``refund_customer`` rule's condition, so that a refund counts once."""
-    if event.type == "refund.created":
-        return True
-    version = str(event.api_version or "")
-    return version != "" and version < REFUNDS_HAVE_EVENTS
 
 
 def _once(

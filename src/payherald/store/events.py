@@ -95,7 +95,7 @@ class Store:
         self.dunning = Dunning(db=self.db, clock=clock)
         self.digest = Digests(db=self.db, dunning=self.dunning)
         self.attribution = Attribution(db=self.db, dunning=self.dunning)
-        self.history = History(db=self.db, clock=clock, digest=self.digest)
+        self.history = History(db=self.db, clock=clock)
         # Asked for every message refused as a twin's: built once (building costs more
         # than running it).
         found = (

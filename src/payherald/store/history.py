@@ -27,7 +27,6 @@ from payherald.clock import Clock
 from payherald.event_facts import KINDS
 from payherald.money import format_money
 from payherald.store.database import Database
-from payherald.store.digest import Digests, Tally
 from payherald.store.schema import (
     attributions,
     delivery_reports,
@@ -41,9 +40,18 @@ from payherald.store.schema import (
 )
 from payherald.store.statuses import NotificationStatus
 
-__all__ = ["CHART_DAYS", "History", "TextFilter", "decode_cursor", "text_filter"]
+__all__ = [
+    "CHART_DAYS",
+    "FEED_WINDOW_LIMIT",
+    "History",
+    "TextFilter",
+    "decode_cursor",
+    "text_filter",
+]
 
 CHART_DAYS = 30
+# The most events the live feed reads of one look back (a burst beyond shows its newest).
+FEED_WINDOW_LIMIT = 2000
 MAX_TEXT = 100
 _PHONE_DIGITS = re.compile(r"\+?\d{2,15}")
 # How many replies from a notification's number the trace shows.
@@ -143,10 +151,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 class History:
     """The dashboard's reads of the store."""
 
-    def __init__(self, *, db: Database, clock: Clock, digest: Digests) -> None:
+    def __init__(self, *, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
-        self._digest = digest
 
     # -- events -------------------------------------------------------------------------
 
@@ -197,45 +204,45 @@ class History:
         cursor = encode_cursor(last["received_at"], last["id"]) if more and last else None
         return items, cursor
 
-    def events_received(
-        self,
-        *,
-        since: datetime,
-        livemode: bool | None = None,
-        limit: int = 200,
-        locale: str = "en_US",
-    ) -> list[dict[str, Any]]:
-        """The events received from ``since`` on, oldest first (the live feed's news)."""
-        query = select(*_EVENT_COLUMNS).where(events.c.received_at >= since)
-        if livemode is not None:
-            query = query.where(events.c.livemode == livemode)
-        query = query.order_by(events.c.received_at, events.c.id).limit(limit)
-        with self._db.read() as connection:
-            rows = [dict(row) for row in connection.execute(query).mappings()]
-            return self._summaries(connection, rows, locale)
-
-    def events_changed(
-        self,
-        *,
-        since: datetime,
-        livemode: bool | None = None,
-        limit: int = 200,
-        locale: str = "en_US",
-    ) -> list[dict[str, Any]]:
-        """The events whose notifications changed from ``since`` on (a send, a failure, a
-        delivery report), as ``events`` gives them."""
+    def news(
+        self, *, since: datetime, livemode: bool | None = None, limit: int = FEED_WINDOW_LIMIT
+    ) -> tuple[list[str], list[str]]:
+        """What the live feed looks at: the ids of the events received from ``since`` on
+        (oldest first), and of those whose notifications changed from ``since`` on (a
+        send, a failure, a delivery report); at most ``limit`` of each, the newest."""
+        received = (
+            select(events.c.id, events.c.received_at)
+            .where(events.c.received_at >= since)
+            .order_by(events.c.received_at.desc(), events.c.id.desc())
+            .limit(limit)
+        )
         changed = (
             select(notifications.c.event_id)
             .where(notifications.c.updated_at >= since)
-            .order_by(notifications.c.updated_at)
+            .order_by(notifications.c.updated_at.desc())
             .limit(limit)
         )
-        query = select(*_EVENT_COLUMNS).where(events.c.id.in_(changed))
         if livemode is not None:
-            query = query.where(events.c.livemode == livemode)
+            received = received.where(events.c.livemode == livemode)
+            changed = changed.where(notifications.c.livemode == livemode)
         with self._db.read() as connection:
-            rows = [dict(row) for row in connection.execute(query).mappings()]
-            return self._summaries(connection, rows, locale)
+            new = [row.id for row in connection.execute(received)]
+            moved = list(dict.fromkeys(connection.execute(changed).scalars()))
+        return new[::-1], moved
+
+    def events_by_id(self, ids: Sequence[str], *, locale: str = "en_US") -> list[dict[str, Any]]:
+        """The events ``ids`` (those stored), as ``events`` gives them, in that order."""
+        if not ids:
+            return []
+        with self._db.read() as connection:
+            rows = {
+                row["id"]: dict(row)
+                for row in connection.execute(
+                    select(*_EVENT_COLUMNS).where(events.c.id.in_(list(ids)))
+                ).mappings()
+            }
+            found = [rows[event_id] for event_id in ids if event_id in rows]
+            return self._summaries(connection, found, locale)
 
     def event(self, event_id: str, *, locale: str = "en_US") -> dict[str, Any] | None:
         """One event as ``events`` gives it, or None."""
@@ -469,15 +476,16 @@ class History:
     # -- figures --------------------------------------------------------------------------
 
     def stats(self, *, livemode: bool, timezone: str, locale: str = "en_US") -> dict[str, Any]:
-        """Today's figures (the operator's day, in ``timezone``) and the chart of the last
-        ``CHART_DAYS`` days: payments that succeeded and failed, each payment once."""
+        """Today's figures (the operator's day, in ``timezone``, by when payherald received
+        the events) and the chart of the last ``CHART_DAYS`` days: payments that succeeded
+        and failed, refunds and disputes, each once however many events told it."""
         zone = ZoneInfo(timezone)
         now = self._clock.now()
         today = now.astimezone(zone).date()
         midnight = _midnight(today, zone)
-        figures = self._digest.figures(since=midnight, until=now, livemode=livemode)
         mode = notifications.c.livemode == livemode
         with self._db.read() as connection:
+            told = self._told_today(connection, midnight, livemode)
             sent = connection.execute(
                 select(func.count()).where(
                     mode, notifications.c.status == "sent", notifications.c.sent_at >= midnight
@@ -509,15 +517,57 @@ class History:
             "mode": "live" if livemode else "test",
             "timezone": timezone,
             "day": today.isoformat(),
-            "succeeded": _tally_json(figures.payments, locale),
-            "failed": figures.failed.count,
-            "disputes": figures.disputes.count,
-            "refunds": _tally_json(figures.refunds, locale),
+            "succeeded": _amounts_json(told.get("succeeded", {}), locale),
+            "failed": sum(count for count, _ in told.get("failed", {}).values()),
+            "disputes": sum(count for count, _ in told.get("dispute", {}).values()),
+            "refunds": _amounts_json(told.get("refund", {}), locale),
             "messages_sent": int(sent),
             "messages_failed": int(failed[0]),
             "misses": int(failed[1] or 0),
             "chart": chart,
         }
+
+    @staticmethod
+    def _told_today(
+        connection: Connection, since: datetime, livemode: bool
+    ) -> dict[str, dict[str, tuple[int, int]]]:
+        """Each kind's payments, failures, refunds and disputes received from ``since``
+        on, each once (by its subject, a payment by what it is linked to): their count and
+        amount, by kind and currency."""
+        thing = _thing()
+        each = (
+            select(
+                events.c.kind,
+                thing.label("thing"),
+                func.max(events.c.amount).label("amount"),
+                func.coalesce(func.max(events.c.currency), "usd").label("currency"),
+            )
+            .select_from(
+                events.outerjoin(subject_aliases, subject_aliases.c.alias == events.c.subject)
+            )
+            .where(
+                events.c.livemode == livemode,
+                events.c.received_at >= since,
+                events.c.subject.is_not(None),
+            )
+            .group_by(events.c.kind, thing)
+            .subquery()
+        )
+        query = (
+            select(
+                each.c.kind,
+                each.c.currency,
+                func.count(),
+                func.sum(func.coalesce(each.c.amount, 0)),
+            )
+            # Nothing paid is no payment (a free trial's checkout, a zero invoice).
+            .where(or_(each.c.kind != "succeeded", each.c.amount > 0))
+            .group_by(each.c.kind, each.c.currency)
+        )
+        found: dict[str, dict[str, tuple[int, int]]] = {}
+        for kind, currency, count, amount in connection.execute(query):
+            found.setdefault(kind, {})[currency] = (int(count), int(amount or 0))
+        return found
 
     def _chart(
         self, connection: Connection, today: date, zone: ZoneInfo, livemode: bool
@@ -533,8 +583,7 @@ class History:
             ),
             else_=len(starts) - 1,
         )
-        # A payment reported by several events counts once: by what it is linked to.
-        thing = func.coalesce(literal("payment:") + subject_aliases.c.canonical, events.c.subject)
+        thing = _thing()
         query = (
             select(bucket.label("day"), events.c.kind, func.count(thing.distinct()))
             .select_from(
@@ -556,6 +605,13 @@ class History:
             }
             for index, day in enumerate(days)
         ]
+
+
+def _thing() -> Any:
+    """What an event tells, counted once: a payment reported by several events by what its
+    identifiers are linked to (``subject_aliases``, outer-joined on ``events.subject``),
+    anything else by its subject."""
+    return func.coalesce(literal("payment:") + subject_aliases.c.canonical, events.c.subject)
 
 
 def _matches(text: TextFilter) -> Any:
@@ -667,15 +723,15 @@ def _notification_json(
     return found
 
 
-def _tally_json(tally: Tally, locale: str) -> list[dict[str, Any]]:
+def _amounts_json(by_currency: Mapping[str, tuple[int, int]], locale: str) -> list[dict[str, Any]]:
     return [
         {
             "currency": currency,
-            "count": tally.counts[currency],
-            "amount": tally.amounts.get(currency, 0),
-            "amount_text": _amount_text(tally.amounts.get(currency, 0), currency, locale),
+            "count": count,
+            "amount": amount,
+            "amount_text": _amount_text(amount, currency, locale),
         }
-        for currency in sorted(tally.counts)
+        for currency, (count, amount) in sorted(by_currency.items())
     ]
 
 
