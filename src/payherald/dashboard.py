@@ -267,6 +267,10 @@ def add_dashboard_routes(
     async def sign_in(request: Request) -> Response:
         if not auth.enabled:
             return token_unset(status=403)
+        if request.headers.get("sec-fetch-site") == "cross-site":
+            # Another site's page posting wrong tokens in the operator's browser would lock
+            # the operator out; nobody signs in from another site's form.
+            return problem(403, "Sign in from payherald's own sign-in page.", None)
         form = await _read_form(request)
         if form is None:
             return problem(413, "That form is too large to be one of the dashboard's.", None)

@@ -142,6 +142,17 @@ def test_a_wrong_token_is_refused_with_the_form_again(dashboard: Dashboard) -> N
     assert "payherald_session" not in answer.cookies
 
 
+def test_another_sites_form_cannot_spend_the_operators_guesses(dashboard: Dashboard) -> None:
+    cross_site = {"Sec-Fetch-Site": "cross-site"}
+    for _ in range(10):
+        answer = dashboard.client.post(
+            "/signin", data={"token": "guess", "next": "/"}, headers=cross_site
+        )
+        assert answer.status_code == 403
+    answer = dashboard.client.post("/signin", data={"token": TOKEN, "next": "/"})
+    assert answer.status_code == 303
+
+
 def test_too_many_wrong_tokens_are_answered_429_with_retry_after(dashboard: Dashboard) -> None:
     for _ in range(5):
         dashboard.client.post("/signin", data={"token": "guess", "next": "/"})
