@@ -73,6 +73,31 @@ _ERROR = {
         }
     }
 }
+# The refusals the OpenAPI document lists for the Twilio callbacks and POST /api/paylinks.
+_BODY_REFUSALS: dict[int | str, dict[str, Any]] = {
+    408: {"description": "The body did not arrive in time", **_ERROR},
+    413: {"description": "The body is over 1 MiB", **_ERROR},
+}
+_TWILIO_REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Not a Twilio callback: a field it always sends is missing", **_ERROR},
+    403: {"description": "Not signed by Twilio, or callbacks not set up here", **_ERROR},
+    **_BODY_REFUSALS,
+    503: {"description": "Not recorded: the store is unavailable; Twilio retries", **_ERROR},
+}
+_PAYLINK_REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Not JSON, or a malformed Idempotency-Key", **_ERROR},
+    401: {"description": "No admin token presented, or a wrong one", **_ERROR},
+    403: {"description": "No PAYHERALD_ADMIN_TOKEN set: the API is off", **_ERROR},
+    409: {"description": "The Idempotency-Key was used for another request", **_ERROR},
+    **_BODY_REFUSALS,
+    422: {"description": "A request payherald will not make a link for", **_ERROR},
+    502: {"description": "Stripe could not be reached; send the same request again", **_ERROR},
+    503: {
+        "description": "No STRIPE_SECRET_KEY, payherald not set up for links, or the store "
+        "unavailable",
+        **_ERROR,
+    },
+}
 # How the OpenAPI document describes POST /webhooks/stripe, a plain Starlette route that
 # FastAPI does not describe itself.
 _STRIPE_WEBHOOK_DOC: dict[str, Any] = {
@@ -348,6 +373,7 @@ def create_http_app(
     @app.post(
         "/webhooks/twilio/inbound",
         summary="Receive an SMS reply (STOP, START, HELP, or YES/NO to a question)",
+        responses=_TWILIO_REFUSALS,
     )
     async def twilio_inbound(request: Request) -> Response:
         params = await twilio_form(request)
@@ -411,6 +437,7 @@ def create_http_app(
     @app.post(
         "/webhooks/twilio/status",
         summary="Receive a Twilio delivery status",
+        responses=_TWILIO_REFUSALS,
     )
     async def twilio_status(request: Request) -> JSONResponse:
         params = await twilio_form(request)
@@ -471,7 +498,12 @@ def create_http_app(
             return JSONResponse({"status": "unavailable", "error": error}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    @app.post("/api/paylinks", summary="Make a payment link and text it", status_code=201)
+    @app.post(
+        "/api/paylinks",
+        summary="Make a payment link and text it",
+        status_code=201,
+        responses=_PAYLINK_REFUSALS,
+    )
     async def create_paylink(request: Request) -> JSONResponse:
         if admin_token is None:
             return _api_error(
