@@ -27,9 +27,14 @@ from schemathesis.specs.openapi.checks import (
 
 from payherald import FrozenClock
 from payherald.exceptions import PermanentDeliveryError
-from payherald.simulate import build_event, build_failure_events, build_payment_events
+from payherald.simulate import (
+    build_event,
+    build_failure_events,
+    build_payment_events,
+    sign_payload,
+)
 from payherald.testing import ScriptedChannel
-from tests.support import TWILIO_SETTINGS, LiveServer, StripeOnLoopback, build_for_tests
+from tests.support import SECRET, TWILIO_SETTINGS, LiveServer, StripeOnLoopback, build_for_tests
 
 TOKEN = "schema-admin-token-for-tests"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -109,3 +114,18 @@ def test_every_operation_answers_as_its_openapi_document_says(
     assert "GET /api/events" in asked, asked
     assert "POST /webhooks/stripe" in asked, asked
     assert problems == [], "\n\n".join(problems)
+
+
+def test_a_stripe_event_is_answered_as_the_document_says(stripe: StripeOnLoopback) -> None:
+    """The generated requests above are all refused (none is signed); a signed event's
+    200 is checked against the document too."""
+    schema = schemathesis.openapi.from_url(f"{stripe.server.url}/api/openapi.json", timeout=10)
+    operation = schema["/webhooks/stripe"]["POST"]
+    event = build_event("payment_intent.succeeded", now=stripe.clock.now(), livemode=True)
+    body, header = sign_payload(event, SECRET, timestamp=int(stripe.clock.now().timestamp()))
+    headers = {"Stripe-Signature": header, "Content-Type": "application/json"}
+
+    answer = stripe.client.post("/webhooks/stripe", content=body, headers=headers)
+
+    assert answer.status_code == 200, answer.text
+    operation.Case(body=event, headers=headers).validate_response(answer, checks=CHECKS)
