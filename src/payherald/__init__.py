@@ -34,6 +34,12 @@ Where things live, and the path of one event through them:
                    rule, recorded as an event of payherald's own;
                    attribution, which message brought a payment, credited with the event
                    that tells it (store.attribution), and `report attribution`
+    GET /          dashboard, the operator's pages (their templates and static files in
+                   web/, dashboard_format their filters), signed in by admin (the admin
+                   token: a session cookie, CSRF tokens, the limit on guesses); api, the
+                   JSON API under /api/; feed, the live feed (server-sent events, woken by
+                   NOTIFY on PostgreSQL); all read store.history, on the columns that
+                   event_facts fills in when an event is stored
     Around them: app builds everything from settings and config (payherald.toml, its rules
     read by config_rules, each mistake placed on its line by toml_lines); consent (what a
     reply means, CSV lists, legacy opt-outs) over store.consents, a YES or NO answering the

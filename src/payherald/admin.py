@@ -4,17 +4,18 @@ A browser signs in once by typing the token; it then holds a session cookie, val
 ``session_seconds``, that is ``<id>.<expiry>.<signature>``: signed with a key derived from
 the token, so the server keeps no session table, every ``serve`` process accepts every
 other's sessions, and changing the token signs everybody out. The cookie is HttpOnly,
-SameSite=Strict and Secure unless the page was asked for on a loopback address (where
-plain HTTP is what a developer uses). A program presents the token itself as
-``Authorization: Bearer <token>``.
+SameSite=Strict and Secure unless the page was asked for over plain HTTP on a loopback
+address with no proxy in between (where plain HTTP is what a developer uses). A program
+presents the token itself as ``Authorization: Bearer <token>``.
 
 A cookie is sent by the browser on its own, so every action made with one carries a CSRF
 token too (a form's hidden ``csrf`` field, or the ``X-CSRF-Token`` header): a signature
 of the session's id, which another site can neither read nor make. A bearer request needs
 none: nothing sends the header on the operator's behalf.
 
-Tokens and signatures are compared in constant time, and wrong tokens are rate-limited per
-client address, so the token cannot be guessed at speed.
+Tokens and signatures are compared in constant time, and wrong tokens, typed or presented
+as a bearer token, are rate-limited per client address, so the token cannot be guessed at
+speed.
 """
 
 from __future__ import annotations
@@ -91,13 +92,38 @@ class AdminAuth:
 
     def session(self, connection: HTTPConnection) -> Session | None:
         """The signed-in session of ``connection`` (a request or an SSE stream): a bearer
-        token, or a valid, unexpired session cookie; None for anyone else."""
+        token, or a valid, unexpired session cookie; None for anyone else. A wrong bearer
+        token counts as a wrong guess (``waiting``), and so is not checked while its
+        client must wait."""
         if self._token is None:
             return None
-        if presents_token(connection, self._token):
-            return Session(id="bearer", expires_at=self._clock.now(), bearer=True)
+        if connection.headers.get("authorization"):
+            if self.waiting(connection) is not None:
+                return None
+            if presents_token(connection, self._token):
+                return Session(id="bearer", expires_at=self._clock.now(), bearer=True)
+            self._guessed_wrong(connection)
+            return None
         cookie = connection.cookies.get(COOKIE)
         return self._read_cookie(cookie) if cookie else None
+
+    def waiting(self, connection: HTTPConnection) -> float | None:
+        """The seconds ``connection``'s client must wait before its next guess, if it got
+        the token wrong too often in the last minute; else None."""
+        now = self._clock.now().timestamp()
+        with self._lock:
+            recent = [t for t in self._failures.get(_client(connection), ()) if now - t < _WINDOW]
+            if len(recent) < self._attempts:
+                return None
+            return max(1.0, _WINDOW - (now - recent[0]))
+
+    def _guessed_wrong(self, connection: HTTPConnection) -> None:
+        client, now = _client(connection), self._clock.now().timestamp()
+        with self._lock:
+            recent = [t for t in self._failures.get(client, ()) if now - t < _WINDOW]
+            if len(self._failures) >= _REMEMBERED_CLIENTS and client not in self._failures:
+                self._failures.pop(next(iter(self._failures)))
+            self._failures[client] = [*recent, now]
 
     def csrf_token(self, session: Session) -> str:
         return hmac.new(self._csrf_key, session.id.encode(), hashlib.sha256).hexdigest()
@@ -117,21 +143,14 @@ class AdminAuth:
         checked then, so that guessing gets no answer)."""
         if self._token is None:
             return None
-        client = connection.client.host if connection.client else "?"
-        now = self._clock.now().timestamp()
-        with self._lock:
-            recent = [t for t in self._failures.get(client, ()) if now - t < _WINDOW]
-            if len(recent) >= self._attempts:
-                self._failures[client] = recent
-                return max(1.0, _WINDOW - (now - recent[0]))
+        wait = self.waiting(connection)
+        if wait is not None:
+            return wait
         if hmac.compare_digest(token.strip().encode(), self._token.encode()):
             with self._lock:
-                self._failures.pop(client, None)
+                self._failures.pop(_client(connection), None)
             return Session(id=secrets.token_hex(_ID_BYTES), expires_at=self._expiry())
-        with self._lock:
-            if len(self._failures) >= _REMEMBERED_CLIENTS and client not in self._failures:
-                self._failures.pop(next(iter(self._failures)))
-            self._failures[client] = [*recent, now]
+        self._guessed_wrong(connection)
         return None
 
     def set_cookie(self, response: Response, connection: HTTPConnection, session: Session) -> None:
@@ -143,7 +162,7 @@ class AdminAuth:
             path="/",
             httponly=True,
             samesite="strict",
-            secure=not _loopback(connection.url.hostname),
+            secure=_secure(connection),
         )
 
     def clear_cookie(self, response: Response, connection: HTTPConnection) -> None:
@@ -152,7 +171,7 @@ class AdminAuth:
             path="/",
             httponly=True,
             samesite="strict",
-            secure=not _loopback(connection.url.hostname),
+            secure=_secure(connection),
         )
 
     # -- the cookie -------------------------------------------------------------------
@@ -180,6 +199,19 @@ class AdminAuth:
         if expires_at <= self._clock.now():
             return None
         return Session(id=session_id, expires_at=expires_at)
+
+
+def _client(connection: HTTPConnection) -> str:
+    return connection.client.host if connection.client else "?"
+
+
+def _secure(connection: HTTPConnection) -> bool:
+    """Whether the session cookie must be ``Secure``: unless the page was asked for over
+    plain HTTP on a loopback address with no proxy in between (a proxy in front, even on
+    the same machine, says so with X-Forwarded-Proto or Forwarded)."""
+    headers = connection.headers
+    proxied = "x-forwarded-proto" in headers or "forwarded" in headers
+    return connection.url.scheme == "https" or proxied or not _loopback(connection.url.hostname)
 
 
 def _loopback(host: str | None) -> bool:

@@ -12,6 +12,7 @@ all, and a test runs schemathesis against it.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Annotated, Any, Literal
 
@@ -28,7 +29,13 @@ from payherald.store import Store
 from payherald.store.history import decode_cursor, text_filter
 from payherald.store.statuses import NotificationStatus
 
-__all__ = ["ApiRefused", "add_api_routes", "api_refused_handler", "validation_handler"]
+__all__ = [
+    "ApiRefused",
+    "add_api_routes",
+    "api_refused_handler",
+    "retry",
+    "validation_handler",
+]
 
 # Today's figures read the day's events; a dashboard polling them is answered from memory
 # for this long.
@@ -43,15 +50,16 @@ assert {s.value for s in NotificationStatus} == set(Status.__args__)  # type: ig
 class ApiRefused(Exception):
     """An API request refused: answered ``{"error": message}`` with ``status``."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 async def api_refused_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiRefused)
-    return JSONResponse({"error": exc.message}, status_code=exc.status)
+    return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
 
 
 async def validation_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -132,6 +140,8 @@ class Notification(BaseModel):
     delivery_status: str | None
     notes: str | None
     sequence: str | None
+    # What it had come to before each time it was queued again (a retry, a replay).
+    earlier: list[dict[str, Any]]
     retryable: bool
 
 
@@ -216,6 +226,7 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
         "description": "No PAYHERALD_ADMIN_TOKEN set, or a forged CSRF token",
     },
     422: {"model": ErrorBody, "description": "A parameter this API does not take"},
+    429: {"model": ErrorBody, "description": "Too many wrong tokens from this address"},
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "No such"}}
 
@@ -243,6 +254,13 @@ def add_api_routes(
                 403,
                 "The API is off: set PAYHERALD_ADMIN_TOKEN, and present it as "
                 "Authorization: Bearer <token>.",
+            )
+        wait = auth.waiting(request) if request.headers.get("authorization") else None
+        if wait is not None:
+            raise ApiRefused(
+                429,
+                f"Too many wrong tokens from this address; try again in {math.ceil(wait)} s.",
+                headers={"Retry-After": str(math.ceil(wait))},
             )
         session = auth.session(request)
         if session is None:

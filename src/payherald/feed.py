@@ -70,9 +70,16 @@ class LiveFeed:
             )
             self._listener.start()
 
-    def stop(self) -> None:
-        """Stop listening (the streams end with their browsers)."""
+    def close(self) -> None:
+        """End every stream now, and stop listening: the server is shutting down, and
+        waits for its open responses (a stream would never end by itself). Safe from a
+        signal handler: it only sets flags and schedules wake-ups."""
         self._stop.set()
+        self.wake()
+
+    def stop(self) -> None:
+        """``close``, and wait for the listener to end."""
+        self.close()
         with self._lock:
             listener, self._listener = self._listener, None
         if listener is not None:
@@ -94,7 +101,7 @@ class LiveFeed:
     ) -> AsyncIterator[str]:
         """The server-sent events of one browser: ``event: event`` messages, each an
         event as ``History.events`` gives it. Ends when the browser goes away or
-        ``still_allowed`` says its session is over."""
+        ``still_allowed`` says its session is over, or the feed is closed."""
         self._listen()
         woken = asyncio.Event()
         waiter = (asyncio.get_running_loop(), woken)
@@ -107,7 +114,7 @@ class LiveFeed:
         idle = 0.0
         try:
             yield "retry: 2000\n\n"
-            while still_allowed() and not await disconnected():
+            while not self._stop.is_set() and still_allowed() and not await disconnected():
                 now = self._store.clock.now()
                 try:
                     news = await run_in_threadpool(

@@ -15,7 +15,6 @@ is logged in one line. How connections are bounded otherwise is ``serving``'s pa
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -28,18 +27,17 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from payherald.admin import AdminAuth, presents_token
 from payherald.api import ApiRefused, add_api_routes, api_refused_handler, validation_handler
 from payherald.consent import answer_of, classify_reply, record_reply, reply_sender
+from payherald.dashboard import add_dashboard_routes
 from payherald.delivery import DeliveryReport
 from payherald.exceptions import (
     PaylinkFailed,
     PaylinkRefused,
-    PayloadTooLarge,
     RequestBodyIncomplete,
     StoreUnavailable,
     ValueNotStorable,
@@ -53,8 +51,9 @@ from payherald.paylink_requests import request_from_json
 from payherald.paylinks import PaylinkSender, new_request_id
 from payherald.recipients import mask_address
 from payherald.rules import RuleBook
+from payherald.serving import read_body
 from payherald.store import RecordResult, Store
-from payherald.webhook import MAX_BODY_BYTES, StripeEvent, WebhookVerifier
+from payherald.webhook import StripeEvent, WebhookVerifier
 
 __all__ = ["BODY_TIMEOUT_SECONDS", "create_http_app"]
 
@@ -208,7 +207,9 @@ def create_http_app(
     app = FastAPI(
         title="payherald",
         summary="Stripe events to SMS, exactly once.",
-        docs_url="/api/docs",
+        # No Swagger page: it loads its script from a CDN, on the dashboard's origin, and the
+        # service runs offline. The OpenAPI document is served.
+        docs_url=None,
         openapi_url="/api/openapi.json",
         redoc_url=None,
         # Swagger's page for OAuth2 sign-in flows: the API takes a bearer token, and the
@@ -266,7 +267,7 @@ def create_http_app(
         started = time.perf_counter()
         client = request.client.host if request.client else None
         try:
-            body = await _read_body(request)
+            body = await read_body(request)
             event = verifier.receive(body, request.headers.get("stripe-signature"))
         except WebhookRejected as exc:
             metrics.rejected()
@@ -351,7 +352,7 @@ def create_http_app(
                 status_code=403,
             )
         try:
-            body = await _read_body(request)
+            body = await read_body(request)
         except WebhookRejected as exc:
             return JSONResponse({"error": exc.message}, status_code=exc.status_code)
         params = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
@@ -525,7 +526,7 @@ def create_http_app(
                 400, "The Idempotency-Key header must be 1 to 255 printable characters."
             )
         try:
-            body = json.loads(await _read_body(request))
+            body = json.loads(await read_body(request))
         except WebhookRejected as exc:
             return _api_error(exc.status_code, exc.message)
         except (ValueError, RecursionError):
@@ -561,6 +562,17 @@ def create_http_app(
         on_queued=on_queued,
     )
 
+    add_dashboard_routes(
+        app,
+        store=store,
+        auth=auth,
+        default_livemode=default_livemode,
+        timezone=timezone,
+        business_name=business_name,
+        locale=locale,
+        on_queued=on_queued,
+    )
+
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics_endpoint() -> Response:
         # The queue gauges are read from the database: off the event loop.
@@ -572,29 +584,3 @@ def create_http_app(
 
 def _api_error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
-
-
-async def _read_body(request: Request) -> bytes:
-    """The body, refusing anything over MAX_BODY_BYTES without reading all of it; raises
-    RequestBodyIncomplete when it does not all arrive within the app's body timeout or the
-    client disconnects first."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise PayloadTooLarge()
-    timeout: float = request.app.state.body_timeout
-    body = bytearray()
-    try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > MAX_BODY_BYTES:
-                    raise PayloadTooLarge()
-    except TimeoutError:
-        raise RequestBodyIncomplete(
-            f"The request body did not all arrive within {timeout:g} s; send it again, at once."
-        ) from None
-    except ClientDisconnect:
-        raise RequestBodyIncomplete(
-            "The client disconnected before sending the whole request body."
-        ) from None
-    return bytes(body)

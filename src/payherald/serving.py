@@ -32,11 +32,20 @@ from typing import Any
 
 import structlog
 import uvicorn
+from starlette.requests import ClientDisconnect, Request
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from payherald.exceptions import PayloadTooLarge, RequestBodyIncomplete
 from payherald.settings import Settings
+from payherald.webhook import MAX_BODY_BYTES
 
-__all__ = ["LINGER_SECONDS", "MAX_HEAD_BYTES", "BoundedHttpProtocol", "uvicorn_config"]
+__all__ = [
+    "LINGER_SECONDS",
+    "MAX_HEAD_BYTES",
+    "BoundedHttpProtocol",
+    "read_body",
+    "uvicorn_config",
+]
 
 MAX_HEAD_BYTES = 64 * 1024
 LINGER_SECONDS = 2.0
@@ -174,3 +183,29 @@ def uvicorn_config(
         log_level="warning",
         lifespan="off",
     )
+
+
+async def read_body(request: Request, *, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, refusing anything over ``limit`` bytes without reading all of it (raises
+    PayloadTooLarge); raises RequestBodyIncomplete when it does not all arrive within the
+    app's body timeout (``app.state.body_timeout``) or the client disconnects first."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge()
+    timeout: float = request.app.state.body_timeout
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise PayloadTooLarge()
+    except TimeoutError:
+        raise RequestBodyIncomplete(
+            f"The request body did not all arrive within {timeout:g} s; send it again, at once."
+        ) from None
+    except ClientDisconnect:
+        raise RequestBodyIncomplete(
+            "The client disconnected before sending the whole request body."
+        ) from None
+    return bytes(body)

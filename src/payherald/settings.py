@@ -31,6 +31,8 @@ __all__ = ["Settings", "load_settings"]
 # a webhook for 3 days: an event pruned later than that can never come again.
 MIN_RETENTION_DAYS = 30
 _MODES: dict[str, Literal["live", "test"]] = {"live": "live", "test": "test"}
+# The admin token opens the customers' data: short enough to guess, it is refused.
+_ADMIN_TOKEN_LENGTH = 16
 _PLACEHOLDER_MARKERS = ("...", "xxxxxx", "changeme", "<", ">", "your_", "replace_me")
 
 
@@ -163,6 +165,20 @@ class Settings(BaseSettings):
                 f"PAYHERALD_TIMEZONE {self.timezone!r} is not a time zone; use a name like "
                 "America/New_York or Europe/Paris."
             )
+        if self.admin_token is not None:
+            token = self.admin_token.get_secret_value()
+            if (
+                len(token) < _ADMIN_TOKEN_LENGTH
+                or token != token.strip()
+                or _looks_like_placeholder(token)
+                or token.startswith("choose-")
+            ):
+                problems.append(
+                    f"PAYHERALD_ADMIN_TOKEN must be a random secret of at least "
+                    f"{_ADMIN_TOKEN_LENGTH} characters with no spaces around it: it opens the "
+                    'dashboard and the API. Make one with: python -c "import secrets; '
+                    'print(secrets.token_urlsafe(32))"'
+                )
         problems.extend(self._twilio_problems())
         problems.extend(self._email_problems())
         try:

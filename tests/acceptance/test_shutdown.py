@@ -210,3 +210,36 @@ def test_a_port_in_use_is_refused_in_one_sentence_before_listening(
         "payherald) is already listening there; stop it, or pass --port with a free port."
     )
     assert "worker_started" not in result.stderr
+
+
+def test_sigterm_with_a_dashboard_open_ends_its_live_feed_and_exits_0(tmp_path: Path) -> None:
+    """An open live feed (a dashboard left open) does not hold `payherald run` up: the
+    stream ends and the server stops as it would with no browser connected."""
+    port = free_port()
+    process = start(
+        tmp_path,
+        "run",
+        port,
+        PAYHERALD_DATABASE_URL=f"sqlite:///{tmp_path / 'payherald.db'}",
+        PAYHERALD_ADMIN_TOKEN="shutdown-admin-token",
+    )
+    ended = threading.Event()
+
+    def watch() -> None:
+        with httpx.stream(
+            "GET",
+            f"http://127.0.0.1:{port}/api/feed",
+            headers={"Authorization": "Bearer shutdown-admin-token"},
+            timeout=60,
+        ) as response:
+            assert response.status_code == 200
+            for _ in response.iter_lines():
+                pass
+        ended.set()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    time.sleep(1.0)  # the stream is open
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(15) == 0, (tmp_path / "run.log").read_text()
+    assert ended.wait(5), "the live feed's stream did not end"

@@ -161,6 +161,15 @@ def test_a_failed_notification_is_retried_once_and_only_when_failed(
     stripe.ph.worker.run_until_idle()
     assert api(stripe, "/api/notifications")["items"][0]["status"] == "sent"
 
+    trace = api(stripe, f"/api/events/{failed['event_id']}")
+    story = [(step["what"], step["detail"]) for step in trace["steps"]]
+    whats = [what for what, _ in story]
+    assert whats.index("failed") < whats.index("queued again") < whats.index("sent")
+    assert "[twilio_30007]" in dict(story)["failed"]
+    assert "retried by an operator" in dict(story)["queued again"]
+    (earlier,) = trace["notifications"][0]["earlier"]
+    assert (earlier["error_code"], earlier["by"]) == ("twilio_30007", "retry")
+
     again = stripe.client.post(f"/api/notifications/{failed['id']}/retry", headers=BEARER)
     assert again.status_code == 409
     assert "is sent, not failed" in again.json()["error"]
@@ -239,3 +248,15 @@ def test_a_session_cookie_needs_its_csrf_token_for_an_action(
     stripe.clock.advance(timedelta(hours=13).total_seconds())
     with httpx.Client(base_url=stripe.server.url, cookies={"payherald_session": cookie}) as late:
         assert late.get("/api/events").status_code == 401
+
+
+def test_guessing_the_bearer_token_is_limited_per_client(stripe: StripeOnLoopback) -> None:
+    for n in range(5):
+        guessed = stripe.client.get("/api/events", headers={"Authorization": f"Bearer g{n}"})
+        assert guessed.status_code == 401
+    limited = stripe.client.get("/api/events", headers=BEARER)  # even the right token, now
+    assert limited.status_code == 429
+    assert 1 <= int(limited.headers["retry-after"]) <= 60
+    assert "Too many wrong tokens" in limited.json()["error"]
+    stripe.clock.advance(61)
+    assert stripe.client.get("/api/events", headers=BEARER).status_code == 200

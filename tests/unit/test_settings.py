@@ -157,3 +157,16 @@ def test_a_retention_shorter_than_backfill_reaches_is_refused_with_why() -> None
         "fetches events up to 30 days old, and an event pruned sooner would be taken as new "
         "and notified again."
     )
+
+
+@pytest.mark.parametrize(
+    "token", ["short", "choose-a-long-secret", "changeme-changeme-changeme", " " + "a" * 30]
+)
+def test_an_admin_token_that_could_be_guessed_is_refused(token: str) -> None:
+    with pytest.raises(ConfigurationError, match="PAYHERALD_ADMIN_TOKEN must be a random secret"):
+        load_settings(PAYHERALD_ADMIN_TOKEN=token)
+
+
+def test_a_random_admin_token_is_taken() -> None:
+    settings = load_settings(PAYHERALD_ADMIN_TOKEN="Zq3_f8kL0pXv2mN7rT5wY1bC")
+    assert settings.admin_token is not None

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import threading
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -78,7 +79,16 @@ def _serve(ph: Payherald, listener: socket.socket, *, with_worker: bool) -> None
 
     from payherald.serving import uvicorn_config
 
-    server = uvicorn.Server(uvicorn_config(ph.http_app, ph.settings))
+    feed = ph.http_app.state.feed
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # The live feed's streams end first: uvicorn waits for every open response
+            # before it stops, and a stream would not end by itself.
+            feed.close()
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn_config(ph.http_app, ph.settings))
 
     def stop_serving(_signum: int, _frame: object) -> None:
         server.should_exit = True

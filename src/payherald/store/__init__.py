@@ -24,6 +24,8 @@ attribution Store.attribution: the paylinks texted, and each payment credited to
 consents    Store.consents: the suppression list, consent records, inbound messages, and
             each record's write-back to Stripe, queued as a job
 deliveries  Store.deliveries: Twilio's delivery reports, moving a notification forward
+history     Store.history: what the dashboard and the JSON API read (events page by page,
+            an event's trace, today's figures and the chart)
 pruning     Store.pruning: retention's deletes and counts, batch by batch
 records     what goes in and comes out (planned events, claimed notifications, jobs)
 statuses    every status stored, one enum per kind of row

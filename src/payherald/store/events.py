@@ -354,7 +354,7 @@ class Store:
         now = self._clock.now()
         with self.db.transaction() as connection:
             again = self._outbox.requeue_failed_in(
-                connection, None, now, notification_id=notification_id
+                connection, None, now, notification_id=notification_id, by="retry"
             )
             if again:
                 self.db.wake_workers(connection)

@@ -89,6 +89,7 @@ _NOTIFICATION_FULL = (
     notifications.c.refusals,
     notifications.c.sequence,
     notifications.c.subject,
+    notifications.c.earlier,
 )
 _BAD_CURSOR = "The cursor is not one this API gave; use the `next` it returned."
 # A failed notification that may have reached its recipient is never sent again.
@@ -181,7 +182,10 @@ class History:
             query = query.where(_matches(text))
         if before is not None:
             query = query.where(
-                tuple_(events.c.received_at, events.c.id) < tuple_(literal(before[0]), before[1])
+                tuple_(events.c.received_at, events.c.id)
+                # Typed as the column: a bare datetime is sent as timestamptz, which
+                # PostgreSQL shifts by the session's time zone against this column.
+                < tuple_(literal(before[0], events.c.received_at.type), before[1])
             )
         query = query.order_by(events.c.received_at.desc(), events.c.id.desc()).limit(limit + 1)
         with self._db.read() as connection:
@@ -573,6 +577,12 @@ def _matches(text: TextFilter) -> Any:
     )
 
 
+def _earlier(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The outcomes a notification had before it was queued again, oldest first."""
+    found = json.loads(row["earlier"]) if row.get("earlier") else []
+    return [entry for entry in found if isinstance(entry, dict)]
+
+
 def _midnight(day: date, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, time(), tzinfo=zone).astimezone(UTC)
 
@@ -648,6 +658,7 @@ def _notification_json(
             "sequence",
         )
     }
+    found["earlier"] = _earlier(row)
     found["retryable"] = (
         row["status"] == NotificationStatus.FAILED and row["error_code"] != _MAY_HAVE_BEEN_SENT
     )
@@ -703,12 +714,25 @@ def _steps(
     elif status == "unsupported":
         add(received, "not read", str(event["error"] or "An API version payherald does not read."))
     for n in sent:
-        who = f"{n['recipient']} by {n['channel']}" + (f" to {n['to']}" if n["to"] else "")
         add(
             n["created_at"],
             "rule matched",
-            f"{n['rule']}: notification {n['id']} queued for {who}.",
+            f"{n['rule']}: notification {n['id']} queued for the {n['recipient']}.",
         )
+        for before in _earlier(n):
+            code = f" [{before['error_code']}]" if before.get("error_code") else ""
+            add(
+                datetime.fromisoformat(before["failed_at"]),
+                "failed",
+                f"Notification {n['id']}{code} by {before.get('channel')}: "
+                f"{before.get('error') or ''}",
+            )
+            how = "retried by an operator" if before.get("by") == "retry" else "replayed"
+            add(
+                datetime.fromisoformat(before["queued_again_at"]),
+                "queued again",
+                f"Notification {n['id']} {how}: sent again from the rule's first channel.",
+            )
         if n["notes"]:
             add(n["attempt_started_at"] or n["updated_at"], "channel", str(n["notes"]))
         if n["attempt_started_at"] is not None:
@@ -722,6 +746,7 @@ def _steps(
                 n["sent_at"] or n["updated_at"],
                 "sent",
                 f"Notification {n['id']} handed to {n['channel']}"
+                + (f" for {n['to']}" if n["to"] else "")
                 + (f" ({n['provider_id']})." if n["provider_id"] else "."),
             )
         elif n["status"] in ("failed", "skipped"):

@@ -4,11 +4,12 @@ queues again. What happens to them after is ``payherald.store.queue``."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from payherald.rules import LINKED_SUBJECTS, PlannedNotification
 from payherald.store.database import Database
@@ -111,29 +112,42 @@ class Outbox:
         now: datetime,
         *,
         notification_id: int | None = None,
+        by: str = "replay",
     ) -> int:
         """Queue the failed notifications of ``event_id`` (or the one ``notification_id``)
         again from the first channel (not those whose outcome could not be found out: they
-        may have been sent), in ``connection``'s transaction; returns how many."""
+        may have been sent), in ``connection``'s transaction; returns how many. The outcome
+        each had is kept in its ``earlier`` attempts, with when and ``by`` what it was
+        queued again (``replay``, ``retry``), for its trace."""
         which = (
             notifications.c.event_id == event_id
             if notification_id is None
             else notifications.c.id == notification_id
         )
-        failed = list(
-            connection.execute(
-                select(notifications.c.id).where(
-                    which,
-                    notifications.c.status == S.FAILED,
-                    notifications.c.error_code.is_distinct_from("outcome_unknown"),
-                )
-            ).scalars()
-        )
+        failed = connection.execute(
+            select(
+                notifications.c.id,
+                notifications.c.channel,
+                notifications.c.attempts,
+                notifications.c.error,
+                notifications.c.error_code,
+                notifications.c.updated_at,
+                notifications.c.earlier,
+            )
+            .where(
+                which,
+                notifications.c.status == S.FAILED,
+                notifications.c.error_code.is_distinct_from("outcome_unknown"),
+            )
+            # Two retries at once (an operator's double click, a replay beside it): the
+            # second waits here, then finds the row no longer failed.
+            .with_for_update()
+        ).all()
         if not failed:
             return 0
         connection.execute(
             update(notifications)
-            .where(notifications.c.id.in_(failed))
+            .where(notifications.c.id == bindparam("failed_id"))
             .values(
                 status=S.PENDING.value,
                 attempts=0,
@@ -144,14 +158,36 @@ class Outbox:
                 refusals=None,
                 lease_until=None,
                 claimed_by=None,
-            )
+                earlier=bindparam("earlier_attempts"),
+            ),
+            [
+                {
+                    "failed_id": row.id,
+                    "earlier_attempts": json.dumps(
+                        [
+                            *json.loads(row.earlier or "[]"),
+                            {
+                                "failed_at": row.updated_at.isoformat(),
+                                "channel": row.channel,
+                                "attempts": row.attempts,
+                                "error_code": row.error_code,
+                                "error": row.error,
+                                "queued_again_at": now.isoformat(),
+                                "by": by,
+                            },
+                        ]
+                    ),
+                }
+                for row in failed
+            ],
         )
+        failed_ids = [row.id for row in failed]
         # A failed notification's job may be there still, held by the claim that
         # finished it until that worker's next claim deletes it: it is made fresh.
         self._jobs.enqueue_many_in(
-            connection, SEND_JOB, [_send_job(n, now) for n in failed], replace=True
+            connection, SEND_JOB, [_send_job(n, now) for n in failed_ids], replace=True
         )
-        return len(failed)
+        return len(failed_ids)
 
 
 def _send_job(notification_id: int, due_at: datetime) -> tuple[str, dict[str, Any], datetime]:

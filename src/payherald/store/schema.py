@@ -149,6 +149,9 @@ notifications = Table(
     Column("subject", String(255)),
     # The sequence it is a step of ("dunning:in_..."), for a dunning step.
     Column("sequence", String(255)),
+    # The outcomes it had before it was queued again (a retry, a replay): a JSON list, for
+    # its trace.
+    Column("earlier", Text),
     Index("ix_notifications_status_run_at", "status", "run_at"),
     Index("ix_notifications_event_id", "event_id"),
     Index("ix_notifications_subject", "subject"),

@@ -1,5 +1,6 @@
 """What each event is at a glance (kind, amount, customer, subject), for the dashboard;
-filled in for the events already stored.
+filled in for the events already stored. And what a notification queued again had been
+before (``earlier``), for its trace.
 
 Revision ID: 0015
 Revises: 0014
@@ -43,6 +44,8 @@ def upgrade() -> None:
         for name, kind in _COLUMNS:
             batch.add_column(sa.Column(name, kind))
     _fill_in()
+    with op.batch_alter_table("notifications") as batch:
+        batch.add_column(sa.Column("earlier", sa.Text))
     for name, columns in _INDEXES.items():
         op.create_index(name, "events", columns)
     op.create_index("ix_notifications_updated_at", "notifications", ["updated_at"])
@@ -80,6 +83,8 @@ def _fill_in() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_notifications_updated_at", table_name="notifications")
+    with op.batch_alter_table("notifications") as batch:
+        batch.drop_column("earlier")
     for name in _INDEXES:
         op.drop_index(name, table_name="events")
     with op.batch_alter_table("events") as batch:
