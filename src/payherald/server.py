@@ -212,9 +212,6 @@ def create_http_app(
         docs_url=None,
         openapi_url="/api/openapi.json",
         redoc_url=None,
-        # Swagger's page for OAuth2 sign-in flows: the API takes a bearer token, and the
-        # page would be one more route open to anybody.
-        swagger_ui_oauth2_redirect_url=None,
     )
 
     auth = auth or AdminAuth(token=admin_token, clock=store.clock)
