@@ -7,7 +7,8 @@ Each route is asked with every method it takes, its path parameters filled with 
 what is stored (so that a route that forgot its check would answer with customer data):
 with no credentials, with a wrong bearer token, and with a forged session cookie. The JSON
 API answers 401 or 403 with ``{"error": ...}``; a page sends the browser to ``/signin``
-(303), or answers 401/403; nothing answers with a customer's phone, email, name or id.
+(303), or answers 401/403; once wrong tokens from this address are too many, 429 with
+Retry-After; nothing answers with a customer's phone, email, name or id.
 """
 
 from __future__ import annotations
@@ -116,7 +117,11 @@ def refusal_problems(
             client.cookies.update(cookies)
             answer = client.request(method, path, headers=headers)
             said = f"{method} {path} with {who} answered {answer.status_code}"
-            if template.startswith("/api/"):
+            if answer.status_code == 429 and "Authorization" in headers:
+                # Wrong tokens from one address are limited: refused before any look.
+                if not answer.headers.get("retry-after"):
+                    problems.append(f"{said} without Retry-After")
+            elif template.startswith("/api/"):
                 if answer.status_code not in (401, 403):
                     problems.append(f"{said}, not 401 or 403")
                 elif method != "HEAD" and "error" not in answer.json():
