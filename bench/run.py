@@ -1,4 +1,4 @@
-"""Run every benchmark and write the figures: ``python bench/run.py`` (under 10 minutes).
+"""Run every benchmark and write the figures: ``python bench/run.py`` (about 15 minutes).
 
 Writes ``bench/results/latest.json`` and the figures table in ``bench/README.md``. Each
 figure is the median of ``--runs`` runs (3 by default); every comparison is a ratio of
@@ -378,6 +378,13 @@ class Bench:
             "after_ingest_rss_mb": median(loaded),
         }
 
+    # 7 -----------------------------------------------------------------------------------
+
+    def dashboard(self) -> None:
+        from dashboard import run as dashboard_reads
+
+        self.results["dashboard"] = dashboard_reads(logs=self.logs, postgres=self.postgres)
+
 
 class _postgres_database:
     """A fresh PostgreSQL database for one benchmark, dropped after."""
@@ -445,6 +452,21 @@ TARGETS = [
     ("6. payherald run after ingest: RSS (MiB)", "footprint.after_ingest_rss_mb", "< 250"),
     ("6. payherald --help (s)", "footprint.help_seconds", "< 0.5"),
     ("6. payherald run until /healthz answers (s)", "footprint.ready_seconds", "< 3"),
+    *(
+        (
+            f"7. Dashboard, 100,000 events, {store}: {read} median (ms)",
+            f"dashboard.{store}.{path}.median_ms",
+            "< 200",
+        )
+        for store in ("sqlite", "postgres")
+        for read, path in (
+            ("history.events first page", "store.events: first page"),
+            ("history.events slowest filter", "slowest_list"),
+            ("history.trace", "store.trace"),
+            ("GET /api/events first page", "http.GET /api/events first page"),
+            ("GET /api/events/{id}", "http.GET /api/events/{id}"),
+        )
+    ),
 ]
 
 
@@ -476,7 +498,15 @@ def main() -> None:
         "--only",
         nargs="*",
         default=None,
-        choices=["ingest", "slow_provider", "end_to_end", "burst", "backfill", "footprint"],
+        choices=[
+            "ingest",
+            "slow_provider",
+            "end_to_end",
+            "burst",
+            "backfill",
+            "footprint",
+            "dashboard",
+        ],
     )
     parser.add_argument(
         "--postgres",
@@ -495,6 +525,7 @@ def main() -> None:
             "burst",
             "backfill",
             "footprint",
+            "dashboard",
         ]:
             began = time.perf_counter()
             print(f"{name}…", file=sys.stderr, flush=True)

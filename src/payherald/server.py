@@ -67,6 +67,91 @@ _log = structlog.get_logger("payherald.server")
 
 BODY_TIMEOUT_SECONDS = 30.0
 _IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,255}")
+_ERROR = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {"type": "string"}},
+            }
+        }
+    }
+}
+# The refusals the OpenAPI document lists for the Twilio callbacks and POST /api/paylinks.
+_BODY_REFUSALS: dict[int | str, dict[str, Any]] = {
+    408: {"description": "The body did not arrive in time", **_ERROR},
+    413: {"description": "The body is over 1 MiB", **_ERROR},
+}
+_TWILIO_REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Not a Twilio callback: a field it always sends is missing", **_ERROR},
+    403: {"description": "Not signed by Twilio, or callbacks not set up here", **_ERROR},
+    **_BODY_REFUSALS,
+    503: {"description": "Not recorded: the store is unavailable; Twilio retries", **_ERROR},
+}
+_PAYLINK_REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Not JSON, or a malformed Idempotency-Key", **_ERROR},
+    401: {"description": "No admin token presented, or a wrong one", **_ERROR},
+    403: {"description": "No PAYHERALD_ADMIN_TOKEN set: the API is off", **_ERROR},
+    409: {"description": "The Idempotency-Key was used for another request", **_ERROR},
+    **_BODY_REFUSALS,
+    422: {"description": "A request payherald will not make a link for", **_ERROR},
+    502: {"description": "Stripe could not be reached; send the same request again", **_ERROR},
+    503: {
+        "description": "No STRIPE_SECRET_KEY, payherald not set up for links, or the store "
+        "unavailable",
+        **_ERROR,
+    },
+}
+# How the OpenAPI document describes POST /webhooks/stripe, a plain Starlette route that
+# FastAPI does not describe itself.
+_STRIPE_WEBHOOK_DOC: dict[str, Any] = {
+    "post": {
+        "summary": "Receive a Stripe event",
+        "description": "The event as Stripe sends it, verified against the Stripe-Signature "
+        "header over the raw bytes, then stored with its notifications before the answer.",
+        "operationId": "stripe_webhook",
+        "parameters": [
+            {
+                "name": "Stripe-Signature",
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        "responses": {
+            "200": {
+                "description": "Stored, or a repeat of an event stored before",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["received", "event_id", "duplicate", "queued"],
+                            "properties": {
+                                "received": {"type": "boolean"},
+                                "event_id": {"type": "string"},
+                                "duplicate": {"type": "boolean"},
+                                "queued": {"type": "integer"},
+                            },
+                        }
+                    }
+                },
+            },
+            "400": {"description": "No signature, a wrong one, or not an event", **_ERROR},
+            "408": {"description": "The body did not arrive in time", **_ERROR},
+            "413": {"description": "The body is over 1 MiB", **_ERROR},
+            "422": {"description": "A value the database refuses", **_ERROR},
+            "503": {
+                "description": "Not stored (the store is unavailable); Stripe retries",
+                **_ERROR,
+            },
+        },
+    }
+}
 
 
 def create_http_app(
@@ -246,6 +331,15 @@ def create_http_app(
     # machinery, which it does not use (measured with bench/: about 15% more events a second).
     app.router.add_route("/webhooks/stripe", stripe_webhook, methods=["POST"])
 
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document, and the Stripe webhook that it does not describe."""
+        if app.openapi_schema is None:
+            document = FastAPI.openapi(app)
+            document["paths"] = {"/webhooks/stripe": _STRIPE_WEBHOOK_DOC, **document["paths"]}
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     async def twilio_form(request: Request) -> dict[str, str] | JSONResponse:
         """The request's form, if it verifies as Twilio's; else the 403/413 to answer."""
         client = request.client.host if request.client else None
@@ -284,6 +378,7 @@ def create_http_app(
     @app.post(
         "/webhooks/twilio/inbound",
         summary="Receive an SMS reply (STOP, START, HELP, or YES/NO to a question)",
+        responses=_TWILIO_REFUSALS,
     )
     async def twilio_inbound(request: Request) -> Response:
         params = await twilio_form(request)
@@ -344,7 +439,11 @@ def create_http_app(
                 answer.message(said)
         return Response(str(answer), media_type="application/xml")
 
-    @app.post("/webhooks/twilio/status", summary="Receive a Twilio delivery status")
+    @app.post(
+        "/webhooks/twilio/status",
+        summary="Receive a Twilio delivery status",
+        responses=_TWILIO_REFUSALS,
+    )
     async def twilio_status(request: Request) -> JSONResponse:
         params = await twilio_form(request)
         if isinstance(params, JSONResponse):
@@ -404,7 +503,12 @@ def create_http_app(
             return JSONResponse({"status": "unavailable", "error": error}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    @app.post("/api/paylinks", summary="Make a payment link and text it", status_code=201)
+    @app.post(
+        "/api/paylinks",
+        summary="Make a payment link and text it",
+        status_code=201,
+        responses=_PAYLINK_REFUSALS,
+    )
     async def create_paylink(request: Request) -> JSONResponse:
         if admin_token is None:
             return _api_error(
