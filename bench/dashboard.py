@@ -373,6 +373,15 @@ def measure_store(ph: Any, sample: dict[str, Any], repeats: int, show: bool) -> 
     out["notifications: status=failed"] = timed(failed, repeats)
     if show:
         print("--- notifications failed", *explain(ph, failed), sep="\n", file=sys.stderr)
+
+    def cold_stats() -> Any:
+        # A process's first ask counts all 30 days of the chart; later ones, today only.
+        from payherald.store.history import History
+
+        fresh = History(db=ph.store.db, clock=ph.store.clock)
+        return fresh.stats(livemode=True, timezone="America/New_York")
+
+    out["stats, first of a process"] = timed(cold_stats, max(3, repeats // 4))
     stats = lambda: history.stats(livemode=True, timezone="America/New_York")  # noqa: E731
     out["stats"] = timed(stats, max(3, repeats // 4))
     if show:
@@ -470,7 +479,7 @@ def bench_store(
         name
         for part in ("store", "http")
         for name, figures in result.get(part, {}).items()
-        if name != "stats" and figures["median_ms"] > TARGET_MS
+        if not name.startswith("stats") and figures["median_ms"] > TARGET_MS
     ]
     result["over_target"] = misses
     lists = {k: v for k, v in result["store"].items() if k.startswith("events: ")}

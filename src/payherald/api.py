@@ -13,7 +13,6 @@ all, and a test runs schemathesis against it.
 from __future__ import annotations
 
 import math
-import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -43,9 +42,6 @@ __all__ = [
 
 _log = structlog.get_logger("payherald.api")
 
-# Today's figures read the day's events; a dashboard polling them is answered from memory
-# for this long.
-_STATS_TTL = 5.0
 Kind = Literal["succeeded", "failed", "dispute", "refund", "other"]
 Mode = Literal["live", "test"]
 Status = Literal["pending", "claimed", "sending", "sent", "skipped", "failed", "unknown"]
@@ -262,7 +258,6 @@ def add_api_routes(
 ) -> None:
     """Add the JSON API's routes to ``app``."""
     history = store.history
-    stats_cache: dict[bool, tuple[float, dict[str, Any]]] = {}
 
     def signed_in(request: Request) -> Session:
         """The caller's session; refuses a caller without one, and an action without its
@@ -391,14 +386,9 @@ def add_api_routes(
         responses=_REFUSALS,
     )
     async def stats(mode: Mode | None = None) -> dict[str, Any]:
-        livemode = livemode_of(mode)
-        cached = stats_cache.get(livemode)
-        if cached is not None and time.monotonic() - cached[0] < _STATS_TTL:
-            return cached[1]
-        figures = await run_in_threadpool(
-            history.stats, livemode=livemode, timezone=timezone, locale=locale
+        figures: dict[str, Any] = await run_in_threadpool(
+            history.stats, livemode=livemode_of(mode), timezone=timezone, locale=locale
         )
-        stats_cache[livemode] = (time.monotonic(), figures)
         return figures
 
     @app.get(

@@ -267,3 +267,30 @@ def test_guessing_the_bearer_token_is_limited_per_client(stripe: StripeOnLoopbac
     assert "Too many wrong tokens" in limited.json()["error"]
     stripe.clock.advance(61)
     assert stripe.client.get("/api/events", headers=BEARER).status_code == 200
+
+
+def test_the_chart_counts_each_day_once_and_keeps_counting_as_days_pass(
+    stripe: StripeOnLoopback,
+) -> None:
+    stripe.send(event(stripe, "payment_intent.succeeded"))  # 2026-12-04, 10:00 in New York
+    stripe.clock.advance(86400)
+    stripe.send(event(stripe, "charge.failed"))
+
+    def chart() -> list[dict[str, Any]]:
+        return stripe.ph.store.history.stats(livemode=False, timezone="America/New_York")["chart"]
+
+    first = chart()
+    assert first[-2:] == [
+        {"day": "2026-12-04", "succeeded": 1, "failed": 0},
+        {"day": "2026-12-05", "succeeded": 0, "failed": 1},
+    ]
+    assert chart() == first  # the past days from memory, today counted again
+    stripe.clock.advance(86400)
+    stripe.send(event(stripe, "payment_intent.succeeded"))
+    later = chart()
+    assert later[-3:] == [
+        {"day": "2026-12-04", "succeeded": 1, "failed": 0},
+        {"day": "2026-12-05", "succeeded": 0, "failed": 1},
+        {"day": "2026-12-06", "succeeded": 1, "failed": 0},
+    ]
+    assert sum(day["succeeded"] + day["failed"] for day in later) == 3
