@@ -33,7 +33,14 @@ from starlette.responses import Response
 
 from payherald.clock import Clock
 
-__all__ = ["COOKIE", "CSRF_HEADER", "AdminAuth", "Session", "presents_token"]
+__all__ = [
+    "COOKIE",
+    "CSRF_HEADER",
+    "AdminAuth",
+    "Session",
+    "presents_bearer",
+    "presents_token",
+]
 
 COOKIE = "payherald_session"
 CSRF_HEADER = "x-csrf-token"
@@ -51,6 +58,12 @@ class Session:
     id: str
     expires_at: datetime
     bearer: bool = False
+
+
+def presents_bearer(connection: HTTPConnection) -> bool:
+    """Whether ``connection`` presents a bearer token (any: right or wrong)."""
+    scheme, _, _ = connection.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer"
 
 
 def presents_token(connection: HTTPConnection, token: str | None) -> bool:
@@ -93,17 +106,19 @@ class AdminAuth:
     def session(self, connection: HTTPConnection) -> Session | None:
         """The signed-in session of ``connection`` (a request or an SSE stream): a bearer
         token, or a valid, unexpired session cookie; None for anyone else. A wrong bearer
-        token counts as a wrong guess (``waiting``), and so is not checked while its
-        client must wait."""
+        token counts as a wrong guess (``waiting``), and is not checked while its client
+        must wait; another scheme (a proxy's Basic authentication) is not looked at."""
         if self._token is None:
             return None
-        if connection.headers.get("authorization"):
+        if presents_bearer(connection):
             if self.waiting(connection) is not None:
                 return None
             if presents_token(connection, self._token):
                 return Session(id="bearer", expires_at=self._clock.now(), bearer=True)
             self._guessed_wrong(connection)
             return None
+        # Another scheme (a proxy's Basic authentication in front) is not ours: the cookie
+        # decides.
         cookie = connection.cookies.get(COOKIE)
         return self._read_cookie(cookie) if cookie else None
 

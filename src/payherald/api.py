@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
-from payherald.admin import CSRF_HEADER, AdminAuth, Session
+from payherald.admin import CSRF_HEADER, AdminAuth, Session, presents_bearer
 from payherald.event_facts import KINDS
 from payherald.exceptions import StoreUnavailable
 from payherald.feed import LiveFeed
@@ -268,7 +268,7 @@ def add_api_routes(
                 "The API is off: set PAYHERALD_ADMIN_TOKEN, and present it as "
                 "Authorization: Bearer <token>.",
             )
-        wait = auth.waiting(request) if request.headers.get("authorization") else None
+        wait = auth.waiting(request) if presents_bearer(request) else None
         if wait is not None:
             raise ApiRefused(
                 429,

@@ -20,7 +20,14 @@ from payherald.subjects import failed_attempt, payment_aliases, refund, tells_re
 from payherald.variables import condition_context
 from payherald.webhook import StripeEvent, parse_event
 
-__all__ = ["KINDS", "EventFacts", "event_facts", "event_kind", "stored_event_facts"]
+__all__ = [
+    "FAILURE_EVENTS",
+    "KINDS",
+    "EventFacts",
+    "event_facts",
+    "event_kind",
+    "stored_event_facts",
+]
 
 # The kinds, in the order the dashboard offers them.
 KINDS = ("succeeded", "failed", "dispute", "refund", "other")
@@ -44,6 +51,9 @@ _FAILED = frozenset(
         "checkout.session.async_payment_failed",
     }
 )
+# The failed kind's events that tell a failed attempt, each once by its charge (an
+# invoice's or a Checkout session's failure is its payment's, told by these too).
+FAILURE_EVENTS = ("payment_intent.payment_failed", "charge.failed")
 _REFUND = frozenset({"charge.refunded", "charge.refund.updated"})
 # Longest values the columns hold.
 _ID_LENGTH = 255
@@ -102,7 +112,7 @@ def event_facts(event: StripeEvent) -> EventFacts:
     subject = None
     if kind == "succeeded":
         subject = f"payment:{payment_aliases(event)[0]}"
-    elif kind == "failed":
+    elif event.type in FAILURE_EVENTS:
         subject = f"failure:{failed_attempt(event)[0]}"
     elif kind == "refund":
         # What this refund is, of what: on the event that tells it only, so that a refund

@@ -156,11 +156,16 @@ class LiveFeed:
                 for event_id, at in list(sent_at.items()):
                     if now - at > _OVERLAP * 4:
                         del sent_at[event_id], sent[event_id]
+                quiet = time.monotonic() - written
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), self._poll)
+                    await asyncio.wait_for(
+                        woken.wait(), max(0.0, min(self._poll, _KEEPALIVE - quiet))
+                    )
                 if time.monotonic() - written >= _KEEPALIVE:
                     written = time.monotonic()
-                    yield ": keep-alive\n\n"
+                    # An id and no data: the browser keeps it as where it was (its
+                    # Last-Event-ID on a reconnect) and shows nothing.
+                    yield f"id: {since.isoformat()}\n: keep-alive\n\n"
         finally:
             self._woken.discard(waiter)
 

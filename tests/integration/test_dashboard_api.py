@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from payherald import FrozenClock
 from payherald.exceptions import PermanentDeliveryError
-from payherald.simulate import build_event, build_payment_events
+from payherald.simulate import build_event, build_payment_events, build_renewal_failure_events
 from payherald.testing import ScriptedChannel
 from tests.support import TWILIO_SETTINGS, LiveServer, StripeOnLoopback, build_for_tests
 
@@ -294,3 +294,34 @@ def test_the_chart_counts_each_day_once_and_keeps_counting_as_days_pass(
         {"day": "2026-12-06", "succeeded": 1, "failed": 0},
     ]
     assert sum(day["succeeded"] + day["failed"] for day in later) == 3
+
+
+def test_a_payment_counts_on_the_day_it_was_first_told(stripe: StripeOnLoopback) -> None:
+    # 23:59:50 in New York: the payment intent's event that evening, the others after
+    # midnight.
+    stripe.clock.advance(
+        (datetime(2026, 12, 5, 4, 59, 50, tzinfo=UTC) - stripe.clock.now()).total_seconds()
+    )
+    first, *later = build_payment_events(now=stripe.clock.now(), phone=CUSTOMER, amount=2500)
+    stripe.send(first, pause=0)
+    for item in later:
+        stripe.send(item, pause=10)
+    stats = api(stripe, "/api/stats")
+    assert stats["day"] == "2026-12-05"
+    assert stats["succeeded"] == []  # yesterday's
+    assert stats["chart"][-2:] == [
+        {"day": "2026-12-04", "succeeded": 1, "failed": 0},
+        {"day": "2026-12-05", "succeeded": 0, "failed": 0},
+    ]
+
+
+def test_a_free_trial_and_a_declined_renewal_count_as_what_they_are(
+    stripe: StripeOnLoopback,
+) -> None:
+    stripe.send(event(stripe, "payment_intent.succeeded", amount=0))
+    for item in build_renewal_failure_events(now=stripe.clock.now(), phone=CUSTOMER):
+        stripe.send(item)
+    stats = api(stripe, "/api/stats")
+    assert stats["succeeded"] == []
+    assert stats["failed"] == 1  # its invoice, payment intent and charge: one declined card
+    assert stats["chart"][-1] == {"day": "2026-12-04", "succeeded": 0, "failed": 1}

@@ -14,8 +14,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 
 from payherald import FrozenClock, SystemClock
+from payherald import feed as feed_module
 from payherald.feed import LiveFeed
 from payherald.ingest import plan_event
 from payherald.simulate import build_event
@@ -197,4 +199,32 @@ def test_a_burst_of_events_shows_in_full_and_a_reconnect_catches_up(sqlite_url: 
     caught_up, _ = asyncio.run(read(253, resume_from=datetime.fromisoformat(last_id)))
     assert set(caught_up) == {*first, *missed}
     assert len(caught_up) == len(set(caught_up))
+    ph.engine.dispose()
+
+
+def test_an_idle_stream_keeps_alive_and_says_where_it_was(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A keep-alive comes within its interval however long the poll, and carries the
+    look's time as its id, so that a browser reconnecting after a quiet spell is caught up
+    from there rather than from when it reconnected."""
+    monkeypatch.setattr(feed_module, "_KEEPALIVE", 0.5)
+    clock = FrozenClock(datetime(2026, 12, 4, 15, tzinfo=UTC))
+    ph = build_for_tests(sqlite_url, clock=clock)
+    feed = LiveFeed(store=ph.store, poll_interval=60)
+
+    async def run() -> tuple[str, float]:
+        stream = feed.stream(
+            livemode=False, still_allowed=lambda: True, disconnected=_never_disconnected
+        )
+        await anext(stream)
+        started = time.monotonic()
+        text = await asyncio.wait_for(anext(stream), 5)
+        waited = time.monotonic() - started
+        await stream.aclose()
+        return text, waited
+
+    text, waited = asyncio.run(run())
+    assert text == f"id: {clock.now().isoformat()}\n: keep-alive\n\n"
+    assert waited < 2
     ph.engine.dispose()

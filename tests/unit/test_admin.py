@@ -124,3 +124,20 @@ def test_without_a_token_nobody_is_signed_in() -> None:
     assert not auth.enabled
     assert auth.sign_in(request(), "") is None
     assert auth.session(request(bearer="")) is None
+
+
+def test_a_proxys_basic_authentication_is_not_taken_for_a_guess() -> None:
+    """Behind a proxy asking for Basic authentication, the browser sends it on every
+    request: the cookie decides, and none of it counts against the limit."""
+    auth = AdminAuth(token=TOKEN, clock=FrozenClock(), attempts_per_minute=3)
+    session, cookie, _ = signed_in(auth)
+    behind = request(cookie=cookie)
+    basic = Request(
+        {
+            **behind.scope,
+            "headers": [*behind.scope["headers"], (b"authorization", b"Basic b3A6cHc=")],
+        }
+    )
+    for _ in range(10):
+        assert auth.session(basic) == session
+    assert auth.waiting(basic) is None

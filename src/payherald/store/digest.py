@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from payherald.event_facts import FAILURE_EVENTS
 from payherald.store.database import Database
 from payherald.store.dunning import Dunning
 from payherald.store.schema import events, subject_aliases
@@ -37,7 +38,6 @@ PAYMENT_EVENTS = (
     "invoice.paid",
     "invoice.payment_succeeded",
 )
-FAILURE_EVENTS = ("payment_intent.payment_failed", "charge.failed")
 REFUND_EVENTS = ("refund.created", "charge.refunded")
 DISPUTE_EVENT = "charge.dispute.created"
 SUBSCRIPTION_CREATED = "customer.subscription.created"

@@ -56,7 +56,9 @@ MAX_TEXT = 100
 _PHONE_DIGITS = re.compile(r"\+?\d{2,15}")
 # How long the chart keeps a past day's counts (a late event, a new link, shows after it).
 _PAST_DAYS_KEPT = 600.0
-_DAY = timedelta(days=1)
+# A thing's events come within minutes: looking back this far tells one first told the day
+# before from one of this day.
+_LOOKBACK = timedelta(days=1)
 _BAD_CURSOR = "The cursor is not one this API gave; use the `next` it returned."
 
 
@@ -232,8 +234,6 @@ class History:
 
     # -- one event's trace ----------------------------------------------------------------
 
-    # -- one event's trace ----------------------------------------------------------------
-
     def trace(self, event_id: str, *, locale: str = "en_US") -> dict[str, Any] | None:
         """Everything known of ``event_id``, as ``store.trace`` tells it; None if the
         event is not stored."""
@@ -327,37 +327,12 @@ class History:
     def _told_today(
         connection: Connection, since: datetime, livemode: bool
     ) -> dict[str, dict[str, tuple[int, int]]]:
-        """Each kind's payments, failures, refunds and disputes received from ``since``
-        on, each once (by its subject, a payment by what it is linked to): their count and
-        amount, by kind and currency."""
-        thing = _thing()
-        each = (
-            select(
-                events.c.kind,
-                thing.label("thing"),
-                func.max(events.c.amount).label("amount"),
-                func.coalesce(func.max(events.c.currency), "usd").label("currency"),
-            )
-            .select_from(
-                events.outerjoin(subject_aliases, subject_aliases.c.alias == events.c.subject)
-            )
-            .where(
-                events.c.livemode == livemode,
-                events.c.received_at >= since,
-                events.c.subject.is_not(None),
-            )
-            .group_by(events.c.kind, thing)
-            .subquery()
-        )
+        """Each kind's payments, failures, refunds and disputes first told from ``since``
+        on, each once: their count and amount, by kind and currency."""
+        each = _things(since, livemode)
         query = (
-            select(
-                each.c.kind,
-                each.c.currency,
-                func.count(),
-                func.sum(func.coalesce(each.c.amount, 0)),
-            )
-            # Nothing paid is no payment (a free trial's checkout, a zero invoice).
-            .where(or_(each.c.kind != "succeeded", each.c.amount > 0))
+            select(each.c.kind, each.c.currency, func.count(), func.sum(each.c.amount))
+            .where(each.c.first >= since)
             .group_by(each.c.kind, each.c.currency)
         )
         found: dict[str, dict[str, tuple[int, int]]] = {}
@@ -378,29 +353,26 @@ class History:
             if found is not None and found[0] > fresh:
                 known[day] = found[1]
         missing = [day for day in days if day not in known]
-        starts = [_midnight(day, zone) for day in missing]
-        # The day an event falls on, by the operator's midnights (exact across a change of
-        # summer time, which a fixed offset is not); an event of a known day, None.
-        bounds = [_midnight(day, zone) for day in days] + [_midnight(today, zone) + _DAY]
+        since = _midnight(missing[0], zone)
+        each = _things(since, livemode)
+        # The day a thing was first told, by the operator's midnights (exact across a
+        # change of summer time, which a fixed offset is not); a known day's, None.
+        bounds = [_midnight(day, zone) for day in days[1:]]
         bucket = case(
             *(
-                (events.c.received_at < bounds[index + 1], index if day in missing else None)
-                for index, day in enumerate(days)
+                (each.c.first < bound, index if day in missing else None)
+                for index, (day, bound) in enumerate(zip(days, bounds, strict=False))
             ),
+            else_=len(days) - 1,
         )
-        thing = _thing()
         query = (
-            select(bucket.label("day"), events.c.kind, func.count(thing.distinct()))
-            .select_from(
-                events.outerjoin(subject_aliases, subject_aliases.c.alias == events.c.subject)
-            )
+            select(bucket.label("day"), each.c.kind, func.count())
             .where(
-                events.c.livemode == livemode,
-                events.c.kind.in_(("succeeded", "failed")),
-                events.c.received_at >= starts[0],
+                each.c.kind.in_(("succeeded", "failed")),
+                each.c.first >= since,
                 bucket.is_not(None),
             )
-            .group_by(bucket, events.c.kind)
+            .group_by(bucket, each.c.kind)
         )
         counted = {(int(index), kind): int(n) for index, kind, n in connection.execute(query)}
         now = monotonic()
@@ -414,6 +386,34 @@ class History:
                 self._past_days[(livemode, zone.key, day)] = (now, counts)
             chart.append({"day": day.isoformat(), "succeeded": counts[0], "failed": counts[1]})
         return chart
+
+
+def _things(since: datetime, livemode: bool) -> Any:
+    """Each payment, failed attempt, refund and dispute of ``livemode`` told from a day
+    before ``since`` on, once: its kind, when it was first told (``first``), its amount and
+    currency. A thing first told the day before is then told to be so, however many of its
+    events came later; a payment of nothing (a free trial's checkout) is none."""
+    thing = _thing()
+    grouped = (
+        select(
+            events.c.kind,
+            thing.label("thing"),
+            func.min(events.c.received_at).label("first"),
+            func.coalesce(func.max(events.c.amount), 0).label("amount"),
+            func.coalesce(func.max(events.c.currency), "usd").label("currency"),
+        )
+        .select_from(events.outerjoin(subject_aliases, subject_aliases.c.alias == events.c.subject))
+        .where(
+            events.c.livemode == livemode,
+            events.c.received_at >= since - _LOOKBACK,
+            events.c.subject.is_not(None),
+        )
+        .group_by(events.c.kind, thing)
+        .subquery()
+    )
+    return (
+        select(grouped).where(or_(grouped.c.kind != "succeeded", grouped.c.amount > 0)).subquery()
+    )
 
 
 def _thing() -> Any:
