@@ -29,7 +29,8 @@ from payherald.exceptions import StoreUnavailable
 from payherald.feed import LiveFeed
 from payherald.store import Store
 from payherald.store.history import decode_cursor, text_filter
-from payherald.store.statuses import NotificationStatus
+from payherald.store.shapes import jsonable
+from payherald.store.statuses import MAY_HAVE_BEEN_SENT, DunningStatus, NotificationStatus
 
 __all__ = [
     "ApiRefused",
@@ -47,6 +48,8 @@ Mode = Literal["live", "test"]
 Status = Literal["pending", "claimed", "sending", "sent", "skipped", "failed", "unknown"]
 assert set(KINDS) == set(Kind.__args__)  # type: ignore[attr-defined]
 assert {s.value for s in NotificationStatus} == set(Status.__args__)  # type: ignore[attr-defined]
+SequenceStatus = Literal["open", "recovered", "ended"]
+assert {s.value for s in DunningStatus} == set(SequenceStatus.__args__)  # type: ignore[attr-defined]
 
 
 class ApiRefused(Exception):
@@ -400,17 +403,7 @@ def add_api_routes(
     )
     async def optouts() -> dict[str, Any]:
         rows = await run_in_threadpool(store.consents.suppressed)
-        return {
-            "items": [
-                {
-                    "address": row["address"],
-                    "reason": row["reason"],
-                    "source": row["source"],
-                    "created_at": row["created_at"].isoformat(),
-                }
-                for row in rows
-            ]
-        }
+        return {"items": [jsonable(row) for row in rows]}
 
     @app.get(
         "/api/sequences",
@@ -420,16 +413,11 @@ def add_api_routes(
         responses=_REFUSALS,
     )
     async def sequences(
-        status: Literal["open", "recovered", "ended", "stopped"] | None = None,
+        status: SequenceStatus | None = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 100,
     ) -> dict[str, Any]:
         rows = await run_in_threadpool(store.dunning.sequences, status=status, limit=limit)
-        return {
-            "items": [
-                {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in row.items()}
-                for row in rows
-            ]
-        }
+        return {"items": [jsonable(row) for row in rows]}
 
     @app.get(
         "/api/feed",
@@ -462,7 +450,7 @@ async def retry(store: Store, notification_id: int, on_queued: Any) -> dict[str,
     if found is None:
         raise ApiRefused(404, f"No notification {notification_id} is stored here.")
     if not await run_in_threadpool(store.retry_notification, notification_id):
-        if found["error_code"] == "outcome_unknown":
+        if found["error_code"] == MAY_HAVE_BEEN_SENT:
             reason = (
                 "it may have been sent (its outcome could not be found out), so it is "
                 "not sent again"

@@ -37,7 +37,7 @@ from payherald.event_facts import KINDS
 from payherald.exceptions import PayloadTooLarge, StoreUnavailable
 from payherald.serving import read_body
 from payherald.store import Store
-from payherald.store.history import MAX_TEXT, decode_cursor, text_filter
+from payherald.store.history import decode_cursor, text_filter
 from payherald.store.statuses import NotificationStatus
 
 __all__ = ["add_dashboard_routes", "local_path"]
@@ -359,8 +359,6 @@ def _filter_error(filters: Mapping[str, str]) -> str | None:
         return f"kind must be one of {', '.join(KINDS)}."
     if filters["status"] and filters["status"] not in NOTIFICATION_STATUSES:
         return f"status must be one of {', '.join(NOTIFICATION_STATUSES)}."
-    if len(filters["q"]) > MAX_TEXT:
-        return f"The search is at most {MAX_TEXT} characters."
     if filters["mode"] not in ("live", "test"):
         return "mode must be live or test."
     return None

@@ -67,14 +67,16 @@ class Database:
         """Wake the workers of other processes when ``connection``'s transaction commits
         (PostgreSQL ``NOTIFY``; delivered on commit, so a woken worker always finds the
         work). Once per transaction is enough: PostgreSQL folds identical notifications."""
-        if self.postgres:
-            connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL})
+        self._notify(connection, WAKE_CHANNEL)
 
     def announce_events(self, connection: Connection) -> None:
         """Tell the live feeds of other processes, when ``connection``'s transaction
         commits, that it stored events (PostgreSQL ``NOTIFY``, as ``wake_workers``)."""
+        self._notify(connection, FEED_CHANNEL)
+
+    def _notify(self, connection: Connection, channel: str) -> None:
         if self.postgres:
-            connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": FEED_CHANNEL})
+            connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": channel})
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""

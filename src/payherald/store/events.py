@@ -52,7 +52,7 @@ from payherald.store.records import (
     event_row,
 )
 from payherald.store.schema import events, notifications
-from payherald.store.statuses import TERMINAL
+from payherald.store.statuses import MAY_HAVE_BEEN_SENT, TERMINAL
 from payherald.store.told import siblings_told
 from payherald.webhook import StripeEvent
 
@@ -337,7 +337,7 @@ class Store:
         retryable = and_(
             notifications.c.event_id == events.c.id,
             notifications.c.status == "failed",
-            notifications.c.error_code.is_distinct_from("outcome_unknown"),
+            notifications.c.error_code.is_distinct_from(MAY_HAVE_BEEN_SENT),
         )
         query = select(events.c.id).where(
             (events.c.status == "failed") | exists(select(notifications.c.id).where(retryable))

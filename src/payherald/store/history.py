@@ -206,15 +206,8 @@ class History:
 
     def event(self, event_id: str, *, locale: str = "en_US") -> dict[str, Any] | None:
         """One event as ``events`` gives it, or None."""
-        with self._db.read() as connection:
-            row = (
-                connection.execute(select(*EVENT_COLUMNS).where(events.c.id == event_id))
-                .mappings()
-                .first()
-            )
-            if row is None:
-                return None
-            return self._summaries(connection, [dict(row)], locale)[0]
+        found = self.events_by_id([event_id], locale=locale)
+        return found[0] if found else None
 
     def _summaries(
         self, connection: Connection, rows: Sequence[dict[str, Any]], locale: str

@@ -16,6 +16,7 @@ from payherald.store.database import Database
 from payherald.store.jobs import Jobs
 from payherald.store.links import Links
 from payherald.store.schema import notifications
+from payherald.store.statuses import MAY_HAVE_BEEN_SENT
 from payherald.store.statuses import NotificationStatus as S
 
 __all__ = ["RECONCILE_JOB", "SEND_JOB", "Outbox", "job_key"]
@@ -137,7 +138,7 @@ class Outbox:
             .where(
                 which,
                 notifications.c.status == S.FAILED,
-                notifications.c.error_code.is_distinct_from("outcome_unknown"),
+                notifications.c.error_code.is_distinct_from(MAY_HAVE_BEEN_SENT),
             )
             # Two retries at once (an operator's double click, a replay beside it): the
             # second waits here, then finds the row no longer failed.

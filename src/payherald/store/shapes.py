@@ -13,7 +13,7 @@ from typing import Any
 from payherald.event_facts import KINDS
 from payherald.money import format_money
 from payherald.store.schema import events, notifications
-from payherald.store.statuses import NotificationStatus
+from payherald.store.statuses import MAY_HAVE_BEEN_SENT, NotificationStatus
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -76,10 +76,6 @@ NOTIFICATION_FULL = (
     notifications.c.subject,
     notifications.c.earlier,
 )
-
-
-# A failed notification that may have reached its recipient is never sent again.
-_MAY_HAVE_BEEN_SENT = "outcome_unknown"
 
 
 def iso(value: datetime | None) -> str | None:
@@ -155,7 +151,7 @@ def notification_json(
     }
     found["earlier"] = earlier_outcomes(row)
     found["retryable"] = (
-        row["status"] == NotificationStatus.FAILED and row["error_code"] != _MAY_HAVE_BEEN_SENT
+        row["status"] == NotificationStatus.FAILED and row["error_code"] != MAY_HAVE_BEEN_SENT
     )
     if deliveries is not None:
         found["deliveries"] = deliveries

@@ -10,6 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "MAY_HAVE_BEEN_SENT",
     "DunningStatus",
     "EventStatus",
     "JobStatus",
@@ -36,6 +37,9 @@ class NotificationStatus(StrEnum):
     UNKNOWN = "unknown"  # the provider may have taken it: reconciled before any resend
 
 
+# The error code of a notification given up as failed although it may have reached its
+# recipient (its outcome could never be found out): it is never sent again.
+MAY_HAVE_BEEN_SENT = "outcome_unknown"
 # A notification in one of these may have reached its recipient.
 TOLD = frozenset({NotificationStatus.SENDING, NotificationStatus.SENT, NotificationStatus.UNKNOWN})
 # A notification in one of these is finished with.

@@ -14,6 +14,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from payherald.store.statuses import MAY_HAVE_BEEN_SENT
 from payherald.store.statuses import NotificationStatus as S
 
 __all__ = ["Outcome", "Transition"]
@@ -74,7 +75,7 @@ class Outcome(Enum):
     )
     # Sent for so long without an answer that a person has to look; never resent.
     GAVE_UP_UNKNOWN = Transition(
-        _CALLED, S.FAILED, "failed", "notification_failed", "warning", code="outcome_unknown"
+        _CALLED, S.FAILED, "failed", "notification_failed", "warning", code=MAY_HAVE_BEEN_SENT
     )
     # The provider call ended in a way that says nothing: reconciled before any resend.
     UNKNOWN = Transition(
