@@ -134,6 +134,32 @@ class StripeOnLoopback:
         self.ph.worker.run_until_idle()
 
 
+@contextlib.contextmanager
+def served_with_admin_token(
+    database_url: str, token: str, **settings: str
+) -> Iterator[StripeOnLoopback]:
+    """payherald on loopback as the dashboard's tests want it: ``token`` as
+    PAYHERALD_ADMIN_TOKEN, Twilio's settings with a scripted SMS channel (``sms``), a clock
+    frozen at 2026-12-04 15:00 UTC, and ``settings`` besides."""
+    from datetime import UTC, datetime
+
+    from payherald import FrozenClock
+    from payherald.testing import ScriptedChannel
+
+    clock, sms = FrozenClock(datetime(2026, 12, 4, 15, 0, tzinfo=UTC)), ScriptedChannel()
+    ph = build_for_tests(
+        database_url,
+        settings={**TWILIO_SETTINGS, "PAYHERALD_ADMIN_TOKEN": token, **settings},
+        clock=clock,
+        channels={"sms": sms},
+    )
+    try:
+        with LiveServer(ph.http_app) as server, StripeOnLoopback(ph, server, clock, sms) as on:
+            yield on
+    finally:
+        ph.engine.dispose()
+
+
 class TcpProxy:
     """A loopback TCP proxy that can be cut, to make a real database unreachable."""
 

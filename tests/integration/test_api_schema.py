@@ -13,7 +13,6 @@ schemathesis can check. ``POST /api/paylinks`` is in: with no STRIPE_SECRET_KEY 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -25,7 +24,6 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from payherald import FrozenClock
 from payherald.exceptions import PermanentDeliveryError
 from payherald.simulate import (
     build_event,
@@ -33,8 +31,7 @@ from payherald.simulate import (
     build_payment_events,
     sign_payload,
 )
-from payherald.testing import ScriptedChannel
-from tests.support import SECRET, TWILIO_SETTINGS, LiveServer, StripeOnLoopback, build_for_tests
+from tests.support import SECRET, StripeOnLoopback, served_with_admin_token
 
 TOKEN = "schema-admin-token-for-tests"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -51,16 +48,9 @@ DOCUMENTED_5XX = {("POST", "/api/paylinks")}
 def stripe(database_url: str) -> Iterator[StripeOnLoopback]:
     """payherald on loopback with an admin token: payments, a declined card, a refund, one
     notification failed."""
-    clock, sms = FrozenClock(datetime(2026, 12, 4, 15, 0, tzinfo=UTC)), ScriptedChannel()
-    ph = build_for_tests(
-        database_url,
-        settings={**TWILIO_SETTINGS, "PAYHERALD_ADMIN_TOKEN": TOKEN},
-        clock=clock,
-        channels={"sms": sms},
-    )
-    with LiveServer(ph.http_app) as server, StripeOnLoopback(ph, server, clock, sms) as stripe:
-        now = clock.now()
-        sms.script(PermanentDeliveryError("carrier refused", code="twilio_30007"))
+    with served_with_admin_token(database_url, TOKEN) as stripe:
+        now = stripe.clock.now()
+        stripe.sms.script(PermanentDeliveryError("carrier refused", code="twilio_30007"))
         for event in [
             *build_payment_events(now=now, livemode=True),
             *build_failure_events(now=now, livemode=True, phone="+14155550199"),
@@ -69,7 +59,6 @@ def stripe(database_url: str) -> Iterator[StripeOnLoopback]:
         ]:
             stripe.send(event, pause=1.0)
         yield stripe
-    ph.engine.dispose()
 
 
 def answers_as_documented(

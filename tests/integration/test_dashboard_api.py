@@ -15,11 +15,9 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 
-from payherald import FrozenClock
 from payherald.exceptions import PermanentDeliveryError
 from payherald.simulate import build_event, build_payment_events, build_renewal_failure_events
-from payherald.testing import ScriptedChannel
-from tests.support import TWILIO_SETTINGS, LiveServer, StripeOnLoopback, build_for_tests
+from tests.support import StripeOnLoopback, served_with_admin_token
 
 TOKEN = "dashboard-admin-token-for-tests"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -28,20 +26,10 @@ CUSTOMER = "+14155550123"
 
 @pytest.fixture
 def stripe(database_url: str) -> Iterator[StripeOnLoopback]:
-    clock, sms = FrozenClock(datetime(2026, 12, 4, 15, 0, tzinfo=UTC)), ScriptedChannel()
-    ph = build_for_tests(
-        database_url,
-        settings={
-            **TWILIO_SETTINGS,
-            "PAYHERALD_ADMIN_TOKEN": TOKEN,
-            "PAYHERALD_TIMEZONE": "America/New_York",
-        },
-        clock=clock,
-        channels={"sms": sms},
-    )
-    with LiveServer(ph.http_app) as server, StripeOnLoopback(ph, server, clock, sms) as stripe:
+    with served_with_admin_token(
+        database_url, TOKEN, PAYHERALD_TIMEZONE="America/New_York"
+    ) as stripe:
         yield stripe
-    ph.engine.dispose()
 
 
 def api(stripe: StripeOnLoopback, path: str, **params: Any) -> Any:

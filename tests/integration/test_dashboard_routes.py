@@ -26,7 +26,13 @@ from payherald import FrozenClock
 from payherald.simulate import build_payment_events
 from payherald.simulated_payments import EMAIL, NAME
 from payherald.testing import ScriptedChannel
-from tests.support import TWILIO_SETTINGS, LiveServer, StripeOnLoopback, build_for_tests
+from tests.support import (
+    TWILIO_SETTINGS,
+    LiveServer,
+    StripeOnLoopback,
+    build_for_tests,
+    served_with_admin_token,
+)
 
 TOKEN = "routes-admin-token-for-tests"
 PHONE = "+14155550187"
@@ -140,18 +146,11 @@ def refusal_problems(
 @pytest.fixture
 def stripe(database_url: str) -> Iterator[StripeOnLoopback]:
     """payherald with an admin token, on loopback, with a payment stored and texted."""
-    clock, sms = FrozenClock(datetime(2026, 12, 4, 15, 0, tzinfo=UTC)), ScriptedChannel()
-    ph = build_for_tests(
-        database_url,
-        settings={**TWILIO_SETTINGS, "PAYHERALD_ADMIN_TOKEN": TOKEN},
-        clock=clock,
-        channels={"sms": sms},
-    )
-    with LiveServer(ph.http_app) as server, StripeOnLoopback(ph, server, clock, sms) as stripe:
-        for event in build_payment_events(now=clock.now(), phone=PHONE, livemode=True)[:2]:
+    with served_with_admin_token(database_url, TOKEN) as stripe:
+        now = stripe.clock.now()
+        for event in build_payment_events(now=now, phone=PHONE, livemode=True)[:2]:
             stripe.send(event)
         yield stripe
-    ph.engine.dispose()
 
 
 def stored(stripe: StripeOnLoopback) -> tuple[dict[str, str], list[str]]:
